@@ -1,0 +1,173 @@
+//! The seam between the portable server and the operating system.
+//!
+//! A [`TransferBackend`] holds only the system calls that move bytes and open
+//! files; every decision (how much to move, what "destination full" means for
+//! the transfer, when to fall back to a userspace copy, how partial progress is
+//! accounted across header, file and trailer) lives in portable code that the
+//! Linux test suite runs.
+
+use std::ffi::CStr;
+use std::io;
+use std::os::fd::{BorrowedFd, OwnedFd};
+
+/// What kind of descriptor a destination is; decides the copy path.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DestKind {
+    /// A pipe or FIFO.
+    Pipe,
+    /// A connected stream socket (TCP, UNIX stream).
+    StreamSocket,
+    /// Any other socket (datagram, seqpacket).
+    OtherSocket,
+    /// A regular file: never "full", and cannot be polled.
+    RegularFile,
+    /// Anything else (a character device, say).
+    Other,
+}
+
+impl DestKind {
+    /// Whether readiness for this destination can be awaited with
+    /// epoll/kqueue. Regular files are always writable and epoll refuses them.
+    pub fn is_pollable(self) -> bool {
+        !matches!(self, DestKind::RegularFile)
+    }
+}
+
+/// What one attempt to move file data achieved.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Moved {
+    /// This many bytes went to the destination (0 = the file ended early).
+    Bytes(usize),
+    /// The destination is full; wait for it to become writable.
+    DestinationFull,
+    /// The data is not in the page cache; bring it in off the event loop
+    /// ([`TransferBackend::prefetch`]) before trying again. Backends may
+    /// report bytes moved before the miss as `Bytes`, and the miss on the
+    /// next call.
+    NotCached,
+}
+
+/// One chunk of work for [`TransferBackend::send_file`].
+#[derive(Debug, Clone, Copy)]
+pub struct FileChunk<'a> {
+    /// The open file being sent.
+    pub file: BorrowedFd<'a>,
+    /// Where in the file the chunk starts.
+    pub offset: u64,
+    /// The most bytes to move in this call.
+    pub len: usize,
+    /// Whether more bytes (more file data or a trailer) follow this call
+    /// within the same transfer: backends may hold a partial segment back
+    /// (`MSG_MORE`, `SF_NOPUSH`).
+    pub more_follows: bool,
+    /// Whether the caller accepts [`Moved::NotCached`] instead of a blocking
+    /// read from disk.
+    pub nowait: bool,
+}
+
+/// Header and trailer bytes around a file range, for backends with a native
+/// facility (`sf_hdtr`) that sends all three in one call.
+#[derive(Debug, Clone, Copy)]
+pub struct HdtrChunk<'a> {
+    /// Header bytes not yet sent (may be empty).
+    pub header: &'a [u8],
+    /// The file part (its `len` may be 0).
+    pub file: FileChunk<'a>,
+    /// Trailer bytes not yet sent (may be empty); sent only if the whole file
+    /// part went out.
+    pub trailer: &'a [u8],
+}
+
+/// The operating system's ways of moving file data. One implementation per
+/// OS, chosen at compile time; tests use fakes that return chosen errors.
+///
+/// Every method must not block on the destination (it is non-blocking) and
+/// must report `EAGAIN` as [`Moved::DestinationFull`] or an
+/// [`io::ErrorKind::WouldBlock`] error. `EINTR` may be returned as an error;
+/// the caller retries.
+pub trait TransferBackend: Send + Sync + 'static {
+    /// A short name for logs ("linux-splice", "freebsd-sendfile", ...).
+    fn name(&self) -> &'static str;
+
+    /// Moves up to `chunk.len` bytes of the file at `chunk.offset` to `dest`.
+    fn send_file(
+        &self,
+        chunk: FileChunk<'_>,
+        dest: BorrowedFd<'_>,
+        kind: DestKind,
+    ) -> io::Result<Moved>;
+
+    /// Writes bytes from memory (a header or trailer) to `dest`; returns how
+    /// many went out. `more_follows` says file data or a trailer comes next.
+    fn write_bytes(
+        &self,
+        buf: &[u8],
+        more_follows: bool,
+        dest: BorrowedFd<'_>,
+        kind: DestKind,
+    ) -> io::Result<usize> {
+        let _ = more_follows;
+        let _ = kind;
+        crate::sys::write(dest, buf)
+    }
+
+    /// Sends header, file part and trailer in one call where the OS has a
+    /// native facility for it; returns the total bytes moved counted across
+    /// the three parts in order. `None` means "not supported here": the caller
+    /// then uses [`write_bytes`](Self::write_bytes) and
+    /// [`send_file`](Self::send_file) in turn.
+    fn send_hdtr(
+        &self,
+        chunk: HdtrChunk<'_>,
+        dest: BorrowedFd<'_>,
+        kind: DestKind,
+    ) -> Option<io::Result<Moved>> {
+        let _ = (chunk, dest, kind);
+        None
+    }
+
+    /// Opens `path` read-only, confined beneath `root`: no `..` or symlink may
+    /// lead outside it. Errors: `ENOENT`, `EACCES`, `EXDEV`/`ELOOP`/`EACCES`
+    /// for an escape, and any error of `open(2)`.
+    fn open_beneath(&self, root: BorrowedFd<'_>, path: &CStr) -> io::Result<OwnedFd>;
+
+    /// Brings `len` bytes of `file` at `offset` into the page cache, blocking
+    /// as long as that takes. Runs on a disk I/O thread, never on the loop.
+    fn prefetch(&self, file: BorrowedFd<'_>, offset: u64, len: usize) -> io::Result<()> {
+        crate::sys::prefetch_by_reading(file, offset, len)
+    }
+}
+
+/// The portable copy path: `pread` into a bounded buffer, `write` out.
+///
+/// Used where the OS has no zero-copy path for a destination (pipes and
+/// files on FreeBSD and macOS), and by the `SENDFILED_FORCE_FALLBACK` test
+/// switch everywhere. Bytes read but not written (destination full mid-way)
+/// are simply read again next time: the file offset is the caller's.
+#[derive(Debug, Default)]
+pub struct ReadWriteCopy;
+
+/// Buffer size of the portable copy path.
+pub const READ_WRITE_CHUNK: usize = 64 * 1024;
+
+impl ReadWriteCopy {
+    /// Moves up to `chunk.len` bytes with `pread` + `write`.
+    pub fn send_file(chunk: FileChunk<'_>, dest: BorrowedFd<'_>) -> io::Result<Moved> {
+        thread_local! {
+            static BUF: std::cell::RefCell<Vec<u8>> = std::cell::RefCell::new(vec![0u8; READ_WRITE_CHUNK]);
+        }
+        BUF.with(|buf| {
+            let mut buf = buf.borrow_mut();
+            let want = chunk.len.min(buf.len());
+            let got = crate::sys::pread(chunk.file, &mut buf[..want], chunk.offset)?;
+            if got == 0 {
+                return Ok(Moved::Bytes(0));
+            }
+            match crate::sys::write(dest, &buf[..got]) {
+                Ok(n) => Ok(Moved::Bytes(n)),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(Moved::DestinationFull),
+                Err(e) => Err(e),
+            }
+        })
+    }
+}

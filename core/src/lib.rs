@@ -1,0 +1,15 @@
+//! sendfiled-core: everything in sendfiled that does not depend on the OS
+//! flavour.
+//!
+//! - [`protocol`]: the request/response wire format, limits, encode/decode;
+//! - [`backend`]: the [`TransferBackend`](backend::TransferBackend) trait each
+//!   OS implements, and the portable read/write copy path;
+//! - [`server`]: the event loop, transfer table, timers and shutdown;
+//! - [`client`]: the Rust client API;
+//! - [`sys`]: small portable syscall wrappers (descriptor passing, pipes).
+
+pub mod backend;
+pub mod client;
+pub mod protocol;
+pub mod server;
+pub mod sys;
