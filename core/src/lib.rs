@@ -6,10 +6,12 @@
 //!   OS implements, and the portable read/write copy path;
 //! - [`server`]: the event loop, transfer table, timers and shutdown;
 //! - [`client`]: the Rust client API;
+//! - [`confine`]: opening a path confined beneath the serving root;
 //! - [`sys`]: small portable syscall wrappers (descriptor passing, pipes).
 
 pub mod backend;
 pub mod client;
+pub mod confine;
 pub mod protocol;
 pub mod server;
 pub mod sys;
