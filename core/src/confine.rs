@@ -286,7 +286,10 @@ mod tests {
     fn dotdot_within_root_is_allowed() {
         let t = tree();
         assert_eq!(contents(open(&t, "dir/../file").expect("file")), b"top");
-        assert_eq!(contents(open(&t, "dir/sub/../inner").expect("inner")), b"inner");
+        assert_eq!(
+            contents(open(&t, "dir/sub/../inner").expect("inner")),
+            b"inner"
+        );
     }
 
     #[test]
@@ -304,9 +307,18 @@ mod tests {
     fn relative_symlinks_inside_are_followed() {
         let t = tree();
         assert_eq!(contents(open(&t, "rel_in").expect("rel_in")), b"inner");
-        assert_eq!(contents(open(&t, "dir/sub/up_in").expect("up_in")), b"inner");
-        assert_eq!(contents(open(&t, "dir/sub/up_up_in").expect("up_up")), b"top");
-        assert_eq!(contents(open(&t, "dirlink/inner").expect("dirlink")), b"inner");
+        assert_eq!(
+            contents(open(&t, "dir/sub/up_in").expect("up_in")),
+            b"inner"
+        );
+        assert_eq!(
+            contents(open(&t, "dir/sub/up_up_in").expect("up_up")),
+            b"top"
+        );
+        assert_eq!(
+            contents(open(&t, "dirlink/inner").expect("dirlink")),
+            b"inner"
+        );
     }
 
     #[test]
