@@ -122,6 +122,25 @@ impl Daemon {
             .count()
     }
 
+    /// The daemon's open descriptors and what they are (for failure messages).
+    pub fn fd_list(&self) -> Vec<String> {
+        let mut v: Vec<String> = std::fs::read_dir(format!("/proc/{}/fd", self.pid))
+            .unwrap()
+            .filter_map(|e| e.ok())
+            .map(|e| {
+                format!(
+                    "{}->{}",
+                    e.file_name().to_string_lossy(),
+                    std::fs::read_link(e.path())
+                        .map(|p| p.display().to_string())
+                        .unwrap_or_default()
+                )
+            })
+            .collect();
+        v.sort();
+        v
+    }
+
     /// Live transfers, from the daemon's status report.
     pub fn live(&self) -> u64 {
         self.client().server_status(WAIT).expect("status").live
