@@ -13,6 +13,8 @@ use std::path::{Component, Path, PathBuf};
 use std::time::Duration;
 
 use clap::Parser;
+use sendfiled_core::backend::TransferBackend;
+use sendfiled_core::fault::{FaultBackend, FAULTS_ENV};
 use sendfiled_core::server::{listener, Config, Server};
 
 use cli::{Args, LogTarget};
@@ -205,16 +207,49 @@ fn run(args: &Args, target: LogTarget) -> Result<(), StartError> {
         allow_gids: args.allow_gid.clone(),
         ..Config::default()
     };
-    let mut server = Server::new(platform::new_backend(), config, root_fd, socket)
+    let backend = platform::new_backend();
+    let ready = Ready {
+        root: &root,
+        sock_path: &sock_path,
+        print: args.print_ready,
+    };
+    // A test facility: SENDFILED_FAULTS makes chosen backend calls fail
+    // (sendfiled_core::fault). It can only make requests fail.
+    match std::env::var(FAULTS_ENV) {
+        Ok(spec) if !spec.is_empty() => {
+            let faulty = FaultBackend::from_spec(backend, &spec)
+                .map_err(|e| StartError::new(libc::EINVAL, format!("{FAULTS_ENV}: {e}")))?;
+            log::warn!("{FAULTS_ENV} set: injecting faults {spec:?} (a test facility)");
+            serve(faulty, config, root_fd, socket, ready)
+        }
+        _ => serve(backend, config, root_fd, socket, ready),
+    }
+}
+
+/// What to log and report once the server is up.
+struct Ready<'a> {
+    root: &'a Path,
+    sock_path: &'a Path,
+    print: bool,
+}
+
+fn serve<B: TransferBackend>(
+    backend: B,
+    config: Config,
+    root_fd: std::os::fd::OwnedFd,
+    socket: listener::RequestSocket,
+    ready: Ready<'_>,
+) -> Result<(), StartError> {
+    let mut server = Server::new(backend, config, root_fd, socket)
         .map_err(|e| StartError::io("starting the server", e))?;
     log::info!(
         "{} {} serving {} on {}",
         env!("CARGO_PKG_NAME"),
         env!("CARGO_PKG_VERSION"),
-        root.display(),
-        sock_path.display()
+        ready.root.display(),
+        ready.sock_path.display()
     );
-    if args.print_ready {
+    if ready.print {
         report(&format!("ready {}", std::process::id()));
     }
     server.run().map_err(|e| StartError::io("event loop", e))

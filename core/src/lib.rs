@@ -8,12 +8,14 @@
 //! - [`bsd_sendfile`]: the portable interpretation of BSD `sendfile` results;
 //! - [`client`]: the Rust client API;
 //! - [`confine`]: opening a path confined beneath the serving root;
+//! - [`fault`]: a fault-injecting backend wrapper (a test facility);
 //! - [`sys`]: small portable syscall wrappers (descriptor passing, pipes).
 
 pub mod backend;
 pub mod bsd_sendfile;
 pub mod client;
 pub mod confine;
+pub mod fault;
 pub mod protocol;
 pub mod server;
 pub mod sys;
