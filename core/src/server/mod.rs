@@ -687,7 +687,11 @@ impl<B: TransferBackend> Server<B> {
             }
             PumpStop::DestinationFull => {
                 t.dest_ready = false;
-                if let Err(e) = self.register_waits(slot) {
+                // Full before a single byte moved: the readiness edge that
+                // woke us may be spent although the destination has room (an
+                // EAGAIN with space, as fault injection makes). Re-arming
+                // asks for a fresh edge if it is writable now.
+                if let Err(e) = self.register_waits(slot, moved == 0) {
                     log::error!("registering a transfer for readiness: {e}");
                     return self.fail(slot, errno_of(&e));
                 }
@@ -728,8 +732,10 @@ impl<B: TransferBackend> Server<B> {
     }
 
     /// Registers what a blocked transfer waits on: its destination, and its
-    /// status channel (so a client that goes away is noticed).
-    fn register_waits(&mut self, slot: Slot) -> io::Result<()> {
+    /// status channel (so a client that goes away is noticed). With `rearm`,
+    /// a destination already registered is registered again, which queues
+    /// an event at once if it is writable.
+    fn register_waits(&mut self, slot: Slot, rearm: bool) -> io::Result<()> {
         let Some(t) = self.table.get_mut(slot) else {
             return Ok(());
         };
@@ -741,14 +747,21 @@ impl<B: TransferBackend> Server<B> {
                 Interest::WRITABLE,
             )?;
             t.status_registered = true;
+        } else if rearm && matches!(t.dest, Dest::Status) {
+            registry.reregister(
+                &mut SourceFd(&t.status.fd().as_raw_fd()),
+                status_token(slot),
+                Interest::WRITABLE,
+            )?;
         }
         if let Dest::Fd(fd, kind) = &t.dest {
-            if !t.dest_registered && kind.is_pollable() {
-                registry.register(
-                    &mut SourceFd(&fd.as_raw_fd()),
-                    dest_token(slot),
-                    Interest::WRITABLE,
-                )?;
+            if kind.is_pollable() && (!t.dest_registered || rearm) {
+                let source = &mut SourceFd(&fd.as_raw_fd());
+                if t.dest_registered {
+                    registry.reregister(source, dest_token(slot), Interest::WRITABLE)?;
+                } else {
+                    registry.register(source, dest_token(slot), Interest::WRITABLE)?;
+                }
                 t.dest_registered = true;
             }
             if !kind.is_pollable() {
@@ -793,7 +806,7 @@ impl<B: TransferBackend> Server<B> {
                 }
             }
             Flush::Pending => {
-                if let Err(e) = self.register_waits(slot) {
+                if let Err(e) = self.register_waits(slot, false) {
                     log::error!("registering a status channel: {e}");
                     self.abandon(slot, "cannot wait for its status channel");
                 }
