@@ -58,6 +58,25 @@ impl Daemon {
     /// Starts a daemon on `root` named `name`; `Err(line)` with its readiness
     /// line (or exit status) if it failed.
     pub fn start_in(root: tempfile::TempDir, name: &str, extra: &[&str]) -> Result<Daemon, String> {
+        Daemon::start_in_env(root, name, extra, &[])
+    }
+
+    /// Starts a daemon with extra arguments and environment variables;
+    /// panics if it does not report ready.
+    pub fn start_env(extra: &[&str], env: &[(&str, &str)]) -> Daemon {
+        let root = tempfile::tempdir().expect("tempdir");
+        let name = unique_name("srv");
+        Daemon::start_in_env(root, &name, extra, env)
+            .unwrap_or_else(|line| panic!("daemon did not start: {line}"))
+    }
+
+    /// [`Daemon::start_in`] with environment variables for the daemon.
+    pub fn start_in_env(
+        root: tempfile::TempDir,
+        name: &str,
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> Result<Daemon, String> {
         let logdir = tempfile::tempdir().expect("tempdir");
         let log = logdir.path().join("daemon.log");
         let logfile = std::fs::File::create(&log).expect("log file");
@@ -67,6 +86,7 @@ impl Daemon {
             .args(["-p", "--log-level", "debug"])
             .args(extra)
             .env("SENDFILED_ALLOW_ROOT", "1")
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::from(logfile))
