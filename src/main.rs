@@ -91,12 +91,23 @@ fn report(line: &str) {
     redirect_to_null(libc::STDOUT_FILENO);
 }
 
+/// `/dev/null`, opened before any chroot (ROOT rarely has a `/dev`).
+static DEV_NULL: std::sync::OnceLock<Option<std::fs::File>> = std::sync::OnceLock::new();
+
+fn dev_null() -> Option<&'static std::fs::File> {
+    DEV_NULL
+        .get_or_init(|| {
+            std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .open("/dev/null")
+                .ok()
+        })
+        .as_ref()
+}
+
 fn redirect_to_null(fd: libc::c_int) {
-    if let Ok(null) = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open("/dev/null")
-    {
+    if let Some(null) = dev_null() {
         // SAFETY: dup2 onto a standard descriptor we own.
         unsafe { libc::dup2(null.as_raw_fd(), fd) };
     }
@@ -178,6 +189,8 @@ fn run(args: &Args, target: LogTarget) -> Result<(), StartError> {
 
     let mut root_for_server = root.clone();
     if let Some(id) = identity {
+        // Standard descriptors are detached onto /dev/null after the chroot.
+        let _ = dev_null();
         privileges::drop_to(&root, id).map_err(|e| StartError::io("dropping privileges", e))?;
         if root != Path::new("/") {
             root_for_server = PathBuf::from("/");
