@@ -221,16 +221,20 @@ fn bytes_step<B: TransferBackend + ?Sized>(
         (&[], cur.file_len, &cur.trailer[t..])
     };
     let file_len_left = cur.file_len - file_left_from;
+    let part_len = file_len_left.min(max.max(1) as u64) as usize;
+    // The trailer may ride along only if this call's file part is the rest
+    // of the range: a native call sends it right after the part.
+    let whole_rest = part_len as u64 == file_len_left;
     let native = HdtrChunk {
         header: hdr_left,
         file: FileChunk {
             file,
             offset: cur.file_offset + file_left_from,
-            len: file_len_left.min(max.max(1) as u64) as usize,
-            more_follows: !trl_left.is_empty(),
+            len: part_len,
+            more_follows: !whole_rest || !trl_left.is_empty(),
             nowait: probe_cache && file_left_from >= cur.prefetched_until,
         },
-        trailer: trl_left,
+        trailer: if whole_rest { trl_left } else { &[] },
     };
     if let Some(r) = backend.send_hdtr(native, dest, kind) {
         return r;
@@ -626,6 +630,35 @@ mod tests {
         }
         assert!(cur.is_done());
         let want = [&b"HDR"[..], &FILE[1..10], b"TR"].concat();
+        assert_eq!(*b.out.lock().unwrap(), want);
+
+        // A range longer than one chunk: the first native call carries the
+        // header and one chunk of the file, never the trailer (found by the
+        // hdtr_pump fuzz target).
+        let b = Native {
+            out: Mutex::new(Vec::new()),
+            step: 1000,
+        };
+        let mut cur = Cursor::new(b"HDR".to_vec(), 1, 20, b"TR".to_vec());
+        for _ in 0..100 {
+            let (_, stop) = pump(
+                &b,
+                &mut cur,
+                fd.as_fd(),
+                fd.as_fd(),
+                DestKind::StreamSocket,
+                Limits {
+                    chunk: 4,
+                    budget: 1 << 20,
+                    probe_cache: false,
+                },
+            );
+            if stop == PumpStop::Done {
+                break;
+            }
+        }
+        assert!(cur.is_done());
+        let want = [&b"HDR"[..], &FILE[1..21], b"TR"].concat();
         assert_eq!(*b.out.lock().unwrap(), want);
     }
 }
