@@ -6,6 +6,10 @@
 //! gid, with no supplementary groups) with `SFD_ACCESS_HELPER` set: the
 //! `helper` test then does one thing and prints one `RESULT` line. Tests that
 //! need to switch uids skip (with a note) unless run as root.
+//!
+//! Linux only: peer credentials (`SO_PASSCRED`) are what the allow-lists and
+//! the transfer binding check.
+#![cfg(target_os = "linux")]
 
 mod common;
 

@@ -10,6 +10,10 @@
 //! ROOT: that is `RESOLVE_BENEATH`'s rule (an absolute link means something
 //! else inside and outside a chroot), and the walk follows it so that every
 //! platform answers alike.
+//!
+//! Linux only: the race swaps names with `renameat2(RENAME_EXCHANGE)` and the
+//! privileged test reads `/proc/PID/status`.
+#![cfg(target_os = "linux")]
 
 mod common;
 

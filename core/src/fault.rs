@@ -191,6 +191,13 @@ pub fn parse_spec(spec: &str) -> Result<Vec<Fault>, String> {
         .collect()
 }
 
+/// (device, inode): identifies a file across descriptors.
+// The field types differ between systems (i32 device numbers on macOS).
+#[allow(clippy::unnecessary_cast)]
+fn file_key(st: &libc::stat) -> (u64, u64) {
+    (st.st_dev as u64, st.st_ino as u64)
+}
+
 fn contains(hay: &[u8], needle: &[u8]) -> bool {
     hay.windows(needle.len()).any(|w| w == needle)
 }
@@ -249,7 +256,7 @@ impl<B: TransferBackend> FaultBackend<B> {
         let Ok(st) = crate::sys::fstat(file) else {
             return 0;
         };
-        let key = (st.st_dev as u64, st.st_ino as u64);
+        let key = file_key(&st);
         self.tagged
             .lock()
             .map(|m| m.get(&key).copied().unwrap_or(0))
@@ -364,7 +371,7 @@ impl<B: TransferBackend> TransferBackend for FaultBackend<B> {
         if bits != 0 {
             if let Ok(st) = crate::sys::fstat(fd.as_fd()) {
                 if let Ok(mut m) = self.tagged.lock() {
-                    m.insert((st.st_dev as u64, st.st_ino as u64), bits);
+                    m.insert(file_key(&st), bits);
                 }
             }
         }
