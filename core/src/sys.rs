@@ -283,8 +283,9 @@ const _: () = assert!(
     cmsg_space(RECV_FD_ROOM * size_of::<RawFd>()) + cmsg_space(32 + 4 * 1024) <= CONTROL_LEN
 );
 
-/// `recvmsg(2)` of one datagram with `SCM_RIGHTS` (and, on Linux,
-/// `SCM_CREDENTIALS`), non-blocking, every descriptor close-on-exec.
+/// `recvmsg(2)` of one datagram with `SCM_RIGHTS` and the sender's
+/// credentials where the OS sends them (`SCM_CREDENTIALS` on Linux,
+/// `SCM_CREDS2` on FreeBSD), non-blocking, every descriptor close-on-exec.
 pub fn recv_with_fds(sock: BorrowedFd<'_>, buf: &mut [u8]) -> io::Result<Received> {
     let mut ctl = ControlBuf([0u8; CONTROL_LEN]);
     let mut iov = libc::iovec {
