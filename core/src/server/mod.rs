@@ -527,6 +527,9 @@ impl<B: TransferBackend> Server<B> {
         };
         let size = range.clip(st.st_size as u64);
         let info = FileInfo::ok(size, st.st_atime, st.st_mtime, st.st_ctime, txnid);
+        if op == Op::Read {
+            self.backend.grow_pipe(status_fd.as_fd(), size);
+        }
         let mut status = StatusWriter::new(status_fd, op != Op::Read);
         status.owe_info(info);
         if op == Op::Read && status.flush() != Flush::Clear {
