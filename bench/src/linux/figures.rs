@@ -283,8 +283,11 @@ pub fn large(plan: &Plan, d: &Daemon, files: &Files, report: &mut Report) -> io:
     let mut buf = vec![0u8; 256 << 10];
     for dest in [Dest::Pipe, Dest::Unix, Dest::Tcp, Dest::Read] {
         let (mut dm, mut zc, mut rw) = (Vec::new(), Vec::new(), Vec::new());
+        let mut cpu = Vec::new();
         for _ in 0..plan.large_reps {
+            let c0 = d.cpu_ns();
             dm.push(mib_s(size, daemon_large(&client, dest, size, &mut buf)?));
+            cpu.push((d.cpu_ns() - c0) as f64 / 1e6 * (1u64 << 30) as f64 / size as f64);
             rw.push(mib_s(
                 size,
                 inproc_large(&path, dest, size, Method::ReadWrite, &mut buf)?,
@@ -318,6 +321,13 @@ pub fn large(plan: &Plan, d: &Daemon, files: &Files, report: &mut Report) -> io:
             Some((reference, method)),
             Some(daemon / reference),
             Goal::AtLeast(0.9),
+        );
+        report.row(
+            format!("  daemon CPU per GiB, {} (ms)", dest.name()),
+            median(cpu),
+            None,
+            None,
+            Goal::None,
         );
     }
     Ok(())
@@ -433,15 +443,12 @@ pub fn small(plan: &Plan, d: &Daemon, files: &Files, report: &mut Report) -> io:
     ] {
         for clients in [1usize, 8] {
             let (mut ds, mut rs) = (Vec::new(), Vec::new());
+            let mut cpu = Vec::new();
             for _ in 0..plan.small_reps {
-                ds.push(small_run(
-                    Some(d),
-                    files,
-                    rel,
-                    size,
-                    clients,
-                    plan.small_secs,
-                )?);
+                let c0 = d.cpu_ns();
+                let run = small_run(Some(d), files, rel, size, clients, plan.small_secs)?;
+                cpu.push((d.cpu_ns() - c0) as f64 / 1e3 / run.count.max(1) as f64);
+                ds.push(run);
                 rs.push(small_run(None, files, rel, size, clients, plan.small_secs)?);
             }
             let (dm, rm) = (RunStats::median_of(&ds), RunStats::median_of(&rs));
@@ -475,6 +482,13 @@ pub fn small(plan: &Plan, d: &Daemon, files: &Files, report: &mut Report) -> io:
                 dm.p99_us,
                 Some((rm.p99_us, "")),
                 Some(dm.p99_us / rm.p99_us),
+                Goal::None,
+            );
+            report.row(
+                format!("  daemon CPU per request, {what} (µs)"),
+                median(cpu),
+                None,
+                None,
                 Goal::None,
             );
             if size == 4096 && clients == 1 {

@@ -252,6 +252,19 @@ impl Daemon {
         os::vm_rss_kib(self.pid).unwrap_or(0)
     }
 
+    /// CPU time the daemon's threads have used so far, in nanoseconds
+    /// (`/proc/PID/task/*/schedstat`).
+    pub fn cpu_ns(&self) -> u64 {
+        let Ok(tasks) = std::fs::read_dir(format!("/proc/{}/task", self.pid)) else {
+            return 0;
+        };
+        tasks
+            .flatten()
+            .filter_map(|t| std::fs::read_to_string(t.path().join("schedstat")).ok())
+            .filter_map(|s| s.split_whitespace().next()?.parse::<u64>().ok())
+            .sum()
+    }
+
     /// Waits until the daemon holds no transfer (at most `limit`).
     pub fn wait_idle(&self, limit: Duration) -> io::Result<u64> {
         let c = self.client()?;
