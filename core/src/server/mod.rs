@@ -685,16 +685,20 @@ impl<B: TransferBackend> Server<B> {
                 self.finish(slot, fin, true);
             }
             PumpStop::BudgetSpent => {
+                let flush = t.status.worth_flushing();
                 self.enqueue(slot);
-                self.flush_status(slot);
+                if flush {
+                    self.flush_status(slot);
+                }
             }
             PumpStop::DestinationFull => {
                 t.dest_ready = false;
+                let flush = t.status.worth_flushing();
                 if let Err(e) = self.register_waits(slot) {
                     log::error!("registering a transfer for readiness: {e}");
                     return self.fail(slot, errno_of(&e));
                 }
-                if moved > 0 {
+                if flush {
                     self.flush_status(slot);
                 }
             }
@@ -709,14 +713,17 @@ impl<B: TransferBackend> Server<B> {
                     offset,
                     len,
                 };
+                let mut flush = false;
                 if let Some(t) = self.table.get_mut(slot) {
                     t.state = State::WaitingForDisk;
+                    // The file info goes out now, not after the disk.
+                    flush = t.status.worth_flushing();
                 }
                 if !self.disk.submit(job) {
                     log::error!("disk threads are gone");
                     return self.fail(slot, libc::EIO);
                 }
-                if moved > 0 {
+                if flush {
                     self.flush_status(slot);
                 }
             }
