@@ -161,7 +161,9 @@ impl LinuxBackend {
         // for a retry. Bounded, so a hostile renamer cannot keep us here.
         for _ in 0..16 {
             match openat2(root, path, &how) {
-                Ok(fd) => return Some(confine::finish_open(fd)),
+                // One ioctl clears the O_NONBLOCK of the open (where
+                // confine::finish_open uses fcntl F_GETFL + F_SETFL).
+                Ok(fd) => return Some(clear_nonblocking(fd)),
                 Err(e) if e.raw_os_error() == Some(libc::ENOSYS) => {
                     log::info!("openat2 unavailable; confining opens by a checked walk");
                     self.no_openat2.store(true, Ordering::Relaxed);
@@ -314,6 +316,16 @@ impl TransferBackend for LinuxBackend {
         }
         sys::prefetch_by_reading(file, offset, len)
     }
+}
+
+/// Clears `O_NONBLOCK` with one `ioctl(FIONBIO)`.
+fn clear_nonblocking(fd: OwnedFd) -> io::Result<OwnedFd> {
+    let mut off: libc::c_int = 0;
+    // SAFETY: FIONBIO reads one int from the pointer we pass.
+    if unsafe { libc::ioctl(fd.as_raw_fd(), libc::FIONBIO, &mut off) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(fd)
 }
 
 fn cvt_size(r: libc::ssize_t) -> io::Result<usize> {

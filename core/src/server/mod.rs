@@ -9,6 +9,7 @@
 //! is brought in by [`disk`] threads.
 
 pub mod disk;
+pub mod fastpath;
 pub mod listener;
 pub mod pump;
 pub mod status;
@@ -163,8 +164,10 @@ pub struct Server<B: TransferBackend> {
     signals: UnixStream,
     counters: Counters,
     started: Instant,
-    recv_buf: Vec<u8>,
+    recv_buf: fastpath::RecvBatch,
+    received: Vec<Received>,
     listener_ready: bool,
+    ids: fastpath::RandomIds,
 }
 
 impl<B: TransferBackend> std::fmt::Debug for Server<B> {
@@ -228,8 +231,10 @@ impl<B: TransferBackend> Server<B> {
             signals: sig_rx,
             counters: Counters::default(),
             started: Instant::now(),
-            recv_buf: vec![0u8; proto::MAX_REQUEST_LEN + 1],
+            recv_buf: fastpath::RecvBatch::new(proto::MAX_REQUEST_LEN + 1),
+            received: Vec::with_capacity(fastpath::BATCH),
             listener_ready: true,
+            ids: fastpath::RandomIds::default(),
         })
     }
 
@@ -302,26 +307,35 @@ impl<B: TransferBackend> Server<B> {
     // ----- requests -----
 
     fn accept_requests(&mut self) {
-        for _ in 0..REQUESTS_PER_TURN {
-            let mut buf = std::mem::take(&mut self.recv_buf);
-            let r = sys::recv_with_fds(self.socket.fd.as_fd(), &mut buf);
-            match r {
-                Ok(rcv) => self.handle_datagram(&buf[..rcv.len], rcv),
+        let mut batch = std::mem::take(&mut self.recv_buf);
+        let mut got = std::mem::take(&mut self.received);
+        let mut handled = 0;
+        while handled < REQUESTS_PER_TURN {
+            match batch.recv(self.socket.fd.as_fd(), &mut got) {
+                Ok(drained) => {
+                    for (i, rcv) in got.drain(..).enumerate() {
+                        self.handle_datagram(batch.payload(i), rcv);
+                        handled += 1;
+                    }
+                    if drained {
+                        self.listener_ready = false;
+                        break;
+                    }
+                }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                     self.listener_ready = false;
-                    self.recv_buf = buf;
-                    return;
+                    break;
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => {
                     log::error!("receiving a request: {e}");
                     self.listener_ready = false;
-                    self.recv_buf = buf;
-                    return;
+                    break;
                 }
             }
-            self.recv_buf = buf;
         }
+        self.recv_buf = batch;
+        self.received = got;
     }
 
     fn peer_allowed(&self, cred: Option<PeerCred>) -> bool {
@@ -345,10 +359,7 @@ impl<B: TransferBackend> Server<B> {
             cred,
             ..
         } = rcv;
-        let who = match cred {
-            Some(c) => format!("pid {} uid {}", c.pid, c.uid),
-            None => "unknown peer".to_owned(),
-        };
+        let who = Who(cred);
         let cmd_hint = bytes.get(1).copied().and_then(Command::from_u8);
         let decoded = if truncated {
             Err(proto::DecodeError::TooLong)
@@ -442,10 +453,10 @@ impl<B: TransferBackend> Server<B> {
         }
     }
 
-    fn new_txnid(&self) -> io::Result<u64> {
+    fn new_txnid(&mut self) -> io::Result<u64> {
         loop {
             // size_t on the C side: keep ids within it on 32-bit systems.
-            let id = sys::random_u64()? & (usize::MAX as u64);
+            let id = self.ids.take()? & (usize::MAX as u64);
             if id != 0 && !self.table.contains_id(id) {
                 return Ok(id);
             }
@@ -492,7 +503,7 @@ impl<B: TransferBackend> Server<B> {
             log::warn!("{op:?} {shown}: status channel is not a pipe");
             return;
         }
-        if let Err(e) = sys::set_nonblocking(status_fd.as_fd(), true) {
+        if let Err(e) = fastpath::set_nonblocking(status_fd.as_fd()) {
             log::warn!("{op:?} {shown}: status channel: {e}");
             return;
         }
@@ -973,12 +984,24 @@ impl<B: TransferBackend> Server<B> {
     }
 }
 
+/// Who sent a request, for log lines (formatted only if one is written).
+struct Who(Option<PeerCred>);
+
+impl std::fmt::Display for Who {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0 {
+            Some(c) => write!(f, "pid {} uid {}", c.pid, c.uid),
+            None => f.write_str("unknown peer"),
+        }
+    }
+}
+
 /// Classifies a passed destination and makes it non-blocking (regular files
 /// stay as they are: they never block on space).
 fn prepare_dest(fd: OwnedFd) -> Result<Dest, i32> {
-    let kind = sys::dest_kind(fd.as_fd()).map_err(|e| errno_of(&e))?;
+    let kind = fastpath::dest_kind(fd.as_fd()).map_err(|e| errno_of(&e))?;
     if kind != DestKind::RegularFile {
-        sys::set_nonblocking(fd.as_fd(), true).map_err(|e| errno_of(&e))?;
+        fastpath::set_nonblocking(fd.as_fd()).map_err(|e| errno_of(&e))?;
     }
     Ok(Dest::Fd(fd, kind))
 }
