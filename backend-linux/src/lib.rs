@@ -23,7 +23,7 @@
 
 use std::ffi::{CStr, OsStr};
 use std::io;
-use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use sendfiled_core::backend::{DestKind, FileChunk, Moved, ReadWriteCopy, TransferBackend};
@@ -70,6 +70,10 @@ pub struct LinuxBackend {
     no_nowait: AtomicBool,
     /// `openat2` is missing (Linux < 5.6, or filtered): walk instead.
     no_openat2: AtomicBool,
+    /// `/dev/null`, where [`prefetch`](TransferBackend::prefetch) sends
+    /// file data to wait for it without copying it (absent in a chroot
+    /// without `/dev`: the data is then read into a buffer).
+    devnull: Option<OwnedFd>,
 }
 
 /// The backend of this system, under the name every backend crate exports.
@@ -89,13 +93,19 @@ pub fn new_backend() -> Backend {
 impl LinuxBackend {
     /// The backend with every Linux facility enabled.
     pub fn new() -> Self {
-        Self::default()
+        Self::with_options(LinuxOptions::default())
     }
 
     /// The backend with some portable paths forced (for tests).
     pub fn with_options(opts: LinuxOptions) -> Self {
+        let devnull = std::fs::OpenOptions::new()
+            .write(true)
+            .open("/dev/null")
+            .ok()
+            .map(OwnedFd::from);
         LinuxBackend {
             opts,
+            devnull,
             ..Self::default()
         }
     }
@@ -314,8 +324,39 @@ impl TransferBackend for LinuxBackend {
             Err(e) if unsupported(&e) => {}
             Err(e) => return Err(e),
         }
+        if let Some(null) = &self.devnull {
+            if prefetch_to_null(file, null.as_fd(), offset, len).is_ok() {
+                return Ok(());
+            }
+        }
         sys::prefetch_by_reading(file, offset, len)
     }
+}
+
+/// Waits for `len` bytes of `file` at `offset` to be in the page cache by
+/// `sendfile`-ing them to `/dev/null`: the kernel reads the pages in and
+/// hands references to the null device, which drops them, so nothing is
+/// copied (a read into a buffer copies every byte once on a disk thread
+/// that shares the CPUs with the loop). Fails (the caller then reads) where
+/// the null device takes no `sendfile`.
+fn prefetch_to_null(
+    file: BorrowedFd<'_>,
+    null: BorrowedFd<'_>,
+    offset: u64,
+    len: usize,
+) -> io::Result<()> {
+    let mut off = offset_of(offset)?;
+    let end = off.saturating_add(len as i64);
+    while off < end {
+        let want = (end - off) as usize;
+        match sendfile(null, file, &mut off, want) {
+            Ok(0) => break,
+            Ok(_) => {}
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
 }
 
 /// Clears `O_NONBLOCK` with one `ioctl(FIONBIO)`.
