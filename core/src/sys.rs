@@ -419,13 +419,27 @@ pub fn raise_socket_buffer(sock: BorrowedFd<'_>, opt: libc::c_int, bytes: usize)
 /// Waits with `poll(2)` until `fd` is readable (or hung up), for at most
 /// `timeout`. Returns false on timeout.
 pub fn wait_readable(fd: BorrowedFd<'_>, timeout: std::time::Duration) -> io::Result<bool> {
+    wait_for(fd, libc::POLLIN, timeout)
+}
+
+/// Waits with `poll(2)` until `fd` is writable (or failed), for at most
+/// `timeout`. Returns false on timeout.
+pub fn wait_writable(fd: BorrowedFd<'_>, timeout: std::time::Duration) -> io::Result<bool> {
+    wait_for(fd, libc::POLLOUT, timeout)
+}
+
+fn wait_for(
+    fd: BorrowedFd<'_>,
+    events: libc::c_short,
+    timeout: std::time::Duration,
+) -> io::Result<bool> {
     let deadline = std::time::Instant::now() + timeout;
     loop {
         let left = deadline.saturating_duration_since(std::time::Instant::now());
         let ms = left.as_millis().min(i32::MAX as u128) as libc::c_int;
         let mut p = libc::pollfd {
             fd: fd.as_raw_fd(),
-            events: libc::POLLIN,
+            events,
             revents: 0,
         };
         // SAFETY: p is one valid pollfd.

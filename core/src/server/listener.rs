@@ -1,0 +1,108 @@
+//! The request socket: created with restrictive permissions, refusing to
+//! steal a live server's name, replacing a dead one's socket file.
+
+use std::io;
+use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::net::UnixDatagram;
+use std::path::{Path, PathBuf};
+
+use crate::protocol::MAX_REQUEST_LEN;
+use crate::sys;
+
+/// A bound request socket and the file it created.
+#[derive(Debug)]
+pub struct RequestSocket {
+    /// The socket.
+    pub fd: OwnedFd,
+    /// The socket file to remove at shutdown (`None` when the socket came
+    /// from the service manager).
+    pub path: Option<PathBuf>,
+}
+
+/// Binds a datagram socket at `path` with permissions `mode`.
+///
+/// If a socket file is already there: when a server answers on it, fail with
+/// `EADDRINUSE`; when nothing does (`ECONNREFUSED`), it is a dead server's,
+/// so remove it and bind. Any other file there is left alone (`EEXIST`).
+pub fn bind(path: &Path, mode: u32) -> io::Result<RequestSocket> {
+    match std::fs::symlink_metadata(path) {
+        Ok(md) => {
+            use std::os::unix::fs::FileTypeExt;
+            if !md.file_type().is_socket() {
+                return Err(io::Error::from_raw_os_error(libc::EEXIST));
+            }
+            let probe = UnixDatagram::unbound()?;
+            match probe.connect(path) {
+                Ok(()) => return Err(io::Error::from_raw_os_error(libc::EADDRINUSE)),
+                Err(e) if e.raw_os_error() == Some(libc::ECONNREFUSED) => {
+                    log::info!("removing stale socket {}", path.display());
+                    std::fs::remove_file(path)?;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e),
+    }
+    // Bind under a restrictive umask so the socket never exists with wider
+    // permissions than asked, not even between bind and chmod.
+    // SAFETY: umask only changes this process's file-creation mask.
+    let old = unsafe { libc::umask(0o177) };
+    let bound = UnixDatagram::bind(path);
+    // SAFETY: as above, restoring it.
+    unsafe { libc::umask(old) };
+    let sock = bound?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))?;
+    prepare(sock.as_fd())?;
+    Ok(RequestSocket {
+        fd: sock.into(),
+        path: Some(path.to_owned()),
+    })
+}
+
+/// Makes a request socket ready for the loop: non-blocking, a receive buffer
+/// for many largest requests, credentials on every datagram where the OS
+/// offers it.
+pub fn prepare(fd: std::os::fd::BorrowedFd<'_>) -> io::Result<()> {
+    sys::set_nonblocking(fd, true)?;
+    sys::raise_socket_buffer(fd, libc::SO_RCVBUF, 64 * MAX_REQUEST_LEN);
+    sys::enable_passcred(fd)?;
+    Ok(())
+}
+
+impl Drop for RequestSocket {
+    fn drop(&mut self) {
+        if let Some(p) = &self.path {
+            let _ = std::fs::remove_file(p);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn live_name_is_refused_dead_one_replaced() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("srv");
+        let a = bind(&p, 0o600).unwrap();
+        let mode = std::fs::metadata(&p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+        let err = bind(&p, 0o600).unwrap_err();
+        assert_eq!(err.raw_os_error(), Some(libc::EADDRINUSE));
+        // A dead server: the file stays but nobody listens.
+        let dead = UnixDatagram::bind(dir.path().join("dead")).unwrap();
+        drop(dead);
+        let b = bind(&dir.path().join("dead"), 0o660).unwrap();
+        drop(a);
+        assert!(!p.exists(), "socket file removed when the server goes");
+        drop(b);
+        std::fs::write(&p, b"not a socket").unwrap();
+        assert_eq!(
+            bind(&p, 0o600).unwrap_err().raw_os_error(),
+            Some(libc::EEXIST)
+        );
+    }
+}

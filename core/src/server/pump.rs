@@ -1,0 +1,610 @@
+//! Moving one transfer's bytes: header, file range, trailer, in that order,
+//! across any number of partial writes, full destinations and interrupted
+//! calls.
+//!
+//! A transfer's progress is one number, [`Cursor::pos`], counted over the
+//! concatenation `header | file range | trailer`. Every backend call advances
+//! it by what the call reports, whatever part the bytes came from, so a
+//! native `sf_hdtr` call that moves "the header and part of the file" and
+//! separate `write` + `sendfile` calls account alike.
+
+use std::io;
+use std::os::fd::BorrowedFd;
+
+use crate::backend::{DestKind, FileChunk, HdtrChunk, Moved, TransferBackend};
+
+/// Where a transfer stands.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Cursor {
+    /// Header bytes, written first.
+    pub header: Vec<u8>,
+    /// Trailer bytes, written last.
+    pub trailer: Vec<u8>,
+    /// File offset of the first byte of the range.
+    pub file_offset: u64,
+    /// Bytes of the file range.
+    pub file_len: u64,
+    /// Bytes moved so far, over header, file range and trailer.
+    pub pos: u64,
+    /// Bytes of the file range at or after which data may be missing from the
+    /// page cache: below it the data was just brought in by a disk thread and
+    /// the backend is asked to send without probing.
+    pub prefetched_until: u64,
+}
+
+/// Why [`pump`] stopped.
+#[derive(Debug, PartialEq, Eq)]
+pub enum PumpStop {
+    /// Everything (header, file, trailer) went out.
+    Done,
+    /// The byte budget of this turn is spent; more remains.
+    BudgetSpent,
+    /// The destination is full; wait for it to become writable.
+    DestinationFull,
+    /// The next file bytes are not in the page cache: fetch this many bytes
+    /// at this file offset off the loop, then call again.
+    NotCached {
+        /// File offset of the missing data.
+        offset: u64,
+        /// How many bytes to bring in.
+        len: usize,
+    },
+    /// The transfer failed with this errno.
+    Failed(i32),
+}
+
+/// Bytes a disk thread brings in per cache miss.
+pub const PREFETCH_WINDOW: usize = 4 << 20;
+
+impl Cursor {
+    /// A cursor at the start of `header | file[offset, offset+len) | trailer`.
+    pub fn new(header: Vec<u8>, file_offset: u64, file_len: u64, trailer: Vec<u8>) -> Cursor {
+        Cursor {
+            header,
+            trailer,
+            file_offset,
+            file_len,
+            pos: 0,
+            prefetched_until: 0,
+        }
+    }
+
+    /// Total bytes the transfer moves.
+    pub fn total(&self) -> u64 {
+        self.header.len() as u64 + self.file_len + self.trailer.len() as u64
+    }
+
+    /// Whether everything went out.
+    pub fn is_done(&self) -> bool {
+        self.pos >= self.total()
+    }
+
+    fn hdr_len(&self) -> u64 {
+        self.header.len() as u64
+    }
+
+    /// Records that `len` bytes from file offset `offset` are now cached.
+    pub fn mark_prefetched(&mut self, offset: u64, len: usize) {
+        let rel = offset.saturating_sub(self.file_offset) + len as u64;
+        self.prefetched_until = self.prefetched_until.max(rel.min(self.file_len));
+    }
+}
+
+/// Moves bytes of one transfer until it is done, the destination is full,
+/// the budget is spent, data is missing from the cache, or an error.
+/// Returns the bytes moved in this call and why it stopped.
+///
+/// `chunk` bounds one backend call; `budget` bounds the whole call so that one
+/// fast destination cannot starve the others.
+pub fn pump<B: TransferBackend + ?Sized>(
+    backend: &B,
+    cur: &mut Cursor,
+    file: BorrowedFd<'_>,
+    dest: BorrowedFd<'_>,
+    kind: DestKind,
+    chunk: usize,
+    budget: usize,
+    probe_cache: bool,
+) -> (u64, PumpStop) {
+    let mut moved = 0u64;
+    let mut interrupts = 0u32;
+    loop {
+        if cur.is_done() {
+            return (moved, PumpStop::Done);
+        }
+        if moved >= budget as u64 {
+            return (moved, PumpStop::BudgetSpent);
+        }
+        let left_budget = budget - moved as usize;
+        let hdr_len = cur.hdr_len();
+        let file_end = hdr_len + cur.file_len;
+        let result = if cur.pos < hdr_len || (cur.pos >= file_end && !cur.trailer.is_empty()) {
+            bytes_step(
+                backend,
+                cur,
+                file,
+                dest,
+                kind,
+                chunk.min(left_budget),
+                probe_cache,
+            )
+        } else {
+            file_step(
+                backend,
+                cur,
+                file,
+                dest,
+                kind,
+                chunk.min(left_budget),
+                probe_cache,
+            )
+        };
+        match result {
+            Ok(Moved::Bytes(0)) => {
+                if cur.pos >= hdr_len && cur.pos < file_end {
+                    // The file is shorter than when it was opened: the reader
+                    // was promised `size` bytes it cannot get.
+                    return (moved, PumpStop::Failed(libc::EIO));
+                }
+                return (moved, PumpStop::DestinationFull);
+            }
+            Ok(Moved::Bytes(n)) => {
+                let n = (n as u64).min(cur.total() - cur.pos);
+                cur.pos += n;
+                moved += n;
+                interrupts = 0;
+            }
+            Ok(Moved::DestinationFull) => return (moved, PumpStop::DestinationFull),
+            Ok(Moved::NotCached) => {
+                let rel = cur.pos.saturating_sub(hdr_len).min(cur.file_len);
+                let left = cur.file_len - rel;
+                let len = left.min(PREFETCH_WINDOW as u64) as usize;
+                return (
+                    moved,
+                    PumpStop::NotCached {
+                        offset: cur.file_offset + rel,
+                        len: len.max(1),
+                    },
+                );
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {
+                // A signal storm must not spin the loop forever; after a few
+                // in a row the transfer yields its turn.
+                interrupts += 1;
+                if interrupts >= 16 {
+                    return (moved, PumpStop::BudgetSpent);
+                }
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                return (moved, PumpStop::DestinationFull)
+            }
+            Err(e) => {
+                return (
+                    moved,
+                    PumpStop::Failed(e.raw_os_error().unwrap_or(libc::EIO)),
+                )
+            }
+        }
+    }
+}
+
+/// One call for the header or trailer part, or all three parts at once where
+/// the backend has a native facility.
+fn bytes_step<B: TransferBackend + ?Sized>(
+    backend: &B,
+    cur: &Cursor,
+    file: BorrowedFd<'_>,
+    dest: BorrowedFd<'_>,
+    kind: DestKind,
+    max: usize,
+    probe_cache: bool,
+) -> io::Result<Moved> {
+    let hdr_len = cur.hdr_len();
+    let file_end = hdr_len + cur.file_len;
+    let (hdr_left, file_left_from, trl_left): (&[u8], u64, &[u8]) = if cur.pos < hdr_len {
+        (&cur.header[cur.pos as usize..], 0, &cur.trailer[..])
+    } else {
+        let t = (cur.pos - file_end) as usize;
+        (&[], cur.file_len, &cur.trailer[t..])
+    };
+    let file_len_left = cur.file_len - file_left_from;
+    let native = HdtrChunk {
+        header: hdr_left,
+        file: FileChunk {
+            file,
+            offset: cur.file_offset + file_left_from,
+            len: file_len_left.min(max.max(1) as u64) as usize,
+            more_follows: !trl_left.is_empty(),
+            nowait: probe_cache && file_left_from >= cur.prefetched_until,
+        },
+        trailer: trl_left,
+    };
+    if let Some(r) = backend.send_hdtr(native, dest, kind) {
+        return r;
+    }
+    if !hdr_left.is_empty() {
+        let more = cur.file_len > 0 || !cur.trailer.is_empty();
+        let n = backend.write_bytes(
+            &hdr_left[..hdr_left.len().min(max.max(1))],
+            more,
+            dest,
+            kind,
+        )?;
+        return Ok(Moved::Bytes(n));
+    }
+    let n = backend.write_bytes(
+        &trl_left[..trl_left.len().min(max.max(1))],
+        false,
+        dest,
+        kind,
+    )?;
+    Ok(Moved::Bytes(n))
+}
+
+/// One `send_file` call for the file part.
+fn file_step<B: TransferBackend + ?Sized>(
+    backend: &B,
+    cur: &Cursor,
+    file: BorrowedFd<'_>,
+    dest: BorrowedFd<'_>,
+    kind: DestKind,
+    max: usize,
+    probe_cache: bool,
+) -> io::Result<Moved> {
+    let rel = cur.pos - cur.hdr_len();
+    let left = cur.file_len - rel;
+    let len = left.min(max.max(1) as u64) as usize;
+    let chunk = FileChunk {
+        file,
+        offset: cur.file_offset + rel,
+        len,
+        more_follows: (len as u64) < left || !cur.trailer.is_empty(),
+        nowait: probe_cache && rel >= cur.prefetched_until,
+    };
+    backend.send_file(chunk, dest, kind)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::VecDeque;
+    use std::ffi::CStr;
+    use std::os::fd::{AsFd, OwnedFd};
+    use std::sync::Mutex;
+
+    /// What the fake does on its next call.
+    #[derive(Debug, Clone, Copy)]
+    enum Act {
+        /// Accept at most this many bytes.
+        Take(usize),
+        /// EAGAIN.
+        Full,
+        /// EINTR.
+        Intr,
+        /// The data is not cached.
+        Miss,
+        /// Fail with this errno.
+        Fail(i32),
+    }
+
+    /// A backend that records every byte "written" and follows a script.
+    struct Fake {
+        script: Mutex<VecDeque<Act>>,
+        out: Mutex<Vec<u8>>,
+        file: Vec<u8>,
+        calls: Mutex<Vec<&'static str>>,
+    }
+
+    impl Fake {
+        fn new(file: &[u8], script: &[Act]) -> Fake {
+            Fake {
+                script: Mutex::new(script.iter().copied().collect()),
+                out: Mutex::new(Vec::new()),
+                file: file.to_vec(),
+                calls: Mutex::new(Vec::new()),
+            }
+        }
+
+        fn next(&self, avail: usize) -> io::Result<Moved> {
+            match self
+                .script
+                .lock()
+                .unwrap()
+                .pop_front()
+                .unwrap_or(Act::Take(usize::MAX))
+            {
+                Act::Take(n) => Ok(Moved::Bytes(n.min(avail))),
+                Act::Full => Ok(Moved::DestinationFull),
+                Act::Intr => Err(io::Error::from_raw_os_error(libc::EINTR)),
+                Act::Miss => Ok(Moved::NotCached),
+                Act::Fail(e) => Err(io::Error::from_raw_os_error(e)),
+            }
+        }
+    }
+
+    impl TransferBackend for Fake {
+        fn name(&self) -> &'static str {
+            "fake"
+        }
+
+        fn send_file(
+            &self,
+            chunk: FileChunk<'_>,
+            _dest: BorrowedFd<'_>,
+            _kind: DestKind,
+        ) -> io::Result<Moved> {
+            self.calls.lock().unwrap().push("file");
+            let start = (chunk.offset as usize).min(self.file.len());
+            let avail = chunk.len.min(self.file.len() - start);
+            let r = match self.next(avail)? {
+                // Without nowait a real backend blocks and reads.
+                Moved::NotCached if !chunk.nowait => Moved::Bytes(avail),
+                other => other,
+            };
+            if let Moved::Bytes(n) = r {
+                self.out
+                    .lock()
+                    .unwrap()
+                    .extend_from_slice(&self.file[start..start + n]);
+            }
+            Ok(r)
+        }
+
+        fn write_bytes(
+            &self,
+            buf: &[u8],
+            _more: bool,
+            _dest: BorrowedFd<'_>,
+            _kind: DestKind,
+        ) -> io::Result<usize> {
+            self.calls.lock().unwrap().push("bytes");
+            match self.next(buf.len())? {
+                Moved::Bytes(n) => {
+                    self.out.lock().unwrap().extend_from_slice(&buf[..n]);
+                    Ok(n)
+                }
+                Moved::DestinationFull | Moved::NotCached => {
+                    Err(io::Error::from_raw_os_error(libc::EAGAIN))
+                }
+            }
+        }
+
+        fn open_beneath(&self, _root: BorrowedFd<'_>, _path: &CStr) -> io::Result<OwnedFd> {
+            Err(io::Error::from_raw_os_error(libc::ENOSYS))
+        }
+    }
+
+    fn dummy() -> OwnedFd {
+        let (r, _w) = crate::sys::pipe().unwrap();
+        r
+    }
+
+    fn run(fake: &Fake, cur: &mut Cursor, budget: usize) -> Vec<PumpStop> {
+        let fd = dummy();
+        let mut stops = Vec::new();
+        for _ in 0..1000 {
+            let (_, stop) = pump(
+                fake,
+                cur,
+                fd.as_fd(),
+                fd.as_fd(),
+                DestKind::StreamSocket,
+                7,
+                budget,
+                true,
+            );
+            let done = matches!(stop, PumpStop::Done | PumpStop::Failed(_));
+            if let PumpStop::NotCached { offset, len } = stop {
+                cur.mark_prefetched(offset, len);
+            }
+            stops.push(stop);
+            if done {
+                break;
+            }
+        }
+        stops
+    }
+
+    const FILE: &[u8] = b"0123456789abcdefghijklmnopqrstuvwxyz";
+
+    fn expected(h: &[u8], off: usize, len: usize, t: &[u8]) -> Vec<u8> {
+        [h, &FILE[off..off + len], t].concat()
+    }
+
+    #[test]
+    fn header_file_trailer_in_order_across_partial_writes() {
+        let script = [
+            Act::Take(1),
+            Act::Full,
+            Act::Intr,
+            Act::Take(2),
+            Act::Take(3),
+            Act::Full,
+            Act::Take(1),
+            Act::Intr,
+            Act::Take(4),
+        ];
+        let fake = Fake::new(FILE, &script);
+        let mut cur = Cursor::new(b"HEAD:".to_vec(), 3, 20, b":TAIL".to_vec());
+        let stops = run(&fake, &mut cur, 1 << 20);
+        assert_eq!(stops.last(), Some(&PumpStop::Done));
+        assert_eq!(
+            *fake.out.lock().unwrap(),
+            expected(b"HEAD:", 3, 20, b":TAIL")
+        );
+        assert_eq!(cur.pos, cur.total());
+    }
+
+    #[test]
+    fn header_only_trailer_only_and_empty_file() {
+        for (h, len, t) in [
+            (&b"H"[..], 10usize, &b""[..]),
+            (&b""[..], 10, &b"T"[..]),
+            (&b"HH"[..], 0, &b"TT"[..]),
+            (&b""[..], 0, &b""[..]),
+        ] {
+            let fake = Fake::new(FILE, &[Act::Take(1), Act::Full, Act::Take(1)]);
+            let mut cur = Cursor::new(h.to_vec(), 0, len as u64, t.to_vec());
+            let stops = run(&fake, &mut cur, 1 << 20);
+            assert_eq!(stops.last(), Some(&PumpStop::Done));
+            assert_eq!(*fake.out.lock().unwrap(), expected(h, 0, len, t));
+        }
+    }
+
+    #[test]
+    fn errors_at_every_boundary_stop_with_their_errno() {
+        // Inside the header, at the first file byte, inside the file, inside
+        // the trailer.
+        for (pre, errno) in [
+            (vec![Act::Take(2)], libc::EPIPE),
+            (vec![Act::Take(5)], libc::ENOSPC),
+            (vec![Act::Take(5), Act::Take(3)], libc::EIO),
+            (
+                vec![
+                    Act::Take(5),
+                    Act::Take(7),
+                    Act::Take(7),
+                    Act::Take(6),
+                    Act::Take(2),
+                ],
+                libc::EPIPE,
+            ),
+        ] {
+            let mut script = pre.clone();
+            script.push(Act::Fail(errno));
+            let fake = Fake::new(FILE, &script);
+            let mut cur = Cursor::new(b"HEAD:".to_vec(), 0, 20, b":TAIL".to_vec());
+            let stops = run(&fake, &mut cur, 1 << 20);
+            assert_eq!(stops.last(), Some(&PumpStop::Failed(errno)));
+            let sent: usize = pre
+                .iter()
+                .map(|a| if let Act::Take(n) = a { *n } else { 0 })
+                .sum();
+            assert_eq!(cur.pos as usize, sent);
+            assert_eq!(fake.out.lock().unwrap().len(), sent);
+        }
+    }
+
+    #[test]
+    fn budget_bounds_one_turn() {
+        let fake = Fake::new(FILE, &[]);
+        let mut cur = Cursor::new(Vec::new(), 0, 30, Vec::new());
+        let fd = dummy();
+        let (moved, stop) = pump(
+            &fake,
+            &mut cur,
+            fd.as_fd(),
+            fd.as_fd(),
+            DestKind::Pipe,
+            7,
+            10,
+            false,
+        );
+        assert_eq!(stop, PumpStop::BudgetSpent);
+        assert!((10..=14).contains(&moved), "moved {moved}");
+    }
+
+    #[test]
+    fn cache_miss_asks_for_prefetch_then_goes_on_without_probing() {
+        let fake = Fake::new(FILE, &[Act::Take(4), Act::Miss, Act::Miss]);
+        let mut cur = Cursor::new(Vec::new(), 2, 30, Vec::new());
+        let stops = run(&fake, &mut cur, 1 << 20);
+        assert_eq!(stops[0], PumpStop::NotCached { offset: 6, len: 26 });
+        assert_eq!(stops.last(), Some(&PumpStop::Done));
+        assert_eq!(*fake.out.lock().unwrap(), expected(b"", 2, 30, b""));
+    }
+
+    #[test]
+    fn interrupt_storm_yields_instead_of_spinning() {
+        let fake = Fake::new(FILE, &[Act::Intr; 40]);
+        let mut cur = Cursor::new(Vec::new(), 0, 10, Vec::new());
+        let fd = dummy();
+        let (moved, stop) = pump(
+            &fake,
+            &mut cur,
+            fd.as_fd(),
+            fd.as_fd(),
+            DestKind::Pipe,
+            7,
+            100,
+            false,
+        );
+        assert_eq!((moved, stop), (0, PumpStop::BudgetSpent));
+    }
+
+    #[test]
+    fn file_shrinking_under_us_is_an_io_error() {
+        let fake = Fake::new(&FILE[..5], &[]);
+        let mut cur = Cursor::new(Vec::new(), 0, 10, Vec::new());
+        let stops = run(&fake, &mut cur, 1 << 20);
+        assert_eq!(stops.last(), Some(&PumpStop::Failed(libc::EIO)));
+        assert_eq!(cur.pos, 5);
+    }
+
+    #[test]
+    fn native_hdtr_accounting_spans_the_parts() {
+        /// A backend whose send_hdtr moves a fixed number of bytes across
+        /// the parts, like sf_hdtr.
+        struct Native {
+            out: Mutex<Vec<u8>>,
+            step: usize,
+        }
+        impl TransferBackend for Native {
+            fn name(&self) -> &'static str {
+                "native"
+            }
+            fn send_file(
+                &self,
+                c: FileChunk<'_>,
+                _d: BorrowedFd<'_>,
+                _k: DestKind,
+            ) -> io::Result<Moved> {
+                let s = c.offset as usize;
+                let n = c.len.min(self.step);
+                self.out.lock().unwrap().extend_from_slice(&FILE[s..s + n]);
+                Ok(Moved::Bytes(n))
+            }
+            fn send_hdtr(
+                &self,
+                c: HdtrChunk<'_>,
+                _d: BorrowedFd<'_>,
+                _k: DestKind,
+            ) -> Option<io::Result<Moved>> {
+                let mut all = c.header.to_vec();
+                let s = c.file.offset as usize;
+                all.extend_from_slice(&FILE[s..s + c.file.len]);
+                all.extend_from_slice(c.trailer);
+                let n = all.len().min(self.step);
+                self.out.lock().unwrap().extend_from_slice(&all[..n]);
+                Some(Ok(Moved::Bytes(n)))
+            }
+            fn open_beneath(&self, _r: BorrowedFd<'_>, _p: &CStr) -> io::Result<OwnedFd> {
+                Err(io::Error::from_raw_os_error(libc::ENOSYS))
+            }
+        }
+        let b = Native {
+            out: Mutex::new(Vec::new()),
+            step: 4,
+        };
+        let mut cur = Cursor::new(b"HDR".to_vec(), 1, 9, b"TR".to_vec());
+        let fd = dummy();
+        for _ in 0..100 {
+            let (_, stop) = pump(
+                &b,
+                &mut cur,
+                fd.as_fd(),
+                fd.as_fd(),
+                DestKind::StreamSocket,
+                64,
+                1 << 20,
+                false,
+            );
+            if stop == PumpStop::Done {
+                break;
+            }
+        }
+        assert!(cur.is_done());
+        let want = [&b"HDR"[..], &FILE[1..10], b"TR"].concat();
+        assert_eq!(*b.out.lock().unwrap(), want);
+    }
+}
