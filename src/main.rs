@@ -1,1 +1,237 @@
-fn main() {}
+//! The `sendfiled` daemon: command line -> configuration -> the portable
+//! server running the platform's backend, picked here and nowhere else.
+
+mod cli;
+mod logging;
+mod privileges;
+
+use std::ffi::CString;
+use std::io::{self, Write};
+use std::os::fd::AsRawFd;
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Component, Path, PathBuf};
+use std::time::Duration;
+
+use clap::Parser;
+use sendfiled_core::server::{listener, Config, Server};
+
+use cli::{Args, LogTarget};
+
+cfg_if::cfg_if! {
+    if #[cfg(target_os = "linux")] {
+        use sendfiled_backend_linux as platform;
+    } else if #[cfg(target_os = "freebsd")] {
+        use sendfiled_backend_freebsd as platform;
+    } else if #[cfg(target_os = "macos")] {
+        use sendfiled_backend_macos as platform;
+    } else {
+        compile_error!("sendfiled supports Linux, FreeBSD and macOS");
+    }
+}
+
+/// A start-up failure: reported on stdout with -p, logged, and used as the
+/// exit status (an errno, so a spawning client can hand it on).
+struct StartError {
+    errno: i32,
+    what: String,
+}
+
+impl StartError {
+    fn new(errno: i32, what: impl Into<String>) -> StartError {
+        StartError {
+            errno,
+            what: what.into(),
+        }
+    }
+
+    fn io(context: &str, e: io::Error) -> StartError {
+        StartError::new(
+            e.raw_os_error().unwrap_or(libc::EIO),
+            format!("{context}: {e}"),
+        )
+    }
+}
+
+fn main() {
+    let args = match Args::try_parse() {
+        Ok(a) => a,
+        Err(e) => {
+            let usage_error = e.use_stderr();
+            let _ = e.print();
+            // --help and --version exit 0; a bad command line exits EINVAL.
+            std::process::exit(if usage_error { libc::EINVAL } else { 0 });
+        }
+    };
+    let target = args.log.unwrap_or(if args.daemonize {
+        LogTarget::Syslog
+    } else {
+        LogTarget::Stderr
+    });
+    logging::init(target, args.log_level.filter());
+    match run(&args, target) {
+        Ok(()) => std::process::exit(0),
+        Err(e) => {
+            log::error!("{}", e.what);
+            if args.print_ready {
+                report(&format!("error {} {}", e.errno, e.what));
+            }
+            std::process::exit(e.errno.clamp(1, 255));
+        }
+    }
+}
+
+/// Writes one readiness line on stdout, then detaches stdout so a reader
+/// waiting for end of file gets it.
+fn report(line: &str) {
+    let mut out = io::stdout().lock();
+    let _ = writeln!(out, "{line}");
+    let _ = out.flush();
+    redirect_to_null(libc::STDOUT_FILENO);
+}
+
+fn redirect_to_null(fd: libc::c_int) {
+    if let Ok(null) = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/null")
+    {
+        // SAFETY: dup2 onto a standard descriptor we own.
+        unsafe { libc::dup2(null.as_raw_fd(), fd) };
+    }
+}
+
+fn allow_root(args: &Args) -> bool {
+    args.allow_root || std::env::var("SENDFILED_ALLOW_ROOT").is_ok_and(|v| v == "1")
+}
+
+/// `ROOT/SOCKDIR/NAME`, with SOCKDIR taken inside ROOT.
+fn socket_path(root: &Path, sockdir: &Path, name: &str) -> Result<PathBuf, StartError> {
+    if name.is_empty() || name.contains('/') || name == "." || name == ".." {
+        return Err(StartError::new(
+            libc::EINVAL,
+            format!("bad server name {name:?}"),
+        ));
+    }
+    let inside: PathBuf = sockdir
+        .components()
+        .filter(|c| !matches!(c, Component::RootDir | Component::CurDir))
+        .collect();
+    let path = root.join(inside).join(name);
+    // sun_path holds 104 bytes on the BSDs, 108 on Linux, NUL included.
+    if path.as_os_str().len() >= 104 {
+        return Err(StartError::new(
+            libc::ENAMETOOLONG,
+            format!("socket path {} is too long", path.display()),
+        ));
+    }
+    Ok(path)
+}
+
+fn raise_fd_limit() {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    if let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) {
+        // macOS refuses an unlimited soft limit; a million is plenty.
+        let want = hard.min(1 << 20);
+        if want > soft {
+            let _ = setrlimit(Resource::RLIMIT_NOFILE, want, hard);
+        }
+    }
+}
+
+fn run(args: &Args, target: LogTarget) -> Result<(), StartError> {
+    let identity = privileges::resolve(args.user.as_deref(), args.group.as_deref())
+        .map_err(|e| StartError::io("looking up -u/-g", e))?;
+    if nix::unistd::geteuid().is_root() && identity.is_none() && !allow_root(args) {
+        return Err(StartError::new(
+            libc::EPERM,
+            "refusing to run as root: give -u USER (and -g GROUP) to drop privileges, \
+             or --allow-root / SENDFILED_ALLOW_ROOT=1",
+        ));
+    }
+    let root = std::fs::canonicalize(&args.root)
+        .map_err(|e| StartError::io(&format!("root {}", args.root.display()), e))?;
+    if !root.is_dir() {
+        return Err(StartError::new(
+            libc::ENOTDIR,
+            format!("root {} is not a directory", root.display()),
+        ));
+    }
+    let sock_path = socket_path(&root, &args.sockdir, &args.name)?;
+    let mut socket = listener::bind(&sock_path, args.socket_mode)
+        .map_err(|e| StartError::io(&format!("request socket {}", sock_path.display()), e))?;
+    if identity.is_some() || args.socket_group.is_some() {
+        let group = match &args.socket_group {
+            Some(g) => Some(
+                privileges::resolve(None, Some(g))
+                    .map_err(|e| StartError::io("--socket-group", e))?
+                    .map(|i| i.gid)
+                    .ok_or_else(|| StartError::new(libc::EINVAL, "--socket-group"))?,
+            ),
+            None => identity.map(|i| i.gid),
+        };
+        nix::unistd::chown(&sock_path, identity.map(|i| i.uid), group)
+            .map_err(|e| StartError::io("chown of the request socket", e.into()))?;
+    }
+    raise_fd_limit();
+
+    let mut root_for_server = root.clone();
+    if let Some(id) = identity {
+        privileges::drop_to(&root, id).map_err(|e| StartError::io("dropping privileges", e))?;
+        if root != Path::new("/") {
+            root_for_server = PathBuf::from("/");
+            // The socket file is removed at shutdown from inside the chroot.
+            socket.path = socket.path.take().and_then(|p| {
+                p.strip_prefix(&root)
+                    .ok()
+                    .map(|rel| Path::new("/").join(rel))
+            });
+        }
+        log::info!("running as uid {} gid {}", id.uid, id.gid);
+    }
+    let root_c = CString::new(root_for_server.as_os_str().as_bytes())
+        .map_err(|_| StartError::new(libc::EINVAL, "root path holds a NUL"))?;
+    let root_fd = sendfiled_core::sys::open_dir(&root_c)
+        .map_err(|e| StartError::io("opening the root", e))?;
+
+    if args.daemonize {
+        daemonize(target)?;
+    }
+
+    let config = Config {
+        max_transfers: args.max_files as usize,
+        open_timeout: Duration::from_millis(args.open_timeout_ms),
+        disk_threads: args.disk_threads as usize,
+        allow_uids: args.allow_uid.clone(),
+        allow_gids: args.allow_gid.clone(),
+        ..Config::default()
+    };
+    let mut server = Server::new(platform::new_backend(), config, root_fd, socket)
+        .map_err(|e| StartError::io("starting the server", e))?;
+    log::info!(
+        "{} {} serving {} on {}",
+        env!("CARGO_PKG_NAME"),
+        env!("CARGO_PKG_VERSION"),
+        root.display(),
+        sock_path.display()
+    );
+    if args.print_ready {
+        report(&format!("ready {}", std::process::id()));
+    }
+    server.run().map_err(|e| StartError::io("event loop", e))
+}
+
+/// Detaches: the parent exits at once, the child leads a new session with
+/// standard input (and standard error unless logging there) on /dev/null.
+fn daemonize(target: LogTarget) -> Result<(), StartError> {
+    // SAFETY: no thread has been started yet, so fork is safe here.
+    match unsafe { nix::unistd::fork() }.map_err(|e| StartError::io("fork", e.into()))? {
+        nix::unistd::ForkResult::Parent { .. } => std::process::exit(0),
+        nix::unistd::ForkResult::Child => {}
+    }
+    nix::unistd::setsid().map_err(|e| StartError::io("setsid", e.into()))?;
+    redirect_to_null(libc::STDIN_FILENO);
+    if target != LogTarget::Stderr {
+        redirect_to_null(libc::STDERR_FILENO);
+    }
+    Ok(())
+}

@@ -1,1 +1,397 @@
-//! placeholder
+//! The Linux [`TransferBackend`]: `splice(2)` into pipes, `sendfile(2)` to
+//! everything else, a page-cache probe with `preadv2(RWF_NOWAIT)`, and path
+//! confinement with `openat2(RESOLVE_BENEATH)`.
+//!
+//! | destination | file data | header/trailer bytes |
+//! |---|---|---|
+//! | pipe | `splice` (`SPLICE_F_NONBLOCK`) | `write` |
+//! | stream socket | `sendfile` | `send(MSG_NOSIGNAL [| MSG_MORE])` |
+//! | other socket | `sendfile` | `send(MSG_NOSIGNAL)` |
+//! | regular file, other | `sendfile` | `write` |
+//!
+//! Where `splice`/`sendfile` refuse a destination (`EINVAL`, `ENOSYS`) the
+//! portable [`ReadWriteCopy`] takes over. There is no native header/trailer
+//! call: the server uses [`write_bytes`](TransferBackend::write_bytes) with
+//! `MSG_MORE`, then [`send_file`](TransferBackend::send_file).
+//!
+//! `sendfile`, `splice` and `write` raise `SIGPIPE` when the reader has gone
+//! (only `send` can be told not to): the daemon must ignore `SIGPIPE` and
+//! take `EPIPE` as the error.
+//!
+//! The crate is empty on other systems.
+#![cfg(target_os = "linux")]
+
+use std::ffi::{CStr, OsStr};
+use std::io;
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use sendfiled_core::backend::{DestKind, FileChunk, Moved, ReadWriteCopy, TransferBackend};
+use sendfiled_core::{confine, sys};
+
+#[cfg(test)]
+mod tests;
+
+/// The environment variable that, set to `1`, makes [`new_backend`] use the
+/// portable paths only (see [`LinuxOptions::from_env_value`]).
+pub const FORCE_FALLBACK_ENV: &str = "SENDFILED_FORCE_FALLBACK";
+
+/// Switches that make the Linux backend take the portable paths the other
+/// systems use, so that the Linux test suite exercises them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LinuxOptions {
+    /// Confine opens with [`confine::open_beneath_by_walk`] (the macOS path)
+    /// instead of `openat2`.
+    pub force_walk: bool,
+    /// Move file data with [`ReadWriteCopy`] (the FreeBSD/macOS path for
+    /// pipes and files) instead of `splice`/`sendfile`.
+    pub force_read_write: bool,
+}
+
+impl LinuxOptions {
+    /// The options for a value of [`FORCE_FALLBACK_ENV`]: `1` forces both
+    /// portable paths, anything else (or unset) neither.
+    pub fn from_env_value(value: Option<&OsStr>) -> Self {
+        let on = value.is_some_and(|v| v == "1");
+        LinuxOptions {
+            force_walk: on,
+            force_read_write: on,
+        }
+    }
+}
+
+/// The Linux backend. Cheap to share: its state is two flags remembering
+/// what the kernel turned out not to support.
+#[derive(Debug, Default)]
+pub struct LinuxBackend {
+    opts: LinuxOptions,
+    /// `preadv2(RWF_NOWAIT)` was refused: stop probing (see
+    /// [`LinuxBackend::is_cached`]).
+    no_nowait: AtomicBool,
+    /// `openat2` is missing (Linux < 5.6, or filtered): walk instead.
+    no_openat2: AtomicBool,
+}
+
+/// The backend of this system, under the name every backend crate exports.
+pub type Backend = LinuxBackend;
+
+/// The backend of this system, configured from the environment
+/// ([`FORCE_FALLBACK_ENV`]).
+pub fn new_backend() -> Backend {
+    let value = std::env::var_os(FORCE_FALLBACK_ENV);
+    let opts = LinuxOptions::from_env_value(value.as_deref());
+    if opts != LinuxOptions::default() {
+        log::info!("{FORCE_FALLBACK_ENV}=1: using the portable read/write copy and path walk");
+    }
+    LinuxBackend::with_options(opts)
+}
+
+impl LinuxBackend {
+    /// The backend with every Linux facility enabled.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The backend with some portable paths forced (for tests).
+    pub fn with_options(opts: LinuxOptions) -> Self {
+        LinuxBackend {
+            opts,
+            ..Self::default()
+        }
+    }
+
+    /// Whether the chunk's data is in the page cache, probed with two one-byte
+    /// `preadv2(RWF_NOWAIT)` reads: at the chunk's first byte and at its last.
+    ///
+    /// `RWF_NOWAIT` answers for the pages it would read, so one byte only
+    /// speaks for the first page. The two ends catch the common cases: a cold
+    /// file (nothing cached) and a file read partway (cached prefix, the
+    /// boundary falls inside the chunk). A hole in the middle (a page evicted
+    /// on its own) is missed and costs one blocking read on the loop; probing
+    /// every page would cost a system call per page on every chunk.
+    /// (`cachestat(2)`, Linux 6.5, could answer for the whole range at once.)
+    /// A probe that misses is not wasted: the kernel starts reading the page
+    /// in (readahead) before it answers `EAGAIN`.
+    ///
+    /// Filesystems without `RWF_NOWAIT` support answer `EOPNOTSUPP` (older
+    /// kernels `EINVAL`/`ENOSYS`): the data then counts as cached and probing
+    /// stops for the whole backend, since one root is nearly always one
+    /// filesystem and the answer will not change.
+    fn is_cached(&self, chunk: &FileChunk<'_>) -> io::Result<bool> {
+        if chunk.len == 0 || self.no_nowait.load(Ordering::Relaxed) {
+            return Ok(true);
+        }
+        let first = chunk.offset;
+        let last = first.saturating_add(chunk.len as u64 - 1);
+        let probes = if first / 4096 == last / 4096 {
+            &[first][..]
+        } else {
+            &[first, last][..]
+        };
+        for &at in probes {
+            let mut byte = [0u8; 1];
+            match preadv2_nowait(chunk.file, &mut byte, at) {
+                // 0 is the end of the file: nothing there to wait for.
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
+                Err(e)
+                    if matches!(
+                        e.raw_os_error(),
+                        Some(libc::EOPNOTSUPP) | Some(libc::EINVAL) | Some(libc::ENOSYS)
+                    ) =>
+                {
+                    log::info!("preadv2(RWF_NOWAIT) unsupported ({e}); page cache not probed");
+                    self.no_nowait.store(true, Ordering::Relaxed);
+                    return Ok(true);
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(true)
+    }
+
+    fn open_by_openat2(&self, root: BorrowedFd<'_>, path: &CStr) -> Option<io::Result<OwnedFd>> {
+        let how = OpenHow {
+            flags: confine::OPEN_FLAGS as u64,
+            mode: 0,
+            resolve: libc::RESOLVE_BENEATH | libc::RESOLVE_NO_MAGICLINKS,
+        };
+        let path = confine::strip_leading_slashes(path);
+        // EAGAIN: a rename or mount raced with the lookup; the kernel asks
+        // for a retry. Bounded, so a hostile renamer cannot keep us here.
+        for _ in 0..16 {
+            match openat2(root, path, &how) {
+                Ok(fd) => return Some(confine::finish_open(fd)),
+                Err(e) if e.raw_os_error() == Some(libc::ENOSYS) => {
+                    log::info!("openat2 unavailable; confining opens by a checked walk");
+                    self.no_openat2.store(true, Ordering::Relaxed);
+                    return None;
+                }
+                Err(e) if e.raw_os_error() == Some(libc::EAGAIN) => continue,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Some(Err(e)),
+            }
+        }
+        Some(Err(io::Error::from_raw_os_error(libc::EAGAIN)))
+    }
+}
+
+fn offset_of(offset: u64) -> io::Result<i64> {
+    i64::try_from(offset).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))
+}
+
+/// Whether a zero-copy call's error means "not for this kind of descriptor"
+/// rather than a failure of the transfer.
+fn unsupported(e: &io::Error) -> bool {
+    matches!(e.raw_os_error(), Some(libc::EINVAL) | Some(libc::ENOSYS))
+}
+
+impl TransferBackend for LinuxBackend {
+    fn name(&self) -> &'static str {
+        if self.opts.force_read_write {
+            "linux-read-write"
+        } else {
+            "linux-splice"
+        }
+    }
+
+    /// Moves file data with `splice` into pipes and `sendfile` elsewhere,
+    /// both with an explicit offset, so the file's own position is never
+    /// used and one open file can serve several transfers.
+    ///
+    /// `more_follows` has no effect here: `sendfile` has no `MSG_MORE`. It is
+    /// the header's `MSG_MORE` ([`write_bytes`](Self::write_bytes)) that
+    /// holds the header back so that it shares a segment with the first file
+    /// bytes; the end of each `sendfile` call pushes what it queued.
+    fn send_file(
+        &self,
+        chunk: FileChunk<'_>,
+        dest: BorrowedFd<'_>,
+        kind: DestKind,
+    ) -> io::Result<Moved> {
+        if chunk.nowait && !self.is_cached(&chunk)? {
+            return Ok(Moved::NotCached);
+        }
+        if self.opts.force_read_write {
+            return ReadWriteCopy::send_file(chunk, dest);
+        }
+        let mut off = offset_of(chunk.offset)?;
+        let moved = match kind {
+            DestKind::Pipe => splice(
+                chunk.file,
+                &mut off,
+                dest,
+                chunk.len,
+                libc::SPLICE_F_NONBLOCK | libc::SPLICE_F_MOVE,
+            ),
+            _ => sendfile(dest, chunk.file, &mut off, chunk.len),
+        };
+        match moved {
+            Ok(n) => Ok(Moved::Bytes(n)),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(Moved::DestinationFull),
+            Err(e) if unsupported(&e) => ReadWriteCopy::send_file(chunk, dest),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// `send(2)` on sockets, so that a closed peer is `EPIPE` without a
+    /// signal, and with `MSG_MORE` on stream sockets while more follows, so
+    /// that a short header waits for the file data instead of going out as a
+    /// segment of its own. `write(2)` elsewhere.
+    fn write_bytes(
+        &self,
+        buf: &[u8],
+        more_follows: bool,
+        dest: BorrowedFd<'_>,
+        kind: DestKind,
+    ) -> io::Result<usize> {
+        match kind {
+            DestKind::StreamSocket => {
+                let more = if more_follows { libc::MSG_MORE } else { 0 };
+                sys::send(dest, buf, libc::MSG_NOSIGNAL | more)
+            }
+            DestKind::OtherSocket => sys::send(dest, buf, libc::MSG_NOSIGNAL),
+            _ => sys::write(dest, buf),
+        }
+    }
+
+    /// `openat2(RESOLVE_BENEATH | RESOLVE_NO_MAGICLINKS)`, with the semantics
+    /// of [`confine`]: leading `/` are dropped (request paths are relative to
+    /// the root), escapes are `EXDEV`, relative symbolic links inside the root
+    /// are followed, directories open (the caller checks the type). Where
+    /// `openat2` is missing (`ENOSYS`: Linux < 5.6 or a seccomp filter), and
+    /// with [`LinuxOptions::force_walk`], the checked walk of
+    /// [`confine::open_beneath_by_walk`] does the same job.
+    fn open_beneath(&self, root: BorrowedFd<'_>, path: &CStr) -> io::Result<OwnedFd> {
+        if !self.opts.force_walk && !self.no_openat2.load(Ordering::Relaxed) {
+            if let Some(r) = self.open_by_openat2(root, path) {
+                return r;
+            }
+        }
+        confine::open_beneath_by_walk(root, path)
+    }
+
+    /// `readahead(2)` queues the whole range for reading in one request, then
+    /// [`sys::prefetch_by_reading`] waits for it to arrive.
+    ///
+    /// `readahead` alone is not enough: it returns once the reads are queued,
+    /// not done, so the loop's next `RWF_NOWAIT` probe could miss again and
+    /// send the chunk straight back here. (`posix_fadvise(WILLNEED)` is the
+    /// same, only more asynchronous.) Reading the range waits for exactly the
+    /// pages we need, at the cost of copying them once into a scratch buffer
+    /// on this disk thread. Filesystems where `readahead` fails with `EINVAL`
+    /// (or kernels with `ENOSYS`) are simply read.
+    fn prefetch(&self, file: BorrowedFd<'_>, offset: u64, len: usize) -> io::Result<()> {
+        if len == 0 {
+            return Ok(());
+        }
+        match readahead(file, offset_of(offset)?, len) {
+            Ok(()) => {}
+            Err(e) if unsupported(&e) => {}
+            Err(e) => return Err(e),
+        }
+        sys::prefetch_by_reading(file, offset, len)
+    }
+}
+
+fn cvt_size(r: libc::ssize_t) -> io::Result<usize> {
+    if r < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(r as usize)
+    }
+}
+
+/// `splice(2)` of up to `len` bytes from `file` at `*offset` (advanced by the
+/// kernel) into the pipe `pipe`.
+fn splice(
+    file: BorrowedFd<'_>,
+    offset: &mut i64,
+    pipe: BorrowedFd<'_>,
+    len: usize,
+    flags: libc::c_uint,
+) -> io::Result<usize> {
+    // SAFETY: offset is a valid loff_t for the call; no output offset (pipe).
+    cvt_size(unsafe {
+        libc::splice(
+            file.as_raw_fd(),
+            offset,
+            pipe.as_raw_fd(),
+            std::ptr::null_mut(),
+            len,
+            flags,
+        )
+    })
+}
+
+/// `sendfile(2)` of up to `len` bytes of `file` at `*offset` (advanced by the
+/// kernel) to `out`.
+fn sendfile(
+    out: BorrowedFd<'_>,
+    file: BorrowedFd<'_>,
+    offset: &mut i64,
+    len: usize,
+) -> io::Result<usize> {
+    // SAFETY: offset is a valid off_t for the call.
+    cvt_size(unsafe { libc::sendfile(out.as_raw_fd(), file.as_raw_fd(), offset, len) })
+}
+
+/// `preadv2(2)` with `RWF_NOWAIT`: reads only what is in the page cache,
+/// `EAGAIN` otherwise.
+fn preadv2_nowait(file: BorrowedFd<'_>, buf: &mut [u8], offset: u64) -> io::Result<usize> {
+    let iov = libc::iovec {
+        iov_base: buf.as_mut_ptr().cast(),
+        iov_len: buf.len(),
+    };
+    // SAFETY: iov describes buf, which is writable for its length.
+    cvt_size(unsafe {
+        libc::preadv2(
+            file.as_raw_fd(),
+            &iov,
+            1,
+            offset_of(offset)?,
+            libc::RWF_NOWAIT,
+        )
+    })
+}
+
+/// `struct open_how` of `<linux/openat2.h>` (version 0, 24 bytes). Defined
+/// here because the `libc` one cannot be built outside `libc`
+/// (`#[non_exhaustive]`).
+#[repr(C)]
+#[derive(Debug)]
+struct OpenHow {
+    flags: u64,
+    mode: u64,
+    resolve: u64,
+}
+
+/// `openat2(2)`, called by number: glibc has no wrapper.
+fn openat2(dir: BorrowedFd<'_>, path: &CStr, how: &OpenHow) -> io::Result<OwnedFd> {
+    // SAFETY: path is NUL-terminated and how is a valid open_how of the size
+    // we pass.
+    let fd = unsafe {
+        libc::syscall(
+            libc::SYS_openat2,
+            dir.as_raw_fd(),
+            path.as_ptr(),
+            how as *const OpenHow,
+            std::mem::size_of::<OpenHow>(),
+        )
+    };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: openat2 returned a new descriptor we now own.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as libc::c_int) })
+}
+
+/// `readahead(2)`: queues reads of the range into the page cache.
+fn readahead(file: BorrowedFd<'_>, offset: i64, len: usize) -> io::Result<()> {
+    // SAFETY: plain call on a descriptor we borrow.
+    let r = unsafe { libc::readahead(file.as_raw_fd(), offset, len) };
+    if r < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}

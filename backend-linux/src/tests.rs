@@ -1,0 +1,501 @@
+use super::*;
+
+use std::ffi::CString;
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::os::fd::AsFd;
+use std::os::unix::fs::symlink;
+use std::os::unix::net::UnixStream;
+
+const SIZE: usize = 300_000;
+
+fn pattern(len: usize) -> Vec<u8> {
+    // Not periodic at any power of two, so an offset error shows.
+    (0..len).map(|i| (i * 7 + i / 251) as u8).collect()
+}
+
+fn data_file() -> (std::fs::File, Vec<u8>) {
+    let data = pattern(SIZE);
+    let mut f = tempfile::tempfile().expect("tempfile");
+    f.write_all(&data).expect("write");
+    (f, data)
+}
+
+fn chunk(file: &std::fs::File, offset: u64, len: usize) -> FileChunk<'_> {
+    FileChunk {
+        file: file.as_fd(),
+        offset,
+        len,
+        more_follows: false,
+        nowait: false,
+    }
+}
+
+fn backends() -> Vec<LinuxBackend> {
+    vec![
+        LinuxBackend::new(),
+        LinuxBackend::with_options(LinuxOptions {
+            force_walk: true,
+            force_read_write: true,
+        }),
+    ]
+}
+
+fn nonblocking_pipe() -> (OwnedFd, OwnedFd) {
+    let (r, w) = sys::pipe().expect("pipe");
+    sys::set_nonblocking(w.as_fd(), true).expect("nonblock");
+    (r, w)
+}
+
+fn drain(fd: BorrowedFd<'_>, n: usize) -> Vec<u8> {
+    let mut out = vec![0u8; n];
+    let mut got = 0;
+    while got < n {
+        let k = sys::read(fd, &mut out[got..]).expect("read");
+        assert!(k > 0, "early EOF");
+        got += k;
+    }
+    out
+}
+
+#[test]
+fn env_value_forces_both_portable_paths() {
+    let off = LinuxOptions::default();
+    assert_eq!(LinuxOptions::from_env_value(None), off);
+    assert_eq!(LinuxOptions::from_env_value(Some(OsStr::new("0"))), off);
+    assert_eq!(LinuxOptions::from_env_value(Some(OsStr::new(""))), off);
+    let on = LinuxOptions::from_env_value(Some(OsStr::new("1")));
+    assert!(on.force_walk && on.force_read_write);
+}
+
+#[test]
+fn splice_to_pipe_is_byte_exact_and_leaves_file_position() {
+    for b in backends() {
+        let (mut f, data) = data_file();
+        f.seek(SeekFrom::Start(0)).expect("seek");
+        let (r, w) = nonblocking_pipe();
+        assert_eq!(sys::dest_kind(w.as_fd()).expect("kind"), DestKind::Pipe);
+
+        let got = b.send_file(chunk(&f, 1234, 5000), w.as_fd(), DestKind::Pipe);
+        assert_eq!(got.expect("send"), Moved::Bytes(5000), "{}", b.name());
+        assert_eq!(drain(r.as_fd(), 5000), &data[1234..6234]);
+
+        // A chunk running past the end moves what is there.
+        let tail = SIZE as u64 - 100;
+        let got = b.send_file(chunk(&f, tail, 1000), w.as_fd(), DestKind::Pipe);
+        assert_eq!(got.expect("send"), Moved::Bytes(100), "{}", b.name());
+        assert_eq!(drain(r.as_fd(), 100), &data[SIZE - 100..]);
+
+        // At or past the end: the file ended early.
+        for at in [SIZE as u64, SIZE as u64 + 10] {
+            let got = b.send_file(chunk(&f, at, 10), w.as_fd(), DestKind::Pipe);
+            assert_eq!(got.expect("send"), Moved::Bytes(0), "{}", b.name());
+        }
+        // The explicit offsets never moved the file's own position.
+        assert_eq!(f.stream_position().expect("pos"), 0);
+    }
+}
+
+#[test]
+fn full_pipe_is_destination_full() {
+    for b in backends() {
+        let (f, data) = data_file();
+        let (r, w) = nonblocking_pipe();
+        let mut sent = 0usize;
+        let mut full = false;
+        // A default pipe holds 64 KiB; the file is larger.
+        for _ in 0..1000 {
+            match b
+                .send_file(
+                    chunk(&f, sent as u64, SIZE - sent),
+                    w.as_fd(),
+                    DestKind::Pipe,
+                )
+                .expect("send")
+            {
+                Moved::Bytes(n) => {
+                    assert!(n > 0, "file ended early at {sent}");
+                    sent += n;
+                }
+                Moved::DestinationFull => {
+                    full = true;
+                    break;
+                }
+                Moved::NotCached => panic!("not asked for"),
+            }
+        }
+        assert!(full, "{}: pipe never filled ({sent} bytes)", b.name());
+        assert!(sent < SIZE);
+        assert_eq!(drain(r.as_fd(), sent), &data[..sent]);
+    }
+}
+
+#[test]
+fn sendfile_to_unix_stream_socket() {
+    for b in backends() {
+        let (f, data) = data_file();
+        let (tx, mut rx) = UnixStream::pair().expect("socketpair");
+        tx.set_nonblocking(true).expect("nonblock");
+        let kind = sys::dest_kind(tx.as_fd()).expect("kind");
+        assert_eq!(kind, DestKind::StreamSocket);
+
+        let got = b.send_file(chunk(&f, 777, 3000), tx.as_fd(), kind);
+        assert_eq!(got.expect("send"), Moved::Bytes(3000), "{}", b.name());
+        let mut buf = vec![0u8; 3000];
+        rx.read_exact(&mut buf).expect("read");
+        assert_eq!(buf, &data[777..3777]);
+
+        let got = b.send_file(chunk(&f, SIZE as u64, 10), tx.as_fd(), kind);
+        assert_eq!(got.expect("send"), Moved::Bytes(0));
+
+        // Fill the socket until it says so.
+        let mut full = false;
+        for _ in 0..10_000 {
+            match b
+                .send_file(chunk(&f, 0, SIZE), tx.as_fd(), kind)
+                .expect("send")
+            {
+                Moved::Bytes(n) => assert!(n > 0),
+                Moved::DestinationFull => {
+                    full = true;
+                    break;
+                }
+                Moved::NotCached => panic!("not asked for"),
+            }
+        }
+        assert!(full, "{}: socket never filled", b.name());
+    }
+}
+
+#[test]
+fn sendfile_to_regular_file() {
+    for b in backends() {
+        let (f, data) = data_file();
+        let mut out = tempfile::tempfile().expect("tempfile");
+        let kind = sys::dest_kind(out.as_fd()).expect("kind");
+        assert_eq!(kind, DestKind::RegularFile);
+
+        let mut sent = 0usize;
+        let want = 100_000usize;
+        while sent < want {
+            match b
+                .send_file(chunk(&f, 5 + sent as u64, want - sent), out.as_fd(), kind)
+                .expect("send")
+            {
+                Moved::Bytes(n) => {
+                    assert!(n > 0);
+                    sent += n;
+                }
+                other => panic!("{}: {other:?} to a regular file", b.name()),
+            }
+        }
+        out.seek(SeekFrom::Start(0)).expect("seek");
+        let mut buf = Vec::new();
+        out.read_to_end(&mut buf).expect("read");
+        assert_eq!(buf, &data[5..5 + want]);
+
+        let got = b.send_file(chunk(&f, SIZE as u64, 10), out.as_fd(), kind);
+        assert_eq!(got.expect("send"), Moved::Bytes(0));
+    }
+}
+
+#[test]
+fn sendfile_to_append_only_file_falls_back() {
+    let b = LinuxBackend::new();
+    let (f, data) = data_file();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("out");
+    std::fs::write(&path, b"x").expect("write");
+    let out = std::fs::OpenOptions::new()
+        .append(true)
+        .open(&path)
+        .expect("open");
+    let got = b.send_file(chunk(&f, 0, 1000), out.as_fd(), DestKind::RegularFile);
+    assert_eq!(got.expect("send"), Moved::Bytes(1000));
+    let written = std::fs::read(&path).expect("read");
+    assert_eq!(&written[..1], b"x");
+    assert_eq!(&written[1..], &data[..1000]);
+}
+
+#[test]
+fn write_bytes_with_more_to_sockets_and_pipes() {
+    let b = LinuxBackend::new();
+    let (tx, mut rx) = UnixStream::pair().expect("socketpair");
+    tx.set_nonblocking(true).expect("nonblock");
+    let n = b
+        .write_bytes(b"HEAD", true, tx.as_fd(), DestKind::StreamSocket)
+        .expect("send MSG_MORE");
+    assert_eq!(n, 4);
+    let (f, data) = data_file();
+    let mut c = chunk(&f, 0, 10);
+    c.more_follows = true;
+    assert_eq!(
+        b.send_file(c, tx.as_fd(), DestKind::StreamSocket)
+            .expect("send"),
+        Moved::Bytes(10)
+    );
+    let n = b
+        .write_bytes(b"TAIL", false, tx.as_fd(), DestKind::StreamSocket)
+        .expect("send");
+    assert_eq!(n, 4);
+    let mut buf = [0u8; 18];
+    rx.read_exact(&mut buf).expect("read");
+    assert_eq!(&buf[..4], b"HEAD");
+    assert_eq!(&buf[4..14], &data[..10]);
+    assert_eq!(&buf[14..], b"TAIL");
+
+    // A closed peer is EPIPE, not a signal.
+    drop(rx);
+    let e = b
+        .write_bytes(b"x", false, tx.as_fd(), DestKind::StreamSocket)
+        .expect_err("peer gone");
+    assert_eq!(e.raw_os_error(), Some(libc::EPIPE));
+
+    let (r, w) = nonblocking_pipe();
+    assert_eq!(
+        b.write_bytes(b"abc", true, w.as_fd(), DestKind::Pipe)
+            .expect("write"),
+        3
+    );
+    assert_eq!(drain(r.as_fd(), 3), b"abc");
+}
+
+/// Whether the page holding `offset` is in the page cache, by `mincore(2)`
+/// on a mapping: unlike an `RWF_NOWAIT` read, asking does not start a read.
+fn resident(file: &std::fs::File, offset: u64) -> bool {
+    // SAFETY: sysconf has no preconditions.
+    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) } as u64;
+    let start = offset / page * page;
+    // SAFETY: a fresh private read-only mapping of one page of our file,
+    // unmapped below; mincore writes one byte into vec.
+    unsafe {
+        let p = libc::mmap(
+            std::ptr::null_mut(),
+            page as usize,
+            libc::PROT_READ,
+            libc::MAP_SHARED,
+            file.as_raw_fd(),
+            start as libc::off_t,
+        );
+        assert_ne!(p, libc::MAP_FAILED, "mmap: {}", io::Error::last_os_error());
+        let mut vec = [0u8; 1];
+        let r = libc::mincore(p, page as usize, vec.as_mut_ptr());
+        libc::munmap(p, page as usize);
+        assert_eq!(r, 0, "mincore: {}", io::Error::last_os_error());
+        vec[0] & 1 == 1
+    }
+}
+
+/// Drops the file's pages in the range from the page cache; false if this
+/// filesystem (tmpfs, some overlays) keeps them anyway.
+fn evict(file: &std::fs::File, offset: i64, len: i64) -> bool {
+    file.sync_all().expect("fsync");
+    // SAFETY: plain advice on our own descriptor.
+    let r =
+        unsafe { libc::posix_fadvise(file.as_raw_fd(), offset, len, libc::POSIX_FADV_DONTNEED) };
+    r == 0 && !resident(file, offset as u64)
+}
+
+/// Whether this filesystem answers `RWF_NOWAIT` reads at all.
+fn has_nowait(file: &std::fs::File) -> bool {
+    let mut byte = [0u8; 1];
+    !matches!(
+        preadv2_nowait(file.as_fd(), &mut byte, 0),
+        Err(e) if matches!(e.raw_os_error(), Some(libc::EOPNOTSUPP) | Some(libc::EINVAL) | Some(libc::ENOSYS))
+    )
+}
+
+fn disk_file(dir: &tempfile::TempDir, len: usize) -> (std::fs::File, Vec<u8>) {
+    let data = pattern(len);
+    let path = dir.path().join("cold");
+    std::fs::write(&path, &data).expect("write");
+    (std::fs::File::open(&path).expect("open"), data)
+}
+
+/// A directory on a disk-backed filesystem if there is one: the system temp
+/// directory is often tmpfs, whose pages cannot be evicted. `/var/tmp` is
+/// meant to be on disk; the build directory usually is.
+fn disk_tempdir() -> tempfile::TempDir {
+    let candidates = [
+        Some(std::path::PathBuf::from("/var/tmp")),
+        std::env::var_os("CARGO_TARGET_DIR").map(std::path::PathBuf::from),
+    ];
+    candidates
+        .into_iter()
+        .flatten()
+        .find_map(|d| tempfile::tempdir_in(d).ok())
+        .unwrap_or_else(|| tempfile::tempdir().expect("tempdir"))
+}
+
+#[test]
+fn evicted_file_is_not_cached_until_prefetched() {
+    let b = LinuxBackend::new();
+    let dir = disk_tempdir();
+    let len = 1 << 20;
+    let (f, data) = disk_file(&dir, len);
+    let (r, w) = nonblocking_pipe();
+    let mut c = chunk(&f, 0, 4096);
+    c.nowait = true;
+
+    if !has_nowait(&f) || !evict(&f, 0, 0) {
+        eprintln!(
+            "note: {} cannot drop cached pages or lacks RWF_NOWAIT; NotCached not checked",
+            dir.path().display()
+        );
+        // Still: nowait on a cached file moves data.
+        assert_eq!(
+            b.send_file(c, w.as_fd(), DestKind::Pipe).expect("send"),
+            Moved::Bytes(4096)
+        );
+        return;
+    }
+    assert_eq!(
+        b.send_file(c, w.as_fd(), DestKind::Pipe).expect("send"),
+        Moved::NotCached
+    );
+    b.prefetch(f.as_fd(), 0, 4096).expect("prefetch");
+    assert_eq!(
+        b.send_file(c, w.as_fd(), DestKind::Pipe).expect("send"),
+        Moved::Bytes(4096)
+    );
+    assert_eq!(drain(r.as_fd(), 4096), &data[..4096]);
+}
+
+#[test]
+fn probe_checks_the_last_page_too() {
+    let b = LinuxBackend::new();
+    let dir = disk_tempdir();
+    let len = 4 << 20;
+    let (f, _) = disk_file(&dir, len);
+    let half = (len / 2) as i64;
+    if !has_nowait(&f) || !evict(&f, 0, 0) || !evict(&f, half, half) {
+        eprintln!("note: cannot evict pages here; last-page probe not checked");
+        return;
+    }
+    // Bring in the first page only (readahead may add a little more, far
+    // less than half the file).
+    let mut byte = [0u8; 1];
+    sys::pread(f.as_fd(), &mut byte, 0).expect("pread");
+    if resident(&f, (len - 1) as u64) {
+        eprintln!("note: readahead brought in the whole file; last-page probe not checked");
+        return;
+    }
+    let (_r, w) = nonblocking_pipe();
+    let mut c = chunk(&f, 0, len);
+    c.nowait = true;
+    assert_eq!(
+        b.send_file(c, w.as_fd(), DestKind::Pipe).expect("send"),
+        Moved::NotCached
+    );
+    // The first page alone is cached.
+    c.len = 1;
+    assert_eq!(
+        b.send_file(c, w.as_fd(), DestKind::Pipe).expect("send"),
+        Moved::Bytes(1)
+    );
+}
+
+#[test]
+fn prefetch_brings_a_range_in() {
+    let b = LinuxBackend::new();
+    let dir = disk_tempdir();
+    let (f, _) = disk_file(&dir, 1 << 20);
+    evict(&f, 0, 0);
+    b.prefetch(f.as_fd(), 0, 1 << 20).expect("prefetch");
+    b.prefetch(f.as_fd(), 2 << 20, 4096)
+        .expect("prefetch past the end");
+    b.prefetch(f.as_fd(), 0, 0).expect("prefetch nothing");
+    for at in [0u64, 1 << 19, (1 << 20) - 1] {
+        assert!(resident(&f, at), "page at {at} not cached after prefetch");
+    }
+}
+
+struct Tree {
+    tmp: tempfile::TempDir,
+    root: OwnedFd,
+}
+
+/// tmp/outside/secret and tmp/root/{file, dir/inner, links}.
+fn tree() -> Tree {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let root = tmp.path().join("root");
+    std::fs::create_dir_all(tmp.path().join("outside")).expect("mkdir");
+    std::fs::create_dir_all(root.join("dir")).expect("mkdir");
+    std::fs::write(tmp.path().join("outside/secret"), b"secret").expect("write");
+    std::fs::write(root.join("file"), b"top").expect("write");
+    std::fs::write(root.join("dir/inner"), b"inner").expect("write");
+    symlink(tmp.path().join("outside/secret"), root.join("abs_out")).expect("symlink");
+    symlink("../outside/secret", root.join("rel_out")).expect("symlink");
+    symlink("../file", root.join("dir/rel_in")).expect("symlink");
+    let c = CString::new(root.as_os_str().as_encoded_bytes()).expect("cstring");
+    let fd = sys::open_dir(&c).expect("open root");
+    Tree { tmp, root: fd }
+}
+
+fn open_errno(b: &LinuxBackend, t: &Tree, p: &str) -> Result<Vec<u8>, i32> {
+    let c = CString::new(p).expect("cstring");
+    match b.open_beneath(t.root.as_fd(), &c) {
+        Ok(fd) => {
+            let st = sys::fstat(fd.as_fd()).expect("fstat");
+            if st.st_mode & libc::S_IFMT == libc::S_IFDIR {
+                return Ok(b"<dir>".to_vec());
+            }
+            // SAFETY: plain fcntl on our descriptor.
+            let fl = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_GETFL) };
+            assert_eq!(fl & libc::O_NONBLOCK, 0, "O_NONBLOCK left on");
+            assert_eq!(fl & libc::O_ACCMODE, libc::O_RDONLY);
+            let mut buf = vec![0u8; 64];
+            let n = sys::pread(fd.as_fd(), &mut buf, 0).expect("pread");
+            buf.truncate(n);
+            Ok(buf)
+        }
+        Err(e) => Err(e.raw_os_error().unwrap_or(0)),
+    }
+}
+
+fn check_confinement(b: &LinuxBackend) {
+    let t = tree();
+    let o = |p: &str| open_errno(b, &t, p);
+    assert_eq!(o("file"), Ok(b"top".to_vec()));
+    assert_eq!(o("/file"), Ok(b"top".to_vec()), "leading / is the root");
+    assert_eq!(o("/dir/inner"), Ok(b"inner".to_vec()));
+    assert_eq!(o("dir/rel_in"), Ok(b"top".to_vec()), "symlink inside");
+    assert_eq!(o("dir/../file"), Ok(b"top".to_vec()), ".. inside");
+    assert_eq!(o(".."), Err(libc::EXDEV));
+    assert_eq!(o("../outside/secret"), Err(libc::EXDEV));
+    assert_eq!(o("/../outside/secret"), Err(libc::EXDEV));
+    assert_eq!(o("abs_out"), Err(libc::EXDEV), "absolute symlink out");
+    assert_eq!(o("rel_out"), Err(libc::EXDEV), "relative symlink out");
+    assert_eq!(o("missing"), Err(libc::ENOENT));
+    assert_eq!(o("dir/missing"), Err(libc::ENOENT));
+    assert_eq!(o(""), Err(libc::ENOENT));
+    assert_eq!(o("file/x"), Err(libc::ENOTDIR));
+    // Directories open; the server refuses non-regular files itself.
+    assert_eq!(o("dir"), Ok(b"<dir>".to_vec()));
+    assert_eq!(o("."), Ok(b"<dir>".to_vec()));
+    assert!(t.tmp.path().join("outside/secret").exists());
+}
+
+#[test]
+fn open_beneath_with_openat2() {
+    check_confinement(&LinuxBackend::new());
+}
+
+#[test]
+fn open_beneath_with_forced_walk() {
+    let b = LinuxBackend::with_options(LinuxOptions {
+        force_walk: true,
+        force_read_write: false,
+    });
+    check_confinement(&b);
+}
+
+#[test]
+fn backend_names() {
+    assert_eq!(new_backend_for_test(false).name(), "linux-splice");
+    assert_eq!(new_backend_for_test(true).name(), "linux-read-write");
+}
+
+fn new_backend_for_test(fallback: bool) -> Backend {
+    let v = if fallback { "1" } else { "0" };
+    Backend::with_options(LinuxOptions::from_env_value(Some(OsStr::new(v))))
+}
