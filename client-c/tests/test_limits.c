@@ -137,7 +137,7 @@ static void test_cancel_inside_the_header(void)
 {
     struct env e;
     struct outcome o;
-    static char hdr[SFD_MAX_HDTR_LEN];
+    static char hdr[SFD_MAX_HDTR_LEN - 1]; /* + the 1-byte trailer */
     unsigned char buf[SFD_MAX_HDTR_LEN + 100];
     size_t got = 0, i;
     int sv[2], st, small = 1;
