@@ -18,12 +18,12 @@
 //! links this crate keeps its own hook behaviour).
 
 use std::cell::Cell;
-use std::ffi::{c_char, c_int, c_void, CStr, OsStr};
+use std::ffi::{c_char, c_int, c_void, CStr, CString, OsStr};
 use std::io;
 use std::os::fd::{AsFd, BorrowedFd, IntoRawFd};
 use std::os::unix::ffi::OsStrExt;
 use std::panic::{self, AssertUnwindSafe};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Once;
 
 use sendfiled_core::client::{self, SpawnOptions, Spawned};
@@ -231,11 +231,43 @@ pub unsafe extern "C" fn sfd_spawn(
         );
         opts.max_files = max_files;
         opts.open_timeout_ms = open_timeout_ms;
+        opts.program = Some(daemon_program()?);
         match client::spawn(&opts).map_err(os)? {
             Spawned::Started(pid) => Ok(pid),
             Spawned::AlreadyRunning => Ok(0),
         }
     })
+}
+
+/// The daemon executable: `$SENDFILED_BIN`, else `sendfiled` on `PATH`.
+///
+/// Resolved here, before anything is started, so that a missing or
+/// non-executable program fails with its own errno (`ENOENT`, `EACCES`)
+/// however the process is spawned (a `posix_spawn` emulated with fork, as
+/// under valgrind, can only report an exec failure as exit status 127).
+fn daemon_program() -> Res<PathBuf> {
+    fn executable(p: &Path) -> Res<()> {
+        if p.is_dir() {
+            return Err(libc::EACCES);
+        }
+        let c = CString::new(p.as_os_str().as_bytes()).map_err(|_| libc::EINVAL)?;
+        // SAFETY: c is a valid NUL-terminated path.
+        if unsafe { libc::access(c.as_ptr(), libc::X_OK) } == 0 {
+            Ok(())
+        } else {
+            Err(os(io::Error::last_os_error()))
+        }
+    }
+    if let Some(bin) = std::env::var_os("SENDFILED_BIN").filter(|b| !b.is_empty()) {
+        let bin = PathBuf::from(bin);
+        executable(&bin)?;
+        return Ok(bin);
+    }
+    let path = std::env::var_os("PATH").unwrap_or_else(|| "/usr/local/bin:/usr/bin:/bin".into());
+    std::env::split_paths(&path)
+        .map(|d| d.join("sendfiled"))
+        .find(|p| executable(p).is_ok())
+        .ok_or(libc::ENOENT)
 }
 
 /// The longest socket path `connect(2)` takes (the size of `sun_path`, minus

@@ -18,7 +18,11 @@ fn c_suite() {
         eprintln!("SFD_SKIP_C_SUITE=1: C suite skipped");
         return;
     }
-    if !cfg!(any(target_os = "linux", target_os = "freebsd", target_os = "macos")) {
+    if !cfg!(any(
+        target_os = "linux",
+        target_os = "freebsd",
+        target_os = "macos"
+    )) {
         return;
     }
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");

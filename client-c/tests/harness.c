@@ -17,7 +17,8 @@
 #define MAX_DIRS 8
 #define MAX_VARS 8
 
-static struct env* g_envs[MAX_ENVS];
+static struct env g_env_pool[MAX_ENVS];
+static bool g_env_live[MAX_ENVS];
 static char g_dirs[MAX_DIRS][128];
 static size_t g_ndirs;
 static struct {
@@ -69,48 +70,50 @@ bool temp_dir(char* out, size_t cap)
     return true;
 }
 
-bool env_start(struct env* e, int maxfiles, int timeout_ms)
+struct env* env_start(int maxfiles, int timeout_ms)
 {
+    struct env* e;
     size_t slot;
-    memset(e, 0, sizeof(*e));
-    e->srv = -1;
-    for (slot = 0; slot < MAX_ENVS && g_envs[slot]; slot++)
+    for (slot = 0; slot < MAX_ENVS && g_env_live[slot]; slot++)
         ;
     if (slot == MAX_ENVS) {
         test_fail(__FILE__, __LINE__, "too many envs", 0);
-        return false;
+        return NULL;
     }
+    e = &g_env_pool[slot];
+    memset(e, 0, sizeof(*e));
+    e->srv = -1;
+    g_env_live[slot] = true;
     if (!temp_dir(e->root, sizeof(e->root))) {
         test_fail(__FILE__, __LINE__, "mkdtemp", errno);
-        return false;
+        return NULL;
     }
-    snprintf(e->sockdir, sizeof(e->sockdir), "%s/run", e->root);
+    {
+        size_t n = strlen(e->root); /* < sizeof(root) < sizeof(sockdir) - 4 */
+        memcpy(e->sockdir, e->root, n);
+        memcpy(e->sockdir + n, "/run", sizeof("/run"));
+    }
     if (mkdir(e->sockdir, 0700) != 0) {
         test_fail(__FILE__, __LINE__, "mkdir sockdir", errno);
-        return false;
+        return NULL;
     }
     snprintf(e->name, sizeof(e->name), "t%ld_%u", (long)getpid(), ++g_seq);
     e->pid = sfd_spawn(e->name, e->root, "run", maxfiles, timeout_ms);
     if (e->pid <= 0) {
         test_fail(__FILE__, __LINE__, "sfd_spawn", errno);
         e->pid = 0;
-        return false;
+        return NULL;
     }
-    g_envs[slot] = e;
     e->srv = sfd_connect(e->sockdir, e->name);
     if (e->srv < 0) {
         test_fail(__FILE__, __LINE__, "sfd_connect", errno);
-        return false;
+        return NULL;
     }
-    return true;
+    return e;
 }
 
 void env_stop(struct env* e)
 {
-    size_t i;
-    for (i = 0; i < MAX_ENVS; i++)
-        if (g_envs[i] == e)
-            g_envs[i] = NULL;
     if (e->srv >= 0)
         close(e->srv);
     e->srv = -1;
@@ -171,9 +174,11 @@ int sfd_run_tests(const struct sfd_test* tests, size_t n)
         g_test = tests[i].name;
         g_failed = false;
         tests[i].fn();
-        for (j = 0; j < MAX_ENVS; j++)
-            if (g_envs[j])
-                env_stop(g_envs[j]);
+        for (j = 0; j < MAX_ENVS; j++) {
+            if (g_env_live[j])
+                env_stop(&g_env_pool[j]);
+            g_env_live[j] = false;
+        }
         restore_env();
         while (g_ndirs > 0)
             rm_tree(g_dirs[--g_ndirs]);

@@ -67,9 +67,10 @@ struct env {
     int srv;           /* sfd_connect()ed socket */
 };
 
-/* Makes the root and starts a daemon on it; false (with a recorded failure)
- * if it could not. maxfiles/timeout_ms as for sfd_spawn(). */
-bool env_start(struct env* e, int maxfiles, int timeout_ms);
+/* Makes a root and starts a daemon on it; NULL (with a recorded failure)
+ * if it could not. maxfiles/timeout_ms as for sfd_spawn(). The env belongs
+ * to the harness and lives until the end of the test. */
+struct env* env_start(int maxfiles, int timeout_ms);
 /* Closes srv, shuts the daemon down (records a failure unless it exits 0),
  * removes the root. Also done automatically after each test. */
 void env_stop(struct env* e);

@@ -95,32 +95,32 @@ static bool cat_ok(struct env* e, const char* bin, const char* rel, size_t sz,
 
 static void test_sfd_cat(void)
 {
-    struct env e;
+    struct env* e;
     char bin[512];
     const size_t sz = 400000;
     CHECK(example("sfd_cat", bin, sizeof(bin)));
-    CHECK(env_start(&e, 0, 0));
-    CHECK(put_file(&e, "f", NULL, sz, 31));
-    CHECK(cat_ok(&e, bin, "f", sz, NULL, NULL, 0, sz, 31));
-    CHECK(cat_ok(&e, bin, "f", sz, "1000", "2345", 1000, 2345, 31));
-    CHECK(put_file(&e, "empty", NULL, 0, 0));
-    CHECK(cat_ok(&e, bin, "empty", 0, NULL, NULL, 0, 0, 0));
+    CHECK((e = env_start(0, 0)) != NULL);
+    CHECK(put_file(e, "f", NULL, sz, 31));
+    CHECK(cat_ok(e, bin, "f", sz, NULL, NULL, 0, sz, 31));
+    CHECK(cat_ok(e, bin, "f", sz, "1000", "2345", 1000, 2345, 31));
+    CHECK(put_file(e, "empty", NULL, 0, 0));
+    CHECK(cat_ok(e, bin, "empty", 0, NULL, NULL, 0, 0, 0));
 }
 
 static void test_sfd_cat_installed(void)
 {
     const char* vars[] = { "SFD_CAT_INSTALLED", "SFD_CAT_STATIC" };
-    struct env e;
+    struct env* e;
     size_t i;
-    CHECK(env_start(&e, 0, 0));
-    CHECK(put_file(&e, "f", NULL, 100000, 32));
+    CHECK((e = env_start(0, 0)) != NULL);
+    CHECK(put_file(e, "f", NULL, 100000, 32));
     for (i = 0; i < N_ELEMS(vars); i++) {
         const char* bin = getenv(vars[i]);
         if (!bin) {
             printf("     (%s not set: skipped)\n", vars[i]);
             continue;
         }
-        CHECK(cat_ok(&e, bin, "f", 100000, NULL, NULL, 0, 100000, 32));
+        CHECK(cat_ok(e, bin, "f", 100000, NULL, NULL, 0, 100000, 32));
     }
 }
 
@@ -145,7 +145,7 @@ static int listen_loopback(unsigned short* port)
 
 static void test_sfd_sendprogress(void)
 {
-    struct env e;
+    struct env* e;
     char bin[512], portstr[16];
     char* argv[7];
     const size_t sz = 2 * 1024 * 1024 + 7;
@@ -155,14 +155,14 @@ static void test_sfd_sendprogress(void)
     int ls, conn, out;
     pid_t pid;
     CHECK(example("sfd_sendprogress", bin, sizeof(bin)));
-    CHECK(env_start(&e, 0, 0));
-    CHECK(put_file(&e, "f", NULL, sz, 33));
+    CHECK((e = env_start(0, 0)) != NULL);
+    CHECK(put_file(e, "f", NULL, sz, 33));
     ls = listen_loopback(&port);
     CHECK(ls >= 0);
     snprintf(portstr, sizeof(portstr), "%u", (unsigned)port);
     argv[0] = bin;
-    argv[1] = e.sockdir;
-    argv[2] = e.name;
+    argv[1] = e->sockdir;
+    argv[2] = e->name;
     argv[3] = "f";
     argv[4] = "127.0.0.1";
     argv[5] = portstr;
@@ -247,7 +247,7 @@ static const char* header(const char* resp, const char* name, char* out, size_t 
 
 static void test_sfd_httpd(void)
 {
-    struct env e;
+    struct env* e;
     char bin[512], line[128], val[128], date[64], path[512];
     char* argv[5];
     const size_t sz = 1234567;
@@ -262,13 +262,13 @@ static void test_sfd_httpd(void)
     pid_t pid;
 
     CHECK(example("sfd_httpd", bin, sizeof(bin)));
-    CHECK(env_start(&e, 0, 0));
-    CHECK(put_file(&e, "index.html", NULL, sz, 34));
-    snprintf(path, sizeof(path), "%s/index.html", e.root);
+    CHECK((e = env_start(0, 0)) != NULL);
+    CHECK(put_file(e, "index.html", NULL, sz, 34));
+    snprintf(path, sizeof(path), "%s/index.html", e->root);
     CHECK(stat(path, &st) == 0);
     argv[0] = bin;
-    argv[1] = e.sockdir;
-    argv[2] = e.name;
+    argv[1] = e->sockdir;
+    argv[2] = e->name;
     argv[3] = "0";
     argv[4] = NULL;
     pid = start(argv, &out);

@@ -36,51 +36,51 @@ static bool ends_with(int fd, int want_err, int timeout_ms)
 
 static void test_emfile_at_the_limit(void)
 {
-    struct env e;
+    struct env* e;
     struct outcome o, o2;
     int held, fd;
-    CHECK(env_start(&e, 1, 0));
-    CHECK(put_file(&e, "a", NULL, 1000, 1));
-    CHECK(open_ok(&e, "a", &held, &o));
+    CHECK((e = env_start(1, 0)) != NULL);
+    CHECK(put_file(e, "a", NULL, 1000, 1));
+    CHECK(open_ok(e, "a", &held, &o));
 
-    fd = sfd_read(e.srv, "a", 0, 0, false);
+    fd = sfd_read(e->srv, "a", 0, 0, false);
     CHECK(fd >= 0);
     CHECK(read_info(fd, &o2, T_MS));
     CHECK(!o2.got_info && !o2.garbage && o2.info_err == EMFILE);
     CHECK(wait_eof(fd, T_MS));
     close(fd);
 
-    fd = sfd_open(e.srv, "a", 0, 0, false);
+    fd = sfd_open(e->srv, "a", 0, 0, false);
     CHECK(fd >= 0);
     CHECK(read_info(fd, &o2, T_MS) && o2.info_err == EMFILE);
     close(fd);
 
-    CHECK(sfd_cancel(e.srv, o.info.txnid));
+    CHECK(sfd_cancel(e->srv, o.info.txnid));
     CHECK(ends_with(held, ECANCELED, T_MS));
     close(held);
 }
 
 static void test_slot_reuse_after_cancel(void)
 {
-    struct env e;
+    struct env* e;
     struct outcome a, b, c;
     int sa, sb, sc, sv[2];
     size_t got = 0;
     unsigned char buf[5000];
-    CHECK(env_start(&e, 2, 0));
-    CHECK(put_file(&e, "f", NULL, sizeof(buf), 2));
-    CHECK(open_ok(&e, "f", &sa, &a)); /* held throughout */
-    CHECK(open_ok(&e, "f", &sb, &b));
+    CHECK((e = env_start(2, 0)) != NULL);
+    CHECK(put_file(e, "f", NULL, sizeof(buf), 2));
+    CHECK(open_ok(e, "f", &sa, &a)); /* held throughout */
+    CHECK(open_ok(e, "f", &sb, &b));
     CHECK(a.info.txnid != b.info.txnid);
 
-    CHECK(sfd_cancel(e.srv, b.info.txnid));
+    CHECK(sfd_cancel(e->srv, b.info.txnid));
     CHECK(ends_with(sb, ECANCELED, T_MS));
     close(sb);
 
     /* B's slot is free again while A is still held. */
-    CHECK(open_ok(&e, "f", &sc, &c));
+    CHECK(open_ok(e, "f", &sc, &c));
     CHECK(stream_pair(sv));
-    CHECK(sfd_send_open(e.srv, c.info.txnid, sv[0]));
+    CHECK(sfd_send_open(e->srv, c.info.txnid, sv[0]));
     close(sv[0]);
     CHECK(run_status(sc, &c, sv[1], buf, sizeof(buf), &got, T_MS));
     CHECK(c.complete && got == sizeof(buf) && is_pattern(buf, got, 0, 2));
@@ -89,43 +89,43 @@ static void test_slot_reuse_after_cancel(void)
 
     /* A was untouched by all that. */
     CHECK(!wait_readable(sa, 0));
-    CHECK(sfd_cancel(e.srv, a.info.txnid));
+    CHECK(sfd_cancel(e->srv, a.info.txnid));
     CHECK(ends_with(sa, ECANCELED, T_MS));
     close(sa);
 }
 
 static void test_open_timeout(void)
 {
-    struct env e;
+    struct env* e;
     struct outcome o;
     int st, st2;
-    CHECK(env_start(&e, 1, 200));
-    CHECK(put_file(&e, "f", NULL, 10, 1));
-    CHECK(open_ok(&e, "f", &st, &o));
+    CHECK((e = env_start(1, 200)) != NULL);
+    CHECK(put_file(e, "f", NULL, 10, 1));
+    CHECK(open_ok(e, "f", &st, &o));
     /* Never sent: the daemon gives up on its own. */
     CHECK(ends_with(st, ETIMEDOUT, T_MS));
     close(st);
     /* And its slot is free (maxfiles is 1). */
-    CHECK(open_ok(&e, "f", &st2, &o));
+    CHECK(open_ok(e, "f", &st2, &o));
     close(st2);
 }
 
 static void test_cancel_in_flight(void)
 {
     enum { SZ = 32 * 1024 * 1024 };
-    struct env e;
+    struct env* e;
     struct outcome o;
     size_t got = 0;
     int sv[2], st;
-    CHECK(env_start(&e, 0, 0));
-    CHECK(put_file(&e, "big", NULL, SZ, 3));
+    CHECK((e = env_start(0, 0)) != NULL);
+    CHECK(put_file(e, "big", NULL, SZ, 3));
     CHECK(stream_pair(sv));
-    st = sfd_send(e.srv, "big", sv[0], 0, 0, false);
+    st = sfd_send(e->srv, "big", sv[0], 0, 0, false);
     close(sv[0]);
     CHECK(st >= 0);
     CHECK(read_info(st, &o, T_MS) && o.got_info && o.info.size == SZ);
     /* Nobody reads the destination, so the transfer cannot finish. */
-    CHECK(sfd_cancel(e.srv, o.info.txnid));
+    CHECK(sfd_cancel(e->srv, o.info.txnid));
     CHECK(run_status(st, &o, sv[1], NULL, 0, &got, T_MS));
     CHECK(o.xfer_err == ECANCELED && !o.complete && !o.garbage && o.eof);
     CHECK(got < SZ);
@@ -135,23 +135,23 @@ static void test_cancel_in_flight(void)
 
 static void test_cancel_inside_the_header(void)
 {
-    struct env e;
+    struct env* e;
     struct outcome o;
     static char hdr[SFD_MAX_HDTR_LEN - 1]; /* + the 1-byte trailer */
     unsigned char buf[SFD_MAX_HDTR_LEN + 100];
     size_t got = 0, i;
     int sv[2], st, small = 1;
-    CHECK(env_start(&e, 0, 0));
-    CHECK(put_file(&e, "f", NULL, 100000, 3));
+    CHECK((e = env_start(0, 0)) != NULL);
+    CHECK(put_file(e, "f", NULL, 100000, 3));
     memset(hdr, 'h', sizeof(hdr));
     CHECK(stream_pair(sv));
     /* The smallest send buffer the system allows: the header cannot fit. */
     CHECK(setsockopt(sv[0], SOL_SOCKET, SO_SNDBUF, &small, sizeof(small)) == 0);
-    st = sfd_send_hdtr(e.srv, "f", sv[0], 0, 0, hdr, sizeof(hdr), "T", 1, false);
+    st = sfd_send_hdtr(e->srv, "f", sv[0], 0, 0, hdr, sizeof(hdr), "T", 1, false);
     close(sv[0]);
     CHECK(st >= 0);
     CHECK(read_info(st, &o, T_MS) && o.got_info);
-    CHECK(sfd_cancel(e.srv, o.info.txnid));
+    CHECK(sfd_cancel(e->srv, o.info.txnid));
     CHECK(run_status(st, &o, sv[1], buf, sizeof(buf), &got, T_MS));
     CHECK(o.xfer_err == ECANCELED && !o.complete && o.eof && !o.garbage);
     /* Whatever arrived is a prefix of the header, never file data. */
@@ -164,18 +164,18 @@ static void test_cancel_inside_the_header(void)
 
 static void test_shutdown_with_live_transfers(void)
 {
-    struct env e;
+    struct env* e;
     struct outcome o, o2;
     int held, st, sv[2];
-    CHECK(env_start(&e, 0, 0));
-    CHECK(put_file(&e, "big", NULL, 8 * 1024 * 1024, 3));
-    CHECK(open_ok(&e, "big", &held, &o));
+    CHECK((e = env_start(0, 0)) != NULL);
+    CHECK(put_file(e, "big", NULL, 8 * 1024 * 1024, 3));
+    CHECK(open_ok(e, "big", &held, &o));
     CHECK(stream_pair(sv));
-    st = sfd_send(e.srv, "big", sv[0], 0, 0, false);
+    st = sfd_send(e->srv, "big", sv[0], 0, 0, false);
     close(sv[0]);
     CHECK(st >= 0);
     CHECK(read_info(st, &o2, T_MS) && o2.got_info);
-    env_stop(&e); /* must still exit 0 */
+    env_stop(e); /* must still exit 0 */
     CHECK(!test_failed());
     CHECK(ends_with(held, ECANCELED, T_MS));
     memset(&o2, 0, sizeof(o2));
@@ -282,23 +282,23 @@ static bool all_released(int* r, size_t n)
 
 static void test_daemon_survives_bad_datagrams(void)
 {
-    struct env e;
+    struct env* e;
     static unsigned char big[100000];
     unsigned char req[128];
     int r[16], w[16], sndbuf = 1 << 20;
     size_t len;
-    CHECK(env_start(&e, 0, 0));
-    CHECK(put_file(&e, "ok", NULL, 5000, 4));
+    CHECK((e = env_start(0, 0)) != NULL);
+    CHECK(put_file(e, "ok", NULL, 5000, 4));
 
     /* Zero-length. */
-    CHECK(send_raw(e.srv, "", 0, NULL, 0) == 0);
+    CHECK(send_raw(e->srv, "", 0, NULL, 0) == 0);
 
     /* Oversized: a valid start followed by far too much. */
-    CHECK(setsockopt(e.srv, SOL_SOCKET, SO_SNDBUF, &sndbuf, sizeof(sndbuf)) == 0);
+    CHECK(setsockopt(e->srv, SOL_SOCKET, SO_SNDBUF, &sndbuf, sizeof(sndbuf)) == 0);
     len = read_request(big, 1, "ok");
     memset(big + len, 'x', sizeof(big) - len);
     CHECK(pipes(r, w, 1));
-    CHECK(send_raw(e.srv, big, sizeof(big), w, 1) == (ssize_t)sizeof(big));
+    CHECK(send_raw(e->srv, big, sizeof(big), w, 1) == (ssize_t)sizeof(big));
     close_all(w, 1);
     CHECK(all_released(r, 1));
     close_all(r, 1);
@@ -306,14 +306,14 @@ static void test_daemon_survives_bad_datagrams(void)
     /* Too many descriptors for a Read (3 instead of 1). */
     len = read_request(req, 1, "ok");
     CHECK(pipes(r, w, 3));
-    CHECK(send_raw(e.srv, req, len, w, 3) == (ssize_t)len);
+    CHECK(send_raw(e->srv, req, len, w, 3) == (ssize_t)len);
     close_all(w, 3);
     CHECK(all_released(r, 3));
     close_all(r, 3);
 
     /* More descriptors than the daemon has room for. */
     CHECK(pipes(r, w, 16));
-    CHECK(send_raw(e.srv, req, len, w, 16) == (ssize_t)len);
+    CHECK(send_raw(e->srv, req, len, w, 16) == (ssize_t)len);
     close_all(w, 16);
     CHECK(all_released(r, 16));
     close_all(r, 16);
@@ -321,7 +321,7 @@ static void test_daemon_survives_bad_datagrams(void)
     /* Too few: a Send (needs status + destination) with one. */
     req[1] = 2;
     CHECK(pipes(r, w, 1));
-    CHECK(send_raw(e.srv, req, len, w, 1) == (ssize_t)len);
+    CHECK(send_raw(e->srv, req, len, w, 1) == (ssize_t)len);
     close_all(w, 1);
     CHECK(all_released(r, 1));
     close_all(r, 1);
@@ -329,24 +329,24 @@ static void test_daemon_survives_bad_datagrams(void)
     /* Unknown protocol version. */
     len = read_request(req, 99, "ok");
     CHECK(pipes(r, w, 1));
-    CHECK(send_raw(e.srv, req, len, w, 1) == (ssize_t)len);
+    CHECK(send_raw(e->srv, req, len, w, 1) == (ssize_t)len);
     close_all(w, 1);
     CHECK(all_released(r, 1));
     close_all(r, 1);
 
     /* Garbage with descriptors. */
     CHECK(pipes(r, w, 2));
-    CHECK(send_raw(e.srv, "zz", 2, w, 2) == 2);
+    CHECK(send_raw(e->srv, "zz", 2, w, 2) == 2);
     close_all(w, 2);
     CHECK(all_released(r, 2));
     close_all(r, 2);
 
     /* Still alive, still serving. */
-    CHECK(kill(e.pid, 0) == 0);
+    CHECK(kill(e->pid, 0) == 0);
     {
         struct outcome o;
         unsigned char buf[5000];
-        int fd = sfd_read(e.srv, "ok", 0, 0, false);
+        int fd = sfd_read(e->srv, "ok", 0, 0, false);
         CHECK(fd >= 0);
         CHECK(read_info(fd, &o, T_MS) && o.got_info && o.info.size == 5000);
         CHECK(read_all(fd, buf, sizeof(buf), T_MS) == 5000);

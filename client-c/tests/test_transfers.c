@@ -50,26 +50,26 @@ static bool read_range_ok(struct env* e, const char* rel, size_t fsize,
 
 static void test_spawn_twice_returns_zero(void)
 {
-    struct env e;
-    CHECK(env_start(&e, 0, 0));
-    CHECK(sfd_spawn(e.name, e.root, "run", 0, 0) == 0);
+    struct env* e;
+    CHECK((e = env_start(0, 0)) != NULL);
+    CHECK(sfd_spawn(e->name, e->root, "run", 0, 0) == 0);
     /* The first daemon still serves. */
-    CHECK(put_file(&e, "a", NULL, 100, 1));
-    CHECK(read_range_ok(&e, "a", 100, 0, 0, 1));
+    CHECK(put_file(e, "a", NULL, 100, 1));
+    CHECK(read_range_ok(e, "a", 100, 0, 0, 1));
 }
 
 static void test_read_whole_file(void)
 {
-    struct env e;
+    struct env* e;
     struct outcome o;
     struct stat st;
     unsigned char* buf;
     ssize_t n;
     int fd;
-    CHECK(env_start(&e, 0, 0));
-    CHECK(put_file(&e, "big.bin", NULL, BIG, 7));
-    CHECK(file_stat(&e, "big.bin", &st));
-    fd = sfd_read(e.srv, "big.bin", 0, 0, false);
+    CHECK((e = env_start(0, 0)) != NULL);
+    CHECK(put_file(e, "big.bin", NULL, BIG, 7));
+    CHECK(file_stat(e, "big.bin", &st));
+    fd = sfd_read(e->srv, "big.bin", 0, 0, false);
     CHECK(fd >= 0);
     CHECK(!(fcntl(fd, F_GETFL) & O_NONBLOCK));
     CHECK(read_info(fd, &o, T_MS));
@@ -91,13 +91,13 @@ static void test_read_whole_file(void)
 
 static void test_read_nonblocking(void)
 {
-    struct env e;
+    struct env* e;
     struct outcome o;
     unsigned char buf[70000];
     int fd;
-    CHECK(env_start(&e, 0, 0));
-    CHECK(put_file(&e, "f", NULL, sizeof(buf), 3));
-    fd = sfd_read(e.srv, "f", 0, 0, true);
+    CHECK((e = env_start(0, 0)) != NULL);
+    CHECK(put_file(e, "f", NULL, sizeof(buf), 3));
+    fd = sfd_read(e->srv, "f", 0, 0, true);
     CHECK(fd >= 0);
     CHECK(fcntl(fd, F_GETFL) & O_NONBLOCK);
     CHECK(read_info(fd, &o, T_MS) && o.got_info && o.info.size == sizeof(buf));
@@ -108,29 +108,29 @@ static void test_read_nonblocking(void)
 
 static void test_read_ranges(void)
 {
-    struct env e;
+    struct env* e;
     const size_t sz = 200000;
-    CHECK(env_start(&e, 0, 0));
-    CHECK(put_file(&e, "r", NULL, sz, 11));
-    CHECK(read_range_ok(&e, "r", sz, 0, 0, 11));
-    CHECK(read_range_ok(&e, "r", sz, 1, 0, 11));
-    CHECK(read_range_ok(&e, "r", sz, 10, 100, 11));
-    CHECK(read_range_ok(&e, "r", sz, 65535, 70001, 11));
-    CHECK(read_range_ok(&e, "r", sz, (off_t)sz - 5, 100, 11)); /* clipped */
-    CHECK(read_range_ok(&e, "r", sz, 0, sz * 2, 11));          /* clipped */
-    CHECK(read_range_ok(&e, "r", sz, (off_t)sz, 0, 11));       /* empty */
-    CHECK(read_range_ok(&e, "r", sz, (off_t)sz + 10, 5, 11));  /* past EOF */
-    CHECK(read_range_ok(&e, "r", sz, 3, SIZE_MAX, 11));        /* huge len */
+    CHECK((e = env_start(0, 0)) != NULL);
+    CHECK(put_file(e, "r", NULL, sz, 11));
+    CHECK(read_range_ok(e, "r", sz, 0, 0, 11));
+    CHECK(read_range_ok(e, "r", sz, 1, 0, 11));
+    CHECK(read_range_ok(e, "r", sz, 10, 100, 11));
+    CHECK(read_range_ok(e, "r", sz, 65535, 70001, 11));
+    CHECK(read_range_ok(e, "r", sz, (off_t)sz - 5, 100, 11)); /* clipped */
+    CHECK(read_range_ok(e, "r", sz, 0, sz * 2, 11));          /* clipped */
+    CHECK(read_range_ok(e, "r", sz, (off_t)sz, 0, 11));       /* empty */
+    CHECK(read_range_ok(e, "r", sz, (off_t)sz + 10, 5, 11));  /* past EOF */
+    CHECK(read_range_ok(e, "r", sz, 3, SIZE_MAX, 11));        /* huge len */
 }
 
 static void test_read_zero_length_file(void)
 {
-    struct env e;
+    struct env* e;
     struct outcome o;
     int fd;
-    CHECK(env_start(&e, 0, 0));
-    CHECK(put_file(&e, "empty", NULL, 0, 0));
-    fd = sfd_read(e.srv, "empty", 0, 0, false);
+    CHECK((e = env_start(0, 0)) != NULL);
+    CHECK(put_file(e, "empty", NULL, 0, 0));
+    fd = sfd_read(e->srv, "empty", 0, 0, false);
     CHECK(fd >= 0);
     CHECK(read_info(fd, &o, T_MS) && o.got_info && o.info.size == 0);
     CHECK(wait_eof(fd, T_MS));
@@ -139,21 +139,21 @@ static void test_read_zero_length_file(void)
 
 static void test_read_errors(void)
 {
-    struct env e;
+    struct env* e;
     struct outcome o;
     char dir[256];
     int fd;
-    CHECK(env_start(&e, 0, 0));
-    fd = sfd_read(e.srv, "no/such/file", 0, 0, false);
+    CHECK((e = env_start(0, 0)) != NULL);
+    fd = sfd_read(e->srv, "no/such/file", 0, 0, false);
     CHECK(fd >= 0);
     CHECK(read_info(fd, &o, T_MS));
     CHECK(!o.got_info && !o.garbage && o.info_err == ENOENT);
     CHECK(wait_eof(fd, T_MS));
     close(fd);
 
-    snprintf(dir, sizeof(dir), "%s/adir", e.root);
+    snprintf(dir, sizeof(dir), "%s/adir", e->root);
     CHECK(mkdir(dir, 0755) == 0);
-    fd = sfd_read(e.srv, "adir", 0, 0, false);
+    fd = sfd_read(e->srv, "adir", 0, 0, false);
     CHECK(fd >= 0);
     CHECK(read_info(fd, &o, T_MS));
     CHECK(!o.got_info && !o.garbage && o.info_err == EINVAL);
@@ -169,15 +169,15 @@ static void test_read_errors(void)
             p[i] = i % 2 ? '/' : 'a';
         p[SFD_MAX_PATH_LEN - 1] = 'z';
         p[SFD_MAX_PATH_LEN] = '\0';
-        fd = sfd_read(e.srv, p, 0, 0, false);
+        fd = sfd_read(e->srv, p, 0, 0, false);
         CHECK(fd >= 0);
         CHECK(read_info(fd, &o, T_MS) && !o.got_info && o.info_err != 0);
         CHECK(wait_eof(fd, T_MS));
         close(fd);
     }
     /* And the daemon is still fine. */
-    CHECK(put_file(&e, "ok", NULL, 10, 2));
-    CHECK(read_range_ok(&e, "ok", 10, 0, 0, 2));
+    CHECK(put_file(e, "ok", NULL, 10, 2));
+    CHECK(read_range_ok(e, "ok", 10, 0, 0, 2));
 }
 
 /* sfd_send_hdtr of a range of a pattern file to a stream socket pair;
@@ -217,46 +217,46 @@ static bool send_ok(struct env* e, const char* rel, size_t fsize, off_t offset,
 
 static void test_send_to_socket(void)
 {
-    struct env e;
-    CHECK(env_start(&e, 0, 0));
-    CHECK(put_file(&e, "big", NULL, BIG, 5));
-    CHECK(send_ok(&e, "big", BIG, 0, 0, NULL, NULL, 5));
+    struct env* e;
+    CHECK((e = env_start(0, 0)) != NULL);
+    CHECK(put_file(e, "big", NULL, BIG, 5));
+    CHECK(send_ok(e, "big", BIG, 0, 0, NULL, NULL, 5));
 }
 
 static void test_send_ranges(void)
 {
-    struct env e;
+    struct env* e;
     const size_t sz = 100000;
-    CHECK(env_start(&e, 0, 0));
-    CHECK(put_file(&e, "r", NULL, sz, 9));
-    CHECK(send_ok(&e, "r", sz, 1000, 0, NULL, NULL, 9));
-    CHECK(send_ok(&e, "r", sz, 1000, 5000, NULL, NULL, 9));
-    CHECK(send_ok(&e, "r", sz, (off_t)sz - 1, 10, NULL, NULL, 9));
-    CHECK(send_ok(&e, "r", sz, (off_t)sz + 1, 10, NULL, NULL, 9));
+    CHECK((e = env_start(0, 0)) != NULL);
+    CHECK(put_file(e, "r", NULL, sz, 9));
+    CHECK(send_ok(e, "r", sz, 1000, 0, NULL, NULL, 9));
+    CHECK(send_ok(e, "r", sz, 1000, 5000, NULL, NULL, 9));
+    CHECK(send_ok(e, "r", sz, (off_t)sz - 1, 10, NULL, NULL, 9));
+    CHECK(send_ok(e, "r", sz, (off_t)sz + 1, 10, NULL, NULL, 9));
 }
 
 static void test_send_zero_length_file(void)
 {
-    struct env e;
-    CHECK(env_start(&e, 0, 0));
-    CHECK(put_file(&e, "empty", NULL, 0, 0));
-    CHECK(send_ok(&e, "empty", 0, 0, 0, NULL, NULL, 0));
+    struct env* e;
+    CHECK((e = env_start(0, 0)) != NULL);
+    CHECK(put_file(e, "empty", NULL, 0, 0));
+    CHECK(send_ok(e, "empty", 0, 0, 0, NULL, NULL, 0));
 }
 
 static void test_send_to_pipe_and_file(void)
 {
-    struct env e;
+    struct env* e;
     struct outcome o;
     unsigned char* buf;
     const size_t sz = 300000;
     char out[256];
     size_t got = 0;
     int p[2], st, fd;
-    CHECK(env_start(&e, 0, 0));
-    CHECK(put_file(&e, "f", NULL, sz, 4));
+    CHECK((e = env_start(0, 0)) != NULL);
+    CHECK(put_file(e, "f", NULL, sz, 4));
 
     CHECK(pipe(p) == 0);
-    st = sfd_send(e.srv, "f", p[1], 0, 0, false);
+    st = sfd_send(e->srv, "f", p[1], 0, 0, false);
     close(p[1]);
     CHECK(st >= 0);
     buf = malloc(sz);
@@ -271,12 +271,12 @@ static void test_send_to_pipe_and_file(void)
     CHECK(o.complete && o.progress == sz && !o.garbage);
 
     /* A regular file as the destination. */
-    snprintf(out, sizeof(out), "%s/out", e.root);
+    snprintf(out, sizeof(out), "%s/out", e->root);
     fd = open(out, O_RDWR | O_CREAT | O_TRUNC, 0600);
     if (fd < 0)
         free(buf);
     CHECK(fd >= 0);
-    st = sfd_send(e.srv, "f", fd, 0, 0, false);
+    st = sfd_send(e->srv, "f", fd, 0, 0, false);
     if (st < 0) {
         free(buf);
         close(fd);
@@ -297,14 +297,14 @@ static void test_send_to_pipe_and_file(void)
 
 static void test_send_errors(void)
 {
-    struct env e;
+    struct env* e;
     struct outcome o;
     int sv[2], st;
-    CHECK(env_start(&e, 0, 0));
+    CHECK((e = env_start(0, 0)) != NULL);
 
     /* Refused: ENOENT on the status channel; the destination is let go. */
     CHECK(stream_pair(sv));
-    st = sfd_send(e.srv, "missing", sv[0], 0, 0, false);
+    st = sfd_send(e->srv, "missing", sv[0], 0, 0, false);
     close(sv[0]);
     CHECK(st >= 0);
     CHECK(read_info(st, &o, T_MS));
@@ -315,10 +315,10 @@ static void test_send_errors(void)
     close(sv[1]);
 
     /* The destination is closed: EPIPE after the file info. */
-    CHECK(put_file(&e, "big", NULL, BIG, 1));
+    CHECK(put_file(e, "big", NULL, BIG, 1));
     CHECK(stream_pair(sv));
     close(sv[1]);
-    st = sfd_send(e.srv, "big", sv[0], 0, 0, false);
+    st = sfd_send(e->srv, "big", sv[0], 0, 0, false);
     close(sv[0]);
     CHECK(st >= 0);
     memset(&o, 0, sizeof(o));
@@ -329,21 +329,21 @@ static void test_send_errors(void)
 
 static void test_open_then_send_open(void)
 {
-    struct env e;
+    struct env* e;
     struct outcome o;
     unsigned char* buf;
     size_t got = 0;
     int sv[2], st;
-    CHECK(env_start(&e, 0, 0));
-    CHECK(put_file(&e, "big", NULL, BIG, 8));
-    st = sfd_open(e.srv, "big", 100, 0, true);
+    CHECK((e = env_start(0, 0)) != NULL);
+    CHECK(put_file(e, "big", NULL, BIG, 8));
+    st = sfd_open(e->srv, "big", 100, 0, true);
     CHECK(st >= 0);
     CHECK(fcntl(st, F_GETFL) & O_NONBLOCK);
     CHECK(read_info(st, &o, T_MS) && o.got_info && o.info.size == BIG - 100);
     /* Nothing else comes until the file is sent. */
     CHECK(!wait_readable(st, 50));
     CHECK(stream_pair(sv));
-    CHECK(sfd_send_open(e.srv, o.info.txnid, sv[0]));
+    CHECK(sfd_send_open(e->srv, o.info.txnid, sv[0]));
     close(sv[0]);
     buf = malloc(BIG);
     if (!run_status(st, &o, sv[1], buf, BIG, &got, T_MS) || got != BIG - 100 ||
@@ -359,66 +359,66 @@ static void test_open_then_send_open(void)
 
 static void test_open_errors(void)
 {
-    struct env e;
+    struct env* e;
     struct outcome o;
     int st;
-    CHECK(env_start(&e, 0, 0));
-    st = sfd_open(e.srv, "nothing-here", 0, 0, false);
+    CHECK((e = env_start(0, 0)) != NULL);
+    st = sfd_open(e->srv, "nothing-here", 0, 0, false);
     CHECK(st >= 0);
     CHECK(read_info(st, &o, T_MS) && o.info_err == ENOENT && !o.garbage);
     CHECK(wait_eof(st, T_MS));
     close(st);
     /* Unknown transfer ids are ignored; the daemon keeps serving. */
-    CHECK(sfd_cancel(e.srv, 0x5eed));
+    CHECK(sfd_cancel(e->srv, 0x5eed));
     {
         int sv[2];
         CHECK(stream_pair(sv));
-        CHECK(sfd_send_open(e.srv, 0x5eed, sv[0]));
+        CHECK(sfd_send_open(e->srv, 0x5eed, sv[0]));
         close(sv[0]);
         CHECK(wait_eof(sv[1], T_MS)); /* its duplicate was closed */
         close(sv[1]);
     }
-    CHECK(put_file(&e, "ok", NULL, 10, 2));
-    CHECK(read_range_ok(&e, "ok", 10, 0, 0, 2));
+    CHECK(put_file(e, "ok", NULL, 10, 2));
+    CHECK(read_range_ok(e, "ok", 10, 0, 0, 2));
 }
 
 static void test_send_hdtr_variants(void)
 {
-    struct env e;
+    struct env* e;
     static char big_hdr[SFD_MAX_HDTR_LEN / 2 + 1], big_trl[SFD_MAX_HDTR_LEN / 2 + 1];
     const size_t sz = 150000;
-    CHECK(env_start(&e, 0, 0));
-    CHECK(put_file(&e, "f", NULL, sz, 6));
-    CHECK(put_file(&e, "empty", NULL, 0, 0));
-    CHECK(send_ok(&e, "f", sz, 0, 0, "HEADER\r\n", NULL, 6));
-    CHECK(send_ok(&e, "f", sz, 0, 0, NULL, "--trailer--", 6));
-    CHECK(send_ok(&e, "f", sz, 0, 0, "H", "T", 6));
-    CHECK(send_ok(&e, "empty", 0, 0, 0, "only a header", "and a trailer", 0));
-    CHECK(send_ok(&e, "f", sz, 777, 1000, "range:", ":end", 6));
-    CHECK(send_ok(&e, "f", sz, (off_t)sz + 5, 0, "past", "eof", 6));
+    CHECK((e = env_start(0, 0)) != NULL);
+    CHECK(put_file(e, "f", NULL, sz, 6));
+    CHECK(put_file(e, "empty", NULL, 0, 0));
+    CHECK(send_ok(e, "f", sz, 0, 0, "HEADER\r\n", NULL, 6));
+    CHECK(send_ok(e, "f", sz, 0, 0, NULL, "--trailer--", 6));
+    CHECK(send_ok(e, "f", sz, 0, 0, "H", "T", 6));
+    CHECK(send_ok(e, "empty", 0, 0, 0, "only a header", "and a trailer", 0));
+    CHECK(send_ok(e, "f", sz, 777, 1000, "range:", ":end", 6));
+    CHECK(send_ok(e, "f", sz, (off_t)sz + 5, 0, "past", "eof", 6));
     memset(big_hdr, 'h', sizeof(big_hdr) - 1);
     memset(big_trl, 't', sizeof(big_trl) - 1);
-    CHECK(send_ok(&e, "f", sz, 0, 0, big_hdr, big_trl, 6)); /* exactly the limit */
+    CHECK(send_ok(e, "f", sz, 0, 0, big_hdr, big_trl, 6)); /* exactly the limit */
 }
 
 static void test_send_open_hdtr(void)
 {
-    struct env e;
+    struct env* e;
     struct outcome o;
     unsigned char buf[70000];
     const char* hdr = "HTTP/1.1 200 OK\r\nContent-Length: 60000\r\n\r\n";
     const char* trl = "\r\n0\r\n\r\n";
     size_t hl = strlen(hdr), tl = strlen(trl), got = 0;
     int sv[2], st;
-    CHECK(env_start(&e, 0, 0));
-    CHECK(put_file(&e, "f", NULL, 60000, 12));
-    st = sfd_open(e.srv, "f", 0, 0, false);
+    CHECK((e = env_start(0, 0)) != NULL);
+    CHECK(put_file(e, "f", NULL, 60000, 12));
+    st = sfd_open(e->srv, "f", 0, 0, false);
     CHECK(st >= 0);
     CHECK(read_info(st, &o, T_MS) && o.got_info && o.info.size == 60000);
     CHECK(stream_pair(sv));
-    CHECK_ERRNO(sfd_send_open_hdtr(e.srv, o.info.txnid, sv[0], buf,
+    CHECK_ERRNO(sfd_send_open_hdtr(e->srv, o.info.txnid, sv[0], buf,
                                    SFD_MAX_HDTR_LEN, buf, 1), false, EMSGSIZE);
-    CHECK(sfd_send_open_hdtr(e.srv, o.info.txnid, sv[0], hdr, hl, trl, tl));
+    CHECK(sfd_send_open_hdtr(e->srv, o.info.txnid, sv[0], hdr, hl, trl, tl));
     close(sv[0]);
     CHECK(run_status(st, &o, sv[1], buf, sizeof(buf), &got, T_MS));
     CHECK(o.complete && !o.garbage && o.progress == hl + 60000 + tl);
@@ -432,33 +432,33 @@ static void test_send_open_hdtr(void)
 
 static void test_client_limits_with_daemon(void)
 {
-    struct env e;
+    struct env* e;
     static char path[SFD_MAX_PATH_LEN + 2];
     static char hdtr[SFD_MAX_HDTR_LEN + 1];
     int sv[2];
-    CHECK(env_start(&e, 0, 0));
+    CHECK((e = env_start(0, 0)) != NULL);
     memset(path, 'p', SFD_MAX_PATH_LEN + 1);
-    CHECK_ERRNO(sfd_read(e.srv, path, 0, 0, false), -1, ENAMETOOLONG);
+    CHECK_ERRNO(sfd_read(e->srv, path, 0, 0, false), -1, ENAMETOOLONG);
     CHECK(stream_pair(sv));
-    CHECK_ERRNO(sfd_send_hdtr(e.srv, "f", sv[0], 0, 0, hdtr, sizeof(hdtr), NULL, 0,
+    CHECK_ERRNO(sfd_send_hdtr(e->srv, "f", sv[0], 0, 0, hdtr, sizeof(hdtr), NULL, 0,
                               false), -1, EMSGSIZE);
     close(sv[0]);
     close(sv[1]);
-    CHECK(put_file(&e, "ok", NULL, 10, 2));
-    CHECK(read_range_ok(&e, "ok", 10, 0, 0, 2));
+    CHECK(put_file(e, "ok", NULL, 10, 2));
+    CHECK(read_range_ok(e, "ok", 10, 0, 0, 2));
 }
 
 static void test_many_concurrent_reads(void)
 {
     enum { N = 24, SZ = 90001 };
-    struct env e;
+    struct env* e;
     int fds[N];
     size_t i;
     unsigned char* buf;
-    CHECK(env_start(&e, 0, 0));
-    CHECK(put_file(&e, "f", NULL, SZ, 21));
+    CHECK((e = env_start(0, 0)) != NULL);
+    CHECK(put_file(e, "f", NULL, SZ, 21));
     for (i = 0; i < N; i++) {
-        fds[i] = sfd_read(e.srv, "f", (off_t)i, 0, false);
+        fds[i] = sfd_read(e->srv, "f", (off_t)i, 0, false);
         CHECK(fds[i] >= 0);
     }
     buf = malloc(SZ);
