@@ -191,6 +191,7 @@ fi
 # --- run -------------------------------------------------------------------
 RUNNER=()
 if [ "$VALGRIND" = 1 ]; then
+    export SFD_TEST_LARGE_MB=${SFD_TEST_LARGE_MB:-4}
     RUNNER=(valgrind -q --leak-check=full --errors-for-leak-kinds=definite
         --error-exitcode=99 --trace-children=no --child-silent-after-fork=yes)
 fi

@@ -169,19 +169,26 @@ static void start_request(struct conn* c, int srv)
 {
     const char* sp1 = memchr(c->req, ' ', c->reqlen);
     const char* sp2;
-    if (!sp1)
-        { reply_error(c, 400, "Bad Request"); return; }
+    if (!sp1) {
+        reply_error(c, 400, "Bad Request");
+        return;
+    }
     sp2 = memchr(sp1 + 1, ' ', c->reqlen - (size_t)(sp1 + 1 - c->req));
-    if (!sp2 || strncmp(sp2 + 1, "HTTP/1.", 7) != 0)
-        { reply_error(c, 400, "Bad Request"); return; }
-    if ((size_t)(sp1 - c->req) != 3 || memcmp(c->req, "GET", 3) != 0)
-        { reply_error(c, 405, "Method Not Allowed"); return; }
-    if (!target_to_path(sp1 + 1, (size_t)(sp2 - sp1 - 1), c->path, sizeof(c->path)))
-        { reply_error(c, 400, "Bad Request"); return; }
+    if (!sp2 || strncmp(sp2 + 1, "HTTP/1.", 7) != 0) {
+        reply_error(c, 400, "Bad Request");
+        return;
+    }
+    if ((size_t)(sp1 - c->req) != 3 || memcmp(c->req, "GET", 3) != 0) {
+        reply_error(c, 405, "Method Not Allowed");
+        return;
+    }
+    if (!target_to_path(sp1 + 1, (size_t)(sp2 - sp1 - 1), c->path, sizeof(c->path))) {
+        reply_error(c, 400, "Bad Request");
+        return;
+    }
 
     c->status = sfd_open(srv, c->path, 0, 0, true);
-    if (c->status < 0)
-    {
+    if (c->status < 0) {
         if (errno == ENAMETOOLONG)
             reply_error(c, 414, "URI Too Long");
         else
@@ -195,11 +202,15 @@ static void on_readable_client(struct conn* c, int srv)
 {
     for (;;) {
         ssize_t n;
-        if (c->reqlen == sizeof(c->req))
-            { reply_error(c, 431, "Request Header Fields Too Large"); return; }
+        if (c->reqlen == sizeof(c->req)) {
+            reply_error(c, 431, "Request Header Fields Too Large");
+            return;
+        }
         n = read(c->sock, c->req + c->reqlen, sizeof(c->req) - c->reqlen);
-        if (n == 0)
-            { conn_close(c); return; }
+        if (n == 0) {
+            conn_close(c);
+            return;
+        }
         if (n < 0) {
             if (errno == EINTR)
                 continue;
@@ -211,8 +222,10 @@ static void on_readable_client(struct conn* c, int srv)
         if (c->reqlen >= 4) {
             size_t i;
             for (i = 0; i + 3 < c->reqlen; i++)
-                if (memcmp(c->req + i, "\r\n\r\n", 4) == 0)
-                    { start_request(c, srv); return; }
+                if (memcmp(c->req + i, "\r\n\r\n", 4) == 0) {
+                    start_request(c, srv);
+                    return;
+                }
         }
     }
 }
@@ -229,20 +242,26 @@ static void on_file_info(struct conn* c, int srv)
 
     if (n < 0 && (errno == EAGAIN || errno == EINTR))
         return;
-    if (n < SFD_HDR_SIZE)
-        { reply_error(c, 500, "Internal Server Error"); return; }
+    if (n < SFD_HDR_SIZE) {
+        reply_error(c, 500, "Internal Server Error");
+        return;
+    }
     if (!sfd_unmarshal_file_info(&info, msg)) {
         switch (sfd_get_stat(msg)) {
         case ENOENT:
         case ENOTDIR:
-            { reply_error(c, 404, "Not Found"); return; }
+            reply_error(c, 404, "Not Found");
+            return;
         case EINVAL:
         case EACCES:
-            { reply_error(c, 403, "Forbidden"); return; }
+            reply_error(c, 403, "Forbidden");
+            return;
         case EMFILE:
-            { reply_error(c, 503, "Service Unavailable"); return; }
+            reply_error(c, 503, "Service Unavailable");
+            return;
         default:
-            { reply_error(c, 500, "Internal Server Error"); return; }
+            reply_error(c, 500, "Internal Server Error");
+            return;
         }
     }
     if (!gmtime_r(&info.mtime, &tm) ||
@@ -259,7 +278,8 @@ static void on_file_info(struct conn* c, int srv)
     if (hlen <= 0 || (size_t)hlen >= sizeof(hdr) ||
         !sfd_send_open_hdtr(srv, info.txnid, c->sock, hdr, (size_t)hlen, NULL, 0)) {
         sfd_cancel(srv, info.txnid);
-        { reply_error(c, 500, "Internal Server Error"); return; }
+        reply_error(c, 500, "Internal Server Error");
+        return;
     }
     c->state = SENDING;
 }
@@ -277,8 +297,10 @@ static void on_progress(struct conn* c)
             return;
         /* EOF, an error (the client went away, ...) or completion: done.
          * The headers are out already, so all we can do is close. */
-        if (n <= 0 || !sfd_unmarshal_xfer_stat(&xs, msg) || sfd_xfer_complete(&xs))
-            { conn_close(c); return; }
+        if (n <= 0 || !sfd_unmarshal_xfer_stat(&xs, msg) || sfd_xfer_complete(&xs)) {
+            conn_close(c);
+            return;
+        }
     }
 }
 

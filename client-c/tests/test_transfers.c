@@ -53,6 +53,11 @@ static void test_spawn_twice_returns_zero(void)
     struct env* e;
     CHECK((e = env_start(0, 0)) != NULL);
     CHECK(sfd_spawn(e->name, e->root, "run", 0, 0) == 0);
+    /* Whatever the second daemon's logging setup. */
+    test_setenv("SENDFILED_LOG", "syslog");
+    CHECK(sfd_spawn(e->name, e->root, "run", 0, 0) == 0);
+    test_setenv("SENDFILED_LOG", "none");
+    CHECK(sfd_spawn(e->name, e->root, "run", 5, 100) == 0);
     /* The first daemon still serves. */
     CHECK(put_file(e, "a", NULL, 100, 1));
     CHECK(read_range_ok(e, "a", 100, 0, 0, 1));
@@ -430,6 +435,19 @@ static void test_send_open_hdtr(void)
     close(sv[1]);
 }
 
+static void test_large_file_with_header(void)
+{
+    /* 64 MiB; ci/c-tests.sh --valgrind asks for less ($SFD_TEST_LARGE_MB). */
+    const char* mb = getenv("SFD_TEST_LARGE_MB");
+    const size_t SZ = (mb ? (size_t)strtoul(mb, NULL, 10) : 64) * 1024 * 1024;
+    struct env* e;
+    static char hdr[4096];
+    memset(hdr, 'H', sizeof(hdr) - 1);
+    CHECK((e = env_start(0, 0)) != NULL);
+    CHECK(put_file(e, "huge", NULL, SZ, 13));
+    CHECK(send_ok(e, "huge", SZ, 0, 0, hdr, "<end>", 13));
+}
+
 static void test_client_limits_with_daemon(void)
 {
     struct env* e;
@@ -496,6 +514,7 @@ int main(void)
         { "open_errors", test_open_errors },
         { "send_hdtr_variants", test_send_hdtr_variants },
         { "send_open_hdtr", test_send_open_hdtr },
+        { "large_file_with_header", test_large_file_with_header },
         { "client_limits_with_daemon", test_client_limits_with_daemon },
         { "many_concurrent_reads", test_many_concurrent_reads },
     };
