@@ -39,6 +39,8 @@ TARGET=${CARGO_TARGET_DIR:-$ROOT/target}
 export CARGO_TARGET_DIR=$TARGET
 BUILD=$TARGET/c-tests
 CC=${CC:-cc}
+# client-c/Makefile is a GNU makefile (gmake on the BSDs).
+MAKE=${MAKE:-$(command -v gmake || command -v make)}
 CFLAGS=(-std=c11 -Wall -Wextra -Werror -pedantic -D_XOPEN_SOURCE=700 -g -O1)
 INC=(-I "$ROOT/client-c/include")
 
@@ -136,10 +138,10 @@ if [ "$INSTALL" = 1 ]; then
     PREFIX=$BUILD/prefix
     STAGE=$BUILD/stage
     install_prefix() {
-        make -s -C client-c install PROFILE=dev NO_BUILD=1 PREFIX="$PREFIX" >/dev/null
+        "$MAKE" -s -C client-c install PROFILE=dev NO_BUILD=1 PREFIX="$PREFIX" >/dev/null
     }
     install_destdir() { # DESTDIR staging, LIBDIR override: check the layout
-        make -s -C client-c install PROFILE=dev NO_BUILD=1 DESTDIR="$STAGE" \
+        "$MAKE" -s -C client-c install PROFILE=dev NO_BUILD=1 DESTDIR="$STAGE" \
             PREFIX=/usr LIBDIR=/usr/lib/x86_64-linux-gnu >/dev/null || return 1
         local l=$STAGE/usr/lib/x86_64-linux-gnu
         case "$(uname -s)" in
