@@ -119,6 +119,23 @@ for src in client-c/examples/*.c; do
 done
 export SFD_EXAMPLES_DIR=$BUILD/examples
 
+# The shared library exports exactly the functions the headers declare.
+if [ "$(uname -s)" != Darwin ] && command -v nm >/dev/null 2>&1; then
+    exports_match() {
+        local declared exported
+        declared=$(grep -ohE '^[a-z_ ]+[ *]sfd_[a-z_]+\(' client-c/include/*.h |
+            grep -oE 'sfd_[a-z_]+' | sort -u)
+        exported=$(nm -D --defined-only "$TARGET/debug/libsendfiled.so" |
+            awk '$2 == "T" { print $3 }' | sort -u)
+        if [ "$declared" != "$exported" ]; then
+            diff <(echo "$declared") <(echo "$exported") >&2
+            return 1
+        fi
+        [ "$(echo "$declared" | wc -l)" -eq 15 ]
+    }
+    step "libsendfiled.so exports exactly the declared functions" exports_match
+fi
+
 # The header must also be usable from C++.
 if command -v c++ >/dev/null 2>&1; then
     cxx_header() {
