@@ -667,6 +667,9 @@ impl<B: TransferBackend> Server<B> {
             };
             pump(&*backend, &mut t.cursor, file.as_fd(), dest, kind, limits)
         };
+        // Only a disk job needs the file beyond this point; holding the
+        // clone longer would keep it open after the transfer is removed.
+        let file = matches!(stop, PumpStop::NotCached { .. }).then_some(file);
         t.status.owe_progress(moved);
         self.counters.bytes += moved;
         match stop {
@@ -693,7 +696,7 @@ impl<B: TransferBackend> Server<B> {
                 }
             }
             PumpStop::NotCached { offset, len } => {
-                let Some((txnid, _)) = self.table.get(slot) else {
+                let (Some((txnid, _)), Some(file)) = (self.table.get(slot), file) else {
                     return;
                 };
                 let job = DiskJob {
@@ -857,7 +860,7 @@ impl<B: TransferBackend> Server<B> {
     }
 
     fn remove(&mut self, slot: Slot) {
-        let Some((txnid, t)) = self.table.remove(slot) else {
+        let Some((txnid, mut t)) = self.table.remove(slot) else {
             return;
         };
         let registry = self.poll.registry();
@@ -867,6 +870,11 @@ impl<B: TransferBackend> Server<B> {
         if let (Dest::Fd(fd, _), true) = (&t.dest, t.dest_registered) {
             let _ = registry.deregister(&mut SourceFd(&fd.as_raw_fd()));
         }
+        // The file and destination close before the status channel, so a
+        // client that sees end of file there knows the daemon holds nothing
+        // of the transfer any more.
+        t.file = None;
+        t.dest = Dest::None;
         log::debug!(
             "txn {txnid:x}: {:?} ended after {} of {} bytes in {:?}",
             t.op,
