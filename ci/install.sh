@@ -111,7 +111,8 @@ done
 
 if [ -f client-c/Makefile ]; then
     echo "installing the C library (make -C client-c install)"
-    make -C client-c install PREFIX="$PREFIX" DESTDIR="$DESTDIR"
+    make=${MAKE:-$(command -v gmake || echo make)}
+    "$make" -C client-c install PREFIX="$PREFIX" DESTDIR="$DESTDIR"
 else
     echo "  note: client-c/Makefile is not here yet; the C library was not installed"
 fi

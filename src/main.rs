@@ -142,7 +142,8 @@ fn raise_fd_limit() {
 
 fn run(args: &Args, target: LogTarget) -> Result<(), StartError> {
     // First, before anything could start a thread: it edits the environment.
-    let inherited = activation::take_request_socket().map_err(|e| StartError::new(e.errno, e.what))?;
+    let inherited =
+        activation::take_request_socket().map_err(|e| StartError::new(e.errno, e.what))?;
     let identity = privileges::resolve(args.user.as_deref(), args.group.as_deref())
         .map_err(|e| StartError::io("looking up -u/-g", e))?;
     if nix::unistd::geteuid().is_root() && identity.is_none() && !allow_root(args) {
@@ -166,7 +167,10 @@ fn run(args: &Args, target: LogTarget) -> Result<(), StartError> {
         Some(fd) => {
             listener::prepare(fd.as_fd())
                 .map_err(|e| StartError::io("preparing the inherited request socket", e))?;
-            let shown = format!("the socket passed by the service manager (server {})", args.name);
+            let shown = format!(
+                "the socket passed by the service manager (server {})",
+                args.name
+            );
             (RequestSocket { fd, path: None }, shown)
         }
         None => {
@@ -225,7 +229,11 @@ fn run(args: &Args, target: LogTarget) -> Result<(), StartError> {
 
 /// Binds the request socket at `sock_path` and gives it to the user and
 /// group the daemon will run as (or --socket-group).
-fn bind_socket(args: &Args, sock_path: &Path, identity: Option<privileges::Identity>) -> Result<RequestSocket, StartError> {
+fn bind_socket(
+    args: &Args,
+    sock_path: &Path,
+    identity: Option<privileges::Identity>,
+) -> Result<RequestSocket, StartError> {
     let socket = listener::bind(sock_path, args.socket_mode)
         .map_err(|e| StartError::io(&format!("request socket {}", sock_path.display()), e))?;
     if identity.is_some() || args.socket_group.is_some() {
