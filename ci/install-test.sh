@@ -56,6 +56,15 @@ if [ "$(uname -s)" = Linux ]; then
     check "installed unit runs $PREFIX/sbin/sendfiled" \
         grep -q "^ExecStart=$PREFIX/sbin/sendfiled " "$p/lib/systemd/system/sendfiled@.service"
 fi
+if [ -f client-c/Makefile ]; then
+    for f in include/sendfiled.h include/responses.h; do
+        check "$PREFIX/$f is installed" test -s "$p/$f"
+    done
+    check "libsendfiled (shared and static) is installed" \
+        test -n "$(find "$p" -name 'libsendfiled.so*' -o -name 'libsendfiled*.dylib')" -a \
+        -n "$(find "$p" -name libsendfiled.a)"
+    check "sendfiled.pc is installed" test -n "$(find "$p" -name sendfiled.pc)"
+fi
 check "installed rc.d script runs $PREFIX/sbin/sendfiled" \
     grep -q "^procname=\"$PREFIX/sbin/sendfiled\"" "$p/share/sendfiled/dist/freebsd/sendfiled"
 check "nothing was installed outside DESTDIR$PREFIX" \
