@@ -127,5 +127,34 @@ daemon_pid=
 check "installed daemon exits 0 on SIGTERM" test "$status" -eq 0
 check "its socket file is removed" test ! -e "$sock"
 
+# --- socket activation by systemd's own tool, as a socket unit does it -----
+if command -v systemd-socket-activate >/dev/null 2>&1; then
+    asock=$work/activated.sock
+    mkfifo "$work/activate.err"
+    systemd-socket-activate --datagram -l "$asock" -E SENDFILED_ALLOW_ROOT=1 \
+        "$p/sbin/sendfiled" -s activated -r "$srv" --log stderr 2>"$work/activate.err" &
+    daemon_pid=$!
+    exec 7<"$work/activate.err"
+    while read -r line <&7; do
+        case $line in Listening*) break ;; esac
+    done
+    cat <&7 >"$work/activate.log" &
+    exec 7<&-
+    # The first datagram starts the daemon (exec, same pid), which finds it
+    # queued on the socket it is handed.
+    check "socket activation: sfd cat starts the daemon and gets the file" \
+        bash -c '[ "$("$1" --socket "$2" cat hello.txt)" = "hello through sendfiled" ]' _ "$p/bin/sfd" "$asock"
+    kill -TERM "$daemon_pid"
+    status=0
+    wait "$daemon_pid" || status=$?
+    daemon_pid=
+    check "socket activation: the daemon exits 0 on SIGTERM" test "$status" -eq 0
+    wait
+    check "socket activation: the daemon logged the passed socket" \
+        grep -q "socket passed by the service manager" "$work/activate.log"
+else
+    echo "note: systemd-socket-activate not found; socket activation is covered by tests/activation.rs"
+fi
+
 echo "install-test: $passed passed, $fail failed"
 [ "$fail" -eq 0 ]
