@@ -507,11 +507,12 @@ fn plural(n: usize) -> &'static str {
     }
 }
 
-/// One client sending the 4 KiB file back to back for `secs`; latencies in
+/// One client sending the 4 KiB file back to back for `secs` through the
+/// daemon (or, with `None`, doing the same in-process); latencies in
 /// nanoseconds.
-fn timed_sends(client: &Client, files: &Files, secs: f64) -> io::Result<Vec<u64>> {
-    let _ = files;
+fn timed_sends(client: Option<&Client>, files: &Files, secs: f64) -> io::Result<Vec<u64>> {
     let (w, r) = os::unix_stream_pair()?;
+    let cpath = os::cpath(&files.path(Files::SMALL_4K));
     let mut buf = vec![0u8; 4096];
     let mut lat = Vec::with_capacity(1 << 16);
     let dur = Duration::from_secs_f64(secs);
@@ -521,14 +522,10 @@ fn timed_sends(client: &Client, files: &Files, secs: f64) -> io::Result<Vec<u64>
         if t - start >= dur {
             break;
         }
-        small_daemon_once(
-            client,
-            Files::SMALL_4K,
-            w.as_fd(),
-            r.as_fd(),
-            4096,
-            &mut buf,
-        )?;
+        match client {
+            Some(c) => small_daemon_once(c, Files::SMALL_4K, w.as_fd(), r.as_fd(), 4096, &mut buf)?,
+            None => small_inproc_once(&cpath, w.as_fd(), r.as_fd(), 4096, &mut buf)?,
+        }
         lat.push(t.elapsed().as_nanos() as u64);
     }
     Ok(lat)
@@ -606,6 +603,34 @@ pub fn open_cost(plan: &Plan, files: &Files, report: &mut Report) -> io::Result<
 
 // ----- isolation -----
 
+/// A thread that reads `r` as fast as it can until `stop` (or end of file);
+/// returns the bytes read and for how long.
+fn spawn_reader(
+    r: OwnedFd,
+    stop: Arc<AtomicBool>,
+) -> thread::JoinHandle<io::Result<(u64, Duration)>> {
+    thread::spawn(move || -> io::Result<(u64, Duration)> {
+        let mut buf = vec![0u8; 256 << 10];
+        let mut got = 0u64;
+        let t = Instant::now();
+        while !stop.load(Ordering::Relaxed) {
+            if sendfiled_core::sys::wait_readable(r.as_fd(), Duration::from_millis(20))? {
+                let n = os::read(r.as_fd(), &mut buf)?;
+                if n == 0 {
+                    break;
+                }
+                got += n as u64;
+            }
+        }
+        Ok((got, t.elapsed()))
+    })
+}
+
+fn sorted(mut v: Vec<u64>) -> Vec<u64> {
+    v.sort_unstable();
+    v
+}
+
 pub fn isolation(plan: &Plan, d: &Daemon, files: &Files, report: &mut Report) -> io::Result<()> {
     let client = d.client()?;
     let cold = File::options()
@@ -613,24 +638,23 @@ pub fn isolation(plan: &Plan, d: &Daemon, files: &Files, report: &mut Report) ->
         .write(true)
         .open(files.path(Files::COLD))?;
     let (mut idle50, mut idle99, mut busy50, mut busy99) = (vec![], vec![], vec![], vec![]);
+    let (mut ref_idle99, mut ref_busy99) = (vec![], vec![]);
     let mut rates = Vec::new();
     let mut resident_max = 0f64;
     println!(
-        "isolation: {} x ({:.1} s idle + {:.1} s during a cold {} MiB stream)",
+        "isolation: {} x ({:.1} s idle + {:.1} s during a cold {} MiB stream), daemon then in-process",
         plan.iso_reps,
         plan.iso_secs,
         plan.iso_secs,
         files.cold >> 20
     );
     for _ in 0..plan.iso_reps {
-        let mut lat = timed_sends(&client, files, plan.iso_secs)?;
-        lat.sort_unstable();
+        // Through the daemon: idle, then while it streams the evicted file.
+        let lat = sorted(timed_sends(Some(&client), files, plan.iso_secs)?);
         idle50.push(quantile_us(&lat, 0.5));
         idle99.push(quantile_us(&lat, 0.99));
-
         os::evict(&cold)?;
-        let resident = os::resident_fraction(&cold, files.cold)?;
-        resident_max = resident_max.max(resident);
+        resident_max = resident_max.max(os::resident_fraction(&cold, files.cold)?);
         let (w, r) = os::unix_stream_pair()?;
         let st = client.send(Files::COLD, w.as_fd(), Range::WHOLE)?;
         drop(w);
@@ -639,33 +663,45 @@ pub fn isolation(plan: &Plan, d: &Daemon, files: &Files, report: &mut Report) ->
             return Err(other(format!("cold stream refused: {info:?}")));
         };
         let stop = Arc::new(AtomicBool::new(false));
-        let stop2 = Arc::clone(&stop);
-        let reader = thread::spawn(move || -> io::Result<(u64, Duration)> {
-            let mut buf = vec![0u8; 256 << 10];
-            let mut got = 0u64;
-            let t = Instant::now();
-            while !stop2.load(Ordering::Relaxed) {
-                if sendfiled_core::sys::wait_readable(r.as_fd(), Duration::from_millis(20))? {
-                    let n = os::read(r.as_fd(), &mut buf)?;
-                    if n == 0 {
-                        break;
-                    }
-                    got += n as u64;
-                }
-            }
-            Ok((got, t.elapsed()))
-        });
-        let mut lat = timed_sends(&client, files, plan.iso_secs)?;
+        let reader = spawn_reader(r, Arc::clone(&stop));
+        let lat = sorted(timed_sends(Some(&client), files, plan.iso_secs)?);
         stop.store(true, Ordering::Relaxed);
         let (streamed, took) = reader
             .join()
             .map_err(|_| other("reader panicked".into()))??;
         client.cancel(txnid)?;
         let _ = os::wait_status(st.as_fd(), false)?;
-        lat.sort_unstable();
         busy50.push(quantile_us(&lat, 0.5));
         busy99.push(quantile_us(&lat, 0.99));
         rates.push(mib_s(streamed, took));
+
+        // The same in-process: 4 KiB sends on this thread while another
+        // thread streams the evicted file with blocking sendfile. What the
+        // stream costs these sends is what sharing two CPUs costs, with no
+        // event loop in between.
+        let lat = sorted(timed_sends(None, files, plan.iso_secs)?);
+        ref_idle99.push(quantile_us(&lat, 0.99));
+        os::evict(&cold)?;
+        let (w, r) = os::unix_stream_pair()?;
+        let cold_path = files.path(Files::COLD);
+        let size = files.cold;
+        let writer = thread::spawn(move || -> io::Result<()> {
+            let f = File::open(cold_path)?;
+            // EPIPE once the reader stops: expected.
+            let _ = os::sendfile_all(f.as_fd(), w.as_fd(), size);
+            Ok(())
+        });
+        let stop = Arc::new(AtomicBool::new(false));
+        let reader = spawn_reader(r, Arc::clone(&stop));
+        let lat = sorted(timed_sends(None, files, plan.iso_secs)?);
+        stop.store(true, Ordering::Relaxed);
+        let _ = reader
+            .join()
+            .map_err(|_| other("reader panicked".into()))??;
+        writer
+            .join()
+            .map_err(|_| other("writer panicked".into()))??;
+        ref_busy99.push(quantile_us(&lat, 0.99));
     }
     if resident_max > 0.05 {
         println!(
@@ -703,6 +739,14 @@ pub fn isolation(plan: &Plan, d: &Daemon, files: &Files, report: &mut Report) ->
         Some(b99 / i99),
         Goal::AtMost(2.0),
     );
+    let (ri, rb) = (median(ref_idle99), median(ref_busy99));
+    report.row(
+        "isolation, same in-process (thread streams, thread sends): p99 vs idle (µs)",
+        rb,
+        Some((ri, "idle")),
+        Some(rb / ri),
+        Goal::None,
+    );
     Ok(())
 }
 
@@ -716,7 +760,7 @@ pub fn scale(plan: &Plan, d: &Daemon, files: &Files, report: &mut Report) -> io:
     );
     let client = d.client()?;
     // The idle reference, measured now so that it is comparable.
-    let mut idle = timed_sends(&client, files, plan.scale_secs)?;
+    let mut idle = timed_sends(Some(&client), files, plan.scale_secs)?;
     idle.sort_unstable();
     d.wait_idle(Duration::from_secs(5))?;
     let rss_before = d.rss_kib();
@@ -754,7 +798,7 @@ pub fn scale(plan: &Plan, d: &Daemon, files: &Files, report: &mut Report) -> io:
     thread::sleep(Duration::from_millis(300));
     let live = client.server_status(Duration::from_secs(5))?.live;
     let rss1 = d.rss_kib();
-    let mut lat = timed_sends(&client, files, plan.scale_secs)?;
+    let mut lat = timed_sends(Some(&client), files, plan.scale_secs)?;
     let rss2 = d.rss_kib();
     stop.store(true, Ordering::Relaxed);
     let read = reader.join().map_err(|_| other("reader panicked".into()))?;

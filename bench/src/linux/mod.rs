@@ -379,6 +379,9 @@ fn run(plan: &Plan, dir: Option<PathBuf>, daemon: Option<PathBuf>) -> io::Result
     std::fs::create_dir_all(&root)?;
     let _cleanup = Cleanup(root.clone());
     let nofile = os::raise_nofile()?;
+    // A reader that stops early must be EPIPE for a writer, not a signal.
+    // SAFETY: ignoring SIGPIPE has no preconditions.
+    unsafe { libc::signal(libc::SIGPIPE, libc::SIG_IGN) };
     let load_before = os::loadavg();
     println!(
         "# sendfiled-bench{}",
