@@ -11,7 +11,6 @@
 pub mod disk;
 pub mod fastpath;
 pub mod listener;
-pub mod memory;
 pub mod pump;
 pub mod status;
 pub mod table;
@@ -249,7 +248,6 @@ impl<B: TransferBackend> Server<B> {
     /// returns.
     pub fn run(&mut self) -> io::Result<()> {
         let mut events = Events::with_capacity(1024);
-        memory::trim_startup_code();
         log::info!(
             "serving with backend {}, at most {} transfers, open-file timeout {} ms",
             self.backend.name(),
