@@ -94,6 +94,8 @@ struct Row {
 pub struct Report {
     rows: Vec<Row>,
     pub rss_idle_kib: u64,
+    /// Of which private (anonymous) memory.
+    pub rss_anon_idle_kib: u64,
     /// 4 KiB Send, one client, daemon idle: p50 and p99 (µs).
     idle_4k: Option<(f64, f64)>,
 }
@@ -833,6 +835,13 @@ pub fn scale(plan: &Plan, d: &Daemon, files: &Files, report: &mut Report) -> io:
         None,
         None,
         Goal::ValueAtMost(2048.0),
+    );
+    report.row(
+        "memory: of which private (RssAnon, KiB)",
+        report.rss_anon_idle_kib as f64,
+        None,
+        None,
+        Goal::None,
     );
     report.row(
         format!("memory: daemon RSS with {n} transfers (KiB)"),

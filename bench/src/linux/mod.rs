@@ -252,6 +252,10 @@ impl Daemon {
         os::vm_rss_kib(self.pid).unwrap_or(0)
     }
 
+    pub fn rss_anon_kib(&self) -> u64 {
+        os::rss_anon_kib(self.pid).unwrap_or(0)
+    }
+
     /// CPU time the daemon's threads have used so far, in nanoseconds
     /// (`/proc/PID/task/*/schedstat`).
     pub fn cpu_ns(&self) -> u64 {
@@ -421,9 +425,14 @@ fn run(plan: &Plan, dir: Option<PathBuf>, daemon: Option<PathBuf>) -> io::Result
     let d = Daemon::start(&bin, &root, plan)?;
     std::thread::sleep(Duration::from_millis(200));
     let rss_idle = d.rss_kib();
-    println!("daemon pid {}, idle RSS at start {} KiB", d.pid, rss_idle);
+    let anon_idle = d.rss_anon_kib();
+    println!(
+        "daemon pid {}, idle RSS at start {} KiB ({} KiB private)",
+        d.pid, rss_idle, anon_idle
+    );
     let mut report = figures::Report::default();
     report.rss_idle_kib = rss_idle;
+    report.rss_anon_idle_kib = anon_idle;
     if plan.wants("large") {
         figures::large(plan, &d, &files, &mut report)?;
     }

@@ -272,9 +272,19 @@ pub fn raise_nofile() -> io::Result<u64> {
 
 /// `VmRSS` of a process, in KiB.
 pub fn vm_rss_kib(pid: i32) -> io::Result<u64> {
+    status_kib(pid, "VmRSS:")
+}
+
+/// `RssAnon` of a process, in KiB: its private memory, without the code
+/// pages it shares with every other process through the page cache.
+pub fn rss_anon_kib(pid: i32) -> io::Result<u64> {
+    status_kib(pid, "RssAnon:")
+}
+
+fn status_kib(pid: i32, field: &str) -> io::Result<u64> {
     let s = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
     s.lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .find_map(|l| l.strip_prefix(field))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
         .ok_or_else(|| io::Error::from(io::ErrorKind::InvalidData))
 }
