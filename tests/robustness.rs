@@ -360,3 +360,83 @@ fn transfer_ids_are_unguessable_and_bound_to_their_transfer() {
     c.cancel((ids[1] as u64) + 1).unwrap();
     assert_eq!(d.live(), 8);
 }
+
+// The switch forces Linux onto the path FreeBSD and macOS use anyway.
+#[cfg(target_os = "linux")]
+#[test]
+fn forced_fallback_switch_reaches_the_daemon() {
+    let root = tempfile::tempdir().unwrap();
+    let name = unique_name("fb");
+    let out = Command::new(daemon_bin())
+        .args(["-s", &name, "-r"])
+        .arg(root.path())
+        .args(["-p", "--log", "stderr"])
+        .env("SENDFILED_ALLOW_ROOT", "1")
+        .env("SENDFILED_FORCE_FALLBACK", "1")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = out.id() as i32;
+    let mut child = out;
+    let mut stdout = child.stdout.take().unwrap();
+    let mut line = String::new();
+    stdout.read_to_string(&mut line).unwrap();
+    assert_eq!(line.trim(), format!("ready {pid}"));
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(pid, libc::SIGTERM) };
+    let done = child.wait_with_output().unwrap();
+    assert!(done.status.success());
+    let log = String::from_utf8_lossy(&done.stderr);
+    assert!(log.contains("backend linux-read-write"), "{log}");
+}
+
+// pidfd_open, to wait for a process that is not our child, is Linux's.
+#[cfg(target_os = "linux")]
+#[test]
+fn daemonised_server_detaches_reports_ready_and_shuts_down() {
+    let root = tempfile::tempdir().unwrap();
+    let name = unique_name("bg");
+    std::fs::write(root.path().join("f"), b"from the background").unwrap();
+    let out = Command::new(daemon_bin())
+        .args(["-s", &name, "-r"])
+        .arg(root.path())
+        .args(["-d", "-p", "--log", "none"])
+        .env("SENDFILED_ALLOW_ROOT", "1")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "the foreground process exits 0");
+    let line = String::from_utf8_lossy(&out.stdout);
+    let pid: i32 = line
+        .trim()
+        .strip_prefix("ready ")
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("no ready line: {line:?}"));
+    // SAFETY: pidfd_open has no memory arguments.
+    let pidfd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) } as i32;
+    assert!(
+        pidfd >= 0,
+        "pidfd_open: {}",
+        std::io::Error::last_os_error()
+    );
+    // SAFETY: pidfd_open returned a new descriptor we now own.
+    let pidfd = unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(pidfd) };
+    let c = sendfiled_core::client::Client::connect(root.path(), &name).unwrap();
+    let mut ch = c.read("f", Range::WHOLE).unwrap();
+    let mut v = Vec::new();
+    ch.read_to_end(&mut v).unwrap();
+    assert_eq!(v, b"from the background");
+    // A new session: not our process group any more.
+    // SAFETY: getsid/getpgid only read process attributes.
+    assert_eq!(unsafe { libc::getsid(pid) }, pid);
+    // SAFETY: signalling the daemon we started.
+    unsafe { libc::kill(pid, libc::SIGTERM) };
+    // A pidfd becomes readable when the process exits.
+    assert!(
+        sys::wait_readable(pidfd.as_fd(), WAIT).unwrap(),
+        "daemon exits on SIGTERM"
+    );
+    assert!(!root.path().join(&name).exists(), "socket removed");
+}

@@ -409,6 +409,23 @@ fn prefetch_brings_a_range_in() {
     }
 }
 
+#[test]
+fn sendfile_to_null_waits_for_the_pages() {
+    let dir = disk_tempdir();
+    let (f, _) = disk_file(&dir, 1 << 20);
+    if !evict(&f, 0, 0) {
+        return;
+    }
+    let null = std::fs::OpenOptions::new()
+        .write(true)
+        .open("/dev/null")
+        .expect("/dev/null");
+    super::prefetch_to_null(f.as_fd(), null.as_fd(), 0, 1 << 20).expect("sendfile to null");
+    for at in [0u64, 1 << 19, (1 << 20) - 1] {
+        assert!(resident(&f, at), "page at {at} not cached after prefetch");
+    }
+}
+
 struct Tree {
     tmp: tempfile::TempDir,
     root: OwnedFd,

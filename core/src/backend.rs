@@ -151,6 +151,14 @@ pub trait TransferBackend: Send + Sync + 'static {
     /// blocking.
     fn open_beneath(&self, root: BorrowedFd<'_>, path: &CStr) -> io::Result<OwnedFd>;
 
+    /// Offers to enlarge a data pipe the daemon writes `len` bytes into (a
+    /// Read's pipe), so that fewer, larger moves fill it. Best effort:
+    /// errors are ignored. Linux raises the pipe's capacity with
+    /// `F_SETPIPE_SZ`; other systems keep their pipes as they are.
+    fn grow_pipe(&self, pipe: BorrowedFd<'_>, len: u64) {
+        let _ = (pipe, len);
+    }
+
     /// Brings `len` bytes of `file` at `offset` into the page cache, blocking
     /// as long as that takes. Runs on a disk I/O thread, never on the loop.
     fn prefetch(&self, file: BorrowedFd<'_>, offset: u64, len: usize) -> io::Result<()> {

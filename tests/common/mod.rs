@@ -137,26 +137,49 @@ impl Daemon {
 
     /// The daemon's open descriptors.
     pub fn fd_count(&self) -> usize {
-        std::fs::read_dir(format!("/proc/{}/fd", self.pid))
-            .unwrap()
-            .count()
+        self.fd_list().len()
     }
 
-    /// The daemon's open descriptors and what they are (for failure messages).
+    /// The daemon's open descriptors and what they are (for failure
+    /// messages): `/proc` on Linux, `procstat -f` on FreeBSD, `lsof` on macOS.
     pub fn fd_list(&self) -> Vec<String> {
-        let mut v: Vec<String> = std::fs::read_dir(format!("/proc/{}/fd", self.pid))
-            .unwrap()
-            .filter_map(|e| e.ok())
-            .map(|e| {
-                format!(
-                    "{}->{}",
-                    e.file_name().to_string_lossy(),
-                    std::fs::read_link(e.path())
-                        .map(|p| p.display().to_string())
-                        .unwrap_or_default()
+        let mut v: Vec<String> = if cfg!(target_os = "linux") {
+            std::fs::read_dir(format!("/proc/{}/fd", self.pid))
+                .unwrap()
+                .filter_map(|e| e.ok())
+                .map(|e| {
+                    let target = std::fs::read_link(e.path()).map(|p| p.display().to_string());
+                    format!(
+                        "{}->{}",
+                        e.file_name().to_string_lossy(),
+                        target.unwrap_or_default()
+                    )
+                })
+                .collect()
+        } else {
+            let (cmd, args): (&str, Vec<String>) = if cfg!(target_os = "freebsd") {
+                ("procstat", vec!["-f".into(), self.pid.to_string()])
+            } else {
+                (
+                    "lsof",
+                    vec!["-n".into(), "-P".into(), "-p".into(), self.pid.to_string()],
                 )
-            })
-            .collect();
+            };
+            let out = Command::new(cmd).args(&args).output().expect("fd lister");
+            String::from_utf8_lossy(&out.stdout)
+                .lines()
+                .filter(|l| {
+                    // Keep numbered descriptors only (not cwd, text, maps).
+                    let col = if cfg!(target_os = "freebsd") { 2 } else { 3 };
+                    l.split_whitespace().nth(col).is_some_and(|f| {
+                        f.trim_end_matches(|c: char| c.is_ascii_alphabetic())
+                            .parse::<u32>()
+                            .is_ok()
+                    })
+                })
+                .map(str::to_owned)
+                .collect()
+        };
         v.sort();
         v
     }

@@ -12,6 +12,11 @@ use std::thread::JoinHandle;
 
 use crate::backend::TransferBackend;
 
+/// Stack of a disk thread: it only waits on a channel and makes a few system
+/// calls (its read buffer is on the heap), so the default 2 MiB reservation
+/// is far more than it needs.
+pub const DISK_THREAD_STACK: usize = 64 * 1024;
+
 /// Work for a disk thread.
 #[derive(Debug)]
 pub struct DiskJob {
@@ -77,6 +82,7 @@ impl DiskPool {
             let wake = Arc::clone(&wake);
             let h = std::thread::Builder::new()
                 .name(format!("sendfiled-disk-{i}"))
+                .stack_size(DISK_THREAD_STACK)
                 .spawn(move || loop {
                     let job = {
                         let Ok(guard) = rx.lock() else { return };

@@ -9,6 +9,7 @@
 //! is brought in by [`disk`] threads.
 
 pub mod disk;
+pub mod fastpath;
 pub mod listener;
 pub mod pump;
 pub mod status;
@@ -128,7 +129,12 @@ struct Transfer {
     dest_registered: bool,
     peer_uid: Option<u32>,
     started: Instant,
+    /// How it ended, for the log: 0 complete, an errno, or [`GONE`].
+    ended: i32,
 }
+
+/// [`Transfer::ended`] of a transfer whose client went away.
+const GONE: i32 = -1;
 
 const LISTENER: Token = Token(0);
 const SIGNALS: Token = Token(1);
@@ -163,8 +169,10 @@ pub struct Server<B: TransferBackend> {
     signals: UnixStream,
     counters: Counters,
     started: Instant,
-    recv_buf: Vec<u8>,
+    recv_buf: fastpath::RecvBatch,
+    received: Vec<Received>,
     listener_ready: bool,
+    ids: fastpath::RandomIds,
 }
 
 impl<B: TransferBackend> std::fmt::Debug for Server<B> {
@@ -228,8 +236,10 @@ impl<B: TransferBackend> Server<B> {
             signals: sig_rx,
             counters: Counters::default(),
             started: Instant::now(),
-            recv_buf: vec![0u8; proto::MAX_REQUEST_LEN + 1],
+            recv_buf: fastpath::RecvBatch::new(proto::MAX_REQUEST_LEN + 1),
+            received: Vec::with_capacity(fastpath::BATCH),
             listener_ready: true,
+            ids: fastpath::RandomIds::default(),
         })
     }
 
@@ -302,26 +312,35 @@ impl<B: TransferBackend> Server<B> {
     // ----- requests -----
 
     fn accept_requests(&mut self) {
-        for _ in 0..REQUESTS_PER_TURN {
-            let mut buf = std::mem::take(&mut self.recv_buf);
-            let r = sys::recv_with_fds(self.socket.fd.as_fd(), &mut buf);
-            match r {
-                Ok(rcv) => self.handle_datagram(&buf[..rcv.len], rcv),
+        let mut batch = std::mem::take(&mut self.recv_buf);
+        let mut got = std::mem::take(&mut self.received);
+        let mut handled = 0;
+        while handled < REQUESTS_PER_TURN {
+            match batch.recv(self.socket.fd.as_fd(), &mut got) {
+                Ok(drained) => {
+                    for (i, rcv) in got.drain(..).enumerate() {
+                        self.handle_datagram(batch.payload(i), rcv);
+                        handled += 1;
+                    }
+                    if drained {
+                        self.listener_ready = false;
+                        break;
+                    }
+                }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                     self.listener_ready = false;
-                    self.recv_buf = buf;
-                    return;
+                    break;
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => {
                     log::error!("receiving a request: {e}");
                     self.listener_ready = false;
-                    self.recv_buf = buf;
-                    return;
+                    break;
                 }
             }
-            self.recv_buf = buf;
         }
+        self.recv_buf = batch;
+        self.received = got;
     }
 
     fn peer_allowed(&self, cred: Option<PeerCred>) -> bool {
@@ -345,10 +364,7 @@ impl<B: TransferBackend> Server<B> {
             cred,
             ..
         } = rcv;
-        let who = match cred {
-            Some(c) => format!("pid {} uid {}", c.pid, c.uid),
-            None => "unknown peer".to_owned(),
-        };
+        let who = Who(cred);
         let cmd_hint = bytes.get(1).copied().and_then(Command::from_u8);
         let decoded = if truncated {
             Err(proto::DecodeError::TooLong)
@@ -442,10 +458,10 @@ impl<B: TransferBackend> Server<B> {
         }
     }
 
-    fn new_txnid(&self) -> io::Result<u64> {
+    fn new_txnid(&mut self) -> io::Result<u64> {
         loop {
             // size_t on the C side: keep ids within it on 32-bit systems.
-            let id = sys::random_u64()? & (usize::MAX as u64);
+            let id = self.ids.take()? & (usize::MAX as u64);
             if id != 0 && !self.table.contains_id(id) {
                 return Ok(id);
             }
@@ -492,7 +508,7 @@ impl<B: TransferBackend> Server<B> {
             log::warn!("{op:?} {shown}: status channel is not a pipe");
             return;
         }
-        if let Err(e) = sys::set_nonblocking(status_fd.as_fd(), true) {
+        if let Err(e) = fastpath::set_nonblocking(status_fd.as_fd()) {
             log::warn!("{op:?} {shown}: status channel: {e}");
             return;
         }
@@ -527,6 +543,9 @@ impl<B: TransferBackend> Server<B> {
         };
         let size = range.clip(st.st_size as u64);
         let info = FileInfo::ok(size, st.st_atime, st.st_mtime, st.st_ctime, txnid);
+        if op == Op::Read {
+            self.backend.grow_pipe(status_fd.as_fd(), size);
+        }
         let mut status = StatusWriter::new(status_fd, op != Op::Read);
         status.owe_info(info);
         if op == Op::Read && status.flush() != Flush::Clear {
@@ -554,6 +573,7 @@ impl<B: TransferBackend> Server<B> {
             dest_registered: false,
             peer_uid: uid,
             started: Instant::now(),
+            ended: 0,
         };
         let slot = self.table.insert(txnid, t);
         log::debug!("txn {txnid:x}: {op:?} {shown} ({size} bytes)");
@@ -682,11 +702,15 @@ impl<B: TransferBackend> Server<B> {
                 self.finish(slot, fin, true);
             }
             PumpStop::BudgetSpent => {
+                let flush = t.status.worth_flushing();
                 self.enqueue(slot);
-                self.flush_status(slot);
+                if flush {
+                    self.flush_status(slot);
+                }
             }
             PumpStop::DestinationFull => {
                 t.dest_ready = false;
+                let flush = t.status.worth_flushing();
                 // Full before a single byte moved: the readiness edge that
                 // woke us may be spent although the destination has room (an
                 // EAGAIN with space, as fault injection makes). Re-arming
@@ -695,7 +719,7 @@ impl<B: TransferBackend> Server<B> {
                     log::error!("registering a transfer for readiness: {e}");
                     return self.fail(slot, errno_of(&e));
                 }
-                if moved > 0 {
+                if flush {
                     self.flush_status(slot);
                 }
             }
@@ -710,14 +734,17 @@ impl<B: TransferBackend> Server<B> {
                     offset,
                     len,
                 };
+                let mut flush = false;
                 if let Some(t) = self.table.get_mut(slot) {
                     t.state = State::WaitingForDisk;
+                    // The file info goes out now, not after the disk.
+                    flush = t.status.worth_flushing();
                 }
                 if !self.disk.submit(job) {
                     log::error!("disk threads are gone");
                     return self.fail(slot, libc::EIO);
                 }
-                if moved > 0 {
+                if flush {
                     self.flush_status(slot);
                 }
             }
@@ -850,6 +877,9 @@ impl<B: TransferBackend> Server<B> {
         let Some(t) = self.table.get_mut(slot) else {
             return;
         };
+        if t.state != State::Finishing {
+            t.ended = errno;
+        }
         let fin = if t.op == Op::Read {
             Final::Close
         } else {
@@ -863,9 +893,10 @@ impl<B: TransferBackend> Server<B> {
 
     /// Drops a transfer whose client is gone; nothing more can be said.
     fn abandon(&mut self, slot: Slot, why: &str) {
-        if let Some((txnid, t)) = self.table.get(slot) {
-            log::debug!("txn {txnid:x}: {why}");
+        if let Some(t) = self.table.get_mut(slot) {
+            log::debug!("transfer in slot {slot}: {why}");
             if t.state != State::Finishing {
+                t.ended = GONE;
                 self.counters.failed += 1;
             }
         }
@@ -888,13 +919,21 @@ impl<B: TransferBackend> Server<B> {
         // of the transfer any more.
         t.file = None;
         t.dest = Dest::None;
-        log::debug!(
-            "txn {txnid:x}: {:?} ended after {} of {} bytes in {:?}",
-            t.op,
-            t.cursor.pos,
-            t.cursor.total(),
-            t.started.elapsed()
-        );
+        if log::log_enabled!(log::Level::Debug) {
+            let outcome = match t.ended {
+                0 => "complete".to_owned(),
+                GONE => "client gone".to_owned(),
+                e => format!("failed: {}", io::Error::from_raw_os_error(e)),
+            };
+            let uid = t.peer_uid.map(|u| format!(" uid {u}")).unwrap_or_default();
+            log::debug!(
+                "txn {txnid:x}: {:?} {outcome} after {} of {} bytes in {:?}{uid}",
+                t.op,
+                t.cursor.pos,
+                t.cursor.total(),
+                t.started.elapsed()
+            );
+        }
     }
 
     fn expire_open_files(&mut self) {
@@ -976,12 +1015,24 @@ impl<B: TransferBackend> Server<B> {
     }
 }
 
+/// Who sent a request, for log lines (formatted only if one is written).
+struct Who(Option<PeerCred>);
+
+impl std::fmt::Display for Who {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0 {
+            Some(c) => write!(f, "pid {} uid {}", c.pid, c.uid),
+            None => f.write_str("unknown peer"),
+        }
+    }
+}
+
 /// Classifies a passed destination and makes it non-blocking (regular files
 /// stay as they are: they never block on space).
 fn prepare_dest(fd: OwnedFd) -> Result<Dest, i32> {
-    let kind = sys::dest_kind(fd.as_fd()).map_err(|e| errno_of(&e))?;
+    let kind = fastpath::dest_kind(fd.as_fd()).map_err(|e| errno_of(&e))?;
     if kind != DestKind::RegularFile {
-        sys::set_nonblocking(fd.as_fd(), true).map_err(|e| errno_of(&e))?;
+        fastpath::set_nonblocking(fd.as_fd()).map_err(|e| errno_of(&e))?;
     }
     Ok(Dest::Fd(fd, kind))
 }

@@ -1,0 +1,865 @@
+//! The figures of issue 6, each measured through the daemon and in-process.
+
+use std::fs::File;
+use std::io;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Barrier};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use sendfiled_core::client::Client;
+use sendfiled_core::protocol::Range;
+
+use super::{os, Daemon, Files, Plan};
+
+// ----- statistics and the report -----
+
+fn median(mut v: Vec<f64>) -> f64 {
+    if v.is_empty() {
+        return f64::NAN;
+    }
+    v.sort_by(f64::total_cmp);
+    let m = v.len() / 2;
+    if v.len() % 2 == 1 {
+        v[m]
+    } else {
+        (v[m - 1] + v[m]) / 2.0
+    }
+}
+
+/// The `q` quantile (0..=1) of latencies in nanoseconds, in microseconds.
+fn quantile_us(sorted: &[u64], q: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let i = ((sorted.len() as f64 - 1.0) * q).round() as usize;
+    sorted[i.min(sorted.len() - 1)] as f64 / 1000.0
+}
+
+/// Rate and latency of one timed run.
+#[derive(Debug, Clone, Copy)]
+pub struct RunStats {
+    pub rate: f64,
+    pub p50_us: f64,
+    pub p99_us: f64,
+    pub count: usize,
+}
+
+impl RunStats {
+    fn from(mut lat: Vec<u64>, elapsed: Duration) -> RunStats {
+        lat.sort_unstable();
+        RunStats {
+            rate: lat.len() as f64 / elapsed.as_secs_f64(),
+            p50_us: quantile_us(&lat, 0.50),
+            p99_us: quantile_us(&lat, 0.99),
+            count: lat.len(),
+        }
+    }
+
+    fn median_of(runs: &[RunStats]) -> RunStats {
+        RunStats {
+            rate: median(runs.iter().map(|r| r.rate).collect()),
+            p50_us: median(runs.iter().map(|r| r.p50_us).collect()),
+            p99_us: median(runs.iter().map(|r| r.p99_us).collect()),
+            count: runs.iter().map(|r| r.count).sum(),
+        }
+    }
+}
+
+/// Which way a goal points.
+#[derive(Debug, Clone, Copy)]
+enum Goal {
+    None,
+    /// ratio >= x
+    AtLeast(f64),
+    /// ratio <= x
+    AtMost(f64),
+    /// value (the daemon column) <= x
+    ValueAtMost(f64),
+}
+
+struct Row {
+    figure: String,
+    daemon: f64,
+    reference: Option<(f64, String)>,
+    ratio: Option<f64>,
+    goal: Goal,
+    unit_digits: usize,
+}
+
+/// Every figure measured, printed as one table at the end.
+#[derive(Default)]
+pub struct Report {
+    rows: Vec<Row>,
+    pub rss_idle_kib: u64,
+    /// Of which private (anonymous) memory.
+    pub rss_anon_idle_kib: u64,
+    /// 4 KiB Send, one client, daemon idle: p50 and p99 (µs).
+    idle_4k: Option<(f64, f64)>,
+}
+
+impl Report {
+    fn row(
+        &mut self,
+        figure: impl Into<String>,
+        daemon: f64,
+        reference: Option<(f64, &str)>,
+        ratio: Option<f64>,
+        goal: Goal,
+    ) {
+        let figure = figure.into();
+        let digits = if daemon.abs() >= 100.0 { 0 } else { 1 };
+        let r = Row {
+            figure,
+            daemon,
+            reference: reference.map(|(v, m)| (v, m.to_owned())),
+            ratio,
+            goal,
+            unit_digits: digits,
+        };
+        println!("  {}", r.line());
+        self.rows.push(r);
+    }
+
+    pub fn print(&self) {
+        println!("| figure | sendfiled | in-process reference | ratio | goal |");
+        println!("|---|---:|---:|---:|---|");
+        for r in &self.rows {
+            println!("{}", r.line());
+        }
+    }
+}
+
+impl Row {
+    fn line(&self) -> String {
+        let d = self.unit_digits;
+        let reference = match &self.reference {
+            Some((v, m)) if m.is_empty() => format!("{v:.d$}"),
+            Some((v, m)) => format!("{v:.d$} ({m})"),
+            None => String::new(),
+        };
+        let ratio = self.ratio.map_or(String::new(), |r| format!("{r:.2}x"));
+        let goal = match self.goal {
+            Goal::None => String::new(),
+            Goal::AtLeast(x) => verdict(self.ratio.is_some_and(|r| r >= x), &format!(">= {x}x")),
+            Goal::AtMost(x) => verdict(self.ratio.is_some_and(|r| r <= x), &format!("<= {x}x")),
+            Goal::ValueAtMost(x) => verdict(self.daemon <= x, &format!("<= {x}")),
+        };
+        format!(
+            "| {} | {:.d$} | {} | {} | {} |",
+            self.figure, self.daemon, reference, ratio, goal
+        )
+    }
+}
+
+fn verdict(met: bool, goal: &str) -> String {
+    format!("{goal} {}", if met { "met" } else { "NOT met" })
+}
+
+fn other(msg: String) -> io::Error {
+    io::Error::other(msg)
+}
+
+// ----- large -----
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Dest {
+    Pipe,
+    Unix,
+    Tcp,
+    Read,
+}
+
+impl Dest {
+    fn name(self) -> &'static str {
+        match self {
+            Dest::Pipe => "Send to a pipe",
+            Dest::Unix => "Send to a UNIX stream socket",
+            Dest::Tcp => "Send to TCP loopback",
+            Dest::Read => "Read (data pipe to the client)",
+        }
+    }
+
+    /// A fresh destination: (the end data is written to, the end read from).
+    fn make(self) -> io::Result<(OwnedFd, OwnedFd)> {
+        match self {
+            Dest::Pipe | Dest::Read => os::pipe().map(|(r, w)| (w, r)),
+            Dest::Unix => os::unix_stream_pair(),
+            Dest::Tcp => os::tcp_pair(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Method {
+    ZeroCopy,
+    ReadWrite,
+}
+
+fn mib_s(bytes: u64, d: Duration) -> f64 {
+    bytes as f64 / (1 << 20) as f64 / d.as_secs_f64()
+}
+
+fn daemon_large(client: &Client, dest: Dest, size: u64, buf: &mut [u8]) -> io::Result<Duration> {
+    if dest == Dest::Read {
+        let t = Instant::now();
+        let mut ch = client.read(Files::LARGE, Range::WHOLE)?;
+        ch.file_info()?;
+        let fd = ch.into_fd();
+        let got = os::drain(fd.as_fd(), size, buf)?;
+        let e = t.elapsed();
+        if got != size {
+            return Err(other(format!("Read delivered {got} of {size} bytes")));
+        }
+        return Ok(e);
+    }
+    let (w, r) = dest.make()?;
+    let t = Instant::now();
+    let st = client.send(Files::LARGE, w.as_fd(), Range::WHOLE)?;
+    drop(w);
+    let got = os::drain(r.as_fd(), size, buf)?;
+    let e = t.elapsed();
+    let o = os::wait_status(st.as_fd(), false)?;
+    if got != size || !o.complete {
+        return Err(other(format!(
+            "{}: {got} of {size} bytes, status {o:?}",
+            dest.name()
+        )));
+    }
+    Ok(e)
+}
+
+fn inproc_large(
+    path: &Path,
+    dest: Dest,
+    size: u64,
+    method: Method,
+    buf: &mut [u8],
+) -> io::Result<Duration> {
+    if dest == Dest::Read {
+        let t = Instant::now();
+        let f = File::open(path)?;
+        let got = os::drain(f.as_fd(), size, buf)?;
+        let e = t.elapsed();
+        if got != size {
+            return Err(other(format!("read {got} of {size} bytes")));
+        }
+        return Ok(e);
+    }
+    let (w, r) = dest.make()?;
+    let path = path.to_owned();
+    let t = Instant::now();
+    let h = thread::spawn(move || -> io::Result<()> {
+        let f = File::open(&path)?;
+        match (method, dest) {
+            (Method::ZeroCopy, Dest::Pipe) => os::splice_all(f.as_fd(), w.as_fd(), size),
+            (Method::ZeroCopy, _) => os::sendfile_all(f.as_fd(), w.as_fd(), size),
+            (Method::ReadWrite, _) => {
+                let mut b = vec![0u8; 256 << 10];
+                os::copy_rw(f.as_fd(), w.as_fd(), size, &mut b)
+            }
+        }
+    });
+    let got = os::drain(r.as_fd(), size, buf)?;
+    let e = t.elapsed();
+    h.join().map_err(|_| other("writer panicked".into()))??;
+    if got != size {
+        return Err(other(format!("in-process: {got} of {size} bytes")));
+    }
+    Ok(e)
+}
+
+pub fn large(plan: &Plan, d: &Daemon, files: &Files, report: &mut Report) -> io::Result<()> {
+    let client = d.client()?;
+    let path = files.path(Files::LARGE);
+    let size = files.large;
+    let resident = os::resident_fraction(&File::open(&path)?, size)?;
+    println!(
+        "large: {} MiB file, {:.0}% in the page cache, {} repetitions",
+        size >> 20,
+        resident * 100.0,
+        plan.large_reps
+    );
+    let mut buf = vec![0u8; 256 << 10];
+    for dest in [Dest::Pipe, Dest::Unix, Dest::Tcp, Dest::Read] {
+        let (mut dm, mut zc, mut rw) = (Vec::new(), Vec::new(), Vec::new());
+        let mut cpu = Vec::new();
+        for _ in 0..plan.large_reps {
+            let c0 = d.cpu_ns();
+            dm.push(mib_s(size, daemon_large(&client, dest, size, &mut buf)?));
+            cpu.push((d.cpu_ns() - c0) as f64 / 1e6 * (1u64 << 30) as f64 / size as f64);
+            rw.push(mib_s(
+                size,
+                inproc_large(&path, dest, size, Method::ReadWrite, &mut buf)?,
+            ));
+            if dest != Dest::Read {
+                zc.push(mib_s(
+                    size,
+                    inproc_large(&path, dest, size, Method::ZeroCopy, &mut buf)?,
+                ));
+            }
+        }
+        let daemon = median(dm);
+        let (zc, rw) = (median(zc), median(rw));
+        let (reference, method) = if dest == Dest::Read {
+            (rw, "read")
+        } else if zc >= rw {
+            (
+                zc,
+                if dest == Dest::Pipe {
+                    "splice"
+                } else {
+                    "sendfile"
+                },
+            )
+        } else {
+            (rw, "read/write")
+        };
+        report.row(
+            format!("large {} MiB: {} (MiB/s)", size >> 20, dest.name()),
+            daemon,
+            Some((reference, method)),
+            Some(daemon / reference),
+            Goal::AtLeast(0.9),
+        );
+        report.row(
+            format!("  daemon CPU per GiB, {} (ms)", dest.name()),
+            median(cpu),
+            None,
+            None,
+            Goal::None,
+        );
+    }
+    Ok(())
+}
+
+// ----- small -----
+
+fn small_daemon_once(
+    c: &Client,
+    rel: &str,
+    w: BorrowedFd<'_>,
+    r: BorrowedFd<'_>,
+    size: u64,
+    buf: &mut [u8],
+) -> io::Result<()> {
+    let st = c.send(rel, w, Range::WHOLE)?;
+    let o = os::wait_status(st.as_fd(), false)?;
+    if !o.complete {
+        return Err(other(format!("Send of {rel} did not complete: {o:?}")));
+    }
+    let got = os::drain(r, size, buf)?;
+    if got != size {
+        return Err(other(format!("Send of {rel}: {got} of {size} bytes")));
+    }
+    Ok(())
+}
+
+fn small_inproc_once(
+    path: &std::ffi::CStr,
+    w: BorrowedFd<'_>,
+    r: BorrowedFd<'_>,
+    size: u64,
+    buf: &mut [u8],
+) -> io::Result<()> {
+    let f = os::open_ro(&path.to_owned())?;
+    let n = os::fstat_size(f.as_fd())?;
+    os::sendfile_all(f.as_fd(), w, n)?;
+    drop(f);
+    let got = os::drain(r, size, buf)?;
+    if got != size {
+        return Err(other(format!("in-process: {got} of {size} bytes")));
+    }
+    Ok(())
+}
+
+/// `clients` threads, each sending `rel` to its own UNIX stream socket and
+/// reading it back, back to back for `secs`.
+fn small_run(
+    d: Option<&Daemon>,
+    files: &Files,
+    rel: &str,
+    size: u64,
+    clients: usize,
+    secs: f64,
+) -> io::Result<RunStats> {
+    let barrier = Arc::new(Barrier::new(clients + 1));
+    let dur = Duration::from_secs_f64(secs);
+    let mut handles = Vec::new();
+    for _ in 0..clients {
+        let client = match d {
+            Some(d) => Some(d.client()?),
+            None => None,
+        };
+        let (w, r) = os::unix_stream_pair()?;
+        let cpath = os::cpath(&files.path(rel));
+        let rel = rel.to_owned();
+        let b = Arc::clone(&barrier);
+        handles.push(thread::spawn(move || -> io::Result<Vec<u64>> {
+            let mut buf = vec![0u8; size as usize];
+            let mut lat = Vec::with_capacity(1 << 16);
+            b.wait();
+            let start = Instant::now();
+            loop {
+                let t = Instant::now();
+                if t - start >= dur {
+                    break;
+                }
+                match &client {
+                    Some(c) => small_daemon_once(c, &rel, w.as_fd(), r.as_fd(), size, &mut buf)?,
+                    None => small_inproc_once(&cpath, w.as_fd(), r.as_fd(), size, &mut buf)?,
+                }
+                lat.push(t.elapsed().as_nanos() as u64);
+            }
+            Ok(lat)
+        }));
+    }
+    barrier.wait();
+    let t0 = Instant::now();
+    let mut all = Vec::new();
+    let mut err = None;
+    for h in handles {
+        match h.join() {
+            Ok(Ok(l)) => all.extend(l),
+            Ok(Err(e)) => err = Some(e),
+            Err(_) => err = Some(other("client thread panicked".into())),
+        }
+    }
+    let elapsed = t0.elapsed();
+    if let Some(e) = err {
+        return Err(e);
+    }
+    Ok(RunStats::from(all, elapsed))
+}
+
+pub fn small(plan: &Plan, d: &Daemon, files: &Files, report: &mut Report) -> io::Result<()> {
+    println!(
+        "small: {} x {:.1} s per configuration",
+        plan.small_reps, plan.small_secs
+    );
+    for (rel, size, label) in [
+        (Files::SMALL_4K, 4096u64, "4 KiB"),
+        (Files::SMALL_64K, 64 << 10, "64 KiB"),
+    ] {
+        for clients in [1usize, 8] {
+            let (mut ds, mut rs) = (Vec::new(), Vec::new());
+            let mut cpu = Vec::new();
+            for _ in 0..plan.small_reps {
+                let c0 = d.cpu_ns();
+                let run = small_run(Some(d), files, rel, size, clients, plan.small_secs)?;
+                cpu.push((d.cpu_ns() - c0) as f64 / 1e3 / run.count.max(1) as f64);
+                ds.push(run);
+                rs.push(small_run(None, files, rel, size, clients, plan.small_secs)?);
+            }
+            let (dm, rm) = (RunStats::median_of(&ds), RunStats::median_of(&rs));
+            let what = format!("small {label} Send, {clients} client{}", plural(clients));
+            let rate_goal = if clients == 8 {
+                Goal::AtLeast(0.3)
+            } else {
+                Goal::None
+            };
+            let p50_goal = if clients == 1 {
+                Goal::AtMost(4.0)
+            } else {
+                Goal::None
+            };
+            report.row(
+                format!("{what}: requests/s"),
+                dm.rate,
+                Some((rm.rate, "")),
+                Some(dm.rate / rm.rate),
+                rate_goal,
+            );
+            report.row(
+                format!("{what}: p50 latency (µs)"),
+                dm.p50_us,
+                Some((rm.p50_us, "")),
+                Some(dm.p50_us / rm.p50_us),
+                p50_goal,
+            );
+            report.row(
+                format!("{what}: p99 latency (µs)"),
+                dm.p99_us,
+                Some((rm.p99_us, "")),
+                Some(dm.p99_us / rm.p99_us),
+                Goal::None,
+            );
+            report.row(
+                format!("  daemon CPU per request, {what} (µs)"),
+                median(cpu),
+                None,
+                None,
+                Goal::None,
+            );
+            if size == 4096 && clients == 1 {
+                report.idle_4k = Some((dm.p50_us, dm.p99_us));
+            }
+        }
+    }
+    Ok(())
+}
+
+fn plural(n: usize) -> &'static str {
+    if n == 1 {
+        ""
+    } else {
+        "s"
+    }
+}
+
+/// One client sending the 4 KiB file back to back for `secs` through the
+/// daemon (or, with `None`, doing the same in-process); latencies in
+/// nanoseconds.
+fn timed_sends(client: Option<&Client>, files: &Files, secs: f64) -> io::Result<Vec<u64>> {
+    let (w, r) = os::unix_stream_pair()?;
+    let cpath = os::cpath(&files.path(Files::SMALL_4K));
+    let mut buf = vec![0u8; 4096];
+    let mut lat = Vec::with_capacity(1 << 16);
+    let dur = Duration::from_secs_f64(secs);
+    let start = Instant::now();
+    loop {
+        let t = Instant::now();
+        if t - start >= dur {
+            break;
+        }
+        match client {
+            Some(c) => small_daemon_once(c, Files::SMALL_4K, w.as_fd(), r.as_fd(), 4096, &mut buf)?,
+            None => small_inproc_once(&cpath, w.as_fd(), r.as_fd(), 4096, &mut buf)?,
+        }
+        lat.push(t.elapsed().as_nanos() as u64);
+    }
+    Ok(lat)
+}
+
+// ----- open/fstat cost -----
+
+/// What `open` + `fstat` (the part of a request the loop does before any
+/// data moves) costs when the metadata is cached, and, if the kernel lets us
+/// drop the dentry/inode caches (`SENDFILED_BENCH_DROP_CACHES=1`, root), when
+/// it is not.
+pub fn open_cost(plan: &Plan, files: &Files, report: &mut Report) -> io::Result<()> {
+    let path = os::cpath(&files.path(Files::SMALL_4K));
+    let n = if plan.quick { 2_000 } else { 100_000 };
+    let mut lat = Vec::with_capacity(n);
+    for _ in 0..n {
+        let t = Instant::now();
+        let f = os::open_ro(&path)?;
+        os::fstat_size(f.as_fd())?;
+        drop(f);
+        lat.push(t.elapsed().as_nanos() as u64);
+    }
+    lat.sort_unstable();
+    report.row(
+        "open+fstat+close, warm metadata, in-process: p50 (µs)",
+        quantile_us(&lat, 0.5),
+        None,
+        None,
+        Goal::None,
+    );
+    report.row(
+        "open+fstat+close, warm metadata, in-process: p99 (µs)",
+        quantile_us(&lat, 0.99),
+        None,
+        None,
+        Goal::None,
+    );
+    if std::env::var_os("SENDFILED_BENCH_DROP_CACHES").is_some_and(|v| v == "1") {
+        let dir = files.root.join("meta");
+        std::fs::create_dir_all(&dir)?;
+        let count = if plan.quick { 200 } else { 2_000 };
+        for i in 0..count {
+            std::fs::write(dir.join(format!("f{i}")), b"x")?;
+        }
+        // SAFETY: sync(2) has no preconditions.
+        unsafe { libc::sync() };
+        if std::fs::write("/proc/sys/vm/drop_caches", b"2").is_ok() {
+            let mut lat = Vec::with_capacity(count);
+            for i in 0..count {
+                let p = os::cpath(&dir.join(format!("f{i}")));
+                let t = Instant::now();
+                let f = os::open_ro(&p)?;
+                os::fstat_size(f.as_fd())?;
+                drop(f);
+                lat.push(t.elapsed().as_nanos() as u64);
+            }
+            lat.sort_unstable();
+            for (q, name) in [(0.5, "p50"), (0.99, "p99"), (1.0, "max")] {
+                report.row(
+                    format!("open+fstat+close, cold metadata (dentry/inode caches dropped): {name} (µs)"),
+                    quantile_us(&lat, q),
+                    None,
+                    None,
+                    Goal::None,
+                );
+            }
+        } else {
+            println!(
+                "  (could not write /proc/sys/vm/drop_caches: cold-metadata opens not measured)"
+            );
+        }
+    }
+    Ok(())
+}
+
+// ----- isolation -----
+
+/// A thread that reads `r` as fast as it can until `stop` (or end of file);
+/// returns the bytes read and for how long.
+fn spawn_reader(
+    r: OwnedFd,
+    stop: Arc<AtomicBool>,
+) -> thread::JoinHandle<io::Result<(u64, Duration)>> {
+    thread::spawn(move || -> io::Result<(u64, Duration)> {
+        let mut buf = vec![0u8; 256 << 10];
+        let mut got = 0u64;
+        let t = Instant::now();
+        while !stop.load(Ordering::Relaxed) {
+            if sendfiled_core::sys::wait_readable(r.as_fd(), Duration::from_millis(20))? {
+                let n = os::read(r.as_fd(), &mut buf)?;
+                if n == 0 {
+                    break;
+                }
+                got += n as u64;
+            }
+        }
+        Ok((got, t.elapsed()))
+    })
+}
+
+fn sorted(mut v: Vec<u64>) -> Vec<u64> {
+    v.sort_unstable();
+    v
+}
+
+pub fn isolation(plan: &Plan, d: &Daemon, files: &Files, report: &mut Report) -> io::Result<()> {
+    let client = d.client()?;
+    let cold = File::options()
+        .read(true)
+        .write(true)
+        .open(files.path(Files::COLD))?;
+    let (mut idle50, mut idle99, mut busy50, mut busy99) = (vec![], vec![], vec![], vec![]);
+    let (mut ref_idle99, mut ref_busy99) = (vec![], vec![]);
+    let mut rates = Vec::new();
+    let mut resident_max = 0f64;
+    println!(
+        "isolation: {} x ({:.1} s idle + {:.1} s during a cold {} MiB stream), daemon then in-process",
+        plan.iso_reps,
+        plan.iso_secs,
+        plan.iso_secs,
+        files.cold >> 20
+    );
+    for _ in 0..plan.iso_reps {
+        // Through the daemon: idle, then while it streams the evicted file.
+        let lat = sorted(timed_sends(Some(&client), files, plan.iso_secs)?);
+        idle50.push(quantile_us(&lat, 0.5));
+        idle99.push(quantile_us(&lat, 0.99));
+        os::evict(&cold)?;
+        resident_max = resident_max.max(os::resident_fraction(&cold, files.cold)?);
+        let (w, r) = os::unix_stream_pair()?;
+        let st = client.send(Files::COLD, w.as_fd(), Range::WHOLE)?;
+        drop(w);
+        let info = os::wait_status(st.as_fd(), true)?;
+        let Some(txnid) = info.txnid else {
+            return Err(other(format!("cold stream refused: {info:?}")));
+        };
+        let stop = Arc::new(AtomicBool::new(false));
+        let reader = spawn_reader(r, Arc::clone(&stop));
+        let lat = sorted(timed_sends(Some(&client), files, plan.iso_secs)?);
+        stop.store(true, Ordering::Relaxed);
+        let (streamed, took) = reader
+            .join()
+            .map_err(|_| other("reader panicked".into()))??;
+        client.cancel(txnid)?;
+        let _ = os::wait_status(st.as_fd(), false)?;
+        busy50.push(quantile_us(&lat, 0.5));
+        busy99.push(quantile_us(&lat, 0.99));
+        rates.push(mib_s(streamed, took));
+
+        // The same in-process: 4 KiB sends on this thread while another
+        // thread streams the evicted file with blocking sendfile. What the
+        // stream costs these sends is what sharing two CPUs costs, with no
+        // event loop in between.
+        let lat = sorted(timed_sends(None, files, plan.iso_secs)?);
+        ref_idle99.push(quantile_us(&lat, 0.99));
+        os::evict(&cold)?;
+        let (w, r) = os::unix_stream_pair()?;
+        let cold_path = files.path(Files::COLD);
+        let size = files.cold;
+        let writer = thread::spawn(move || -> io::Result<()> {
+            let f = File::open(cold_path)?;
+            // EPIPE once the reader stops: expected.
+            let _ = os::sendfile_all(f.as_fd(), w.as_fd(), size);
+            Ok(())
+        });
+        let stop = Arc::new(AtomicBool::new(false));
+        let reader = spawn_reader(r, Arc::clone(&stop));
+        let lat = sorted(timed_sends(None, files, plan.iso_secs)?);
+        stop.store(true, Ordering::Relaxed);
+        let _ = reader
+            .join()
+            .map_err(|_| other("reader panicked".into()))??;
+        writer
+            .join()
+            .map_err(|_| other("writer panicked".into()))??;
+        ref_busy99.push(quantile_us(&lat, 0.99));
+    }
+    if resident_max > 0.05 {
+        println!(
+            "  warning: eviction left {:.0}% of the cold file cached; the stream was not cold",
+            resident_max * 100.0
+        );
+    }
+    let (i50, i99, b50, b99) = (
+        median(idle50),
+        median(idle99),
+        median(busy50),
+        median(busy99),
+    );
+    report.row(
+        format!(
+            "isolation: cold stream (evicted, {:.0}% cached) rate (MiB/s)",
+            resident_max * 100.0
+        ),
+        median(rates),
+        None,
+        None,
+        Goal::None,
+    );
+    report.row(
+        "isolation: 4 KiB Send p50 during cold stream vs idle (µs)",
+        b50,
+        Some((i50, "idle")),
+        Some(b50 / i50),
+        Goal::None,
+    );
+    report.row(
+        "isolation: 4 KiB Send p99 during cold stream vs idle (µs)",
+        b99,
+        Some((i99, "idle")),
+        Some(b99 / i99),
+        Goal::AtMost(2.0),
+    );
+    let (ri, rb) = (median(ref_idle99), median(ref_busy99));
+    report.row(
+        "isolation, same in-process (thread streams, thread sends): p99 vs idle (µs)",
+        rb,
+        Some((ri, "idle")),
+        Some(rb / ri),
+        Goal::None,
+    );
+    Ok(())
+}
+
+// ----- scale -----
+
+pub fn scale(plan: &Plan, d: &Daemon, files: &Files, report: &mut Report) -> io::Result<()> {
+    let n = plan.scale_n;
+    println!(
+        "scale: {n} Sends of the large file to pipes read 16 KiB per 100 ms each, {:.1} s timed",
+        plan.scale_secs
+    );
+    let client = d.client()?;
+    // The idle reference, measured now so that it is comparable.
+    let mut idle = timed_sends(Some(&client), files, plan.scale_secs)?;
+    idle.sort_unstable();
+    d.wait_idle(Duration::from_secs(5))?;
+    let rss_before = d.rss_kib();
+    let mut xfers = Vec::with_capacity(n);
+    for _ in 0..n {
+        let (r, w) = os::pipe()?;
+        let st = client.send(Files::LARGE, w.as_fd(), Range::WHOLE)?;
+        drop(w);
+        xfers.push((r, st));
+    }
+    for (r, st) in &xfers {
+        let o = os::wait_status(st.as_fd(), true)?;
+        if o.txnid.is_none() {
+            return Err(other(format!("a slow transfer was refused: {o:?}")));
+        }
+        os::set_nonblocking(r.as_fd(), true)?;
+        os::set_nonblocking(st.as_fd(), true)?;
+    }
+    let stop = Arc::new(AtomicBool::new(false));
+    let stop2 = Arc::clone(&stop);
+    let reader = thread::spawn(move || -> u64 {
+        let mut buf = vec![0u8; 16 << 10];
+        let mut got = 0u64;
+        while !stop2.load(Ordering::Relaxed) {
+            for (r, st) in &xfers {
+                if let Ok(k) = os::read(r.as_fd(), &mut buf) {
+                    got += k as u64;
+                }
+                let _ = os::read(st.as_fd(), &mut buf[..4096]);
+            }
+            thread::sleep(Duration::from_millis(100));
+        }
+        got
+    });
+    thread::sleep(Duration::from_millis(300));
+    let live = client.server_status(Duration::from_secs(5))?.live;
+    let rss1 = d.rss_kib();
+    let mut lat = timed_sends(Some(&client), files, plan.scale_secs)?;
+    let rss2 = d.rss_kib();
+    stop.store(true, Ordering::Relaxed);
+    let read = reader.join().map_err(|_| other("reader panicked".into()))?;
+    let left = d.wait_idle(Duration::from_secs(10))?;
+    std::thread::sleep(Duration::from_millis(100));
+    let rss_after = d.rss_kib();
+    lat.sort_unstable();
+    println!(
+        "  {live} transfers live while timing; slow readers took {} MiB; {left} left after; RSS before {rss_before} KiB, under load {rss1}/{rss2} KiB, after {rss_after} KiB",
+        read >> 20
+    );
+    let rss_load = rss1.max(rss2);
+    let (i50, i99) = (quantile_us(&idle, 0.5), quantile_us(&idle, 0.99));
+    let (b50, b99) = (quantile_us(&lat, 0.5), quantile_us(&lat, 0.99));
+    report.row(
+        format!("scale: 4 KiB Send p50 with {n} slow transfers vs idle (µs)"),
+        b50,
+        Some((i50, "idle")),
+        Some(b50 / i50),
+        Goal::None,
+    );
+    report.row(
+        format!("scale: 4 KiB Send p99 with {n} slow transfers vs idle (µs)"),
+        b99,
+        Some((i99, "idle")),
+        Some(b99 / i99),
+        Goal::None,
+    );
+    report.row(
+        "memory: daemon idle RSS at start (KiB)",
+        report.rss_idle_kib as f64,
+        None,
+        None,
+        Goal::ValueAtMost(2048.0),
+    );
+    report.row(
+        "memory: of which private (RssAnon, KiB)",
+        report.rss_anon_idle_kib as f64,
+        None,
+        None,
+        Goal::None,
+    );
+    report.row(
+        format!("memory: daemon RSS with {n} transfers (KiB)"),
+        rss_load as f64,
+        Some((rss_before as f64, "before")),
+        None,
+        Goal::None,
+    );
+    let per = (rss_load.saturating_sub(rss_before)) as f64 * 1024.0 / n as f64;
+    report.row(
+        format!("memory: daemon RSS per concurrent transfer at {n} (bytes)"),
+        per,
+        None,
+        None,
+        Goal::ValueAtMost(2048.0),
+    );
+    if let Some((p50, p99)) = report.idle_4k {
+        println!("  (small-file figure's idle 4 KiB: p50 {p50:.1} µs, p99 {p99:.1} µs)");
+    }
+    Ok(())
+}

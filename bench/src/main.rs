@@ -1,0 +1,26 @@
+//! `sendfiled-bench`: starts the real (release) daemon and measures each
+//! figure of issue 6 beside an in-process reference that does the same work
+//! in this process, without the daemon, by the best method for the
+//! destination.
+//!
+//! ```text
+//! cargo run --release -p sendfiled-bench            # full run (< 5 min on 2 cores)
+//! cargo run --release -p sendfiled-bench -- --quick # seconds; what CI runs
+//! ```
+//!
+//! See `BENCHMARKS.md` for what each figure means. The benchmark is Linux-only
+//! inside (it measures `splice`/`sendfile`, page-cache eviction and
+//! `/proc/PID/status`); elsewhere it says so and exits.
+
+#[cfg(target_os = "linux")]
+mod linux;
+
+#[cfg(target_os = "linux")]
+fn main() {
+    std::process::exit(linux::main());
+}
+
+#[cfg(not(target_os = "linux"))]
+fn main() {
+    println!("sendfiled-bench: not supported here (the benchmark is Linux-only)");
+}
