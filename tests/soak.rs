@@ -301,6 +301,14 @@ fn killer(d: &Daemon, f: &Figures, until: Instant) {
     }
 }
 
+/// A Read's end of file comes after the daemon closed everything of it;
+/// requests are handled in order, so all before it are cleaned up.
+fn sync_read(d: &Daemon) {
+    let mut ch = d.client().read("s1", Range::WHOLE).unwrap();
+    let mut v = Vec::new();
+    ch.read_to_end(&mut v).unwrap();
+}
+
 fn rss_kib(pid: i32) -> u64 {
     let s = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
     s.lines()
@@ -329,6 +337,7 @@ fn soak_mixed_load_with_faults_and_kills_leaks_nothing() {
         let _ = worker(&d, &files, &figures, 42, warm);
     }
     assert!(eventually(|| d.live() == 0));
+    sync_read(&d);
     let base_fds = d.fd_count();
     let base_rss = rss_kib(d.pid);
     let started = Instant::now();
@@ -361,11 +370,7 @@ fn soak_mixed_load_with_faults_and_kills_leaks_nothing() {
         assert_eq!(c.error, Some(libc::ETIMEDOUT), "{c:?}");
     }
     assert!(eventually(|| d.live() == 0), "transfers left live");
-    // A Read's end of file comes after the daemon closed everything of it;
-    // requests are handled in order, so all before it are cleaned up.
-    let mut ch = d.client().read("s1", Range::WHOLE).unwrap();
-    let mut v = Vec::new();
-    ch.read_to_end(&mut v).unwrap();
+    sync_read(&d);
     let fds = d.fd_count();
     let rss = rss_kib(d.pid);
     let log = d.log();
