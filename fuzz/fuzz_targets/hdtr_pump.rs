@@ -71,13 +71,24 @@ impl TransferBackend for Fake {
         "fuzz"
     }
 
-    fn send_file(&self, chunk: FileChunk<'_>, _d: BorrowedFd<'_>, _k: DestKind) -> io::Result<Moved> {
+    fn send_file(
+        &self,
+        chunk: FileChunk<'_>,
+        _d: BorrowedFd<'_>,
+        _k: DestKind,
+    ) -> io::Result<Moved> {
         let act = self.next();
         let avail = self.file_part(&chunk).to_vec();
         self.take(act, &avail, chunk.nowait)
     }
 
-    fn write_bytes(&self, buf: &[u8], _m: bool, _d: BorrowedFd<'_>, _k: DestKind) -> io::Result<usize> {
+    fn write_bytes(
+        &self,
+        buf: &[u8],
+        _m: bool,
+        _d: BorrowedFd<'_>,
+        _k: DestKind,
+    ) -> io::Result<usize> {
         match self.take(self.next(), buf, false)? {
             Moved::Bytes(n) => Ok(n),
             _ => Err(io::Error::from_raw_os_error(libc::EAGAIN)),
@@ -116,7 +127,11 @@ struct Input<'a>(&'a [u8]);
 
 impl Input<'_> {
     fn byte(&mut self) -> u8 {
-        let (b, rest) = self.0.split_first().map(|(b, r)| (*b, r)).unwrap_or((0, &[]));
+        let (b, rest) = self
+            .0
+            .split_first()
+            .map(|(b, r)| (*b, r))
+            .unwrap_or((0, &[]));
         self.0 = rest;
         b
     }
