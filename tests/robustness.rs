@@ -440,3 +440,93 @@ fn daemonised_server_detaches_reports_ready_and_shuts_down() {
     );
     assert!(!root.path().join(&name).exists(), "socket removed");
 }
+
+#[test]
+fn mutated_valid_requests_mixed_with_good_ones_never_hurt_the_daemon() {
+    // Valid encodings of every command, then mutated (bytes flipped,
+    // truncated, extended), with random descriptors; every tenth request is
+    // left intact and must be served correctly in the middle of the storm.
+    let d = Daemon::start_with(&["-t", "100"]);
+    read_ok(&d);
+    let before = d.fd_count();
+    let before_list = d.fd_list();
+    let s = raw_socket(&d);
+    let mut seed: u64 = 0xD1B5_4A32_D192_ED03;
+    let mut next = || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed
+    };
+    let hdtr = sendfiled_core::client::HeaderTrailer {
+        header: b"H".to_vec(),
+        trailer: b"T".to_vec(),
+    };
+    let templates: Vec<Vec<u8>> = [
+        Request::Read {
+            path: c"ok.txt".into(),
+            range: Range::WHOLE,
+        },
+        Request::Send {
+            path: c"ok.txt".into(),
+            range: Range { offset: 1, len: 5 },
+            hdtr: hdtr.clone(),
+        },
+        Request::Open {
+            path: c"ok.txt".into(),
+            range: Range::WHOLE,
+        },
+        Request::SendOpen { txnid: 12345, hdtr },
+        Request::Cancel { txnid: 99 },
+        Request::Status,
+    ]
+    .iter()
+    .map(|r| r.encode().unwrap())
+    .collect();
+    let file = std::fs::File::open(d.root().join("ok.txt")).unwrap();
+    for i in 0..1500 {
+        if i % 10 == 9 {
+            let mut ch = d.client().read("ok.txt", Range::WHOLE).unwrap();
+            assert!(sys::wait_readable(ch.as_fd(), WAIT).unwrap());
+            let mut v = Vec::new();
+            ch.read_to_end(&mut v).unwrap();
+            assert_eq!(v, b"still serving", "request {i}");
+            continue;
+        }
+        let mut bytes = templates[(next() % templates.len() as u64) as usize].clone();
+        match next() % 4 {
+            0 => {
+                for _ in 0..1 + next() % 4 {
+                    let at = (next() % bytes.len() as u64) as usize;
+                    bytes[at] = next() as u8;
+                }
+            }
+            1 => bytes.truncate((next() % bytes.len() as u64) as usize),
+            2 => bytes.extend((0..next() % 64).map(|_| next() as u8)),
+            _ => {
+                // Only the numbers changed: offsets, lengths, ids.
+                for b in bytes.iter_mut().take(40).skip(2) {
+                    if next() % 4 == 0 {
+                        *b = next() as u8;
+                    }
+                }
+            }
+        }
+        let pipes: Vec<_> = (0..(next() % 3)).map(|_| pipe()).collect();
+        let mut fds: Vec<BorrowedFd<'_>> = pipes.iter().map(|(_, w)| w.as_fd()).collect();
+        if next() % 4 == 0 {
+            fds.push(file.as_fd());
+        }
+        send_raw(&s, &bytes, &fds);
+        // Read ends close here: the daemon sees clients that went away.
+    }
+    assert!(eventually(|| d.live() == 0));
+    read_ok(&d);
+    assert_eq!(
+        d.fd_count(),
+        before,
+        "no descriptor growth: {before_list:?} -> {:?}",
+        d.fd_list()
+    );
+    assert!(!d.log().contains("panicked"));
+}
