@@ -62,7 +62,12 @@ pub struct Args {
 
     /// Directory of the request socket, inside ROOT (a leading '/' is
     /// relative to ROOT too).
-    #[arg(short = 'S', long = "sockdir", value_name = "SOCKDIR", default_value = ".")]
+    #[arg(
+        short = 'S',
+        long = "sockdir",
+        value_name = "SOCKDIR",
+        default_value = "."
+    )]
     pub sockdir: PathBuf,
 
     /// Most concurrent transfers, open files included; more get EMFILE.
@@ -103,7 +108,12 @@ pub struct Args {
     pub log: Option<LogTarget>,
 
     /// Log verbosity.
-    #[arg(long = "log-level", value_enum, default_value = "info", value_name = "LEVEL")]
+    #[arg(
+        long = "log-level",
+        value_enum,
+        default_value = "info",
+        value_name = "LEVEL"
+    )]
     pub log_level: LogLevel,
 
     /// Disk I/O threads that bring uncached file data in off the event loop.
@@ -130,7 +140,8 @@ pub struct Args {
 }
 
 fn parse_mode(s: &str) -> Result<u32, String> {
-    let m = u32::from_str_radix(s.trim_start_matches("0o"), 8).map_err(|e| format!("not an octal mode: {e}"))?;
+    let m = u32::from_str_radix(s.trim_start_matches("0o"), 8)
+        .map_err(|e| format!("not an octal mode: {e}"))?;
     if m > 0o777 {
         return Err("mode above 777".into());
     }
@@ -144,8 +155,23 @@ mod tests {
     #[test]
     fn original_short_options_parse() {
         let a = Args::try_parse_from([
-            "sendfiled", "-s", "srv", "-r", "/srv", "-S", "/run", "-n", "5", "-t", "250", "-u", "www", "-g", "www",
-            "-d", "-p",
+            "sendfiled",
+            "-s",
+            "srv",
+            "-r",
+            "/srv",
+            "-S",
+            "/run",
+            "-n",
+            "5",
+            "-t",
+            "250",
+            "-u",
+            "www",
+            "-g",
+            "www",
+            "-d",
+            "-p",
         ])
         .unwrap();
         assert_eq!(a.name, "srv");
@@ -158,9 +184,13 @@ mod tests {
     #[test]
     fn bad_values_are_refused() {
         assert!(Args::try_parse_from(["sendfiled", "-s", "x", "-r", "/", "-n", "0"]).is_err());
-        assert!(Args::try_parse_from(["sendfiled", "-s", "x", "-r", "/", "--socket-mode", "999"]).is_err());
+        assert!(
+            Args::try_parse_from(["sendfiled", "-s", "x", "-r", "/", "--socket-mode", "999"])
+                .is_err()
+        );
         assert!(Args::try_parse_from(["sendfiled", "-r", "/"]).is_err());
-        let a = Args::try_parse_from(["sendfiled", "-s", "x", "-r", "/", "--socket-mode", "660"]).unwrap();
+        let a = Args::try_parse_from(["sendfiled", "-s", "x", "-r", "/", "--socket-mode", "660"])
+            .unwrap();
         assert_eq!(a.socket_mode, 0o660);
     }
 }

@@ -15,7 +15,12 @@ impl log::Log for StderrLog {
     fn log(&self, r: &log::Record<'_>) {
         if self.enabled(r.metadata()) {
             // One write per line so concurrent processes' lines don't mix.
-            let line = format!("sendfiled[{}]: {}: {}\n", std::process::id(), r.level(), r.args());
+            let line = format!(
+                "sendfiled[{}]: {}: {}\n",
+                std::process::id(),
+                r.level(),
+                r.args()
+            );
             let _ = std::io::stderr().write_all(line.as_bytes());
         }
     }
@@ -69,7 +74,13 @@ pub fn init(target: LogTarget, level: log::LevelFilter) {
         LogTarget::Stderr => &STDERR,
         LogTarget::Syslog => {
             // SAFETY: the ident is a static NUL-terminated string.
-            unsafe { libc::openlog(c"sendfiled".as_ptr(), libc::LOG_PID | libc::LOG_NDELAY, libc::LOG_DAEMON) };
+            unsafe {
+                libc::openlog(
+                    c"sendfiled".as_ptr(),
+                    libc::LOG_PID | libc::LOG_NDELAY,
+                    libc::LOG_DAEMON,
+                )
+            };
             &SYSLOG
         }
         LogTarget::None => &NONE,

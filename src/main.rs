@@ -45,7 +45,10 @@ impl StartError {
     }
 
     fn io(context: &str, e: io::Error) -> StartError {
-        StartError::new(e.raw_os_error().unwrap_or(libc::EIO), format!("{context}: {e}"))
+        StartError::new(
+            e.raw_os_error().unwrap_or(libc::EIO),
+            format!("{context}: {e}"),
+        )
     }
 }
 
@@ -87,7 +90,11 @@ fn report(line: &str) {
 }
 
 fn redirect_to_null(fd: libc::c_int) {
-    if let Ok(null) = std::fs::OpenOptions::new().read(true).write(true).open("/dev/null") {
+    if let Ok(null) = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/null")
+    {
         // SAFETY: dup2 onto a standard descriptor we own.
         unsafe { libc::dup2(null.as_raw_fd(), fd) };
     }
@@ -100,7 +107,10 @@ fn allow_root(args: &Args) -> bool {
 /// `ROOT/SOCKDIR/NAME`, with SOCKDIR taken inside ROOT.
 fn socket_path(root: &Path, sockdir: &Path, name: &str) -> Result<PathBuf, StartError> {
     if name.is_empty() || name.contains('/') || name == "." || name == ".." {
-        return Err(StartError::new(libc::EINVAL, format!("bad server name {name:?}")));
+        return Err(StartError::new(
+            libc::EINVAL,
+            format!("bad server name {name:?}"),
+        ));
     }
     let inside: PathBuf = sockdir
         .components()
@@ -141,7 +151,10 @@ fn run(args: &Args, target: LogTarget) -> Result<(), StartError> {
     let root = std::fs::canonicalize(&args.root)
         .map_err(|e| StartError::io(&format!("root {}", args.root.display()), e))?;
     if !root.is_dir() {
-        return Err(StartError::new(libc::ENOTDIR, format!("root {} is not a directory", root.display())));
+        return Err(StartError::new(
+            libc::ENOTDIR,
+            format!("root {} is not a directory", root.display()),
+        ));
     }
     let sock_path = socket_path(&root, &args.sockdir, &args.name)?;
     let mut socket = listener::bind(&sock_path, args.socket_mode)
@@ -167,16 +180,18 @@ fn run(args: &Args, target: LogTarget) -> Result<(), StartError> {
         if root != Path::new("/") {
             root_for_server = PathBuf::from("/");
             // The socket file is removed at shutdown from inside the chroot.
-            socket.path = socket
-                .path
-                .take()
-                .and_then(|p| p.strip_prefix(&root).ok().map(|rel| Path::new("/").join(rel)));
+            socket.path = socket.path.take().and_then(|p| {
+                p.strip_prefix(&root)
+                    .ok()
+                    .map(|rel| Path::new("/").join(rel))
+            });
         }
         log::info!("running as uid {} gid {}", id.uid, id.gid);
     }
     let root_c = CString::new(root_for_server.as_os_str().as_bytes())
         .map_err(|_| StartError::new(libc::EINVAL, "root path holds a NUL"))?;
-    let root_fd = sendfiled_core::sys::open_dir(&root_c).map_err(|e| StartError::io("opening the root", e))?;
+    let root_fd = sendfiled_core::sys::open_dir(&root_c)
+        .map_err(|e| StartError::io("opening the root", e))?;
 
     if args.daemonize {
         daemonize(target)?;

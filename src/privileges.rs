@@ -77,7 +77,10 @@ pub fn drop_to(root: &Path, id: Identity) -> io::Result<()> {
         && only_group_is(id.gid)
         && (id.uid.is_root() || nix::unistd::setuid(Uid::from_raw(0)).is_err());
     if !ok {
-        return Err(io::Error::new(io::ErrorKind::PermissionDenied, "privileges were not fully dropped"));
+        return Err(io::Error::new(
+            io::ErrorKind::PermissionDenied,
+            "privileges were not fully dropped",
+        ));
     }
     Ok(())
 }

@@ -1,1 +1,232 @@
-//! placeholder
+//! The FreeBSD [`TransferBackend`]: `sendfile(2)` with `SF_NODISKIO` and
+//! native headers/trailers (`sf_hdtr`) to stream sockets, the portable
+//! [`ReadWriteCopy`] to everything else, and `O_RESOLVE_BENEATH` (FreeBSD
+//! 13 and later) for path confinement.
+//!
+//! | destination | file data | header + file + trailer |
+//! |---|---|---|
+//! | stream socket | `sendfile` (`SF_NODISKIO` when `nowait`) | `sendfile` with `sf_hdtr` |
+//! | pipe, file, other | `pread` + `write` | not native (`None`) |
+//!
+//! What a `sendfile` result means (partial progress, `EAGAIN`, `EBUSY`) is
+//! decided by [`sendfiled_core::bsd_sendfile`], which is tested everywhere;
+//! this file only makes the calls.
+//!
+//! `nowait` has no effect on the read/write path: FreeBSD has no cheap
+//! page-cache probe for `pread`, so a pipe or file destination may block on
+//! the disk. `more_follows` has no effect either (`SF_NOPUSH` is gone); a
+//! server wanting full segments sets `TCP_NOPUSH` on the socket.
+//!
+//! The crate is empty on other systems.
+#![cfg(target_os = "freebsd")]
+
+use std::ffi::CStr;
+use std::io;
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+
+use sendfiled_core::backend::{
+    DestKind, FileChunk, HdtrChunk, Moved, ReadWriteCopy, TransferBackend,
+};
+use sendfiled_core::{bsd_sendfile, confine, sys};
+
+/// The FreeBSD backend. Stateless.
+#[derive(Debug, Default)]
+pub struct FreeBsdBackend;
+
+/// The backend of this system, under the name every backend crate exports.
+pub type Backend = FreeBsdBackend;
+
+/// The backend of this system.
+pub fn new_backend() -> Backend {
+    FreeBsdBackend
+}
+
+/// Sends what fits of `header`, the file part and (if the file covers the
+/// part) `trailer` with one `sendfile` call.
+fn sendfile_hdtr(chunk: HdtrChunk<'_>, dest: BorrowedFd<'_>) -> io::Result<Moved> {
+    let file = chunk.file;
+    // nbytes 0 would mean "to the end of the file".
+    if file.len == 0 {
+        return bsd_sendfile::hdtr_in_parts(
+            chunk,
+            |b| send_nosignal(dest, b),
+            |_| Ok(Moved::Bytes(0)),
+        );
+    }
+    let trailer = if !chunk.trailer.is_empty()
+        && bsd_sendfile::file_covers(file.file, file.offset, file.len)?
+    {
+        chunk.trailer
+    } else {
+        &[]
+    };
+    let flags = if file.nowait { libc::SF_NODISKIO } else { 0 };
+    let mut sent: libc::off_t = 0;
+    let r = sendfile(
+        file.file,
+        dest,
+        file.offset,
+        file.len,
+        chunk.header,
+        trailer,
+        &mut sent,
+        flags,
+    );
+    bsd_sendfile::outcome(r, u64::try_from(sent).unwrap_or(0))
+}
+
+fn send_nosignal(dest: BorrowedFd<'_>, buf: &[u8]) -> io::Result<usize> {
+    sys::send(dest, buf, libc::MSG_NOSIGNAL)
+}
+
+impl TransferBackend for FreeBsdBackend {
+    fn name(&self) -> &'static str {
+        "freebsd-sendfile"
+    }
+
+    /// `sendfile` to stream sockets: with `nowait`, `SF_NODISKIO` makes a
+    /// page that is not in memory an `EBUSY` ([`Moved::NotCached`]) instead
+    /// of a disk read, after whatever could be sent from memory was sent
+    /// (reported first, as [`Moved::Bytes`]).
+    fn send_file(
+        &self,
+        chunk: FileChunk<'_>,
+        dest: BorrowedFd<'_>,
+        kind: DestKind,
+    ) -> io::Result<Moved> {
+        match kind {
+            DestKind::StreamSocket => sendfile_hdtr(
+                HdtrChunk {
+                    header: &[],
+                    file: chunk,
+                    trailer: &[],
+                },
+                dest,
+            ),
+            _ => ReadWriteCopy::send_file(chunk, dest),
+        }
+    }
+
+    /// `send(MSG_NOSIGNAL)` on sockets (a closed peer is `EPIPE`, not a
+    /// signal), `write` elsewhere.
+    fn write_bytes(
+        &self,
+        buf: &[u8],
+        more_follows: bool,
+        dest: BorrowedFd<'_>,
+        kind: DestKind,
+    ) -> io::Result<usize> {
+        let _ = more_follows;
+        match kind {
+            DestKind::StreamSocket | DestKind::OtherSocket => send_nosignal(dest, buf),
+            _ => sys::write(dest, buf),
+        }
+    }
+
+    /// Native `sf_hdtr` on stream sockets. The count is `*sbytes`, which
+    /// covers header, file and trailer bytes in order; the kernel sends the
+    /// trailer only after the whole file part. Because it would also send
+    /// the trailer after a file that ended early, the trailer is passed only
+    /// when the file covers the part ([`bsd_sendfile::file_covers`]); an empty
+    /// file part goes through [`bsd_sendfile::hdtr_in_parts`]. Other
+    /// destinations: `None`.
+    fn send_hdtr(
+        &self,
+        chunk: HdtrChunk<'_>,
+        dest: BorrowedFd<'_>,
+        kind: DestKind,
+    ) -> Option<io::Result<Moved>> {
+        match kind {
+            DestKind::StreamSocket => Some(sendfile_hdtr(chunk, dest)),
+            _ => None,
+        }
+    }
+
+    /// `openat(O_RESOLVE_BENEATH)`, with the semantics of [`confine`]:
+    /// leading `/` dropped, relative links inside the root followed,
+    /// directories opened (the caller checks the type). FreeBSD reports an
+    /// escape as `ENOTCAPABLE`; it is returned as `EXDEV`, as on Linux.
+    /// `O_RESOLVE_BENEATH` needs FreeBSD 13 or later.
+    fn open_beneath(&self, root: BorrowedFd<'_>, path: &CStr) -> io::Result<OwnedFd> {
+        let path = confine::strip_leading_slashes(path);
+        if path.is_empty() {
+            return Err(io::Error::from_raw_os_error(libc::ENOENT));
+        }
+        loop {
+            match openat(root, path, confine::OPEN_FLAGS | libc::O_RESOLVE_BENEATH) {
+                Ok(fd) => return confine::finish_open(fd),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) if e.raw_os_error() == Some(libc::ENOTCAPABLE) => {
+                    return Err(io::Error::from_raw_os_error(libc::EXDEV))
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+}
+
+/// `openat(2)`.
+fn openat(dir: BorrowedFd<'_>, path: &CStr, flags: libc::c_int) -> io::Result<OwnedFd> {
+    // SAFETY: path is NUL-terminated; no mode without O_CREAT.
+    let fd = unsafe { libc::openat(dir.as_raw_fd(), path.as_ptr(), flags) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: openat returned a new descriptor we now own.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// `sendfile(2)` of `len` (> 0) bytes of `file` at `offset` to the socket
+/// `sock`, with `header` before and `trailer` after; `*sent` receives the
+/// bytes sent, headers and trailers included, also when it fails.
+#[allow(clippy::too_many_arguments)]
+fn sendfile(
+    file: BorrowedFd<'_>,
+    sock: BorrowedFd<'_>,
+    offset: u64,
+    len: usize,
+    header: &[u8],
+    trailer: &[u8],
+    sent: &mut libc::off_t,
+    flags: libc::c_int,
+) -> io::Result<()> {
+    let offset =
+        libc::off_t::try_from(offset).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
+    let mut hdr = libc::iovec {
+        iov_base: header.as_ptr() as *mut libc::c_void,
+        iov_len: header.len(),
+    };
+    let mut trl = libc::iovec {
+        iov_base: trailer.as_ptr() as *mut libc::c_void,
+        iov_len: trailer.len(),
+    };
+    let mut hdtr = libc::sf_hdtr {
+        headers: &mut hdr,
+        hdr_cnt: libc::c_int::from(!header.is_empty()),
+        trailers: &mut trl,
+        trl_cnt: libc::c_int::from(!trailer.is_empty()),
+    };
+    let hdtr_ptr: *mut libc::sf_hdtr = if header.is_empty() && trailer.is_empty() {
+        std::ptr::null_mut()
+    } else {
+        &mut hdtr
+    };
+    *sent = 0;
+    // SAFETY: the iovecs point at live slices the kernel only reads; hdtr
+    // and sent are valid for the duration of the call.
+    let r = unsafe {
+        libc::sendfile(
+            file.as_raw_fd(),
+            sock.as_raw_fd(),
+            offset,
+            len,
+            hdtr_ptr,
+            sent,
+            flags,
+        )
+    };
+    if r < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}

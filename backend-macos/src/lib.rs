@@ -1,1 +1,211 @@
-//! placeholder
+//! The macOS [`TransferBackend`]: `sendfile(2)` with native headers/trailers
+//! (`sf_hdtr`) to stream sockets, the portable [`ReadWriteCopy`] to
+//! everything else, and the checked walk of
+//! [`confine::open_beneath_by_walk`] for path confinement (macOS has no
+//! `RESOLVE_BENEATH`).
+//!
+//! | destination | file data | header + file + trailer |
+//! |---|---|---|
+//! | stream socket | `sendfile` | `sendfile` with `sf_hdtr` |
+//! | pipe, file, other | `pread` + `write` | not native (`None`) |
+//!
+//! macOS `sendfile` serves TCP sockets only; where it refuses a socket
+//! (`ENOTSUP`, `ENOTSOCK`, `EINVAL` for a UNIX-domain stream, say) with
+//! nothing sent, the portable paths take over for that call.
+//!
+//! `nowait` is ignored: macOS has no cheap page-cache probe (no
+//! `SF_NODISKIO`, no `RWF_NOWAIT`), so this backend never answers
+//! [`Moved::NotCached`] and a chunk that is not in memory is read from disk
+//! by the call itself, on whichever thread made it. `more_follows` has no
+//! effect either (a server wanting full segments sets `TCP_NOPUSH`).
+//!
+//! What a `sendfile` result means (partial progress, `EAGAIN`) is decided by
+//! [`sendfiled_core::bsd_sendfile`], which is tested everywhere; this file
+//! only makes the calls.
+//!
+//! The crate is empty on other systems.
+#![cfg(target_os = "macos")]
+
+use std::ffi::CStr;
+use std::io;
+use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd};
+
+use sendfiled_core::backend::{
+    DestKind, FileChunk, HdtrChunk, Moved, ReadWriteCopy, TransferBackend,
+};
+use sendfiled_core::{bsd_sendfile, confine, sys};
+
+/// The macOS backend. Stateless.
+#[derive(Debug, Default)]
+pub struct MacosBackend;
+
+/// The backend of this system, under the name every backend crate exports.
+pub type Backend = MacosBackend;
+
+/// The backend of this system.
+pub fn new_backend() -> Backend {
+    MacosBackend
+}
+
+fn send_nosignal(dest: BorrowedFd<'_>, buf: &[u8]) -> io::Result<usize> {
+    sys::send(dest, buf, libc::MSG_NOSIGNAL)
+}
+
+/// Errors with which `sendfile` says "not this kind of socket".
+fn refused(e: &io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(libc::ENOTSUP) | Some(libc::EOPNOTSUPP) | Some(libc::ENOTSOCK) | Some(libc::EINVAL)
+    )
+}
+
+/// The userspace `sf_hdtr`: `send` for the bytes, [`ReadWriteCopy`] for the
+/// file part.
+fn hdtr_by_copy(chunk: HdtrChunk<'_>, dest: BorrowedFd<'_>) -> io::Result<Moved> {
+    bsd_sendfile::hdtr_in_parts(
+        chunk,
+        |b| send_nosignal(dest, b),
+        |c| ReadWriteCopy::send_file(c, dest),
+    )
+}
+
+/// Sends what fits of the header, the file part and (if the file covers
+/// the part) the trailer with one `sendfile` call.
+///
+/// `len` goes in as header bytes + file bytes (macOS counts the headers
+/// toward it) and comes back as everything sent, trailer included; the
+/// kernel sends the trailer only after the whole file part. Because it would
+/// also send the trailer after a file that ended early, the trailer is
+/// passed only when the file covers the part; an empty file part (where a
+/// `len` of 0 would mean "to the end of the file") goes through
+/// [`bsd_sendfile::hdtr_in_parts`].
+fn sendfile_hdtr(chunk: HdtrChunk<'_>, dest: BorrowedFd<'_>) -> io::Result<Moved> {
+    let file = chunk.file;
+    if file.len == 0 {
+        return hdtr_by_copy(chunk, dest);
+    }
+    let trailer = if !chunk.trailer.is_empty()
+        && bsd_sendfile::file_covers(file.file, file.offset, file.len)?
+    {
+        chunk.trailer
+    } else {
+        &[]
+    };
+    let mut len = libc::off_t::try_from(chunk.header.len() + file.len)
+        .map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
+    let r = sendfile(
+        file.file,
+        dest,
+        file.offset,
+        &mut len,
+        chunk.header,
+        trailer,
+    );
+    let sent = u64::try_from(len).unwrap_or(0);
+    match r {
+        Err(e) if sent == 0 && refused(&e) => hdtr_by_copy(chunk, dest),
+        r => bsd_sendfile::outcome(r, sent),
+    }
+}
+
+impl TransferBackend for MacosBackend {
+    fn name(&self) -> &'static str {
+        "macos-sendfile"
+    }
+
+    fn send_file(
+        &self,
+        chunk: FileChunk<'_>,
+        dest: BorrowedFd<'_>,
+        kind: DestKind,
+    ) -> io::Result<Moved> {
+        match kind {
+            DestKind::StreamSocket => sendfile_hdtr(
+                HdtrChunk {
+                    header: &[],
+                    file: chunk,
+                    trailer: &[],
+                },
+                dest,
+            ),
+            _ => ReadWriteCopy::send_file(chunk, dest),
+        }
+    }
+
+    /// `send(MSG_NOSIGNAL)` on sockets (a closed peer is `EPIPE`, not a
+    /// signal), `write` elsewhere.
+    fn write_bytes(
+        &self,
+        buf: &[u8],
+        more_follows: bool,
+        dest: BorrowedFd<'_>,
+        kind: DestKind,
+    ) -> io::Result<usize> {
+        let _ = more_follows;
+        match kind {
+            DestKind::StreamSocket | DestKind::OtherSocket => send_nosignal(dest, buf),
+            _ => sys::write(dest, buf),
+        }
+    }
+
+    /// Native `sf_hdtr` on stream sockets (see [`sendfile_hdtr`]); `None`
+    /// for other destinations.
+    fn send_hdtr(
+        &self,
+        chunk: HdtrChunk<'_>,
+        dest: BorrowedFd<'_>,
+        kind: DestKind,
+    ) -> Option<io::Result<Moved>> {
+        match kind {
+            DestKind::StreamSocket => Some(sendfile_hdtr(chunk, dest)),
+            _ => None,
+        }
+    }
+
+    /// The checked walk of [`confine::open_beneath_by_walk`].
+    fn open_beneath(&self, root: BorrowedFd<'_>, path: &CStr) -> io::Result<OwnedFd> {
+        confine::open_beneath_by_walk(root, path)
+    }
+}
+
+/// `sendfile(2)` of the file at `offset` to the socket `sock`, with `header`
+/// before and `trailer` after. `*len` goes in as the header and file bytes
+/// to send (never 0: that means "to the end of the file") and comes back as
+/// the bytes sent, headers and trailers included, also when it fails.
+fn sendfile(
+    file: BorrowedFd<'_>,
+    sock: BorrowedFd<'_>,
+    offset: u64,
+    len: &mut libc::off_t,
+    header: &[u8],
+    trailer: &[u8],
+) -> io::Result<()> {
+    let offset =
+        libc::off_t::try_from(offset).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
+    let mut hdr = libc::iovec {
+        iov_base: header.as_ptr() as *mut libc::c_void,
+        iov_len: header.len(),
+    };
+    let mut trl = libc::iovec {
+        iov_base: trailer.as_ptr() as *mut libc::c_void,
+        iov_len: trailer.len(),
+    };
+    let mut hdtr = libc::sf_hdtr {
+        headers: &mut hdr,
+        hdr_cnt: libc::c_int::from(!header.is_empty()),
+        trailers: &mut trl,
+        trl_cnt: libc::c_int::from(!trailer.is_empty()),
+    };
+    let hdtr_ptr: *mut libc::sf_hdtr = if header.is_empty() && trailer.is_empty() {
+        std::ptr::null_mut()
+    } else {
+        &mut hdtr
+    };
+    // SAFETY: the iovecs point at live slices the kernel only reads; hdtr
+    // and len are valid for the duration of the call.
+    let r = unsafe { libc::sendfile(file.as_raw_fd(), sock.as_raw_fd(), offset, len, hdtr_ptr, 0) };
+    if r < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}

@@ -90,6 +90,13 @@ pub trait TransferBackend: Send + Sync + 'static {
     fn name(&self) -> &'static str;
 
     /// Moves up to `chunk.len` bytes of the file at `chunk.offset` to `dest`.
+    ///
+    /// The offset is explicit: the file's own position is neither used nor
+    /// moved. `Bytes(0)` means the file ended before `chunk.offset` (or
+    /// `chunk.len` was 0). With `chunk.nowait`, backends that can tell answer
+    /// [`Moved::NotCached`] rather than read from disk (Linux probes the
+    /// chunk's first and last page, FreeBSD uses `SF_NODISKIO` on sockets);
+    /// the others read, which may block on the disk.
     fn send_file(
         &self,
         chunk: FileChunk<'_>,
@@ -116,6 +123,12 @@ pub trait TransferBackend: Send + Sync + 'static {
     /// the three parts in order. `None` means "not supported here": the caller
     /// then uses [`write_bytes`](Self::write_bytes) and
     /// [`send_file`](Self::send_file) in turn.
+    ///
+    /// Each part is sent only once the parts before it went out completely,
+    /// so the caller can split the count between them. Where the native call
+    /// cannot serve a particular chunk (an empty file part, a socket it
+    /// refuses) the backend uses [`crate::bsd_sendfile::hdtr_in_parts`],
+    /// which keeps that guarantee, rather than answering `None`.
     fn send_hdtr(
         &self,
         chunk: HdtrChunk<'_>,
@@ -127,8 +140,15 @@ pub trait TransferBackend: Send + Sync + 'static {
     }
 
     /// Opens `path` read-only, confined beneath `root`: no `..` or symlink may
-    /// lead outside it. Errors: `ENOENT`, `EACCES`, `EXDEV`/`ELOOP`/`EACCES`
-    /// for an escape, and any error of `open(2)`.
+    /// lead outside it. The semantics, the same in every backend, are those
+    /// of [`crate::confine`]: leading `/` are ignored (request paths are
+    /// relative to the root); `..` and relative symbolic links are allowed
+    /// while they stay beneath the root; an escape (including any absolute
+    /// symbolic link) is `EXDEV`; too many links `ELOOP`; a missing file
+    /// `ENOENT`; and any error of `open(2)`. Any file type opens, directories
+    /// included, without blocking on a FIFO: the caller checks with `fstat`
+    /// that it got a regular file. The descriptor is close-on-exec and
+    /// blocking.
     fn open_beneath(&self, root: BorrowedFd<'_>, path: &CStr) -> io::Result<OwnedFd>;
 
     /// Brings `len` bytes of `file` at `offset` into the page cache, blocking

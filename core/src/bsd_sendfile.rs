@@ -8,7 +8,7 @@
 use std::io;
 use std::os::fd::BorrowedFd;
 
-use crate::backend::Moved;
+use crate::backend::{FileChunk, HdtrChunk, Moved};
 
 /// Interprets one BSD `sendfile` call: `result` is its error, if any, and
 /// `sent` the byte count it reported (`*sbytes` on FreeBSD, `*len` on macOS;
@@ -32,32 +32,61 @@ pub fn outcome(result: io::Result<()>, sent: u64) -> io::Result<Moved> {
     }
 }
 
-/// Sends header then trailer when the file part is empty, with `send` (one
-/// `send(2)` each). BSD `sendfile` cannot do this itself: a file length of 0
-/// means "to the end of the file" there.
+/// Sends header, file part and trailer one after the other, with `write` for
+/// the bytes (one `send(2)` each) and `file` for the file part: the
+/// userspace equivalent of `sf_hdtr`, for what the native call cannot do
+/// (an empty file part, since a file length of 0 means "to the end of the
+/// file" to BSD `sendfile`; a socket that `sendfile` refuses).
 ///
-/// The count covers both parts in order; the trailer is attempted only once
-/// the whole header went out. Nothing at all to send is `Bytes(0)`.
-pub fn header_and_trailer_only(
-    header: &[u8],
-    trailer: &[u8],
-    mut send: impl FnMut(&[u8]) -> io::Result<usize>,
+/// The count covers the three parts in order, and each part is attempted
+/// only once everything before it went out, so it means the same as a native
+/// `sf_hdtr` count. As with [`outcome`], progress wins over a later
+/// `DestinationFull`, `NotCached` or error; with nothing moved those are
+/// returned as they are. Nothing to send at all is `Bytes(0)`.
+pub fn hdtr_in_parts(
+    chunk: HdtrChunk<'_>,
+    mut write: impl FnMut(&[u8]) -> io::Result<usize>,
+    mut file: impl FnMut(FileChunk<'_>) -> io::Result<Moved>,
 ) -> io::Result<Moved> {
     let mut total = 0usize;
-    for part in [header, trailer] {
-        if part.is_empty() {
-            continue;
+    // What a part that stopped short means for the whole call.
+    let stop = |total: usize, r: io::Result<Moved>| -> io::Result<Moved> {
+        match r {
+            _ if total > 0 => Ok(Moved::Bytes(total)),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(Moved::DestinationFull),
+            r => r,
         }
-        match send(part) {
+    };
+    if !chunk.header.is_empty() {
+        match write(chunk.header) {
             Ok(n) => {
                 total += n;
-                if n < part.len() {
-                    break;
+                if n < chunk.header.len() {
+                    return Ok(Moved::Bytes(total));
                 }
             }
-            Err(_) if total > 0 => break,
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(Moved::DestinationFull),
-            Err(e) => return Err(e),
+            Err(e) => return stop(total, Err(e)),
+        }
+    }
+    if chunk.file.len > 0 {
+        let part = FileChunk {
+            more_follows: chunk.file.more_follows || !chunk.trailer.is_empty(),
+            ..chunk.file
+        };
+        match file(part) {
+            Ok(Moved::Bytes(n)) => {
+                total += n;
+                if n < chunk.file.len {
+                    return Ok(Moved::Bytes(total));
+                }
+            }
+            other => return stop(total, other),
+        }
+    }
+    if !chunk.trailer.is_empty() {
+        match write(chunk.trailer) {
+            Ok(n) => total += n,
+            Err(e) => return stop(total, Err(e)),
         }
     }
     Ok(Moved::Bytes(total))
@@ -115,90 +144,133 @@ mod tests {
         assert_eq!(e.raw_os_error(), Some(libc::EPIPE));
     }
 
-    /// A fake socket that accepts `room` bytes and then says EAGAIN.
-    fn fake(
+    type Out = std::rc::Rc<std::cell::RefCell<Vec<u8>>>;
+
+    /// A fake socket that accepts `room` bytes and then says EAGAIN; file
+    /// data is written as b'f' bytes.
+    struct Fake {
         room: usize,
-    ) -> (
-        impl FnMut(&[u8]) -> io::Result<usize>,
-        std::rc::Rc<std::cell::RefCell<Vec<u8>>>,
-    ) {
-        let out = std::rc::Rc::new(std::cell::RefCell::new(Vec::new()));
-        let o = out.clone();
-        let mut left = room;
-        (
-            move |b: &[u8]| {
-                if left == 0 {
-                    return Err(os(libc::EAGAIN));
-                }
-                let n = b.len().min(left);
-                left -= n;
-                o.borrow_mut().extend_from_slice(&b[..n]);
-                Ok(n)
+        out: Out,
+    }
+
+    impl Fake {
+        fn new(room: usize) -> Self {
+            Fake {
+                room,
+                out: Out::default(),
+            }
+        }
+        fn put(&mut self, b: &[u8]) -> io::Result<usize> {
+            if self.room == 0 {
+                return Err(os(libc::EAGAIN));
+            }
+            let n = b.len().min(self.room);
+            self.room -= n;
+            self.out.borrow_mut().extend_from_slice(&b[..n]);
+            Ok(n)
+        }
+    }
+
+    fn run(room: usize, h: &[u8], file_len: usize, t: &[u8]) -> (io::Result<Moved>, Vec<u8>) {
+        let fake = std::cell::RefCell::new(Fake::new(room));
+        let f = tempfile::tempfile().expect("tempfile");
+        let chunk = HdtrChunk {
+            header: h,
+            file: FileChunk {
+                file: f.as_fd(),
+                offset: 0,
+                len: file_len,
+                more_follows: false,
+                nowait: false,
             },
-            out,
-        )
+            trailer: t,
+        };
+        let r = hdtr_in_parts(
+            chunk,
+            |b| fake.borrow_mut().put(b),
+            |c| {
+                assert_eq!(c.more_follows, !t.is_empty());
+                match fake.borrow_mut().put(&vec![b'f'; c.len]) {
+                    Ok(n) => Ok(Moved::Bytes(n)),
+                    Err(_) => Ok(Moved::DestinationFull),
+                }
+            },
+        );
+        let out = fake.borrow().out.borrow().clone();
+        (r, out)
     }
 
     #[test]
-    fn header_and_trailer_in_order() {
-        let (send, out) = fake(100);
-        assert_eq!(
-            header_and_trailer_only(b"HDR", b"TRL", send).unwrap(),
-            Moved::Bytes(6)
-        );
-        assert_eq!(&*out.borrow(), b"HDRTRL");
+    fn parts_go_in_order() {
+        let (r, out) = run(100, b"HDR", 4, b"TRL");
+        assert_eq!(r.unwrap(), Moved::Bytes(10));
+        assert_eq!(out, b"HDRffffTRL");
+        let (r, out) = run(100, b"HDR", 0, b"TRL");
+        assert_eq!(r.unwrap(), Moved::Bytes(6));
+        assert_eq!(out, b"HDRTRL");
+        let (r, out) = run(100, b"", 0, b"TRL");
+        assert_eq!(r.unwrap(), Moved::Bytes(3));
+        assert_eq!(out, b"TRL");
+        let (r, _) = run(100, b"", 0, b"");
+        assert_eq!(r.unwrap(), Moved::Bytes(0));
     }
 
     #[test]
-    fn trailer_waits_for_whole_header() {
-        let (send, out) = fake(2);
-        assert_eq!(
-            header_and_trailer_only(b"HDR", b"TRL", send).unwrap(),
-            Moved::Bytes(2)
-        );
-        assert_eq!(&*out.borrow(), b"HD");
-        let (send, out) = fake(4);
-        assert_eq!(
-            header_and_trailer_only(b"HDR", b"TRL", send).unwrap(),
-            Moved::Bytes(4)
-        );
-        assert_eq!(&*out.borrow(), b"HDRT");
-        let (send, _) = fake(0);
-        assert_eq!(
-            header_and_trailer_only(b"HDR", b"TRL", send).unwrap(),
-            Moved::DestinationFull
-        );
-        let (send, _) = fake(3);
-        assert_eq!(
-            header_and_trailer_only(b"HDR", b"TRL", send).unwrap(),
-            Moved::Bytes(3)
-        );
-        let (send, out) = fake(3);
-        assert_eq!(
-            header_and_trailer_only(b"", b"TRL", send).unwrap(),
-            Moved::Bytes(3)
-        );
-        assert_eq!(&*out.borrow(), b"TRL");
+    fn each_part_waits_for_the_one_before() {
+        let (r, out) = run(2, b"HDR", 4, b"TRL");
+        assert_eq!(r.unwrap(), Moved::Bytes(2));
+        assert_eq!(out, b"HD");
+        let (r, out) = run(5, b"HDR", 4, b"TRL");
+        assert_eq!(r.unwrap(), Moved::Bytes(5));
+        assert_eq!(out, b"HDRff");
+        let (r, out) = run(3, b"HDR", 4, b"TRL");
+        assert_eq!(r.unwrap(), Moved::Bytes(3));
+        assert_eq!(out, b"HDR");
+        let (r, out) = run(8, b"HDR", 4, b"TRL");
+        assert_eq!(r.unwrap(), Moved::Bytes(8));
+        assert_eq!(out, b"HDRffffT");
+        let (r, _) = run(0, b"HDR", 4, b"TRL");
+        assert_eq!(r.unwrap(), Moved::DestinationFull);
+        let (r, _) = run(0, b"", 4, b"TRL");
+        assert_eq!(r.unwrap(), Moved::DestinationFull);
     }
 
     #[test]
     fn errors_after_progress_report_progress() {
-        let mut calls = 0;
-        let send = |b: &[u8]| {
-            calls += 1;
-            if calls == 1 {
-                Ok(b.len())
-            } else {
-                Err(os(libc::EPIPE))
-            }
+        let f = tempfile::tempfile().expect("tempfile");
+        let chunk = |len| HdtrChunk {
+            header: b"HDR",
+            file: FileChunk {
+                file: f.as_fd(),
+                offset: 0,
+                len,
+                more_follows: false,
+                nowait: true,
+            },
+            trailer: b"TRL",
         };
-        assert_eq!(
-            header_and_trailer_only(b"HDR", b"TRL", send).unwrap(),
-            Moved::Bytes(3)
+        let not_cached = |_: FileChunk<'_>| Ok(Moved::NotCached);
+        let r = hdtr_in_parts(chunk(4), |b| Ok(b.len()), not_cached);
+        assert_eq!(r.unwrap(), Moved::Bytes(3));
+        let r = hdtr_in_parts(chunk(0), |_| Err(os(libc::EPIPE)), not_cached);
+        assert_eq!(r.unwrap_err().raw_os_error(), Some(libc::EPIPE));
+        let mut calls = 0;
+        let r = hdtr_in_parts(
+            chunk(0),
+            |b| {
+                calls += 1;
+                if calls == 1 {
+                    Ok(b.len())
+                } else {
+                    Err(os(libc::EPIPE))
+                }
+            },
+            not_cached,
         );
-        let send = |_: &[u8]| Err(os(libc::EPIPE));
-        let e = header_and_trailer_only(b"HDR", b"TRL", send).unwrap_err();
-        assert_eq!(e.raw_os_error(), Some(libc::EPIPE));
+        assert_eq!(r.unwrap(), Moved::Bytes(3));
+        // The file ended early: the trailer is not sent.
+        let r = hdtr_in_parts(chunk(4), |b| Ok(b.len()), |_| Ok(Moved::Bytes(1)));
+        assert_eq!(r.unwrap(), Moved::Bytes(4));
     }
 
     #[test]

@@ -495,7 +495,14 @@ pub fn spawn(opts: &SpawnOptions) -> io::Result<Spawned> {
             // something we do not understand. Its exit status is an errno
             // by convention (see sendfiled(8)).
             let status = child.wait()?;
-            let errno = status.code().filter(|&c| c > 0).unwrap_or(libc::EIO);
+            let errno = match status.code() {
+                // The shell conventions for "not found" and "not executable",
+                // which a spawn that cannot report a failed exec falls back on.
+                Some(127) => libc::ENOENT,
+                Some(126) => libc::EACCES,
+                Some(c) if c > 0 => c,
+                _ => libc::EIO,
+            };
             Err(io::Error::from_raw_os_error(errno))
         }
     }

@@ -31,6 +31,12 @@ use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 /// Most symbolic links followed while resolving one path (Linux's limit).
 pub const MAX_SYMLINKS: usize = 40;
 
+/// Most directories deep a walk may go below the root. The walk holds a
+/// descriptor for every level (that is what makes `..` safe), so a request
+/// path of thousands of `a/` must not cost thousands of descriptors. Deeper
+/// is `ENAMETOOLONG`.
+pub const MAX_DEPTH: usize = 128;
+
 /// The flags of the final open, before [`finish_open`] clears `O_NONBLOCK`.
 pub const OPEN_FLAGS: libc::c_int =
     libc::O_RDONLY | libc::O_CLOEXEC | libc::O_NOCTTY | libc::O_NONBLOCK;
@@ -127,7 +133,7 @@ fn components(bytes: &[u8]) -> impl DoubleEndedIterator<Item = &[u8]> {
 /// away under our feet cannot lead us above the root by `..`.
 ///
 /// Escapes return `EXDEV`; a missing component `ENOENT`; a non-directory used
-/// as a directory `ENOTDIR`.
+/// as a directory `ENOTDIR`; more than [`MAX_DEPTH`] levels `ENAMETOOLONG`.
 pub fn open_beneath_by_walk(root: BorrowedFd<'_>, path: &CStr) -> io::Result<OwnedFd> {
     let path = strip_leading_slashes(path).to_bytes();
     if path.is_empty() {
@@ -164,6 +170,7 @@ pub fn open_beneath_by_walk(root: BorrowedFd<'_>, path: &CStr) -> io::Result<Own
         };
         match openat(cur, &cname, flags) {
             Ok(fd) if last => return finish_open(fd),
+            Ok(_) if dirs.len() >= MAX_DEPTH => return Err(err(libc::ENAMETOOLONG)),
             Ok(fd) => dirs.push(fd),
             Err(e) if may_be_symlink(&e) => {
                 let target = match readlinkat(cur, &cname) {
@@ -335,6 +342,17 @@ mod tests {
         assert_eq!(errno(open(&t, "dir/nope")), libc::ENOENT);
         assert_eq!(errno(open(&t, "file/x")), libc::ENOTDIR);
         assert_eq!(errno(open(&t, "file/")), libc::ENOTDIR);
+    }
+
+    #[test]
+    fn depth_is_bounded() {
+        let t = tree();
+        // Going down and back up any number of times stays shallow.
+        let shallow = "dir/sub/../../".repeat(300) + "dir/inner";
+        assert_eq!(contents(open(&t, &shallow).expect("shallow")), b"inner");
+        let deep = "dir/".to_string() + &"sub/".repeat(MAX_DEPTH + 1);
+        std::fs::create_dir_all(t._tmp.path().join("root").join(&deep)).expect("mkdir");
+        assert_eq!(errno(open(&t, &(deep + "x"))), libc::ENAMETOOLONG);
     }
 
     #[test]

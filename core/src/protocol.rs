@@ -541,14 +541,20 @@ fn get_u64(buf: &[u8], at: usize) -> u64 {
 
 impl FileInfo {
     /// A successful file info.
-    pub fn ok(size: u64, atime: i64, mtime: i64, ctime: i64, txnid: u64) -> FileInfo {
+    pub fn ok(
+        size: u64,
+        atime: libc::time_t,
+        mtime: libc::time_t,
+        ctime: libc::time_t,
+        txnid: u64,
+    ) -> FileInfo {
         FileInfo {
             cmd: SFD_FILE_INFO,
             stat: SFD_STAT_OK,
             size: size as usize,
-            atime: atime as libc::time_t,
-            mtime: mtime as libc::time_t,
-            ctime: ctime as libc::time_t,
+            atime,
+            mtime,
+            ctime,
             txnid: txnid as usize,
         }
     }

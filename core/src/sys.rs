@@ -268,17 +268,26 @@ const fn cmsg_space(bytes: usize) -> usize {
     unsafe { libc::CMSG_SPACE(bytes as u32) as usize }
 }
 
-/// Control buffer large enough for [`RECV_FD_ROOM`] descriptors plus
-/// credentials, aligned for `cmsghdr`.
+/// Bytes of control buffer: room for [`RECV_FD_ROOM`] descriptors plus
+/// credentials. FreeBSD's `sockcred2` carries the sender's groups (up to
+/// `NGROUPS_MAX`, 1023), so it is sized for the worst case: a cut control
+/// message would make a valid request look like one with too many
+/// descriptors.
+const CONTROL_LEN: usize = 4608;
+
+/// Control buffer, aligned for `cmsghdr`.
 #[repr(C, align(8))]
-struct ControlBuf([u8; 256]);
+struct ControlBuf([u8; CONTROL_LEN]);
 
-const _: () = assert!(cmsg_space(RECV_FD_ROOM * size_of::<RawFd>()) + cmsg_space(64) <= 256);
+const _: () = assert!(
+    cmsg_space(RECV_FD_ROOM * size_of::<RawFd>()) + cmsg_space(32 + 4 * 1024) <= CONTROL_LEN
+);
 
-/// `recvmsg(2)` of one datagram with `SCM_RIGHTS` (and, on Linux,
-/// `SCM_CREDENTIALS`), non-blocking, every descriptor close-on-exec.
+/// `recvmsg(2)` of one datagram with `SCM_RIGHTS` and the sender's
+/// credentials where the OS sends them (`SCM_CREDENTIALS` on Linux,
+/// `SCM_CREDS2` on FreeBSD), non-blocking, every descriptor close-on-exec.
 pub fn recv_with_fds(sock: BorrowedFd<'_>, buf: &mut [u8]) -> io::Result<Received> {
-    let mut ctl = ControlBuf([0u8; 256]);
+    let mut ctl = ControlBuf([0u8; CONTROL_LEN]);
     let mut iov = libc::iovec {
         iov_base: buf.as_mut_ptr().cast(),
         iov_len: buf.len(),
@@ -318,6 +327,18 @@ pub fn recv_with_fds(sock: BorrowedFd<'_>, buf: &mut [u8]) -> io::Result<Receive
                     out.fds.push(OwnedFd::from_raw_fd(fd));
                 }
             }
+            #[cfg(target_os = "freebsd")]
+            if hdr.cmsg_level == libc::SOL_SOCKET
+                && hdr.cmsg_type == libc::SCM_CREDS2
+                && data_len >= size_of::<libc::sockcred2>()
+            {
+                let c = std::ptr::read_unaligned(data as *const libc::sockcred2);
+                out.cred = Some(PeerCred {
+                    pid: c.sc_pid,
+                    uid: c.sc_euid,
+                    gid: c.sc_egid,
+                });
+            }
             #[cfg(target_os = "linux")]
             if hdr.cmsg_level == libc::SOL_SOCKET
                 && hdr.cmsg_type == libc::SCM_CREDENTIALS
@@ -346,7 +367,7 @@ pub fn send_with_fds(
     buf: &[u8],
     fds: &[BorrowedFd<'_>],
 ) -> io::Result<usize> {
-    let mut ctl = ControlBuf([0u8; 256]);
+    let mut ctl = ControlBuf([0u8; CONTROL_LEN]);
     let mut iov = libc::iovec {
         iov_base: buf.as_ptr() as *mut libc::c_void,
         iov_len: buf.len(),
@@ -385,7 +406,9 @@ pub fn send_with_fds(
 }
 
 /// Asks the kernel to attach the sender's credentials to every datagram
-/// received on `sock` (`SO_PASSCRED`, Linux). Elsewhere a no-op.
+/// received on `sock`: `SO_PASSCRED` (socket(7)) on Linux,
+/// `LOCAL_CREDS_PERSISTENT` (unix(4)) on FreeBSD. macOS has no per-datagram
+/// credentials: a no-op there.
 pub fn enable_passcred(sock: BorrowedFd<'_>) -> io::Result<()> {
     #[cfg(target_os = "linux")]
     {
@@ -401,7 +424,21 @@ pub fn enable_passcred(sock: BorrowedFd<'_>) -> io::Result<()> {
             )
         })?;
     }
-    #[cfg(not(target_os = "linux"))]
+    #[cfg(target_os = "freebsd")]
+    {
+        let on: libc::c_int = 1;
+        // SAFETY: on is a valid int option value.
+        cvt(unsafe {
+            libc::setsockopt(
+                sock.as_raw_fd(),
+                libc::SOL_LOCAL,
+                libc::LOCAL_CREDS_PERSISTENT,
+                (&on as *const libc::c_int).cast(),
+                size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        })?;
+    }
+    #[cfg(not(any(target_os = "linux", target_os = "freebsd")))]
     let _ = sock;
     Ok(())
 }

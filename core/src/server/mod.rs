@@ -33,7 +33,7 @@ use crate::protocol::{
 use crate::sys::{self, PeerCred, Received};
 use disk::{DiskJob, DiskPool};
 use listener::RequestSocket;
-use pump::{pump, Cursor, PumpStop};
+use pump::{pump, Cursor, Limits, PumpStop};
 use status::{Final, Flush, StatusWriter};
 use table::{Slot, TransferTable};
 
@@ -461,6 +461,9 @@ impl<B: TransferBackend> Server<B> {
                     // An escape from the root is reported like any other file the
                     // client may not have.
                     Some(libc::EXDEV) => libc::EACCES,
+                    // open(2) of a socket (or a device without a driver): not a
+                    // regular file either.
+                    Some(libc::ENXIO) | Some(libc::EOPNOTSUPP) => libc::EINVAL,
                     Some(n) => n,
                     None => libc::EIO,
                 }
@@ -523,13 +526,7 @@ impl<B: TransferBackend> Server<B> {
             Err(e) => return refuse(status_fd, errno_of(&e)),
         };
         let size = range.clip(st.st_size as u64);
-        let info = FileInfo::ok(
-            size,
-            st.st_atime as i64,
-            st.st_mtime as i64,
-            st.st_ctime as i64,
-            txnid,
-        );
+        let info = FileInfo::ok(size, st.st_atime, st.st_mtime, st.st_ctime, txnid);
         let mut status = StatusWriter::new(status_fd, op != Op::Read);
         status.owe_info(info);
         if op == Op::Read && status.flush() != Flush::Clear {
@@ -650,11 +647,11 @@ impl<B: TransferBackend> Server<B> {
     /// One turn of one transfer: move up to a quantum, then report.
     fn turn(&mut self, slot: Slot) {
         let backend = Arc::clone(&self.backend);
-        let (chunk, quantum, probe) = (
-            self.config.chunk,
-            self.config.quantum,
-            self.config.probe_cache,
-        );
+        let limits = Limits {
+            chunk: self.config.chunk,
+            budget: self.config.quantum,
+            probe_cache: self.config.probe_cache,
+        };
         let Some(t) = self.table.get_mut(slot) else {
             return;
         };
@@ -668,17 +665,11 @@ impl<B: TransferBackend> Server<B> {
                 Dest::Fd(fd, kind) => (fd.as_fd(), *kind),
                 Dest::None => return,
             };
-            pump(
-                &*backend,
-                &mut t.cursor,
-                file.as_fd(),
-                dest,
-                kind,
-                chunk,
-                quantum,
-                probe,
-            )
+            pump(&*backend, &mut t.cursor, file.as_fd(), dest, kind, limits)
         };
+        // Only a disk job needs the file beyond this point; holding the
+        // clone longer would keep it open after the transfer is removed.
+        let file = matches!(stop, PumpStop::NotCached { .. }).then_some(file);
         t.status.owe_progress(moved);
         self.counters.bytes += moved;
         match stop {
@@ -705,7 +696,7 @@ impl<B: TransferBackend> Server<B> {
                 }
             }
             PumpStop::NotCached { offset, len } => {
-                let Some((txnid, _)) = self.table.get(slot) else {
+                let (Some((txnid, _)), Some(file)) = (self.table.get(slot), file) else {
                     return;
                 };
                 let job = DiskJob {
@@ -869,7 +860,7 @@ impl<B: TransferBackend> Server<B> {
     }
 
     fn remove(&mut self, slot: Slot) {
-        let Some((txnid, t)) = self.table.remove(slot) else {
+        let Some((txnid, mut t)) = self.table.remove(slot) else {
             return;
         };
         let registry = self.poll.registry();
@@ -879,6 +870,11 @@ impl<B: TransferBackend> Server<B> {
         if let (Dest::Fd(fd, _), true) = (&t.dest, t.dest_registered) {
             let _ = registry.deregister(&mut SourceFd(&fd.as_raw_fd()));
         }
+        // The file and destination close before the status channel, so a
+        // client that sees end of file there knows the daemon holds nothing
+        // of the transfer any more.
+        t.file = None;
+        t.dest = Dest::None;
         log::debug!(
             "txn {txnid:x}: {:?} ended after {} of {} bytes in {:?}",
             t.op,

@@ -90,22 +90,35 @@ impl Cursor {
     }
 }
 
+/// Bounds on one [`pump`] call.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Most bytes one backend call moves.
+    pub chunk: usize,
+    /// Most bytes the whole call moves, so that one fast destination cannot
+    /// starve the others.
+    pub budget: usize,
+    /// Whether to ask the backend to report uncached data instead of reading
+    /// it from disk.
+    pub probe_cache: bool,
+}
+
 /// Moves bytes of one transfer until it is done, the destination is full,
 /// the budget is spent, data is missing from the cache, or an error.
 /// Returns the bytes moved in this call and why it stopped.
-///
-/// `chunk` bounds one backend call; `budget` bounds the whole call so that one
-/// fast destination cannot starve the others.
 pub fn pump<B: TransferBackend + ?Sized>(
     backend: &B,
     cur: &mut Cursor,
     file: BorrowedFd<'_>,
     dest: BorrowedFd<'_>,
     kind: DestKind,
-    chunk: usize,
-    budget: usize,
-    probe_cache: bool,
+    limits: Limits,
 ) -> (u64, PumpStop) {
+    let Limits {
+        chunk,
+        budget,
+        probe_cache,
+    } = limits;
     let mut moved = 0u64;
     let mut interrupts = 0u32;
     loop {
@@ -389,9 +402,11 @@ mod tests {
                 fd.as_fd(),
                 fd.as_fd(),
                 DestKind::StreamSocket,
-                7,
-                budget,
-                true,
+                Limits {
+                    chunk: 7,
+                    budget,
+                    probe_cache: true,
+                },
             );
             let done = matches!(stop, PumpStop::Done | PumpStop::Failed(_));
             if let PumpStop::NotCached { offset, len } = stop {
@@ -496,9 +511,11 @@ mod tests {
             fd.as_fd(),
             fd.as_fd(),
             DestKind::Pipe,
-            7,
-            10,
-            false,
+            Limits {
+                chunk: 7,
+                budget: 10,
+                probe_cache: false,
+            },
         );
         assert_eq!(stop, PumpStop::BudgetSpent);
         assert!((10..=14).contains(&moved), "moved {moved}");
@@ -525,9 +542,11 @@ mod tests {
             fd.as_fd(),
             fd.as_fd(),
             DestKind::Pipe,
-            7,
-            100,
-            false,
+            Limits {
+                chunk: 7,
+                budget: 100,
+                probe_cache: false,
+            },
         );
         assert_eq!((moved, stop), (0, PumpStop::BudgetSpent));
     }
@@ -595,9 +614,11 @@ mod tests {
                 fd.as_fd(),
                 fd.as_fd(),
                 DestKind::StreamSocket,
-                64,
-                1 << 20,
-                false,
+                Limits {
+                    chunk: 64,
+                    budget: 1 << 20,
+                    probe_cache: false,
+                },
             );
             if stop == PumpStop::Done {
                 break;

@@ -1,0 +1,275 @@
+/*
+ * sendfiled.h - the C client library of sendfiled.
+ *
+ * sendfiled is a local daemon that moves file data on behalf of client
+ * programs, so that an event-driven program never blocks on disk I/O. A
+ * client sends a small request over a UNIX datagram socket; the daemon opens
+ * the file, answers on a pipe (the status channel) and moves the data with
+ * sendfile(2)/splice(2) where the system has them.
+ *
+ *     #include <sendfiled.h>
+ *     cc app.c $(pkg-config --cflags --libs sendfiled)
+ *
+ * OPERATIONS
+ *
+ *   function             data goes to                 messages arrive on
+ *   sfd_read             the returned pipe            the same pipe: one file
+ *                                                     info, then the data
+ *   sfd_send[_hdtr]      dest_fd                      the returned status pipe
+ *   sfd_open             (nothing yet)                the returned status pipe:
+ *                                                     one file info with txnid
+ *   sfd_send_open[_hdtr] dest_fd                      the pipe sfd_open returned
+ *   sfd_cancel           (stops the transfer)         the transfer's channel
+ *                                                     gets ECANCELED and closes
+ *
+ * A status channel carries, in order: one struct sfd_file_info; zero or more
+ * struct sfd_xfer_stat progress messages; one completion message
+ * (sfd_xfer_complete() true) or one error header; then end of file. A request
+ * the daemon refuses gets an error header with cmd SFD_FILE_INFO instead of
+ * the file info, then end of file. See <responses.h> for the messages and how
+ * to read them.
+ *
+ * ERRORS
+ *
+ * Reported by the daemon in a message's stat byte:
+ *   ENOENT     no such file
+ *   EINVAL     not a regular file, or a malformed request
+ *   EMFILE     too many concurrent transfers (the daemon's maxfiles)
+ *   EACCES     permission denied
+ *   ENAMETOOLONG, EPROTO  path too long / protocol version mismatch
+ *   EIO        read error
+ *   EPIPE      the destination was closed
+ *   ECANCELED  cancelled with sfd_cancel()
+ *   ETIMEDOUT  an opened file was not sent within the open-file timeout
+ *
+ * Reported by the library (return -1 or false, errno set), before anything
+ * is sent:
+ *   EINVAL       a NULL or empty string argument, a negative offset, a NULL
+ *                buffer with a non-zero length
+ *   EBADF        a negative descriptor
+ *   ENAMETOOLONG a path longer than SFD_MAX_PATH_LEN
+ *   EMSGSIZE     header plus trailer longer than SFD_MAX_HDTR_LEN
+ * and the errors of socket(2), connect(2), pipe(2) and sendmsg(2) (for
+ * example ECONNREFUSED when the daemon is gone, EMFILE when this process is
+ * out of descriptors).
+ *
+ * DESCRIPTORS
+ *
+ * Every descriptor returned is new, owned by the caller (close(2) it) and
+ * has FD_CLOEXEC set. Descriptors passed in (srv, dest_fd) are only
+ * borrowed: the library never closes them. The daemon receives its own
+ * duplicate of dest_fd and sets O_NONBLOCK on its open file description
+ * (which the caller's descriptor shares).
+ *
+ * THREADS AND SIGNALS
+ *
+ * All functions are thread-safe; requests from several threads may share one
+ * srv socket. The library installs no signal handlers and writes nothing to
+ * stdout or stderr. sfd_spawn() starts a child process; reap it with
+ * sfd_shutdown().
+ */
+#ifndef SENDFILED_H
+#define SENDFILED_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+#include <time.h>
+
+#include "responses.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/**
+ * The longest path a request may carry, in bytes, not counting the
+ * terminating NUL. Longer paths fail with ENAMETOOLONG before anything is
+ * sent.
+ */
+#define SFD_MAX_PATH_LEN 4095
+
+/**
+ * The most header plus trailer bytes one sfd_send_hdtr() or
+ * sfd_send_open_hdtr() request may carry (together). More fails with
+ * EMSGSIZE before anything is sent. The same on every platform.
+ */
+#define SFD_MAX_HDTR_LEN 8192
+
+/* ------------------------------------------------------------------------
+ * Server interaction
+ * ------------------------------------------------------------------------ */
+
+/**
+ * Starts a sendfiled daemon and waits until it accepts requests.
+ *
+ * The executable is $SENDFILED_BIN if that is set, else "sendfiled" found on
+ * PATH. It inherits the environment; its log goes to syslog (or where
+ * $SENDFILED_LOG says: "stderr", "syslog", "none").
+ *
+ * server_name: the daemon's name; its socket is root_dir/sockdir/server_name.
+ * root_dir:    the directory it serves; request paths are relative to it
+ *              and confined beneath it.
+ * sockdir:     the socket directory, relative to root_dir.
+ * maxfiles:    the most concurrent transfers (open files included); 0 for
+ *              the daemon's default. More are refused with EMFILE.
+ * open_fd_timeout_ms: how long a file opened with sfd_open() waits for
+ *              sfd_send_open() before the daemon closes it (ETIMEDOUT);
+ *              0 for the daemon's default.
+ *
+ * Returns the daemon's pid once it is ready; 0 if a daemon of that name
+ * already serves that socket directory (nothing was started); -1 with errno
+ * set if it failed to start: the daemon's own errno (ENOENT for a missing
+ * root, EACCES, ...), ENOENT if the executable was not found, ETIMEDOUT if it
+ * did not become ready within 30 seconds, EINVAL for a NULL or empty string
+ * or a negative number.
+ */
+pid_t sfd_spawn(const char* server_name, const char* root_dir,
+                const char* sockdir, int maxfiles, int open_fd_timeout_ms);
+
+/**
+ * Connects to a running daemon.
+ *
+ * server_sockdir: the directory holding the daemon's socket (for a daemon
+ *                 started with sfd_spawn(): root_dir/sockdir).
+ * server_name:    the daemon's name.
+ *
+ * Returns a new datagram socket connected to the daemon (the srv argument of
+ * the transfer functions; close(2) it when done), or -1 with errno: EINVAL
+ * for a NULL or empty argument, ENAMETOOLONG if the socket path is too long
+ * for a UNIX socket address, ENOENT if no such socket, ECONNREFUSED if no
+ * daemon is listening on it, or another error of socket(2)/connect(2).
+ */
+int sfd_connect(const char* server_sockdir, const char* server_name);
+
+/**
+ * Stops a daemon started by sfd_spawn(): sends it SIGTERM and waits for it
+ * like waitpid(2).
+ *
+ * Returns the wait status (a clean shutdown gives WIFEXITED(s) &&
+ * WEXITSTATUS(s) == 0), or -1 with errno: EINVAL for pid <= 0, ESRCH if no
+ * such process, ECHILD if it is not a child of this process.
+ */
+int sfd_shutdown(pid_t pid);
+
+/* ------------------------------------------------------------------------
+ * Transfers
+ *
+ * Common arguments:
+ *   srv      a socket returned by sfd_connect().
+ *   path     the file, relative to the daemon's root; at most
+ *            SFD_MAX_PATH_LEN bytes. Only regular files are served
+ *            (symbolic links are followed within the root).
+ *   offset   the first byte to transfer (0: from the start); must be >= 0.
+ *   len      the number of bytes (0: to the end of the file); a range past
+ *            the end of the file is clipped to it.
+ *   nonblock set O_NONBLOCK on the returned descriptor.
+ * ------------------------------------------------------------------------ */
+
+/**
+ * Read File: the daemon writes the file into a new pipe.
+ *
+ * Returns the read end of that pipe (the data channel), or -1 with errno.
+ * On it arrive: one struct sfd_file_info (its size is the number of data
+ * bytes that follow), then exactly that many bytes of file data, then end of
+ * file. There are no progress messages. If the request is refused, an error
+ * header (cmd SFD_FILE_INFO, stat = ENOENT, EINVAL, EMFILE, ...) comes
+ * instead of the file info, then end of file. If reading fails midway the
+ * pipe closes early (fewer bytes than announced).
+ */
+int sfd_read(int srv, const char* path, off_t offset, size_t len,
+             bool nonblock);
+
+/**
+ * Send File: the daemon writes the file to dest_fd.
+ *
+ * dest_fd: any writable descriptor (socket, pipe, regular file); borrowed,
+ *          not closed. The daemon makes its open file description
+ *          non-blocking.
+ *
+ * Returns the read end of a new status pipe, or -1 with errno. On it arrive:
+ * one struct sfd_file_info; zero or more struct sfd_xfer_stat progress
+ * messages (bytes written since the previous one); one completion message
+ * (sfd_xfer_complete() true) or an error header (cmd SFD_XFER_STAT: EIO,
+ * EPIPE, ECANCELED); then end of file. A refused request gets an error header
+ * with cmd SFD_FILE_INFO instead of the file info.
+ */
+int sfd_send(int srv, const char* path, int dest_fd, off_t offset, size_t len,
+             bool nonblock);
+
+/**
+ * Open File: the daemon opens the file, reports it and waits for
+ * sfd_send_open() (or sfd_send_open_hdtr()).
+ *
+ * Returns the read end of a new status pipe, or -1 with errno. On it arrive:
+ * one struct sfd_file_info whose txnid names the open file; after
+ * sfd_send_open(), the progress and completion messages as for sfd_send().
+ * If no sfd_send_open() arrives within the daemon's open-file timeout, an
+ * error header (cmd SFD_XFER_STAT, ETIMEDOUT) arrives and the channel
+ * closes. A refused request gets an error header with cmd SFD_FILE_INFO.
+ * An open file counts against the daemon's maxfiles.
+ */
+int sfd_open(int srv, const char* path, off_t offset, size_t len,
+             bool nonblock);
+
+/**
+ * Send Open File: starts sending a file opened with sfd_open() to dest_fd.
+ *
+ * txnid:   the txnid of the file info sfd_open()'s channel delivered.
+ * dest_fd: as for sfd_send().
+ *
+ * Returns true once the request is sent; progress and completion arrive on
+ * the status pipe sfd_open() returned. Returns false with errno EBADF for a
+ * negative descriptor, or the error of sendmsg(2). An unknown or expired
+ * txnid gets no answer (the daemon closes dest_fd's duplicate).
+ */
+bool sfd_send_open(int srv, size_t txnid, int dest_fd);
+
+/**
+ * Cancel: ends the transfer txnid (an open file, or one being sent).
+ *
+ * Its channel gets an error header (ECANCELED) and closes; the destination
+ * gets no more data; the daemon's slot is free for a new transfer. Returns
+ * true once the request is sent, false with errno EBADF for a negative srv
+ * or the error of sendmsg(2). An unknown txnid is ignored.
+ */
+bool sfd_cancel(int srv, size_t txnid);
+
+/**
+ * Send File with header and trailer: the daemon writes hdr, then the file
+ * range, then trl to dest_fd, in that order and with nothing interleaved,
+ * using the system's native header/trailer support where it has one.
+ *
+ * hdr, hdr_len: bytes written before the file (hdr may be NULL if hdr_len
+ *               is 0).
+ * trl, trl_len: bytes written after the file (likewise).
+ * Other arguments and the return value as for sfd_send(). Progress sizes
+ * count header and trailer bytes too; completion comes after the last
+ * trailer byte. The file info's size counts the file range only.
+ *
+ * Errors as for sfd_send(), and EMSGSIZE if hdr_len + trl_len >
+ * SFD_MAX_HDTR_LEN, EINVAL for a NULL buffer with a non-zero length.
+ */
+int sfd_send_hdtr(int srv, const char* path, int dest_fd, off_t offset,
+                  size_t len, const void* hdr, size_t hdr_len,
+                  const void* trl, size_t trl_len, bool nonblock);
+
+/**
+ * Send Open File with header and trailer: as sfd_send_open(), writing hdr
+ * before and trl after the file range, as sfd_send_hdtr() does. With
+ * sfd_open() this sends a response whose headers depend on the file's
+ * metadata (Content-Length, Last-Modified) in one request.
+ *
+ * Returns true once the request is sent; false with errno EBADF, EINVAL,
+ * EMSGSIZE (as for sfd_send_hdtr()) or the error of sendmsg(2).
+ */
+bool sfd_send_open_hdtr(int srv, size_t txnid, int dest_fd,
+                        const void* hdr, size_t hdr_len,
+                        const void* trl, size_t trl_len);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* SENDFILED_H */
