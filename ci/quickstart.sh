@@ -24,7 +24,9 @@ bin=$(target_dir)/release/sendfiled
 example=$(target_dir)/release/examples/quickstart
 [ -x "$bin" ] || die "$bin was not built"
 
-tmp=$(mktemp -d "${TMPDIR:-/tmp}/sendfiled-quickstart.XXXXXX")
+# Under /tmp rather than $TMPDIR: a UNIX socket's path has to stay short
+# (104 bytes on macOS, whose $TMPDIR alone is about 50).
+tmp=$(mktemp -d /tmp/sendfiled-quickstart.XXXXXX)
 # The physical path: macOS's /tmp is a symlink to /private/tmp.
 tmp=$(cd "$tmp" && pwd -P)
 root=$tmp/root

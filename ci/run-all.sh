@@ -124,9 +124,9 @@ step_fuzz_smoke() { run_hook fuzz-smoke.sh; }
 step_install_test() { run_hook install-test.sh; }
 step_man_lint() { run_hook man-lint.sh; }
 
-ALL_STEPS="yaml fmt clippy test c-tests-valgrind quickstart
-  cross-freebsd cross-macos-x86_64 cross-macos-aarch64
-  bench-quick fuzz-smoke install-test man-lint"
+ALL_STEPS="yaml fmt clippy test c-tests-valgrind quickstart"
+ALL_STEPS="$ALL_STEPS cross-freebsd cross-macos-x86_64 cross-macos-aarch64"
+ALL_STEPS="$ALL_STEPS bench-quick fuzz-smoke install-test man-lint"
 
 # ---------------------------------------------------------------------------
 # The runner.
@@ -139,7 +139,7 @@ fi
 
 steps=${*:-$ALL_STEPS}
 for s in $steps; do
-  case " $(echo $ALL_STEPS) " in
+  case " $ALL_STEPS " in
     *" $s "*) ;;
     *) die "unknown step '$s' (see --list)" ;;
   esac
@@ -152,7 +152,7 @@ trap 'rm -f "$SFD_SKIP_NOTE"' EXIT
 banner "sendfiled CI: $(host_os) $(uname -m), $(ncpu) CPUs"
 echo "rustc:  $(rustc --version)"
 echo "cargo:  $(cargo --version)"
-echo "steps:  $(echo $steps)"
+echo "steps:  $steps"
 
 # Targets for the cross checks, added with rustup if needed (Linux hosts).
 SFD_CROSS_READY=""
@@ -171,7 +171,7 @@ failed=""
 total_start=$(date +%s)
 
 for s in $steps; do
-  fn=step_$(echo "$s" | tr '-' '_')
+  fn=step_${s//-/_}
   banner "step: $s"
   : >"$SFD_SKIP_NOTE"
   start=$(date +%s)

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
-# Runs every test of sendfiled: the Rust workspace's unit, integration and doc
-# tests (on Linux a second time with the daemon forced onto the portable
-# read/write copy path that FreeBSD and macOS use for pipes and files), then
-# the C library's suite when ci/c-tests.sh exists.
+# Runs every test of sendfiled: the C library's suite when ci/c-tests.sh
+# exists, then the Rust workspace's unit, integration and doc tests (on Linux
+# a second time with the daemon forced onto the portable read/write copy path
+# and path walk that FreeBSD and macOS use).
 #
 # This is the README's test command. Extra arguments go to `cargo test`.
 set -euo pipefail
@@ -12,9 +12,16 @@ cd "$SFD_TOP"
 # The machines CI runs on run everything as root; the daemon refuses root
 # unless told otherwise.
 export SENDFILED_ALLOW_ROOT=1
-# client-c's cargo test would run ci/c-tests.sh inside `cargo test`, with its
-# output captured; run it below as a step of its own instead, once.
+# client-c's `cargo test` would run ci/c-tests.sh again, with its output
+# captured; it runs here first, on its own, with its output shown.
 export SFD_SKIP_C_SUITE=1
+
+if [ -f ci/c-tests.sh ]; then
+  banner "C library tests (ci/c-tests.sh)"
+  bash ci/c-tests.sh
+else
+  echo "skipped: C tests (ci/c-tests.sh not present)"
+fi
 
 log=$(mktemp "${TMPDIR:-/tmp}/sfd-test.XXXXXX")
 trap 'rm -f "$log"' EXIT
@@ -33,7 +40,7 @@ else
   echo "skipped: the forced-fallback pass (Linux only: elsewhere the fallback is the native path)"
 fi
 
-# One line totalling every `test result:` line above.
+# One line totalling every `test result:` line above (both passes).
 awk '/^test result:/ {
        for (i = 1; i <= NF; i++) {
          if ($i ~ /^passed;?$/)  p += $(i-1)
@@ -42,10 +49,3 @@ awk '/^test result:/ {
        }
      }
      END { printf "rust: %d passed, %d failed, %d skipped\n", p, f, s }' "$log"
-
-if [ -f ci/c-tests.sh ]; then
-  banner "C library tests (ci/c-tests.sh)"
-  bash ci/c-tests.sh
-else
-  echo "skipped: C tests (ci/c-tests.sh not present)"
-fi
