@@ -18,8 +18,17 @@ cleanup() {
 }
 trap cleanup EXIT
 
-banner "quickstart: cargo build --release (daemon and example)"
-cargo build --release -p sendfiled --bin sendfiled --example quickstart
+# The sfd command-line client, when the workspace has it, moves the files a
+# second time.
+build=(-p sendfiled --bin sendfiled --example quickstart)
+sfd=""
+if [ -f sfd/Cargo.toml ]; then
+  build=("${build[@]}" -p sfd --bin sfd)
+  sfd=$(target_dir)/release/sfd
+fi
+
+banner "quickstart: cargo build --release (daemon, example${sfd:+, sfd})"
+cargo build --release "${build[@]}"
 bin=$(target_dir)/release/sendfiled
 example=$(target_dir)/release/examples/quickstart
 [ -x "$bin" ] || die "$bin was not built"
@@ -67,6 +76,17 @@ esac
 banner "quickstart: move the files through the daemon"
 echo "+ $example $root $name hello.txt random-8MiB.bin"
 "$example" "$root" "$name" hello.txt random-8MiB.bin
+
+if [ -n "$sfd" ]; then
+  banner "quickstart: the same files with the sfd client"
+  for f in hello.txt random-8MiB.bin; do
+    echo "+ sfd --socket $root/$name cat $f | cmp - $f"
+    "$sfd" --socket "$root/$name" cat "$f" | cmp - "$root/$f"
+    echo "sfd cat $f: $(wc -c <"$root/$f" | tr -d ' ') bytes, identical"
+  done
+else
+  echo "skipped: the sfd client (sfd/ not present)"
+fi
 
 banner "quickstart: stop the daemon (SIGTERM)"
 kill -TERM "$pid"
