@@ -1,19 +1,21 @@
 //! The `sendfiled` daemon: command line -> configuration -> the portable
 //! server running the platform's backend, picked here and nowhere else.
 
+mod activation;
 mod cli;
 mod logging;
 mod privileges;
 
 use std::ffi::CString;
 use std::io::{self, Write};
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsFd, AsRawFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Component, Path, PathBuf};
 use std::time::Duration;
 
 use clap::Parser;
-use sendfiled_core::server::{listener, Config, Server};
+use sendfiled_core::server::listener::{self, RequestSocket};
+use sendfiled_core::server::{Config, Server};
 
 use cli::{Args, LogTarget};
 
@@ -139,6 +141,9 @@ fn raise_fd_limit() {
 }
 
 fn run(args: &Args, target: LogTarget) -> Result<(), StartError> {
+    // First, before anything could start a thread: it edits the environment.
+    let inherited =
+        activation::take_request_socket().map_err(|e| StartError::new(e.errno, e.what))?;
     let identity = privileges::resolve(args.user.as_deref(), args.group.as_deref())
         .map_err(|e| StartError::io("looking up -u/-g", e))?;
     if nix::unistd::geteuid().is_root() && identity.is_none() && !allow_root(args) {
@@ -156,22 +161,24 @@ fn run(args: &Args, target: LogTarget) -> Result<(), StartError> {
             format!("root {} is not a directory", root.display()),
         ));
     }
-    let sock_path = socket_path(&root, &args.sockdir, &args.name)?;
-    let mut socket = listener::bind(&sock_path, args.socket_mode)
-        .map_err(|e| StartError::io(&format!("request socket {}", sock_path.display()), e))?;
-    if identity.is_some() || args.socket_group.is_some() {
-        let group = match &args.socket_group {
-            Some(g) => Some(
-                privileges::resolve(None, Some(g))
-                    .map_err(|e| StartError::io("--socket-group", e))?
-                    .map(|i| i.gid)
-                    .ok_or_else(|| StartError::new(libc::EINVAL, "--socket-group"))?,
-            ),
-            None => identity.map(|i| i.gid),
-        };
-        nix::unistd::chown(&sock_path, identity.map(|i| i.uid), group)
-            .map_err(|e| StartError::io("chown of the request socket", e.into()))?;
-    }
+    let (mut socket, shown) = match inherited {
+        // The service manager bound it and owns its file, permissions,
+        // group and removal; -s only names the server in logs.
+        Some(fd) => {
+            listener::prepare(fd.as_fd())
+                .map_err(|e| StartError::io("preparing the inherited request socket", e))?;
+            let shown = format!(
+                "the socket passed by the service manager (server {})",
+                args.name
+            );
+            (RequestSocket { fd, path: None }, shown)
+        }
+        None => {
+            let sock_path = socket_path(&root, &args.sockdir, &args.name)?;
+            let socket = bind_socket(args, &sock_path, identity)?;
+            (socket, sock_path.display().to_string())
+        }
+    };
     raise_fd_limit();
 
     let mut root_for_server = root.clone();
@@ -212,12 +219,37 @@ fn run(args: &Args, target: LogTarget) -> Result<(), StartError> {
         env!("CARGO_PKG_NAME"),
         env!("CARGO_PKG_VERSION"),
         root.display(),
-        sock_path.display()
+        shown
     );
     if args.print_ready {
         report(&format!("ready {}", std::process::id()));
     }
     server.run().map_err(|e| StartError::io("event loop", e))
+}
+
+/// Binds the request socket at `sock_path` and gives it to the user and
+/// group the daemon will run as (or --socket-group).
+fn bind_socket(
+    args: &Args,
+    sock_path: &Path,
+    identity: Option<privileges::Identity>,
+) -> Result<RequestSocket, StartError> {
+    let socket = listener::bind(sock_path, args.socket_mode)
+        .map_err(|e| StartError::io(&format!("request socket {}", sock_path.display()), e))?;
+    if identity.is_some() || args.socket_group.is_some() {
+        let group = match &args.socket_group {
+            Some(g) => Some(
+                privileges::resolve(None, Some(g))
+                    .map_err(|e| StartError::io("--socket-group", e))?
+                    .map(|i| i.gid)
+                    .ok_or_else(|| StartError::new(libc::EINVAL, "--socket-group"))?,
+            ),
+            None => identity.map(|i| i.gid),
+        };
+        nix::unistd::chown(sock_path, identity.map(|i| i.uid), group)
+            .map_err(|e| StartError::io("chown of the request socket", e.into()))?;
+    }
+    Ok(socket)
 }
 
 /// Detaches: the parent exits at once, the child leads a new session with

@@ -128,7 +128,12 @@ struct Transfer {
     dest_registered: bool,
     peer_uid: Option<u32>,
     started: Instant,
+    /// How it ended, for the log: 0 complete, an errno, or [`GONE`].
+    ended: i32,
 }
+
+/// [`Transfer::ended`] of a transfer whose client went away.
+const GONE: i32 = -1;
 
 const LISTENER: Token = Token(0);
 const SIGNALS: Token = Token(1);
@@ -554,6 +559,7 @@ impl<B: TransferBackend> Server<B> {
             dest_registered: false,
             peer_uid: uid,
             started: Instant::now(),
+            ended: 0,
         };
         let slot = self.table.insert(txnid, t);
         log::debug!("txn {txnid:x}: {op:?} {shown} ({size} bytes)");
@@ -837,6 +843,9 @@ impl<B: TransferBackend> Server<B> {
         let Some(t) = self.table.get_mut(slot) else {
             return;
         };
+        if t.state != State::Finishing {
+            t.ended = errno;
+        }
         let fin = if t.op == Op::Read {
             Final::Close
         } else {
@@ -850,9 +859,10 @@ impl<B: TransferBackend> Server<B> {
 
     /// Drops a transfer whose client is gone; nothing more can be said.
     fn abandon(&mut self, slot: Slot, why: &str) {
-        if let Some((txnid, t)) = self.table.get(slot) {
-            log::debug!("txn {txnid:x}: {why}");
+        if let Some(t) = self.table.get_mut(slot) {
+            log::debug!("transfer in slot {slot}: {why}");
             if t.state != State::Finishing {
+                t.ended = GONE;
                 self.counters.failed += 1;
             }
         }
@@ -875,13 +885,21 @@ impl<B: TransferBackend> Server<B> {
         // of the transfer any more.
         t.file = None;
         t.dest = Dest::None;
-        log::debug!(
-            "txn {txnid:x}: {:?} ended after {} of {} bytes in {:?}",
-            t.op,
-            t.cursor.pos,
-            t.cursor.total(),
-            t.started.elapsed()
-        );
+        if log::log_enabled!(log::Level::Debug) {
+            let outcome = match t.ended {
+                0 => "complete".to_owned(),
+                GONE => "client gone".to_owned(),
+                e => format!("failed: {}", io::Error::from_raw_os_error(e)),
+            };
+            let uid = t.peer_uid.map(|u| format!(" uid {u}")).unwrap_or_default();
+            log::debug!(
+                "txn {txnid:x}: {:?} {outcome} after {} of {} bytes in {:?}{uid}",
+                t.op,
+                t.cursor.pos,
+                t.cursor.total(),
+                t.started.elapsed()
+            );
+        }
     }
 
     fn expire_open_files(&mut self) {

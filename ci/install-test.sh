@@ -1,0 +1,160 @@
+#!/usr/bin/env bash
+# Tests the install: checks dist/ (ci/dist-check.sh), installs into a
+# temporary DESTDIR with ci/install.sh, lists what went where, checks the
+# key files, runs the installed programs, and moves a file through an
+# installed daemon with the installed sfd (and, when the C library was
+# installed, with a C program built against the installed headers and
+# pkg-config file).
+set -euo pipefail
+
+root=$(cd "$(dirname "$0")/.." && pwd)
+cd "$root"
+PREFIX=${PREFIX:-/usr/local}
+work=$(mktemp -d)
+daemon_pid=
+cleanup() {
+    if [ -n "$daemon_pid" ]; then
+        kill -TERM "$daemon_pid" 2>/dev/null || true
+        wait "$daemon_pid" 2>/dev/null || true
+    fi
+    rm -rf "$work"
+}
+trap cleanup EXIT
+fail=0
+passed=0
+ok() { echo "ok   $*"; passed=$((passed + 1)); }
+bad() { echo "FAIL $*"; fail=$((fail + 1)); }
+check() { # description command...
+    local what=$1
+    shift
+    if "$@"; then ok "$what"; else bad "$what"; fi
+}
+
+dest=$work/dest
+DESTDIR=$dest PREFIX=$PREFIX bash ci/install.sh
+p=$dest$PREFIX
+
+echo "--- installed files (under DESTDIR=$dest):"
+(cd "$dest" && find . \( -type f -o -type l \) | sort | sed 's#^\./#/#')
+echo "---"
+
+bash ci/dist-check.sh "$p/sbin/sendfiled" || fail=$((fail + 1))
+
+for f in sbin/sendfiled bin/sfd; do
+    check "$PREFIX/$f is installed and executable" test -x "$p/$f"
+done
+for f in share/man/man8/sendfiled.8 share/man/man1/sfd.1 share/man/man3/sendfiled.3 \
+    share/sendfiled/dist/systemd/sendfiled@.service share/sendfiled/dist/systemd/sendfiled@.socket \
+    share/sendfiled/dist/freebsd/sendfiled share/sendfiled/dist/macos/org.sendfiled.sendfiled.plist; do
+    check "$PREFIX/$f is installed" test -s "$p/$f"
+done
+check "man links: sfd_read.3 -> sendfiled.3" test "$(readlink "$p/share/man/man3/sfd_read.3")" = sendfiled.3
+if [ "$(uname -s)" = Linux ]; then
+    for f in lib/systemd/system/sendfiled@.service lib/systemd/system/sendfiled@.socket lib/sysusers.d/sendfiled.conf; do
+        check "$PREFIX/$f is installed" test -s "$p/$f"
+    done
+    check "installed unit runs $PREFIX/sbin/sendfiled" \
+        grep -q "^ExecStart=$PREFIX/sbin/sendfiled " "$p/lib/systemd/system/sendfiled@.service"
+fi
+if [ -f client-c/Makefile ]; then
+    for f in include/sendfiled.h include/responses.h; do
+        check "$PREFIX/$f is installed" test -s "$p/$f"
+    done
+    check "libsendfiled (shared and static) is installed" \
+        test -n "$(find "$p" -name 'libsendfiled.so*' -o -name 'libsendfiled*.dylib')" -a \
+        -n "$(find "$p" -name libsendfiled.a)"
+    check "sendfiled.pc is installed" test -n "$(find "$p" -name sendfiled.pc)"
+fi
+check "installed rc.d script runs $PREFIX/sbin/sendfiled" \
+    grep -q "^procname=\"$PREFIX/sbin/sendfiled\"" "$p/share/sendfiled/dist/freebsd/sendfiled"
+check "nothing was installed outside DESTDIR$PREFIX" \
+    test -z "$(find "$dest" \( -type f -o -type l \) | grep -v "^$dest${PREFIX%/}/")"
+
+version=$("$p/sbin/sendfiled" --version)
+check "sendfiled --version: $version" grep -q '^sendfiled [0-9]' <<<"$version"
+check "sfd --help" bash -c '"$1" --help | grep -q "Usage: sfd"' _ "$p/bin/sfd"
+check "sfd --version" bash -c '"$1" --version | grep -q "^sfd [0-9]"' _ "$p/bin/sfd"
+if command -v mandoc >/dev/null 2>&1; then
+    check "installed sendfiled.8 renders" bash -c 'mandoc -T utf8 "$1" >/dev/null' _ "$p/share/man/man8/sendfiled.8"
+fi
+
+# --- the quick start, with the installed programs ----------------------
+srv=$work/srv
+mkdir -p "$srv/run"
+printf 'hello through sendfiled\n' >"$srv/hello.txt"
+name=installtest$$
+mkfifo "$work/ready"
+SENDFILED_ALLOW_ROOT=1 "$p/sbin/sendfiled" -s "$name" -r "$srv" -S run -p --log none \
+    >"$work/ready" &
+daemon_pid=$!
+# -p prints one line ("ready PID" or "error ERRNO ...") and closes standard
+# output: reading it waits for readiness or failure without sleeping.
+ready=
+read -r ready _ <"$work/ready" || true
+check "installed daemon is ready" test "${ready:-}" = ready
+sock=$srv/run/$name
+check "installed sfd cats a file" \
+    bash -c '[ "$("$1" --socket "$2" cat hello.txt)" = "hello through sendfiled" ]' _ "$p/bin/sfd" "$sock"
+check "installed sfd pings the daemon" \
+    bash -c '"$1" --socket "$2" ping | grep -q "1 completed"' _ "$p/bin/sfd" "$sock"
+
+pc=$(find "$dest" -name sendfiled.pc 2>/dev/null | head -n1)
+if [ -n "$pc" ] && command -v pkg-config >/dev/null 2>&1 && command -v cc >/dev/null 2>&1; then
+    # The example of sendfiled(3), built as a user would, against the staged
+    # install (PKG_CONFIG_SYSROOT_DIR maps the .pc's paths into DESTDIR).
+    awk '/^#include <sendfiled.h>/ {on=1} on && /^\.Ed/ {exit} on {print}' man/sendfiled.3 |
+        sed -e 's/\\e/\\/g' -e "s#\"/run/sendfiled\", \"www\"#\"$srv/run\", \"$name\"#" \
+            -e 's#"index.html"#"hello.txt"#g' >"$work/app.c"
+    flags=$(PKG_CONFIG_PATH=$(dirname "$pc") PKG_CONFIG_SYSROOT_DIR=$dest pkg-config --cflags --libs sendfiled)
+    # shellcheck disable=SC2086
+    if cc -o "$work/app" "$work/app.c" $flags; then
+        ok "a C program builds with pkg-config --cflags --libs sendfiled"
+        libdir=$(dirname "$(find "$dest" -name 'libsendfiled.so*' | head -n1)")
+        out=$(LD_LIBRARY_PATH=$libdir DYLD_LIBRARY_PATH=$libdir "$work/app" || true)
+        check "the C program reads a file through the installed daemon" \
+            test "$out" = "hello through sendfiled"
+    else
+        bad "a C program builds with pkg-config --cflags --libs sendfiled"
+    fi
+else
+    echo "note: no sendfiled.pc installed (or no pkg-config/cc): the C library was not tested"
+fi
+
+kill -TERM "$daemon_pid"
+status=0
+wait "$daemon_pid" || status=$?
+daemon_pid=
+check "installed daemon exits 0 on SIGTERM" test "$status" -eq 0
+check "its socket file is removed" test ! -e "$sock"
+
+# --- socket activation by systemd's own tool, as a socket unit does it -----
+if command -v systemd-socket-activate >/dev/null 2>&1; then
+    asock=$work/activated.sock
+    mkfifo "$work/activate.err"
+    systemd-socket-activate --datagram -l "$asock" -E SENDFILED_ALLOW_ROOT=1 \
+        "$p/sbin/sendfiled" -s activated -r "$srv" --log stderr 2>"$work/activate.err" &
+    daemon_pid=$!
+    exec 7<"$work/activate.err"
+    while read -r line <&7; do
+        case $line in Listening*) break ;; esac
+    done
+    cat <&7 >"$work/activate.log" &
+    exec 7<&-
+    # The first datagram starts the daemon (exec, same pid), which finds it
+    # queued on the socket it is handed.
+    check "socket activation: sfd cat starts the daemon and gets the file" \
+        bash -c '[ "$("$1" --socket "$2" cat hello.txt)" = "hello through sendfiled" ]' _ "$p/bin/sfd" "$asock"
+    kill -TERM "$daemon_pid"
+    status=0
+    wait "$daemon_pid" || status=$?
+    daemon_pid=
+    check "socket activation: the daemon exits 0 on SIGTERM" test "$status" -eq 0
+    wait
+    check "socket activation: the daemon logged the passed socket" \
+        grep -q "socket passed by the service manager" "$work/activate.log"
+else
+    echo "note: systemd-socket-activate not found; socket activation is covered by tests/activation.rs"
+fi
+
+echo "install-test: $passed passed, $fail failed"
+[ "$fail" -eq 0 ]

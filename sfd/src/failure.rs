@@ -1,0 +1,202 @@
+//! How `sfd` fails: a message that names the errno, and an exit status that
+//! tells a script which kind of failure it was.
+
+use std::fmt;
+use std::io;
+
+/// The operation failed: the daemon reported an error, or a local step
+/// (opening the destination, writing standard output) failed.
+pub const EXIT_FAILURE: i32 = 1;
+/// A bad command line (what clap uses too).
+pub const EXIT_USAGE: i32 = 2;
+/// The daemon could not be reached, or did not answer (sysexits
+/// `EX_UNAVAILABLE`).
+pub const EXIT_UNAVAILABLE: i32 = 69;
+
+/// A failure on its way to standard error and the exit status.
+#[derive(Debug)]
+pub struct Failure {
+    /// The exit status.
+    pub code: i32,
+    /// The message, without the leading `sfd: `.
+    pub message: String,
+}
+
+impl Failure {
+    /// The daemon (or a local step) failed with `errno` while doing `what`.
+    pub fn errno(what: impl fmt::Display, errno: i32) -> Failure {
+        Failure {
+            code: EXIT_FAILURE,
+            message: format!("{what}: {}", describe(errno)),
+        }
+    }
+
+    /// A local step failed with `err` while doing `what`.
+    pub fn io(what: impl fmt::Display, err: &io::Error) -> Failure {
+        Failure {
+            code: EXIT_FAILURE,
+            message: format!("{what}: {}", describe_io(err)),
+        }
+    }
+
+    /// The daemon could not be reached (`err` says why).
+    pub fn unavailable(what: impl fmt::Display, err: &io::Error) -> Failure {
+        Failure {
+            code: EXIT_UNAVAILABLE,
+            message: format!("{what}: {}", describe_io(err)),
+        }
+    }
+
+    /// A failure with a message of its own and no errno.
+    pub fn other(code: i32, message: impl Into<String>) -> Failure {
+        Failure {
+            code,
+            message: message.into(),
+        }
+    }
+}
+
+/// Whether an error of the request socket means that no daemon is there.
+pub fn is_unreachable(err: &io::Error) -> bool {
+    matches!(
+        err.raw_os_error(),
+        Some(
+            libc::ENOENT
+                | libc::ECONNREFUSED
+                | libc::ENOTCONN
+                | libc::ECONNRESET
+                | libc::EPIPE
+                | libc::EACCES
+                | libc::EPERM
+                | libc::ENOTSOCK
+                | libc::EPROTOTYPE
+                | libc::ETIMEDOUT
+        )
+    )
+}
+
+/// `No such file or directory (ENOENT)`.
+pub fn describe(errno: i32) -> String {
+    describe_io(&io::Error::from_raw_os_error(errno))
+}
+
+/// Like [`describe`] for any I/O error (one without an errno is shown as
+/// it is).
+pub fn describe_io(err: &io::Error) -> String {
+    let Some(errno) = err.raw_os_error() else {
+        return err.to_string();
+    };
+    let text = err.to_string();
+    // std shows "text (os error N)"; the symbolic name says more to a
+    // reader of man pages.
+    let text = match text.rfind(" (os error ") {
+        Some(i) => text[..i].to_owned(),
+        None => text,
+    };
+    match errno_name(errno) {
+        Some(name) => format!("{text} ({name})"),
+        None => format!("{text} (errno {errno})"),
+    }
+}
+
+/// The symbolic name of an errno value, where it is one sendfiled or the
+/// socket calls can give. Several names may share a value on one system
+/// (`EAGAIN`/`EWOULDBLOCK`); the first listed wins.
+pub fn errno_name(errno: i32) -> Option<&'static str> {
+    const NAMES: &[(i32, &str)] = &[
+        (libc::EPERM, "EPERM"),
+        (libc::ENOENT, "ENOENT"),
+        (libc::ESRCH, "ESRCH"),
+        (libc::EINTR, "EINTR"),
+        (libc::EIO, "EIO"),
+        (libc::ENXIO, "ENXIO"),
+        (libc::E2BIG, "E2BIG"),
+        (libc::EBADF, "EBADF"),
+        (libc::ECHILD, "ECHILD"),
+        (libc::EAGAIN, "EAGAIN"),
+        (libc::ENOMEM, "ENOMEM"),
+        (libc::EACCES, "EACCES"),
+        (libc::EFAULT, "EFAULT"),
+        (libc::EBUSY, "EBUSY"),
+        (libc::EEXIST, "EEXIST"),
+        (libc::EXDEV, "EXDEV"),
+        (libc::ENODEV, "ENODEV"),
+        (libc::ENOTDIR, "ENOTDIR"),
+        (libc::EISDIR, "EISDIR"),
+        (libc::EINVAL, "EINVAL"),
+        (libc::ENFILE, "ENFILE"),
+        (libc::EMFILE, "EMFILE"),
+        (libc::ETXTBSY, "ETXTBSY"),
+        (libc::EFBIG, "EFBIG"),
+        (libc::ENOSPC, "ENOSPC"),
+        (libc::ESPIPE, "ESPIPE"),
+        (libc::EROFS, "EROFS"),
+        (libc::EPIPE, "EPIPE"),
+        (libc::ERANGE, "ERANGE"),
+        (libc::ENAMETOOLONG, "ENAMETOOLONG"),
+        (libc::ENOSYS, "ENOSYS"),
+        (libc::ELOOP, "ELOOP"),
+        (libc::EOVERFLOW, "EOVERFLOW"),
+        (libc::EPROTO, "EPROTO"),
+        (libc::ENOTSOCK, "ENOTSOCK"),
+        (libc::EDESTADDRREQ, "EDESTADDRREQ"),
+        (libc::EMSGSIZE, "EMSGSIZE"),
+        (libc::EPROTOTYPE, "EPROTOTYPE"),
+        (libc::EOPNOTSUPP, "EOPNOTSUPP"),
+        (libc::EAFNOSUPPORT, "EAFNOSUPPORT"),
+        (libc::EADDRINUSE, "EADDRINUSE"),
+        (libc::EADDRNOTAVAIL, "EADDRNOTAVAIL"),
+        (libc::ENETDOWN, "ENETDOWN"),
+        (libc::ENETUNREACH, "ENETUNREACH"),
+        (libc::ECONNABORTED, "ECONNABORTED"),
+        (libc::ECONNRESET, "ECONNRESET"),
+        (libc::ENOBUFS, "ENOBUFS"),
+        (libc::EISCONN, "EISCONN"),
+        (libc::ENOTCONN, "ENOTCONN"),
+        (libc::ETIMEDOUT, "ETIMEDOUT"),
+        (libc::ECONNREFUSED, "ECONNREFUSED"),
+        (libc::EHOSTUNREACH, "EHOSTUNREACH"),
+        (libc::EALREADY, "EALREADY"),
+        (libc::EINPROGRESS, "EINPROGRESS"),
+        (libc::ECANCELED, "ECANCELED"),
+    ];
+    NAMES
+        .iter()
+        .find(|(n, _)| *n == errno)
+        .map(|(_, name)| *name)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn messages_name_the_errno() {
+        assert_eq!(describe(libc::ENOENT), "No such file or directory (ENOENT)");
+        assert!(describe(libc::ECANCELED).ends_with("(ECANCELED)"));
+        assert!(describe(4000).ends_with("(errno 4000)"));
+        let f = Failure::errno("cat missing.txt", libc::ENOENT);
+        assert_eq!(f.code, EXIT_FAILURE);
+        assert_eq!(
+            f.message,
+            "cat missing.txt: No such file or directory (ENOENT)"
+        );
+        let plain = io::Error::other("no errno here");
+        assert_eq!(describe_io(&plain), "no errno here");
+    }
+
+    #[test]
+    fn shared_values_take_the_first_name() {
+        assert_eq!(errno_name(libc::EWOULDBLOCK), Some("EAGAIN"));
+        assert_eq!(errno_name(0), None);
+    }
+
+    #[test]
+    fn socket_errors_mean_unreachable() {
+        let e = |n| io::Error::from_raw_os_error(n);
+        assert!(is_unreachable(&e(libc::ECONNREFUSED)));
+        assert!(is_unreachable(&e(libc::ENOENT)));
+        assert!(!is_unreachable(&e(libc::ENAMETOOLONG)));
+        assert!(!is_unreachable(&e(libc::EINVAL)));
+    }
+}

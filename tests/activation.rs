@@ -1,0 +1,180 @@
+//! Socket activation as systemd does it, without systemd: the test binds the
+//! request socket, hands it to the daemon as descriptor 3 with `LISTEN_PID`
+//! set to the daemon's own pid and `LISTEN_FDS=1`, and then talks to the
+//! daemon through that socket.
+
+use std::io::{BufRead, BufReader, Read};
+use std::os::fd::{AsRawFd, RawFd};
+use std::os::unix::net::{UnixDatagram, UnixStream};
+use std::os::unix::process::CommandExt;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use sendfiled_core::client::Client;
+use sendfiled_core::protocol::Range;
+
+const DAEMON: &str = env!("CARGO_BIN_EXE_sendfiled");
+
+/// Starts the daemon through `/bin/sh` so that `LISTEN_PID=$$` is the pid
+/// the daemon will have (`exec` keeps it), with `fd` as descriptor 3.
+fn spawn_activated(fd: RawFd, listen_fds: &str, root: &Path, extra: &[&str]) -> Child {
+    let mut cmd = Command::new("/bin/sh");
+    cmd.arg("-c")
+        .arg(format!(
+            "LISTEN_PID=$$ LISTEN_FDS={listen_fds} LISTEN_FDNAMES=req exec \"$0\" \"$@\""
+        ))
+        .arg(DAEMON)
+        .args(["-s", "activated", "-r"])
+        .arg(root)
+        .args(["-p", "--log", "stderr", "--log-level", "debug"])
+        .args(extra)
+        .env("SENDFILED_ALLOW_ROOT", "1")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    // SAFETY: only async-signal-safe calls (dup2, fcntl) between fork and
+    // exec.
+    unsafe {
+        cmd.pre_exec(move || {
+            if fd == 3 {
+                // dup2 onto itself keeps close-on-exec: clear it instead.
+                if libc::fcntl(3, libc::F_SETFD, 0) < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+            } else if libc::dup2(fd, 3) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    cmd.spawn().expect("spawn the daemon through /bin/sh")
+}
+
+fn first_line(child: &mut Child) -> String {
+    let out = child.stdout.take().expect("stdout piped");
+    let mut line = String::new();
+    BufReader::new(out)
+        .read_line(&mut line)
+        .expect("readiness line");
+    line
+}
+
+fn stop(child: &mut Child) -> std::process::ExitStatus {
+    // SAFETY: signalling our own child by its pid.
+    unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
+    child.wait().expect("wait for the daemon")
+}
+
+fn stderr_of(child: &mut Child) -> String {
+    let mut s = String::new();
+    if let Some(mut e) = child.stderr.take() {
+        let _ = e.read_to_string(&mut s);
+    }
+    s
+}
+
+#[test]
+fn daemon_serves_on_the_socket_it_was_handed() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("root");
+    std::fs::create_dir(&root).unwrap();
+    let body: Vec<u8> = (0..100_000u32).map(|i| (i * 7 % 251) as u8).collect();
+    std::fs::write(root.join("hello.bin"), &body).unwrap();
+
+    // Outside the root, as /run/sendfiled/NAME is for a unit.
+    let sock_path = dir.path().join("activated.sock");
+    let sock = UnixDatagram::bind(&sock_path).unwrap();
+
+    let mut child = spawn_activated(sock.as_raw_fd(), "1", &root, &[]);
+    drop(sock);
+    let line = first_line(&mut child);
+    assert_eq!(
+        line.trim(),
+        format!("ready {}", child.id()),
+        "daemon said {line:?}"
+    );
+
+    let client = Client::connect_path(&sock_path).unwrap();
+    let mut data = client.read("hello.bin", Range::WHOLE).unwrap();
+    let info = data.file_info().unwrap();
+    assert_eq!(info.size, body.len());
+    let mut got = Vec::new();
+    data.read_to_end(&mut got).unwrap();
+    assert_eq!(got, body);
+
+    let stat = client.server_status(Duration::from_secs(10)).unwrap();
+    assert_eq!(stat.completed, 1);
+
+    let status = stop(&mut child);
+    assert!(status.success(), "clean shutdown, got {status:?}");
+    // The daemon did not create the socket file, so it leaves it alone.
+    assert!(
+        sock_path.exists(),
+        "an inherited socket's file is the manager's"
+    );
+    // It never bound a socket of its own under the root.
+    assert!(!root.join("activated").exists());
+    let log = stderr_of(&mut child);
+    assert!(
+        log.contains("service manager"),
+        "log names the source: {log}"
+    );
+}
+
+#[test]
+fn listen_pid_of_another_process_is_ignored() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("root");
+    std::fs::create_dir(&root).unwrap();
+    std::fs::write(root.join("f"), b"x").unwrap();
+    let mut child = Command::new(DAEMON)
+        .args(["-s", "own", "-r"])
+        .arg(&root)
+        .args(["-p", "--log", "none"])
+        .env("SENDFILED_ALLOW_ROOT", "1")
+        .env("LISTEN_PID", "1")
+        .env("LISTEN_FDS", "1")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let line = first_line(&mut child);
+    assert!(line.starts_with("ready "), "daemon said {line:?}");
+    // It bound its own socket, as without activation.
+    let client = Client::connect_path(&root.join("own")).unwrap();
+    assert_eq!(
+        client.server_status(Duration::from_secs(10)).unwrap().live,
+        0
+    );
+    assert!(stop(&mut child).success());
+    assert!(!root.join("own").exists(), "its own socket file is removed");
+}
+
+#[test]
+fn a_stream_socket_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, _b) = UnixStream::pair().unwrap();
+    let mut child = spawn_activated(a.as_raw_fd(), "1", dir.path(), &[]);
+    let line = first_line(&mut child);
+    assert!(
+        line.starts_with(&format!("error {} ", libc::EPROTOTYPE)),
+        "daemon said {line:?}"
+    );
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(libc::EPROTOTYPE));
+}
+
+#[test]
+fn listen_fds_without_a_descriptor_is_an_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let sock = UnixDatagram::unbound().unwrap();
+    let mut child = spawn_activated(sock.as_raw_fd(), "0", dir.path(), &[]);
+    let line = first_line(&mut child);
+    assert!(
+        line.starts_with(&format!("error {} ", libc::EBADF)),
+        "daemon said {line:?}"
+    );
+    assert_eq!(child.wait().unwrap().code(), Some(libc::EBADF));
+}
