@@ -11,6 +11,11 @@
 # step whose script or tool is absent prints "skipped: ..." and is listed as
 # skipped in the summary; once the script exists, its failure fails CI.
 #
+# It runs under bash 3.2 (macOS's /bin/bash): no bash-4 features, and an
+# argument list that may be empty is written ${1+"$@"}, which is safe under
+# set -u on every bash. The scripts it calls run under the same bash
+# ("$BASH"), so the macOS jobs check them with 3.2 too.
+#
 # Environment:
 #   SFD_FAIL_FAST=1      stop at the first failing step
 #   SFD_REQUIRE_YAML=1   fail (instead of skip) when python3 cannot import yaml
@@ -40,8 +45,8 @@ run_hook() {
   local script=ci/$1
   shift
   [ -f "$script" ] || skip "$script not present"
-  echo "+ bash $script $*"
-  bash "$script" "$@"
+  echo "+ bash $script ${*:-}"
+  "$BASH" "$script" ${1+"$@"}
 }
 
 step_yaml() {
@@ -87,7 +92,7 @@ step_clippy() {
 
 step_test() {
   echo "+ bash ci/test.sh   (the README's test command)"
-  bash ci/test.sh
+  "$BASH" ci/test.sh
 }
 
 step_c_tests_valgrind() {
@@ -99,7 +104,7 @@ step_c_tests_valgrind() {
 
 step_quickstart() {
   echo "+ bash ci/quickstart.sh   (the README's run command)"
-  bash ci/quickstart.sh
+  "$BASH" ci/quickstart.sh
 }
 
 cross_check() {

@@ -18,7 +18,7 @@ export SFD_SKIP_C_SUITE=1
 
 if [ -f ci/c-tests.sh ]; then
   banner "C library tests (ci/c-tests.sh)"
-  bash ci/c-tests.sh
+  "$BASH" ci/c-tests.sh
 else
   echo "skipped: C tests (ci/c-tests.sh not present)"
 fi
@@ -27,15 +27,15 @@ log=$(mktemp "${TMPDIR:-/tmp}/sfd-test.XXXXXX")
 trap 'rm -f "$log"' EXIT
 
 cargo_tests() {
-  cargo test --workspace "$@" 2>&1 | tee -a "$log"
+  cargo test --workspace ${1+"$@"} 2>&1 | tee -a "$log"
 }
 
 banner "cargo test --workspace"
-cargo_tests "$@"
+cargo_tests ${1+"$@"}
 
 if [ "$(host_os)" = Linux ]; then
   banner "cargo test --workspace with SENDFILED_FORCE_FALLBACK=1 (portable copy path and path walk)"
-  SENDFILED_FORCE_FALLBACK=1 cargo_tests "$@"
+  SENDFILED_FORCE_FALLBACK=1 cargo_tests ${1+"$@"}
 else
   echo "skipped: the forced-fallback pass (Linux only: elsewhere the fallback is the native path)"
 fi
