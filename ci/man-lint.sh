@@ -52,7 +52,7 @@ fi
 target=${target:-$root/target}
 if command -v cargo >/dev/null 2>&1 &&
     { [ ! -x "$target/debug/sendfiled" ] || [ ! -x "$target/debug/sfd" ]; }; then
-    cargo build -q --bin sendfiled --bin sfd
+    cargo build -q -p sendfiled --bin sendfiled -p sfd --bin sfd
 fi
 check_options() { # binary page
     local bin=$1 page=$2 missing=""

@@ -23,9 +23,25 @@ fn crate_dir() -> PathBuf {
 
 /// The directory holding `libsendfiled.a`: the profile directory above this
 /// test binary's `deps/`.
+/// Builds the library first if this test runs before anything built it
+/// (`cargo test` builds only the rlib for tests).
 fn lib_dir() -> PathBuf {
     let exe = std::env::current_exe().unwrap();
-    exe.parent().unwrap().parent().unwrap().to_owned()
+    let dir = exe.parent().unwrap().parent().unwrap().to_owned();
+    if !dir.join("libsendfiled.a").exists() {
+        let target_dir = dir.parent().unwrap();
+        let mut cargo =
+            std::process::Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+        cargo
+            .args(["build", "-q", "-p", "sendfiled-client-c", "--target-dir"])
+            .arg(target_dir);
+        if dir.file_name().is_some_and(|n| n == "release") {
+            cargo.arg("--release");
+        }
+        let st = cargo.status().expect("run cargo build");
+        assert!(st.success(), "building libsendfiled.a failed");
+    }
+    dir
 }
 
 fn expected() -> Vec<(&'static str, &'static str, usize)> {
