@@ -13,6 +13,13 @@ set -eu
 secs=${1:-${FUZZ_SECONDS:-30}}
 cd "$(dirname "$0")/../fuzz"
 
+case "$(uname -s)" in
+    Linux | Darwin) ;;
+    *)
+        echo "SKIP fuzz smoke: cargo-fuzz (libFuzzer + sanitizers) is run on Linux and macOS only"
+        exit 0
+        ;;
+esac
 if ! cargo +nightly --version >/dev/null 2>&1; then
     echo "SKIP fuzz smoke: no nightly toolchain (rustup toolchain install nightly)"
     exit 0
