@@ -1,6 +1,6 @@
 //! The FreeBSD [`TransferBackend`]: `sendfile(2)` with `SF_NODISKIO` and
 //! native headers/trailers (`sf_hdtr`) to stream sockets, the portable
-//! [`ReadWriteCopy`] to everything else, and `O_RESOLVE_BENEATH` (FreeBSD
+//! [`ReadWriteCopy`](sendfiled_core::backend::ReadWriteCopy) to everything else, and `O_RESOLVE_BENEATH` (FreeBSD
 //! 13 and later) for path confinement.
 //!
 //! | destination | file data | header + file + trailer |
@@ -24,10 +24,8 @@ use std::ffi::CStr;
 use std::io;
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 
-use sendfiled_core::backend::{
-    DestKind, FileChunk, HdtrChunk, Moved, ReadWriteCopy, TransferBackend,
-};
-use sendfiled_core::{bsd_sendfile, confine, sys};
+use sendfiled_core::backend::{DestKind, FileChunk, HdtrChunk, Moved, TransferBackend};
+use sendfiled_core::{bsd_sendfile, confine};
 
 /// The FreeBSD backend. Stateless.
 #[derive(Debug, Default)]
@@ -49,7 +47,7 @@ fn sendfile_hdtr(chunk: HdtrChunk<'_>, dest: BorrowedFd<'_>) -> io::Result<Moved
     if file.len == 0 {
         return bsd_sendfile::hdtr_in_parts(
             chunk,
-            |b| send_nosignal(dest, b),
+            |b| bsd_sendfile::write_bytes_by_kind(b, dest, DestKind::StreamSocket),
             |_| Ok(Moved::Bytes(0)),
         );
     }
@@ -75,10 +73,6 @@ fn sendfile_hdtr(chunk: HdtrChunk<'_>, dest: BorrowedFd<'_>) -> io::Result<Moved
     bsd_sendfile::outcome(r, u64::try_from(sent).unwrap_or(0))
 }
 
-fn send_nosignal(dest: BorrowedFd<'_>, buf: &[u8]) -> io::Result<usize> {
-    sys::send(dest, buf, libc::MSG_NOSIGNAL)
-}
-
 impl TransferBackend for FreeBsdBackend {
     fn name(&self) -> &'static str {
         "freebsd-sendfile"
@@ -94,17 +88,7 @@ impl TransferBackend for FreeBsdBackend {
         dest: BorrowedFd<'_>,
         kind: DestKind,
     ) -> io::Result<Moved> {
-        match kind {
-            DestKind::StreamSocket => sendfile_hdtr(
-                HdtrChunk {
-                    header: &[],
-                    file: chunk,
-                    trailer: &[],
-                },
-                dest,
-            ),
-            _ => ReadWriteCopy::send_file(chunk, dest),
-        }
+        bsd_sendfile::send_file_by_kind(chunk, dest, kind, sendfile_hdtr)
     }
 
     /// `send(MSG_NOSIGNAL)` on sockets (a closed peer is `EPIPE`, not a
@@ -117,10 +101,7 @@ impl TransferBackend for FreeBsdBackend {
         kind: DestKind,
     ) -> io::Result<usize> {
         let _ = more_follows;
-        match kind {
-            DestKind::StreamSocket | DestKind::OtherSocket => send_nosignal(dest, buf),
-            _ => sys::write(dest, buf),
-        }
+        bsd_sendfile::write_bytes_by_kind(buf, dest, kind)
     }
 
     /// Native `sf_hdtr` on stream sockets. The count is `*sbytes`, which

@@ -33,7 +33,7 @@ use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd};
 use sendfiled_core::backend::{
     DestKind, FileChunk, HdtrChunk, Moved, ReadWriteCopy, TransferBackend,
 };
-use sendfiled_core::{bsd_sendfile, confine, sys};
+use sendfiled_core::{bsd_sendfile, confine};
 
 /// The macOS backend. Stateless.
 #[derive(Debug, Default)]
@@ -45,10 +45,6 @@ pub type Backend = MacosBackend;
 /// The backend of this system.
 pub fn new_backend() -> Backend {
     MacosBackend
-}
-
-fn send_nosignal(dest: BorrowedFd<'_>, buf: &[u8]) -> io::Result<usize> {
-    sys::send(dest, buf, libc::MSG_NOSIGNAL)
 }
 
 /// Errors with which `sendfile` says "not this kind of socket".
@@ -64,7 +60,7 @@ fn refused(e: &io::Error) -> bool {
 fn hdtr_by_copy(chunk: HdtrChunk<'_>, dest: BorrowedFd<'_>) -> io::Result<Moved> {
     bsd_sendfile::hdtr_in_parts(
         chunk,
-        |b| send_nosignal(dest, b),
+        |b| bsd_sendfile::write_bytes_by_kind(b, dest, DestKind::StreamSocket),
         |c| ReadWriteCopy::send_file(c, dest),
     )
 }
@@ -119,17 +115,7 @@ impl TransferBackend for MacosBackend {
         dest: BorrowedFd<'_>,
         kind: DestKind,
     ) -> io::Result<Moved> {
-        match kind {
-            DestKind::StreamSocket => sendfile_hdtr(
-                HdtrChunk {
-                    header: &[],
-                    file: chunk,
-                    trailer: &[],
-                },
-                dest,
-            ),
-            _ => ReadWriteCopy::send_file(chunk, dest),
-        }
+        bsd_sendfile::send_file_by_kind(chunk, dest, kind, sendfile_hdtr)
     }
 
     /// `send(MSG_NOSIGNAL)` on sockets (a closed peer is `EPIPE`, not a
@@ -142,10 +128,7 @@ impl TransferBackend for MacosBackend {
         kind: DestKind,
     ) -> io::Result<usize> {
         let _ = more_follows;
-        match kind {
-            DestKind::StreamSocket | DestKind::OtherSocket => send_nosignal(dest, buf),
-            _ => sys::write(dest, buf),
-        }
+        bsd_sendfile::write_bytes_by_kind(buf, dest, kind)
     }
 
     /// Native `sf_hdtr` on stream sockets (see [`sendfile_hdtr`]); `None`

@@ -8,7 +8,40 @@
 use std::io;
 use std::os::fd::BorrowedFd;
 
-use crate::backend::{FileChunk, HdtrChunk, Moved};
+use crate::backend::{DestKind, FileChunk, HdtrChunk, Moved, ReadWriteCopy};
+
+/// The copy path of a system whose `sendfile` serves only stream sockets:
+/// `native` (the OS call, with an empty header and trailer) there, the
+/// portable [`ReadWriteCopy`] for pipes, files and other sockets.
+pub fn send_file_by_kind(
+    chunk: FileChunk<'_>,
+    dest: BorrowedFd<'_>,
+    kind: DestKind,
+    native: impl FnOnce(HdtrChunk<'_>, BorrowedFd<'_>) -> io::Result<Moved>,
+) -> io::Result<Moved> {
+    match kind {
+        DestKind::StreamSocket => native(
+            HdtrChunk {
+                header: &[],
+                file: chunk,
+                trailer: &[],
+            },
+            dest,
+        ),
+        _ => ReadWriteCopy::send_file(chunk, dest),
+    }
+}
+
+/// Header or trailer bytes: `send(MSG_NOSIGNAL)` on sockets (a closed peer is
+/// `EPIPE`, not a signal), `write` elsewhere.
+pub fn write_bytes_by_kind(buf: &[u8], dest: BorrowedFd<'_>, kind: DestKind) -> io::Result<usize> {
+    match kind {
+        DestKind::StreamSocket | DestKind::OtherSocket => {
+            crate::sys::send(dest, buf, libc::MSG_NOSIGNAL)
+        }
+        _ => crate::sys::write(dest, buf),
+    }
+}
 
 /// Interprets one BSD `sendfile` call: `result` is its error, if any, and
 /// `sent` the byte count it reported (`*sbytes` on FreeBSD, `*len` on macOS;
