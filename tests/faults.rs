@@ -73,8 +73,15 @@ fn expect_error(c: &Completion, errno: i32, what: &str) {
 
 #[test]
 fn each_failure_ends_its_transfer_with_its_errno_and_spares_the_others() {
-    // sendfile moves up to 1 MiB per call to a regular file, so with 3 MiB
-    // files "@2" fails after exactly 1 MiB went out.
+    // sendfile moves up to 1 MiB per call to a regular file (the server's
+    // chunk), so with 3 MiB files "@2" fails after exactly 1 MiB went out;
+    // the portable copy path forced by SENDFILED_FORCE_FALLBACK moves one
+    // 64 KiB buffer per call instead.
+    let per_call = if std::env::var("SENDFILED_FORCE_FALLBACK").is_ok_and(|v| v == "1") {
+        sendfiled_core::backend::READ_WRITE_CHUNK
+    } else {
+        MIB
+    };
     let (d, fds) = faulty(
         "send:EIO@2:eio.bin,send:EPIPE@1:epipe.bin,send:ENOSPC@3:enospc.bin,\
          write:EPIPE@1:HDRFAULT,open:EMFILE@1:emfile.bin",
@@ -109,13 +116,19 @@ fn each_failure_ends_its_transfer_with_its_errno_and_spares_the_others() {
     let (ok2, ok2_out) = send_to_file(&d, "ok.bin", HeaderTrailer::default());
 
     for (ch, out, errno, sent, what) in [
-        (&eio, &eio_out, libc::EIO, MIB, "read error (EIO at call 2)"),
+        (
+            &eio,
+            &eio_out,
+            libc::EIO,
+            per_call,
+            "read error (EIO at call 2)",
+        ),
         (&epipe, &epipe_out, libc::EPIPE, 0, "destination EPIPE"),
         (
             &enospc,
             &enospc_out,
             libc::ENOSPC,
-            2 * MIB,
+            2 * per_call,
             "destination ENOSPC",
         ),
         (&hdr, &hdr_out, libc::EPIPE, 0, "EPIPE writing the header"),
