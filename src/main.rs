@@ -223,6 +223,7 @@ fn run(args: &Args, target: LogTarget) -> Result<(), StartError> {
         max_transfers: args.max_files as usize,
         open_timeout: Duration::from_millis(args.open_timeout_ms),
         disk_threads: args.disk_threads as usize,
+        busy_poll: Duration::from_micros(args.busy_poll_us),
         allow_uids: args.allow_uid.clone(),
         allow_gids: args.allow_gid.clone(),
         ..Config::default()

@@ -36,6 +36,8 @@ pub struct Plan {
     pub only: Vec<String>,
     /// Disk I/O threads for the daemon.
     pub disk_threads: u32,
+    /// The daemon's `--busy-poll` (microseconds).
+    pub busy_poll_us: u64,
 }
 
 impl Plan {
@@ -53,6 +55,7 @@ impl Plan {
             scale_secs: 2.0,
             only: Vec::new(),
             disk_threads: 2,
+            busy_poll_us: 0,
         }
     }
 
@@ -70,6 +73,7 @@ impl Plan {
             scale_secs: 0.2,
             only: Vec::new(),
             disk_threads: 2,
+            busy_poll_us: 0,
         }
     }
 
@@ -80,7 +84,7 @@ impl Plan {
 
 const USAGE: &str = "\
 usage: sendfiled-bench [--quick] [--only large,small,isolation,scale,open]
-                       [--dir DIR] [--daemon PATH] [--disk-threads N]
+                       [--dir DIR] [--daemon PATH] [--disk-threads N] [--busy-poll US]
                        [--large-mib N] [--reps N] [--scale N]
 
 Starts the release sendfiled daemon and measures each figure beside the same
@@ -104,6 +108,9 @@ fn parse_args() -> Result<(Plan, Option<PathBuf>, Option<PathBuf>), String> {
             "--daemon" => daemon = Some(PathBuf::from(val("--daemon")?)),
             "--disk-threads" => {
                 plan.disk_threads = val("--disk-threads")?.parse().map_err(|e| format!("{e}"))?
+            }
+            "--busy-poll" => {
+                plan.busy_poll_us = val("--busy-poll")?.parse().map_err(|e| format!("{e}"))?
             }
             "--large-mib" => {
                 let m: u64 = val("--large-mib")?.parse().map_err(|e| format!("{e}"))?;
@@ -216,6 +223,8 @@ impl Daemon {
             .arg(root)
             .args(["-p", "--log", "none", "-n", "4096", "--disk-threads"])
             .arg(plan.disk_threads.to_string())
+            .arg("--busy-poll")
+            .arg(plan.busy_poll_us.to_string())
             .env("SENDFILED_ALLOW_ROOT", "1")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())

@@ -56,6 +56,10 @@ pub struct Config {
     /// Whether to probe the page cache before sending (and hand misses to
     /// the disk threads).
     pub probe_cache: bool,
+    /// After activity, how long the loop keeps polling without sleeping
+    /// before it blocks: a request that follows within this window is seen
+    /// without a wake-up from idle. Zero never spins.
+    pub busy_poll: Duration,
     /// If not empty, only these uids (or the gids below) may make requests.
     pub allow_uids: Vec<u32>,
     /// If not empty, only these gids (or the uids above) may make requests.
@@ -71,6 +75,7 @@ impl Default for Config {
             quantum: 4 << 20,
             disk_threads: 2,
             probe_cache: true,
+            busy_poll: Duration::ZERO,
             allow_uids: Vec::new(),
             allow_gids: Vec::new(),
         }
@@ -254,8 +259,12 @@ impl<B: TransferBackend> Server<B> {
             self.config.max_transfers,
             self.config.open_timeout.as_millis()
         );
+        let mut last_activity = Instant::now();
         loop {
-            let timeout = if !self.runq.is_empty() || self.listener_ready {
+            let timeout = if !self.runq.is_empty()
+                || self.listener_ready
+                || last_activity.elapsed() < self.config.busy_poll
+            {
                 Some(Duration::ZERO)
             } else {
                 self.timers
@@ -266,6 +275,9 @@ impl<B: TransferBackend> Server<B> {
                 Ok(()) => {}
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => return Err(e),
+            }
+            if !events.is_empty() {
+                last_activity = Instant::now();
             }
             let mut stop = false;
             for ev in events.iter() {
