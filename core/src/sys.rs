@@ -313,9 +313,27 @@ pub fn recv_with_fds(sock: BorrowedFd<'_>, buf: &mut [u8]) -> io::Result<Receive
         fds_truncated: msg.msg_flags & libc::MSG_CTRUNC != 0,
         ..Received::default()
     };
-    // SAFETY: walking the control messages the kernel wrote into ctl.
+    // SAFETY: recvmsg filled msg's control buffer and length.
+    unsafe { take_control(&msg, &mut out) };
+    #[cfg(not(any(target_os = "linux", target_os = "freebsd")))]
+    for fd in &out.fds {
+        set_cloexec(fd.as_fd())?;
+    }
+    Ok(out)
+}
+
+/// Takes the descriptors (`SCM_RIGHTS`) and the sender's credentials out of
+/// the control messages of one received datagram.
+///
+/// # Safety
+///
+/// `msg` must be a header that `recvmsg(2)`/`recvmmsg(2)` just filled: its
+/// control pointer and length describe what the kernel wrote. Every
+/// descriptor found is owned by `out` from then on.
+pub unsafe fn take_control(msg: &libc::msghdr, out: &mut Received) {
+    // SAFETY: the caller vouches for msg; CMSG_* stay within its buffer.
     unsafe {
-        let mut cmsg = libc::CMSG_FIRSTHDR(&msg);
+        let mut cmsg = libc::CMSG_FIRSTHDR(msg);
         while !cmsg.is_null() {
             let hdr = &*cmsg;
             let data = libc::CMSG_DATA(cmsg);
@@ -351,14 +369,9 @@ pub fn recv_with_fds(sock: BorrowedFd<'_>, buf: &mut [u8]) -> io::Result<Receive
                     gid: c.gid,
                 });
             }
-            cmsg = libc::CMSG_NXTHDR(&msg, cmsg);
+            cmsg = libc::CMSG_NXTHDR(msg, cmsg);
         }
     }
-    #[cfg(not(any(target_os = "linux", target_os = "freebsd")))]
-    for fd in &out.fds {
-        set_cloexec(fd.as_fd())?;
-    }
-    Ok(out)
 }
 
 /// `sendmsg(2)` of one datagram with descriptors attached as `SCM_RIGHTS`.

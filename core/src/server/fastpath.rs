@@ -196,8 +196,6 @@ impl RecvBatch {
     /// when nothing was queued.
     #[cfg(target_os = "linux")]
     pub fn recv(&mut self, sock: BorrowedFd<'_>, out: &mut Vec<sys::Received>) -> io::Result<bool> {
-        use std::os::fd::{FromRawFd, OwnedFd, RawFd};
-
         #[repr(C, align(8))]
         #[derive(Clone, Copy)]
         struct Ctl([u8; 256]);
@@ -246,34 +244,9 @@ impl RecvBatch {
                 fds_truncated: msg.msg_flags & libc::MSG_CTRUNC != 0,
                 ..sys::Received::default()
             };
-            // SAFETY: walking the control messages the kernel wrote for
-            // this datagram (msg_controllen was updated by the kernel).
-            unsafe {
-                let mut cmsg = libc::CMSG_FIRSTHDR(msg);
-                while !cmsg.is_null() {
-                    let hdr = &*cmsg;
-                    let data = libc::CMSG_DATA(cmsg);
-                    let data_len = hdr.cmsg_len as usize - (data as usize - cmsg as usize);
-                    if hdr.cmsg_level == libc::SOL_SOCKET && hdr.cmsg_type == libc::SCM_RIGHTS {
-                        for k in 0..data_len / size_of::<RawFd>() {
-                            let fd = std::ptr::read_unaligned((data as *const RawFd).add(k));
-                            rcv.fds.push(OwnedFd::from_raw_fd(fd));
-                        }
-                    }
-                    if hdr.cmsg_level == libc::SOL_SOCKET
-                        && hdr.cmsg_type == libc::SCM_CREDENTIALS
-                        && data_len >= size_of::<libc::ucred>()
-                    {
-                        let c = std::ptr::read_unaligned(data as *const libc::ucred);
-                        rcv.cred = Some(sys::PeerCred {
-                            pid: c.pid,
-                            uid: c.uid,
-                            gid: c.gid,
-                        });
-                    }
-                    cmsg = libc::CMSG_NXTHDR(msg, cmsg);
-                }
-            }
+            // SAFETY: recvmmsg just filled this header (msg_controllen was
+            // updated by the kernel).
+            unsafe { sys::take_control(msg, &mut rcv) };
             out.push(rcv);
         }
         if n == 0 {
