@@ -203,10 +203,10 @@ pub fn prefetch_by_reading(fd: BorrowedFd<'_>, offset: u64, len: usize) -> io::R
     Ok(())
 }
 
-/// Eight unguessable bytes from the kernel's CSPRNG (`getrandom(2)` on Linux
-/// and FreeBSD, `getentropy(3)` on macOS).
-pub fn random_u64() -> io::Result<u64> {
-    let mut b = [0u8; 8];
+/// Fills `b` (at most 256 bytes) from the kernel's CSPRNG: `getrandom(2)`
+/// on Linux and FreeBSD, `getentropy(3)` on macOS.
+pub fn random_bytes(b: &mut [u8]) -> io::Result<()> {
+    debug_assert!(b.len() <= 256);
     cfg_if::cfg_if! {
         if #[cfg(any(target_os = "linux", target_os = "freebsd"))] {
             let mut got = 0;
@@ -224,10 +224,12 @@ pub fn random_u64() -> io::Result<u64> {
             }
         } else {
             // SAFETY: the buffer is valid for its length (<= 256).
-            cvt(unsafe { libc::getentropy(b.as_mut_ptr().cast(), b.len()) })?;
+            if unsafe { libc::getentropy(b.as_mut_ptr().cast(), b.len()) } < 0 {
+                return Err(io::Error::last_os_error());
+            }
         }
     }
-    Ok(u64::from_ne_bytes(b))
+    Ok(())
 }
 
 /// Credentials of the process that sent a request, where the OS reports

@@ -70,7 +70,7 @@ impl RandomIds {
             return Ok(v);
         }
         let mut bytes = [0u8; IDS_PER_FETCH * 8];
-        random_bytes(&mut bytes)?;
+        sys::random_bytes(&mut bytes)?;
         self.buf.extend(
             bytes
                 .chunks_exact(8)
@@ -80,35 +80,6 @@ impl RandomIds {
             .pop()
             .ok_or_else(|| io::Error::from_raw_os_error(libc::EIO))
     }
-}
-
-/// Fills `b` (at most 256 bytes) from the kernel's CSPRNG: `getrandom(2)`
-/// on Linux and FreeBSD, `getentropy(3)` on macOS.
-fn random_bytes(b: &mut [u8]) -> io::Result<()> {
-    debug_assert!(b.len() <= 256);
-    cfg_if::cfg_if! {
-        if #[cfg(any(target_os = "linux", target_os = "freebsd"))] {
-            let mut got = 0;
-            while got < b.len() {
-                // SAFETY: the buffer is valid for the remaining length.
-                let r = unsafe { libc::getrandom(b[got..].as_mut_ptr().cast(), b.len() - got, 0) };
-                if r < 0 {
-                    let e = io::Error::last_os_error();
-                    if e.kind() == io::ErrorKind::Interrupted {
-                        continue;
-                    }
-                    return Err(e);
-                }
-                got += r as usize;
-            }
-        } else {
-            // SAFETY: the buffer is valid for its length (<= 256).
-            if unsafe { libc::getentropy(b.as_mut_ptr().cast(), b.len()) } < 0 {
-                return Err(io::Error::last_os_error());
-            }
-        }
-    }
-    Ok(())
 }
 
 #[cfg(test)]
