@@ -14,6 +14,16 @@ use sendfiled_core::client::{Range, Response};
 use sendfiled_core::protocol::{self as proto, Request, SFD_FILE_INFO};
 use sendfiled_core::sys;
 
+/// A seeded xorshift64 generator: the same datagrams on every run.
+fn xorshift(mut seed: u64) -> impl FnMut() -> u64 {
+    move || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed
+    }
+}
+
 fn raw_socket(d: &Daemon) -> UnixDatagram {
     let s = UnixDatagram::unbound().unwrap();
     s.connect(d.socket()).unwrap();
@@ -148,13 +158,7 @@ fn random_datagrams_with_random_descriptors_never_hurt_the_daemon() {
     let before = d.fd_count();
     let before_list = d.fd_list();
     let s = raw_socket(&d);
-    let mut seed: u64 = 0x9E37_79B9_7F4A_7C15;
-    let mut next = || {
-        seed ^= seed << 13;
-        seed ^= seed >> 7;
-        seed ^= seed << 17;
-        seed
-    };
+    let mut next = xorshift(0x9E37_79B9_7F4A_7C15);
     let file = std::fs::File::open(d.root().join("ok.txt")).unwrap();
     for i in 0..500 {
         let len = (next() % 300) as usize;
@@ -451,13 +455,7 @@ fn mutated_valid_requests_mixed_with_good_ones_never_hurt_the_daemon() {
     let before = d.fd_count();
     let before_list = d.fd_list();
     let s = raw_socket(&d);
-    let mut seed: u64 = 0xD1B5_4A32_D192_ED03;
-    let mut next = || {
-        seed ^= seed << 13;
-        seed ^= seed >> 7;
-        seed ^= seed << 17;
-        seed
-    };
+    let mut next = xorshift(0xD1B5_4A32_D192_ED03);
     let hdtr = sendfiled_core::client::HeaderTrailer {
         header: b"H".to_vec(),
         trailer: b"T".to_vec(),

@@ -609,25 +609,30 @@ mod tests {
             out: Mutex::new(Vec::new()),
             step: 4,
         };
-        let mut cur = Cursor::new(b"HDR".to_vec(), 1, 9, b"TR".to_vec());
-        let fd = dummy();
-        for _ in 0..100 {
-            let (_, stop) = pump(
-                &b,
-                &mut cur,
-                fd.as_fd(),
-                fd.as_fd(),
-                DestKind::StreamSocket,
-                Limits {
-                    chunk: 64,
-                    budget: 1 << 20,
-                    probe_cache: false,
-                },
-            );
-            if stop == PumpStop::Done {
-                break;
+        /// Pumps to a stream socket stand-in until done (at most 100 calls).
+        fn pump_until_done(b: &Native, cur: &mut Cursor, chunk: usize) {
+            let fd = dummy();
+            let limits = Limits {
+                chunk,
+                budget: 1 << 20,
+                probe_cache: false,
+            };
+            for _ in 0..100 {
+                let (_, stop) = pump(
+                    b,
+                    cur,
+                    fd.as_fd(),
+                    fd.as_fd(),
+                    DestKind::StreamSocket,
+                    limits,
+                );
+                if stop == PumpStop::Done {
+                    break;
+                }
             }
         }
+        let mut cur = Cursor::new(b"HDR".to_vec(), 1, 9, b"TR".to_vec());
+        pump_until_done(&b, &mut cur, 64);
         assert!(cur.is_done());
         let want = [&b"HDR"[..], &FILE[1..10], b"TR"].concat();
         assert_eq!(*b.out.lock().unwrap(), want);
@@ -640,23 +645,7 @@ mod tests {
             step: 1000,
         };
         let mut cur = Cursor::new(b"HDR".to_vec(), 1, 20, b"TR".to_vec());
-        for _ in 0..100 {
-            let (_, stop) = pump(
-                &b,
-                &mut cur,
-                fd.as_fd(),
-                fd.as_fd(),
-                DestKind::StreamSocket,
-                Limits {
-                    chunk: 4,
-                    budget: 1 << 20,
-                    probe_cache: false,
-                },
-            );
-            if stop == PumpStop::Done {
-                break;
-            }
-        }
+        pump_until_done(&b, &mut cur, 4);
         assert!(cur.is_done());
         let want = [&b"HDR"[..], &FILE[1..21], b"TR"].concat();
         assert_eq!(*b.out.lock().unwrap(), want);
