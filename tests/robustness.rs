@@ -214,7 +214,7 @@ fn sigterm_cancels_live_transfers_and_removes_the_socket() {
     assert_eq!(status.code(), Some(0), "clean shutdown exits 0: {status}");
     for ch in [&sending, &opened] {
         let c = ch.wait_complete(WAIT).unwrap();
-        assert_eq!(c.error, Some(libc::ECANCELED), "{c:?}");
+        assert!(c.closed && c.error.is_none() && !c.complete, "{c:?}");
     }
     assert!(!d.socket().exists(), "socket file removed");
 }

@@ -261,7 +261,7 @@ fn worker(d: &Daemon, files: &Files, f: &Figures, seed: u64, until: Instant) -> 
                 let want = &files.0["big.bin"];
                 assert!(got == want[..got.len()], "cancelled: a prefix");
                 if !done.complete {
-                    assert_eq!(done.error, Some(libc::ECANCELED), "{done:?}");
+                    assert!(done.closed && done.error.is_none(), "{done:?}");
                     f.add(&f.cancels, 1);
                 }
                 f.add(&f.bytes_verified, got.len() as u64);

@@ -19,7 +19,8 @@
  * An error header carries SFD_FILE_INFO when it replaces the file info (the
  * request was refused: ENOENT, EINVAL, EMFILE, EACCES, ...) and
  * SFD_XFER_STAT when a transfer that had started failed (EIO, EPIPE,
- * ECANCELED, ETIMEDOUT). After an error the daemon closes the channel.
+ * ETIMEDOUT). After an error the daemon closes the channel. A cancelled
+ * transfer gets no message: its channel just ends (read(2) returns 0).
  *
  * A pipe is a byte stream and may hold several messages, so read exactly the
  * size of the message you expect: sizeof(struct sfd_file_info) first, then
@@ -61,7 +62,7 @@ enum sfd_cmd_id {
 };
 
 /** Status: the second byte of every message. Any other value is an errno
- *  value (ENOENT, EMFILE, ECANCELED, ...) and the message is a header only. */
+ *  value (ENOENT, EMFILE, EPIPE, ...) and the message is a header only. */
 enum sfd_op_stat {
     SFD_STAT_OK = 0
 };

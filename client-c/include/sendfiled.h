@@ -20,14 +20,25 @@
  *                                                     one file info with txnid
  *   sfd_send_open[_hdtr] dest_fd                      the pipe sfd_open returned
  *   sfd_cancel           (stops the transfer)         the transfer's channel
- *                                                     gets ECANCELED and closes
+ *                                                     closes, with no message
  *
  * A status channel carries, in order: one struct sfd_file_info; zero or more
  * struct sfd_xfer_stat progress messages; one completion message
  * (sfd_xfer_complete() true) or one error header; then end of file. A request
  * the daemon refuses gets an error header with cmd SFD_FILE_INFO instead of
- * the file info, then end of file. See <responses.h> for the messages and how
- * to read them.
+ * the file info, then end of file. A cancelled transfer's channel (and every
+ * channel when the daemon shuts down) just ends: read(2) returns 0 before
+ * any completion. See <responses.h> for the messages and how to read them.
+ *
+ * PROGRESS
+ *
+ * As in the original sendfiled, progress is written only when a transfer had
+ * to stop and wait (the destination full, data being read from disk), in
+ * steps of at least 1 MiB, and never says what the completion says anyway:
+ * bytes moved after the last report are covered by the completion. So a
+ * transfer that runs through without waiting (any small file) writes
+ * exactly the file info and then the completion, and the sum of the
+ * progress sizes is always less than the transfer's size.
  *
  * ERRORS
  *
@@ -39,12 +50,15 @@
  *   ENAMETOOLONG, EPROTO  path too long / protocol version mismatch
  *   EIO        read error
  *   EPIPE      the destination was closed
- *   ECANCELED  cancelled with sfd_cancel()
  *   ETIMEDOUT  an opened file was not sent within the open-file timeout
+ * "/" (or only slashes) names the root directory: EINVAL; "" is ENOENT.
+ * A cancelled transfer gets no error: its channel closes.
  *
  * Reported by the library (return -1 or false, errno set), before anything
  * is sent:
- *   EINVAL       a NULL or empty string argument, a negative offset, a NULL
+ *   EINVAL       a NULL string argument (an empty name for sfd_spawn() and
+ *                sfd_connect(); an empty path is sent, and gets ENOENT), a
+ *                negative offset, a NULL
  *                buffer with a non-zero length
  *   EBADF        a negative descriptor
  *   ENAMETOOLONG a path longer than SFD_MAX_PATH_LEN
@@ -190,10 +204,13 @@ int sfd_read(int srv, const char* path, off_t offset, size_t len,
  *
  * Returns the read end of a new status pipe, or -1 with errno. On it arrive:
  * one struct sfd_file_info; zero or more struct sfd_xfer_stat progress
- * messages (bytes written since the previous one); one completion message
- * (sfd_xfer_complete() true) or an error header (cmd SFD_XFER_STAT: EIO,
- * EPIPE, ECANCELED); then end of file. A refused request gets an error header
- * with cmd SFD_FILE_INFO instead of the file info.
+ * messages (bytes written since the previous one, only when the transfer had
+ * to wait: see PROGRESS above); one completion message (sfd_xfer_complete()
+ * true) or an error header (cmd SFD_XFER_STAT: EIO, EPIPE); then end of
+ * file. A small file's channel carries exactly the file info and the
+ * completion. A refused request gets an error header with cmd SFD_FILE_INFO
+ * instead of the file info. After sfd_cancel() the channel ends with no
+ * message.
  */
 int sfd_send(int srv, const char* path, int dest_fd, off_t offset, size_t len,
              bool nonblock);
@@ -207,7 +224,9 @@ int sfd_send(int srv, const char* path, int dest_fd, off_t offset, size_t len,
  * sfd_send_open(), the progress and completion messages as for sfd_send().
  * If no sfd_send_open() arrives within the daemon's open-file timeout, an
  * error header (cmd SFD_XFER_STAT, ETIMEDOUT) arrives and the channel
- * closes. A refused request gets an error header with cmd SFD_FILE_INFO.
+ * closes. The timeout is a deadline: a sfd_send_open() that reaches the
+ * daemon after it gets this ETIMEDOUT even if the daemon was busy when the
+ * deadline passed, and nothing is sent. A refused request gets an error header with cmd SFD_FILE_INFO.
  * An open file counts against the daemon's maxfiles.
  */
 int sfd_open(int srv, const char* path, off_t offset, size_t len,
@@ -220,7 +239,8 @@ int sfd_open(int srv, const char* path, off_t offset, size_t len,
  * dest_fd: as for sfd_send().
  *
  * Returns true once the request is sent; progress and completion arrive on
- * the status pipe sfd_open() returned. Returns false with errno EBADF for a
+ * the status pipe sfd_open() returned, by the rule of sfd_send(): for a
+ * small file, one 16-byte completion message. Returns false with errno EBADF for a
  * negative descriptor, or the error of sendmsg(2). An unknown or expired
  * txnid gets no answer (the daemon closes dest_fd's duplicate).
  */
@@ -229,8 +249,10 @@ bool sfd_send_open(int srv, size_t txnid, int dest_fd);
 /**
  * Cancel: ends the transfer txnid (an open file, or one being sent).
  *
- * Its channel gets an error header (ECANCELED) and closes; the destination
- * gets no more data; the daemon's slot is free for a new transfer. Returns
+ * Its channel (a Read's data pipe too) closes without a message, as the
+ * original's does: the reader's next read(2) after what was already written
+ * returns 0. The destination gets no more data; the daemon's slot is free
+ * for a new transfer at once. Returns
  * true once the request is sent, false with errno EBADF for a negative srv
  * or the error of sendmsg(2). An unknown txnid is ignored.
  */

@@ -343,6 +343,34 @@ static void on_status_msg(struct outcome* o, const unsigned char* buf, ssize_t n
     }
 }
 
+bool progress_ok(const struct outcome* o, size_t total)
+{
+    return total == 0 ? o->progress == 0 : o->progress < total;
+}
+
+void wait_since(const struct timespec* start, int ms)
+{
+    int p[2];
+    if (pipe(p) != 0)
+        return;
+    for (;;) {
+        struct timespec now;
+        struct pollfd pfd;
+        long long left;
+        clock_gettime(CLOCK_MONOTONIC, &now);
+        left = (long long)ms - ((long long)(now.tv_sec - start->tv_sec) * 1000 +
+                                (now.tv_nsec - start->tv_nsec) / 1000000);
+        if (left <= 0)
+            break;
+        pfd.fd = p[0];
+        pfd.events = POLLIN;
+        pfd.revents = 0;
+        (void)poll(&pfd, 1, (int)left + 1);
+    }
+    close(p[0]);
+    close(p[1]);
+}
+
 bool run_status(int status_fd, struct outcome* o, int dest, unsigned char* out,
                 size_t cap, size_t* out_len, int timeout_ms)
 {

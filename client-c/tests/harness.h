@@ -23,6 +23,7 @@
 #include <stdio.h>
 #include <string.h>
 #include <sys/types.h>
+#include <time.h>
 
 /* Timeout for anything the daemon should do promptly. */
 #define T_MS 10000
@@ -110,6 +111,16 @@ struct outcome {
     bool garbage;     /* a message of unexpected size/kind, or one after
                          the final message */
 };
+
+/* The progress rule: progress reports only what moved before the transfer
+ * had to wait, never what the completion says anyway, so a transfer of
+ * `total` bytes (header and trailer included) that completed reported less
+ * than `total` in all (nothing if it was empty). */
+bool progress_ok(const struct outcome* o, size_t total);
+
+/* Returns once ms milliseconds have passed since *start (CLOCK_MONOTONIC),
+ * waiting on a descriptor that never becomes ready. */
+void wait_since(const struct timespec* start, int ms);
 
 /* Reads the file info (first message) of a status channel. */
 bool read_info(int fd, struct outcome* o, int timeout_ms);

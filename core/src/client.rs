@@ -22,6 +22,23 @@
 //! # Ok(())
 //! # }
 //! ```
+//!
+//! # What a channel carries
+//!
+//! As in the original sendfiled, message by message:
+//!
+//! | request | channel carries, in order |
+//! |---|---|
+//! | Read | [`Response::FileInfo`], the data, end of file |
+//! | Send, Send Open | [`Response::FileInfo`] (for Send Open: at Open), zero or more [`Response::Progress`], then [`Response::Complete`] or [`Response::Error`], then end of file |
+//! | Open | [`Response::FileInfo`] with the transfer id; then as Send Open, or `ETIMEDOUT` if no Send Open came in time |
+//! | refused request | [`Response::Error`] in place of the file info, end of file |
+//! | after Cancel, or when the daemon shuts down | end of file, with no message (a Read's data pipe too) |
+//!
+//! Progress is written only when a transfer had to stop and wait
+//! (destination full, data coming from disk) and never reports what the
+//! completion would: a transfer that ran through without waiting sends the
+//! file info and then the completion, nothing else.
 
 use std::ffi::{CString, OsStr};
 use std::io::{self, BufRead, BufReader, Read};
@@ -154,8 +171,9 @@ impl Client {
         self.send_request(&Request::SendOpen { txnid, hdtr }, &[dest])
     }
 
-    /// Cancel: ends the transfer `txnid`; its status channel gets
-    /// `ECANCELED` and closes.
+    /// Cancel: ends the transfer `txnid`; its status channel (a Read's data
+    /// pipe) closes without a message, so its reader sees end of file
+    /// ([`Completion::closed`]). The destination gets nothing more.
     pub fn cancel(&self, txnid: u64) -> io::Result<()> {
         self.send_request(&Request::Cancel { txnid }, &[])
     }
@@ -301,13 +319,28 @@ impl StatusChannel {
                 Some(Response::ServerStat(_)) => {
                     return Err(io::Error::from_raw_os_error(libc::EPROTO))
                 }
-                None => return Ok(c),
+                None => {
+                    c.closed = true;
+                    return Ok(c);
+                }
             }
         }
     }
 }
 
 /// What a status channel said over a whole transfer.
+///
+/// Exactly one of `complete`, `error` and `closed` is set once
+/// [`StatusChannel::wait_complete`] returns:
+///
+/// - `complete`: every byte was moved. Progress is reported only when the
+///   transfer had to wait, so `progress` may be anything from 0 to less
+///   than the file info's size; the completion covers the rest.
+/// - `error`: the daemon refused the request (the error replaced the file
+///   info, which is then `None`) or the transfer failed after it started.
+/// - `closed`: **cancelled or closed**: the channel reached end of file
+///   before a completion or an error. This is what [`Client::cancel`] and
+///   the daemon's shutdown produce, as in the original sendfiled.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Completion {
     /// The file info, if it came.
@@ -318,6 +351,8 @@ pub struct Completion {
     pub complete: bool,
     /// The errno of an error message, if one came.
     pub error: Option<i32>,
+    /// Whether the channel ended without either: cancelled or closed.
+    pub closed: bool,
 }
 
 impl AsFd for StatusChannel {

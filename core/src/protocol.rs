@@ -182,8 +182,6 @@ pub enum Request {
 pub enum EncodeError {
     /// The path is longer than [`MAX_PATH_LEN`] (`ENAMETOOLONG`).
     PathTooLong,
-    /// The path is empty (`EINVAL`).
-    EmptyPath,
     /// Header plus trailer exceed [`MAX_HDTR_LEN`] (`EMSGSIZE`).
     HdtrTooLong,
 }
@@ -193,7 +191,6 @@ impl EncodeError {
     pub fn errno(self) -> i32 {
         match self {
             EncodeError::PathTooLong => libc::ENAMETOOLONG,
-            EncodeError::EmptyPath => libc::EINVAL,
             EncodeError::HdtrTooLong => libc::EMSGSIZE,
         }
     }
@@ -203,7 +200,6 @@ impl fmt::Display for EncodeError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
             EncodeError::PathTooLong => "path too long for a request",
-            EncodeError::EmptyPath => "empty path",
             EncodeError::HdtrTooLong => "header and trailer too long for a request",
         })
     }
@@ -234,7 +230,7 @@ pub enum DecodeError {
     LengthMismatch,
     /// A path where none belongs, or none where one must be.
     UnexpectedPath,
-    /// The path is empty, not NUL-terminated or holds a NUL inside.
+    /// The path is not NUL-terminated or holds a NUL inside.
     BadPath,
     /// The path is longer than [`MAX_PATH_LEN`].
     PathTooLong,
@@ -266,7 +262,7 @@ impl fmt::Display for DecodeError {
             DecodeError::BadFlags(x) => write!(f, "unknown flags {x:#x}"),
             DecodeError::LengthMismatch => write!(f, "field lengths do not match the datagram"),
             DecodeError::UnexpectedPath => write!(f, "path present or missing against the command"),
-            DecodeError::BadPath => write!(f, "path empty, unterminated or with an inner NUL"),
+            DecodeError::BadPath => write!(f, "path unterminated or with an inner NUL"),
             DecodeError::PathTooLong => write!(f, "path longer than {MAX_PATH_LEN} bytes"),
             DecodeError::BadHdtr => write!(f, "header/trailer not allowed or too long"),
             DecodeError::BadRange => write!(f, "range not allowed or overflowing"),
@@ -303,10 +299,9 @@ impl Request {
                 Request::Status => (None, Range::WHOLE, 0, None),
             };
         let path = path.map(CStr::to_bytes_with_nul);
+        // The empty path is sent as it is: the daemon answers ENOENT, as the
+        // original does.
         if let Some(p) = path {
-            if p.len() == 1 {
-                return Err(EncodeError::EmptyPath);
-            }
             if p.len() - 1 > MAX_PATH_LEN {
                 return Err(EncodeError::PathTooLong);
             }
@@ -405,9 +400,6 @@ impl Request {
         let (hdr, trl) = rest.split_at(hdr_len);
         let path = if cmd.has_path() {
             let c = CStr::from_bytes_with_nul(path_bytes).map_err(|_| DecodeError::BadPath)?;
-            if c.is_empty() {
-                return Err(DecodeError::BadPath);
-            }
             Some(c.to_owned())
         } else {
             None
@@ -824,11 +816,12 @@ mod tests {
         };
         assert_eq!(r.encode(), Err(EncodeError::HdtrTooLong));
         assert_eq!(EncodeError::HdtrTooLong.errno(), libc::EMSGSIZE);
+        // The empty path is the daemon's to answer (ENOENT): it round-trips.
         let r = Request::Read {
             path: c(""),
             range: Range::WHOLE,
         };
-        assert_eq!(r.encode(), Err(EncodeError::EmptyPath));
+        assert_eq!(Request::decode(&r.encode().unwrap()), Ok(r));
     }
 
     #[test]
@@ -885,13 +878,6 @@ mod tests {
         let mut b = valid_read();
         let last = b.len() - 1;
         b[last] = b'x';
-        assert_eq!(Request::decode(&b), Err(DecodeError::BadPath));
-
-        // Empty path (only the NUL).
-        let mut b = valid_read();
-        b[REQUEST_FIXED_LEN] = 0;
-        b.pop();
-        b[4] = 1;
         assert_eq!(Request::decode(&b), Err(DecodeError::BadPath));
 
         // Inner NUL.

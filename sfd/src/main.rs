@@ -388,7 +388,7 @@ fn stat(ctx: &Ctx, path: &str) -> Result<(), Failure> {
         Err(e) => return Err(info_failed(&ctx.what, &e)),
     };
     // Free the daemon's slot now rather than at its open-file timeout; the
-    // channel's ECANCELED that follows is expected and not waited for.
+    // channel then just closes, and is not waited for.
     let _ = ctx.client.cancel(info.txnid as u64);
     let mut out = io::stdout().lock();
     let mut print = || -> io::Result<()> {

@@ -292,3 +292,17 @@ pub fn eventually(mut cond: impl FnMut() -> bool) -> bool {
     }
     false
 }
+
+/// Returns once `when` has passed: for a test that must act after a
+/// daemon-side deadline (a wait on a descriptor that never becomes ready,
+/// bounded by the deadline).
+pub fn wait_until(when: Instant) {
+    let (r, _w) = pipe();
+    loop {
+        let left = when.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return;
+        }
+        let _ = sys::wait_readable(r.as_fd(), left);
+    }
+}

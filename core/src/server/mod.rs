@@ -19,7 +19,7 @@ use std::cmp::Reverse;
 use std::collections::{BinaryHeap, VecDeque};
 use std::ffi::CStr;
 use std::io;
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::net::UnixStream;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -134,6 +134,8 @@ struct Transfer {
     dest_registered: bool,
     peer_uid: Option<u32>,
     started: Instant,
+    /// An opened file's deadline for Send Open.
+    open_deadline: Option<Instant>,
     /// How it ended, for the log: 0 complete, an errno, or [`GONE`].
     ended: i32,
 }
@@ -156,9 +158,6 @@ fn dest_token(slot: Slot) -> Token {
 
 /// Datagrams handled per wake-up before transfers get their turn.
 const REQUESTS_PER_TURN: usize = 64;
-
-/// How long shutdown waits for full status pipes to take their `ECANCELED`.
-const SHUTDOWN_DRAIN: Duration = Duration::from_secs(1);
 
 /// The server: a backend, a root, a request socket and the loop state.
 pub struct Server<B: TransferBackend> {
@@ -249,8 +248,8 @@ impl<B: TransferBackend> Server<B> {
     }
 
     /// Serves until `SIGTERM` or `SIGINT`, then cancels every live transfer
-    /// (`ECANCELED` on its status channel), removes the socket file and
-    /// returns.
+    /// and held open file (its status channel closes without a message),
+    /// removes the socket file and returns.
     pub fn run(&mut self) -> io::Result<()> {
         let mut events = Events::with_capacity(1024);
         log::info!(
@@ -297,10 +296,12 @@ impl<B: TransferBackend> Server<B> {
                 self.shutdown();
                 return Ok(());
             }
+            // Deadlines first: an open file whose time ran out is gone
+            // before a Send Open for it is read in this turn.
+            self.expire_open_files();
             if self.listener_ready {
                 self.accept_requests();
             }
-            self.expire_open_files();
             self.run_queue();
             self.table.recycle();
         }
@@ -481,6 +482,15 @@ impl<B: TransferBackend> Server<B> {
     }
 
     fn open_file(&self, path: &CStr) -> Result<(OwnedFd, libc::stat), i32> {
+        let bytes = path.to_bytes();
+        if bytes.is_empty() {
+            return Err(libc::ENOENT);
+        }
+        if bytes.iter().all(|&b| b == b'/') {
+            // The root directory itself: not a regular file, as the
+            // original answers.
+            return Err(libc::EINVAL);
+        }
         let file = self
             .backend
             .open_beneath(self.root.as_fd(), path)
@@ -572,6 +582,7 @@ impl<B: TransferBackend> Server<B> {
         } else {
             State::Running
         };
+        let open_deadline = (op == Op::Open).then(|| Instant::now() + self.config.open_timeout);
         let t = Transfer {
             op,
             state,
@@ -585,13 +596,13 @@ impl<B: TransferBackend> Server<B> {
             dest_registered: false,
             peer_uid: uid,
             started: Instant::now(),
+            open_deadline,
             ended: 0,
         };
         let slot = self.table.insert(txnid, t);
         log::debug!("txn {txnid:x}: {op:?} {shown} ({size} bytes)");
-        if op == Op::Open {
-            self.timers
-                .push(Reverse((Instant::now() + self.config.open_timeout, txnid)));
+        if let Some(deadline) = open_deadline {
+            self.timers.push(Reverse((deadline, txnid)));
             self.flush_status(slot);
         } else {
             // The first turn runs now: a small file is often done before the
@@ -612,6 +623,12 @@ impl<B: TransferBackend> Server<B> {
             log::info!("txn {txnid:x}: send-open on a transfer already started; ignored");
             return;
         }
+        if t.open_deadline.is_some_and(|d| Instant::now() >= d) {
+            // The deadline holds even if the loop was too busy to expire
+            // the file before this request was read.
+            log::debug!("txn {txnid:x}: send-open after the open file expired");
+            return self.fail(slot, libc::ETIMEDOUT);
+        }
         match prepare_dest(dest) {
             Ok(d) => t.dest = d,
             Err(errno) => return self.fail(slot, errno),
@@ -630,7 +647,7 @@ impl<B: TransferBackend> Server<B> {
     fn cancel(&mut self, txnid: u64, uid: Option<u32>) {
         if let Some(slot) = self.owned_slot(txnid, uid, "cancel") {
             log::debug!("txn {txnid:x}: cancelled");
-            self.fail(slot, libc::ECANCELED);
+            self.close_silently(slot, libc::ECANCELED);
         }
     }
 
@@ -702,7 +719,7 @@ impl<B: TransferBackend> Server<B> {
         // Only a disk job needs the file beyond this point; holding the
         // clone longer would keep it open after the transfer is removed.
         let file = matches!(stop, PumpStop::NotCached { .. }).then_some(file);
-        t.status.owe_progress(moved);
+        t.status.moved(moved);
         self.counters.bytes += moved;
         match stop {
             PumpStop::Done => {
@@ -722,6 +739,7 @@ impl<B: TransferBackend> Server<B> {
             }
             PumpStop::DestinationFull => {
                 t.dest_ready = false;
+                t.status.stopped_to_wait();
                 let flush = t.status.worth_flushing();
                 // Full before a single byte moved: the readiness edge that
                 // woke us may be spent although the destination has room (an
@@ -749,6 +767,7 @@ impl<B: TransferBackend> Server<B> {
                 let mut flush = false;
                 if let Some(t) = self.table.get_mut(slot) {
                     t.state = State::WaitingForDisk;
+                    t.status.stopped_to_wait();
                     // The file info goes out now, not after the disk.
                     flush = t.status.worth_flushing();
                 }
@@ -829,7 +848,15 @@ impl<B: TransferBackend> Server<B> {
                 self.abandon(slot, "client closed its status channel");
                 return;
             }
-            self.flush_status(slot);
+            // Writable is no reason to speak: progress below the step
+            // waits for a later wait, as in `turn`.
+            if self
+                .table
+                .get_mut(slot)
+                .is_some_and(|t| t.status.worth_flushing())
+            {
+                self.flush_status(slot);
+            }
         }
     }
 
@@ -901,6 +928,18 @@ impl<B: TransferBackend> Server<B> {
             }
         };
         self.finish(slot, fin, false);
+    }
+
+    /// Ends a transfer by closing its status channel (and a Read's data
+    /// pipe) without a message, as the original does for a cancel and at
+    /// shutdown: the reader sees end of file. `why` is for the log only.
+    fn close_silently(&mut self, slot: Slot, why: i32) {
+        if let Some(t) = self.table.get_mut(slot) {
+            if t.state != State::Finishing {
+                t.ended = why;
+            }
+        }
+        self.finish(slot, Final::Close, false);
     }
 
     /// Drops a transfer whose client is gone; nothing more can be said.
@@ -998,25 +1037,11 @@ impl<B: TransferBackend> Server<B> {
     fn shutdown(&mut self) {
         let slots = self.table.slots();
         log::info!("cancelling {} live transfers", slots.len());
-        for &slot in &slots {
-            self.fail(slot, libc::ECANCELED);
-        }
-        // Full status pipes get a short grace period to take their ECANCELED.
-        let deadline = Instant::now() + SHUTDOWN_DRAIN;
-        for slot in self.table.slots() {
-            while self.table.get(slot).is_some() {
-                let Some(fd) = self.table.get(slot).map(|(_, t)| t.status.fd().as_raw_fd()) else {
-                    break;
-                };
-                let left = deadline.saturating_duration_since(Instant::now());
-                // SAFETY: fd stays open while the transfer is in the table.
-                let bfd = unsafe { BorrowedFd::borrow_raw(fd) };
-                if left.is_zero() || !sys::wait_writable(bfd, left).unwrap_or(false) {
-                    self.remove(slot);
-                    break;
-                }
-                self.flush_status(slot);
-            }
+        for slot in slots {
+            // A transfer whose final message was still owed is closed the
+            // same way: nothing on a channel may follow shutdown's decision.
+            self.close_silently(slot, libc::ECANCELED);
+            self.remove(slot);
         }
         log::info!(
             "shut down: {} completed, {} failed, {} bytes",

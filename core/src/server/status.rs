@@ -1,11 +1,21 @@
 //! The daemon's side of a status channel: what a transfer still owes its
 //! client, and writing it without ever blocking.
 //!
+//! What the channel carries follows the original sendfiled, which clients
+//! are written against: the file info, then progress only when the transfer
+//! had to stop and wait (destination full, data being read from disk), then
+//! one final message. Progress never carries what the final message says
+//! anyway: bytes still unreported when the transfer ends are dropped, so a
+//! transfer that runs through without waiting writes exactly the file info
+//! and the completion. A cancelled transfer's channel closes with nothing.
+//!
 //! Progress is a counter, not a queue: bytes moved while the pipe is full are
 //! added up and reported in one message when it drains, so a client that
 //! reads its status slowly costs the daemon no memory. Everything owed is
 //! written with one `write(2)` of at most [`MAX_OWED`] bytes, below
 //! `PIPE_BUF`, so it is atomic: all of it lands or none.
+//!
+//! This file may write only to the status descriptor it was given.
 
 use std::io;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
@@ -13,14 +23,16 @@ use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use crate::protocol::{self as proto, FileInfo, XferStat, SFD_HDR_SIZE};
 use crate::sys;
 
-/// Progress owed below this many bytes waits for the next flush that has
-/// something else to say (the final message, or this much more progress):
-/// a transfer to a destination that drains 64 KiB at a time would otherwise
-/// cost a status `write` per 64 KiB (the benchmark's 1 GiB Send to a pipe).
+/// Progress is reported in steps of at least this many bytes: what moved
+/// before a wait is held back until a later wait brings it up to a step. A
+/// transfer to a destination that drains 64 KiB at a time would otherwise
+/// cost a status `write` per 64 KiB (the benchmark's 1 GiB Send to a pipe),
+/// and a small transfer that waited once says nothing but its completion.
 pub const PROGRESS_STEP: u64 = 1 << 20;
 
-/// The most bytes one flush writes: file info, progress, final message.
-pub const MAX_OWED: usize = proto::FILE_INFO_LEN + 2 * proto::XFER_STAT_LEN;
+/// The most bytes one flush writes: file info and a progress report, or
+/// file info and the final message.
+pub const MAX_OWED: usize = proto::FILE_INFO_LEN + proto::XFER_STAT_LEN;
 const _: () = assert!(MAX_OWED < libc::PIPE_BUF);
 
 /// The message that ends a status channel.
@@ -35,7 +47,8 @@ pub enum Final {
         /// The errno.
         errno: i32,
     },
-    /// Nothing: just close (a Read's data pipe ends with EOF).
+    /// Nothing: close now, dropping whatever is still owed (a cancelled
+    /// transfer, a Read's data pipe at its end).
     Close,
 }
 
@@ -55,7 +68,11 @@ pub enum Flush {
 pub struct StatusWriter {
     fd: OwnedFd,
     info: Option<FileInfo>,
+    /// Bytes moved and not yet reported.
     unreported: u64,
+    /// The part of `unreported` moved before the transfer last stopped to
+    /// wait: the only progress the channel may report.
+    reportable: u64,
     final_msg: Option<Final>,
     reports_progress: bool,
 }
@@ -68,6 +85,7 @@ impl StatusWriter {
             fd,
             info: None,
             unreported: 0,
+            reportable: 0,
             final_msg: None,
             reports_progress,
         }
@@ -78,66 +96,76 @@ impl StatusWriter {
         self.info = Some(info);
     }
 
-    /// Owes a progress report of `n` more bytes.
-    pub fn owe_progress(&mut self, n: u64) {
+    /// Counts `n` more bytes moved; they are reported only if the transfer
+    /// stops to wait before it ends ([`StatusWriter::stopped_to_wait`]).
+    pub fn moved(&mut self, n: u64) {
         if self.reports_progress {
             self.unreported += n;
         }
     }
 
-    /// Owes the final message; nothing after it.
+    /// The transfer stopped to wait (destination full, data on its way from
+    /// disk): what it moved so far may be reported.
+    pub fn stopped_to_wait(&mut self) {
+        self.reportable = self.unreported;
+    }
+
+    /// Owes the final message; nothing after it. [`Final::Close`] also drops
+    /// everything still owed.
     pub fn owe_final(&mut self, f: Final) {
-        if self.final_msg.is_none() {
-            self.final_msg = Some(f);
+        if self.final_msg.is_some() {
+            return;
+        }
+        self.final_msg = Some(f);
+        // The final message says all the progress could: it is never
+        // preceded by a report with nothing new.
+        self.unreported = 0;
+        self.reportable = 0;
+        if f == Final::Close {
+            self.info = None;
         }
     }
 
-    /// Whether the final message is owed or written.
-    pub fn is_finishing(&self) -> bool {
-        self.final_msg.is_some()
-    }
-
     /// Whether a flush now would say something worth a `write`: the file
-    /// info, the final message, or at least [`PROGRESS_STEP`] of progress.
+    /// info, the final message, or at least [`PROGRESS_STEP`] of progress
+    /// moved before a wait.
     pub fn worth_flushing(&self) -> bool {
         self.info.is_some()
             || matches!(self.final_msg, Some(Final::Complete | Final::Error { .. }))
-            || self.unreported >= PROGRESS_STEP
+            || self.reportable >= PROGRESS_STEP
     }
 
     /// Whether the channel is finished and everything owed was written.
     pub fn is_finished(&self) -> bool {
-        self.final_msg.is_some() && self.info.is_none() && self.unreported == 0
+        self.final_msg == Some(Final::Close) && self.info.is_none()
     }
 
     /// Writes everything owed in one atomic write.
     pub fn flush(&mut self) -> Flush {
         let mut buf = [0u8; MAX_OWED];
         let mut len = 0;
+        let mut put = |b: &[u8]| {
+            buf[len..len + b.len()].copy_from_slice(b);
+            len += b.len();
+        };
         if let Some(info) = &self.info {
-            let b = info.encode();
-            buf[..b.len()].copy_from_slice(&b);
-            len += b.len();
+            put(&info.encode());
         }
-        // An error ends the channel: progress is dropped, the client counts
-        // from the file info and the error tells it the rest never came.
-        let final_is_error = matches!(self.final_msg, Some(Final::Error { .. }));
-        if self.unreported > 0 && !final_is_error {
-            let n = self.unreported.min(proto::XFER_COMPLETE as u64 - 1) as usize;
-            let b = XferStat::progress(n).encode();
-            buf[len..len + b.len()].copy_from_slice(&b);
-            len += b.len();
+        // Progress goes out in steps, never with the final message
+        // (`owe_final` cleared it).
+        let reported = if self.reportable >= PROGRESS_STEP {
+            self.reportable
+        } else {
+            0
+        };
+        if reported > 0 {
+            let n = reported.min(proto::XFER_COMPLETE as u64 - 1) as usize;
+            put(&XferStat::progress(n).encode());
         }
         match self.final_msg {
-            Some(Final::Complete) => {
-                let b = XferStat::complete().encode();
-                buf[len..len + b.len()].copy_from_slice(&b);
-                len += b.len();
-            }
+            Some(Final::Complete) => put(&XferStat::complete().encode()),
             Some(Final::Error { cmd, errno }) => {
-                let b = proto::error_header(cmd, errno);
-                buf[len..len + SFD_HDR_SIZE].copy_from_slice(&b);
-                len += SFD_HDR_SIZE;
+                put(&proto::error_header(cmd, errno)[..SFD_HDR_SIZE])
             }
             Some(Final::Close) | None => {}
         }
@@ -147,8 +175,9 @@ impl StatusWriter {
         match sys::write_message(self.fd.as_fd(), &buf[..len]) {
             Ok(()) => {
                 self.info = None;
-                self.unreported = 0;
-                if final_is_error || matches!(self.final_msg, Some(Final::Complete)) {
+                self.unreported -= reported;
+                self.reportable = 0;
+                if self.final_msg.is_some() {
                     // Written: nothing more may follow.
                     self.final_msg = Some(Final::Close);
                 }
@@ -191,23 +220,57 @@ mod tests {
     }
 
     #[test]
-    fn info_progress_and_completion_go_out_in_one_write() {
+    fn a_transfer_that_never_waited_says_info_then_completion() {
         let (r, w) = pipe_nb();
         let mut s = StatusWriter::new(w, true);
         s.owe_info(FileInfo::ok(10, 0, 0, 0, 1));
-        s.owe_progress(4);
-        s.owe_progress(6);
+        s.moved(4);
+        s.moved(6);
         s.owe_final(Final::Complete);
         assert_eq!(s.flush(), Flush::Clear);
         assert!(s.is_finished());
         let bytes = read_all(&r);
-        assert_eq!(bytes.len(), proto::FILE_INFO_LEN + 2 * proto::XFER_STAT_LEN);
-        let p = &bytes[proto::FILE_INFO_LEN..];
-        assert_eq!(Response::decode(&p[..16]), Some(Response::Progress(10)));
-        assert_eq!(Response::decode(&p[16..]), Some(Response::Complete));
+        assert_eq!(bytes.len(), proto::FILE_INFO_LEN + proto::XFER_STAT_LEN);
+        let fin = &bytes[proto::FILE_INFO_LEN..];
+        assert_eq!(Response::decode(fin), Some(Response::Complete));
         // Nothing is written twice.
         assert_eq!(s.flush(), Flush::Clear);
         assert!(read_all(&r).is_empty());
+    }
+
+    #[test]
+    fn progress_is_reported_only_for_bytes_moved_before_a_wait() {
+        let (r, w) = pipe_nb();
+        let mut s = StatusWriter::new(w, true);
+        s.moved(PROGRESS_STEP);
+        assert!(!s.worth_flushing(), "moving is no reason to report");
+        assert_eq!(s.flush(), Flush::Clear);
+        assert!(read_all(&r).is_empty());
+        s.stopped_to_wait();
+        s.moved(5); // after the wait: not reportable yet
+        assert!(s.worth_flushing());
+        assert_eq!(s.flush(), Flush::Clear);
+        let bytes = read_all(&r);
+        let want = PROGRESS_STEP.min(proto::XFER_COMPLETE as u64 - 1) as usize;
+        assert_eq!(Response::decode(&bytes), Some(Response::Progress(want)));
+        // The 5 bytes after the wait go unreported: the completion says it.
+        s.owe_final(Final::Complete);
+        assert_eq!(s.flush(), Flush::Clear);
+        assert_eq!(Response::decode(&read_all(&r)), Some(Response::Complete));
+    }
+
+    #[test]
+    fn progress_owed_when_the_transfer_ends_is_dropped() {
+        let (r, w) = pipe_nb();
+        let mut s = StatusWriter::new(w, true);
+        s.moved(10);
+        s.stopped_to_wait();
+        // The status pipe was full at the wait; the transfer then finished.
+        s.owe_final(Final::Complete);
+        assert_eq!(s.flush(), Flush::Clear);
+        let bytes = read_all(&r);
+        assert_eq!(bytes.len(), proto::XFER_STAT_LEN);
+        assert_eq!(Response::decode(&bytes), Some(Response::Complete));
     }
 
     #[test]
@@ -217,24 +280,28 @@ mod tests {
         let junk = [0u8; 4096];
         while sys::write(w.as_fd(), &junk).is_ok() {}
         let mut s = StatusWriter::new(w, true);
-        s.owe_progress(100);
+        s.moved(PROGRESS_STEP);
+        s.stopped_to_wait();
         assert_eq!(s.flush(), Flush::Pending);
-        s.owe_progress(50);
+        s.moved(50);
+        s.stopped_to_wait();
         assert_eq!(s.flush(), Flush::Pending);
         let _ = read_all(&r);
         assert_eq!(s.flush(), Flush::Clear);
         let bytes = read_all(&r);
-        assert_eq!(Response::decode(&bytes), Some(Response::Progress(150)));
+        let want = (PROGRESS_STEP + 50) as usize;
+        assert_eq!(Response::decode(&bytes), Some(Response::Progress(want)));
     }
 
     #[test]
-    fn closed_reader_is_gone_and_error_drops_progress() {
+    fn an_error_drops_progress_and_a_closed_reader_is_gone() {
         let (r, w) = pipe_nb();
         let mut s = StatusWriter::new(w, true);
-        s.owe_progress(7);
+        s.moved(7);
+        s.stopped_to_wait();
         s.owe_final(Final::Error {
             cmd: proto::SFD_XFER_STAT,
-            errno: libc::ECANCELED,
+            errno: libc::EPIPE,
         });
         assert_eq!(s.flush(), Flush::Clear);
         let bytes = read_all(&r);
@@ -242,30 +309,54 @@ mod tests {
             Response::decode(&bytes),
             Some(Response::Error {
                 cmd: proto::SFD_XFER_STAT,
-                errno: libc::ECANCELED
+                errno: libc::EPIPE
             })
         );
         drop(r);
         let (r2, w2) = pipe_nb();
         drop(r2);
         let mut s = StatusWriter::new(w2, true);
-        s.owe_progress(1);
+        s.moved(PROGRESS_STEP);
+        s.stopped_to_wait();
         assert_eq!(s.flush(), Flush::Gone);
     }
 
     #[test]
+    fn close_writes_nothing_and_drops_what_was_owed() {
+        let (r, w) = pipe_nb();
+        let mut s = StatusWriter::new(w, true);
+        s.owe_info(FileInfo::ok(10, 0, 0, 0, 1));
+        s.moved(3);
+        s.stopped_to_wait();
+        s.owe_final(Final::Close);
+        assert!(!s.worth_flushing());
+        assert_eq!(s.flush(), Flush::Clear);
+        assert!(s.is_finished());
+        drop(s);
+        assert!(
+            read_all(&r).is_empty(),
+            "a cancelled channel carries no message"
+        );
+    }
+
+    #[test]
     fn small_progress_waits_for_something_worth_a_write() {
-        let (_r, w) = pipe_nb();
+        let (r, w) = pipe_nb();
         let mut s = StatusWriter::new(w, true);
         s.owe_info(FileInfo::ok(10, 0, 0, 0, 1));
         assert!(s.worth_flushing(), "the file info always is");
         assert_eq!(s.flush(), Flush::Clear);
-        s.owe_progress(PROGRESS_STEP - 1);
+        s.moved(PROGRESS_STEP - 1);
+        s.stopped_to_wait();
         assert!(!s.worth_flushing());
-        s.owe_progress(1);
+        let _ = read_all(&r); // the file info
+        assert_eq!(s.flush(), Flush::Clear);
+        assert!(read_all(&r).is_empty(), "below a step, nothing is written");
+        s.moved(1);
+        s.stopped_to_wait();
         assert!(s.worth_flushing());
         assert_eq!(s.flush(), Flush::Clear);
-        s.owe_progress(1);
+        s.moved(1);
         s.owe_final(Final::Complete);
         assert!(s.worth_flushing(), "the final message always is");
     }
@@ -274,7 +365,8 @@ mod tests {
     fn data_pipes_carry_no_progress() {
         let (r, w) = pipe_nb();
         let mut s = StatusWriter::new(w, false);
-        s.owe_progress(5);
+        s.moved(5);
+        s.stopped_to_wait();
         s.owe_final(Final::Close);
         assert_eq!(s.flush(), Flush::Clear);
         assert!(s.is_finished());
