@@ -5,6 +5,7 @@ mod activation;
 mod cli;
 mod logging;
 mod privileges;
+mod signals;
 
 use std::ffi::CString;
 use std::io::{self, Write};
@@ -261,7 +262,9 @@ fn serve<B: TransferBackend>(
     socket: RequestSocket,
     ready: Ready<'_>,
 ) -> Result<(), StartError> {
-    let mut server = Server::new(backend, config, root_fd, socket)
+    let shutdown = signals::install_shutdown_signals()
+        .map_err(|e| StartError::io("installing signal handlers", e))?;
+    let mut server = Server::new(backend, config, root_fd, socket, shutdown)
         .map_err(|e| StartError::io("starting the server", e))?;
     log::info!(
         "{} {} serving {} on {}",

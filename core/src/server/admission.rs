@@ -1,0 +1,506 @@
+//! Request admission: from a received datagram to a transfer in the table,
+//! or to a precise refusal.
+//!
+//! This file decodes, pairs a request with the descriptors it must carry,
+//! checks the allow-list, the slot limit and the destination, opens the file
+//! beneath the root, and answers what needs no transfer (Status, refusals).
+//! It writes only to the reply channel that came with a request, and only
+//! after checking that it is a pipe. Moving data is `turns.rs`'s.
+
+use std::ffi::{CStr, CString};
+use std::io;
+use std::os::fd::{AsFd, OwnedFd};
+use std::sync::Arc;
+use std::time::Instant;
+
+use crate::backend::{DestKind, TransferBackend};
+use crate::protocol::{
+    self as proto, Command, FileInfo, HeaderTrailer, Range, Request, ServerStat,
+};
+use crate::sys::{self, PeerCred, Received};
+
+use super::fastpath;
+use super::pump::Cursor;
+use super::status::{Flush, StatusWriter};
+use super::transfer::{Dest, Outcome, State, Transfer};
+use super::{errno_of, Server};
+
+/// A request to start a transfer (Read, Send or Open), with its descriptors
+/// in their places.
+#[derive(Debug)]
+pub struct StartRequest {
+    /// Read, Send or Open.
+    pub command: Command,
+    /// Relative to the root.
+    pub path: CString,
+    /// The part of the file.
+    pub range: Range,
+    /// The status channel (a Read's data pipe).
+    pub status: OwnedFd,
+    /// Where the data goes (Send only).
+    pub dest: Option<OwnedFd>,
+    /// Bytes around the range (Send only).
+    pub hdtr: HeaderTrailer,
+    /// The requesting uid, where the OS reports one.
+    pub uid: Option<u32>,
+}
+
+/// A decoded request with the descriptors it carries.
+#[derive(Debug)]
+enum Job {
+    Start(StartRequest),
+    SendOpen {
+        txnid: u64,
+        dest: OwnedFd,
+        hdtr: HeaderTrailer,
+    },
+    Cancel {
+        txnid: u64,
+    },
+    Status {
+        reply: OwnedFd,
+    },
+}
+
+/// Pairs a request with its descriptors: exactly the ones its command
+/// takes, or the descriptors back for a refusal.
+fn into_job(req: Request, fds: Vec<OwnedFd>, uid: Option<u32>) -> Result<Job, Vec<OwnedFd>> {
+    let mut it = fds.into_iter();
+    let (first, second, extra) = (it.next(), it.next(), it.next());
+    let start = |command, path, range, status, dest, hdtr| {
+        Job::Start(StartRequest {
+            command,
+            path,
+            range,
+            status,
+            dest,
+            hdtr,
+            uid,
+        })
+    };
+    Ok(match (req, first, second, extra) {
+        (Request::Read { path, range }, Some(st), None, None) => start(
+            Command::Read,
+            path,
+            range,
+            st,
+            None,
+            HeaderTrailer::default(),
+        ),
+        (Request::Send { path, range, hdtr }, Some(st), Some(dest), None) => {
+            start(Command::Send, path, range, st, Some(dest), hdtr)
+        }
+        (Request::Open { path, range }, Some(st), None, None) => start(
+            Command::Open,
+            path,
+            range,
+            st,
+            None,
+            HeaderTrailer::default(),
+        ),
+        (Request::SendOpen { txnid, hdtr }, Some(dest), None, None) => {
+            Job::SendOpen { txnid, dest, hdtr }
+        }
+        (Request::Cancel { txnid }, None, None, None) => Job::Cancel { txnid },
+        (Request::Status, Some(reply), None, None) => Job::Status { reply },
+        (_, first, second, extra) => {
+            return Err(first
+                .into_iter()
+                .chain(second)
+                .chain(extra)
+                .chain(it)
+                .collect())
+        }
+    })
+}
+
+impl<B: TransferBackend> Server<B> {
+    /// Handles one received datagram: a transfer admitted, a request
+    /// answered, or a refusal with every descriptor closed.
+    pub(super) fn handle_datagram(&mut self, bytes: &[u8], rcv: Received) {
+        let Received {
+            fds,
+            truncated,
+            fds_truncated,
+            cred,
+            ..
+        } = rcv;
+        let who = Who(cred);
+        let cmd_hint = bytes.get(1).copied().and_then(Command::from_u8);
+        let decoded = if truncated {
+            Err(proto::DecodeError::TooLong)
+        } else {
+            Request::decode(bytes)
+        };
+        let req = match decoded {
+            Ok(r) => r,
+            Err(e) => {
+                log::warn!(
+                    "bad request from {who} ({} bytes, {} fds): {e}",
+                    bytes.len(),
+                    fds.len()
+                );
+                refuse_on_reply_channel(cmd_hint, fds, e.errno());
+                return;
+            }
+        };
+        let cmd = req.command();
+        let nfds = fds.len();
+        let job = if fds_truncated {
+            Err(fds)
+        } else {
+            into_job(req, fds, cred.map(|c| c.uid))
+        };
+        let job = match job {
+            Ok(job) => job,
+            Err(fds) => {
+                log::warn!(
+                    "bad request from {who}: {cmd:?} with {nfds} descriptors{}",
+                    if fds_truncated {
+                        " (more were cut)"
+                    } else {
+                        ""
+                    }
+                );
+                refuse_on_reply_channel(Some(cmd), fds, libc::EINVAL);
+                return;
+            }
+        };
+        if !self.peer_allowed(cred) {
+            log::warn!("refused {cmd:?} from {who}: not in the allow-list");
+            let fds = match job {
+                Job::Start(s) => [Some(s.status), s.dest].into_iter().flatten().collect(),
+                Job::SendOpen { dest, .. } => vec![dest],
+                Job::Status { reply } => vec![reply],
+                Job::Cancel { .. } => Vec::new(),
+            };
+            refuse_on_reply_channel(Some(cmd), fds, libc::EACCES);
+            return;
+        }
+        let uid = cred.map(|c| c.uid);
+        match job {
+            Job::Start(req) => self.start(req),
+            Job::SendOpen { txnid, dest, hdtr } => self.send_open(txnid, dest, hdtr, uid),
+            Job::Cancel { txnid } => self.cancel(txnid, uid),
+            Job::Status { reply } => self.report_status(reply),
+        }
+    }
+
+    fn peer_allowed(&self, cred: Option<PeerCred>) -> bool {
+        if self.config.allow_uids.is_empty() && self.config.allow_gids.is_empty() {
+            return true;
+        }
+        match cred {
+            Some(c) => {
+                self.config.allow_uids.contains(&c.uid) || self.config.allow_gids.contains(&c.gid)
+            }
+            // Without credentials from the OS there is nothing to check.
+            None => true,
+        }
+    }
+
+    /// Answers a Status request, on a pipe only: a socket or file handed
+    /// in as the reply channel gets nothing and is closed.
+    fn report_status(&mut self, reply: OwnedFd) {
+        if !sys::fstat(reply.as_fd()).is_ok_and(|st| sys::is_fifo(&st)) {
+            log::warn!("status request: reply channel is not a pipe; closed unanswered");
+            return;
+        }
+        let s = ServerStat {
+            cmd: proto::SFD_SERVER_STAT,
+            stat: proto::SFD_STAT_OK,
+            version: proto::PROTOCOL_VERSION,
+            live: self.table.len() as u64,
+            completed: self.counters.completed,
+            failed: self.counters.failed,
+            bytes: self.counters.bytes,
+            uptime_secs: self.started.elapsed().as_secs(),
+        };
+        let _ = sys::set_nonblocking(reply.as_fd(), true);
+        if let Err(e) = sys::write_message(reply.as_fd(), &s.encode()) {
+            log::debug!("status reply not delivered: {e}");
+        }
+    }
+
+    fn new_txnid(&mut self) -> io::Result<u64> {
+        loop {
+            // size_t on the C side: keep ids within it on 32-bit systems.
+            let id = self.ids.take()? & (usize::MAX as u64);
+            if id != 0 && !self.table.contains_id(id) {
+                return Ok(id);
+            }
+        }
+    }
+
+    /// Opens a regular file beneath the root and takes its shared lock;
+    /// the errno of a refusal as the contract names it.
+    fn open_file(&self, path: &CStr) -> Result<(OwnedFd, libc::stat), i32> {
+        let bytes = path.to_bytes();
+        if bytes.is_empty() {
+            return Err(libc::ENOENT);
+        }
+        if bytes.iter().all(|&b| b == b'/') {
+            // The root directory itself: not a regular file, as the
+            // original answers.
+            return Err(libc::EINVAL);
+        }
+        let file = self
+            .backend
+            .open_beneath(self.root.as_fd(), path)
+            .map_err(|e| {
+                match e.raw_os_error() {
+                    // An escape from the root is reported like any other file the
+                    // client may not have.
+                    Some(libc::EXDEV) => libc::EACCES,
+                    // open(2) of a socket (or a device without a driver): not a
+                    // regular file either.
+                    Some(libc::ENXIO) | Some(libc::EOPNOTSUPP) => libc::EINVAL,
+                    Some(n) => n,
+                    None => libc::EIO,
+                }
+            })?;
+        let st = sys::fstat(file.as_fd()).map_err(|e| errno_of(&e))?;
+        if !sys::is_regular(&st) {
+            return Err(libc::EINVAL);
+        }
+        sys::flock_shared_nonblocking(file.as_fd()).map_err(|e| errno_of(&e))?;
+        Ok((file, st))
+    }
+
+    /// Admits a Read, Send or Open: a new transfer, or a refusal on its
+    /// status channel.
+    fn start(&mut self, req: StartRequest) {
+        let StartRequest {
+            command,
+            path,
+            range,
+            status: status_fd,
+            dest,
+            hdtr,
+            uid,
+        } = req;
+        let shown = path.to_string_lossy();
+        if !sys::fstat(status_fd.as_fd()).is_ok_and(|st| sys::is_fifo(&st)) {
+            log::warn!("{command:?} {shown}: status channel is not a pipe");
+            return;
+        }
+        if let Err(e) = fastpath::set_nonblocking(status_fd.as_fd()) {
+            log::warn!("{command:?} {shown}: status channel: {e}");
+            return;
+        }
+        if self.table.len() >= self.config.max_transfers {
+            log::info!(
+                "{command:?} {shown}: refused, {} transfers live (EMFILE)",
+                self.table.len()
+            );
+            return refuse(status_fd, libc::EMFILE);
+        }
+        let dest = match dest {
+            None => None,
+            Some(fd) => match prepare_dest(fd) {
+                Ok(d) => Some(d),
+                Err(errno) => {
+                    log::info!("{command:?} {shown}: destination unusable (errno {errno})");
+                    return refuse(status_fd, errno);
+                }
+            },
+        };
+        let (file, st) = match self.open_file(&path) {
+            Ok(x) => x,
+            Err(errno) => {
+                log::info!(
+                    "{command:?} {shown}: {}",
+                    io::Error::from_raw_os_error(errno)
+                );
+                return refuse(status_fd, errno);
+            }
+        };
+        let txnid = match self.new_txnid() {
+            Ok(id) => id,
+            Err(e) => return refuse(status_fd, errno_of(&e)),
+        };
+        let is_read = command == Command::Read;
+        let size = range.clip(st.st_size as u64);
+        let info = FileInfo::ok(size, st.st_atime, st.st_mtime, st.st_ctime, txnid);
+        if is_read {
+            self.backend.grow_pipe(status_fd.as_fd(), size);
+        }
+        let mut status = StatusWriter::new(status_fd, !is_read);
+        status.owe_info(info);
+        if is_read && status.flush() != Flush::Clear {
+            // A fresh pipe always has room for the info; if not, the client
+            // is gone.
+            log::info!("{command:?} {shown}: client gone before the file info");
+            return;
+        }
+        let file = Arc::new(file);
+        let state = match (command, dest) {
+            (Command::Open, _) => State::Opened {
+                file,
+                deadline: Instant::now() + self.config.open_timeout,
+            },
+            (_, dest) => State::Running {
+                file,
+                dest: dest.unwrap_or(Dest::Status),
+                dest_ready: true,
+            },
+        };
+        let deadline = match &state {
+            State::Opened { deadline, .. } => Some(*deadline),
+            _ => None,
+        };
+        let t = Transfer {
+            command,
+            state,
+            status,
+            status_registered: false,
+            cursor: Cursor::new(hdtr.header, range.offset, size, hdtr.trailer),
+            queued: false,
+            peer_uid: uid,
+            started: Instant::now(),
+            outcome: None,
+        };
+        let slot = self.table.insert(txnid, t);
+        log::debug!("txn {txnid:x}: {command:?} {shown} ({size} bytes)");
+        if let Some(deadline) = deadline {
+            self.timers.push(deadline, txnid);
+            let live = self.table.len();
+            let table = &self.table;
+            self.timers.compact_if_stale(live, |id| {
+                table
+                    .slot_of(id)
+                    .and_then(|s| table.get(s))
+                    .is_some_and(|(_, t)| matches!(t.state, State::Opened { .. }))
+            });
+            self.flush_status(slot);
+        } else {
+            // The first turn runs now: a small file is often done before the
+            // loop comes round, with info and completion in one write and no
+            // readiness registration at all.
+            self.turn(slot);
+        }
+    }
+
+    fn send_open(&mut self, txnid: u64, dest: OwnedFd, hdtr: HeaderTrailer, uid: Option<u32>) {
+        let Some(slot) = self.owned_slot(txnid, uid, "send-open") else {
+            return;
+        };
+        let Some(t) = self.table.get_mut(slot) else {
+            return;
+        };
+        let deadline = match &t.state {
+            State::Opened { deadline, .. } => *deadline,
+            _ => {
+                log::info!("txn {txnid:x}: send-open on a transfer already started; ignored");
+                return;
+            }
+        };
+        if Instant::now() >= deadline {
+            // The deadline holds even if the loop was too busy to expire
+            // the file before this request was read.
+            log::debug!("txn {txnid:x}: send-open after the open file expired");
+            return self.end(slot, Outcome::Failed(libc::ETIMEDOUT));
+        }
+        let dest = match prepare_dest(dest) {
+            Ok(d) => d,
+            Err(errno) => return self.end(slot, Outcome::Failed(errno)),
+        };
+        let State::Opened { file, .. } = std::mem::replace(&mut t.state, State::Finishing) else {
+            return;
+        };
+        t.cursor = Cursor::new(
+            hdtr.header,
+            t.cursor.file_offset,
+            t.cursor.file_len,
+            hdtr.trailer,
+        );
+        t.state = State::Running {
+            file,
+            dest,
+            dest_ready: true,
+        };
+        self.turn(slot);
+    }
+
+    fn cancel(&mut self, txnid: u64, uid: Option<u32>) {
+        if let Some(slot) = self.owned_slot(txnid, uid, "cancel") {
+            log::debug!("txn {txnid:x}: cancelled");
+            self.end(slot, Outcome::Cancelled);
+        }
+    }
+
+    /// The slot of `txnid` if the requesting peer may act on it: a transfer
+    /// is bound to the uid that created it, where the OS reports uids.
+    fn owned_slot(&self, txnid: u64, uid: Option<u32>, what: &str) -> Option<usize> {
+        let Some(slot) = self.table.slot_of(txnid) else {
+            log::info!("{what} of unknown transfer {txnid:x} (finished or expired)");
+            return None;
+        };
+        let owner = self.table.get(slot).and_then(|(_, t)| t.peer_uid);
+        match (owner, uid) {
+            (Some(o), Some(u)) if o != u && u != 0 => {
+                log::warn!(
+                    "{what} of transfer {txnid:x} by uid {u} refused: it belongs to uid {o}"
+                );
+                None
+            }
+            _ => Some(slot),
+        }
+    }
+}
+
+/// Who sent a request, for log lines (formatted only if one is written).
+struct Who(Option<PeerCred>);
+
+impl std::fmt::Display for Who {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0 {
+            Some(c) => write!(f, "pid {} uid {}", c.pid, c.uid),
+            None => f.write_str("unknown peer"),
+        }
+    }
+}
+
+/// Classifies a passed destination and makes it non-blocking (regular files
+/// stay as they are: they never block on space). Datagram and seqpacket
+/// sockets are refused with `EINVAL`: a message boundary per write would cut
+/// the stream, and such a socket may be connected to the daemon's own
+/// request socket.
+fn prepare_dest(fd: OwnedFd) -> Result<Dest, i32> {
+    let kind = fastpath::dest_kind(fd.as_fd()).map_err(|e| errno_of(&e))?;
+    match kind {
+        DestKind::OtherSocket => return Err(libc::EINVAL),
+        DestKind::RegularFile => {}
+        _ => fastpath::set_nonblocking(fd.as_fd()).map_err(|e| errno_of(&e))?,
+    }
+    Ok(Dest::Fd {
+        fd,
+        kind,
+        registered: false,
+    })
+}
+
+/// Answers a refused request with an error in place of the file info.
+fn refuse(status: OwnedFd, errno: i32) {
+    let _ = sys::set_nonblocking(status.as_fd(), true);
+    let _ = sys::write_message(
+        status.as_fd(),
+        &proto::error_header(proto::SFD_FILE_INFO, errno),
+    );
+}
+
+/// Answers a malformed request on its reply channel, if it plausibly has
+/// one: the command has a reply channel and the first descriptor is a pipe.
+/// Never writes anywhere else. Every descriptor is closed.
+fn refuse_on_reply_channel(cmd: Option<Command>, fds: Vec<OwnedFd>, errno: i32) {
+    if let (Some(cmd), Some(first)) = (cmd, fds.first()) {
+        if cmd.has_reply_channel() && sys::fstat(first.as_fd()).is_ok_and(|st| sys::is_fifo(&st)) {
+            let _ = sys::set_nonblocking(first.as_fd(), true);
+            let _ = sys::write_message(
+                first.as_fd(),
+                &proto::error_header(proto::SFD_FILE_INFO, errno),
+            );
+        }
+    }
+    drop(fds);
+}

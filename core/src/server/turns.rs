@@ -1,0 +1,401 @@
+//! Driving admitted transfers: a turn of data at a time, the waits between
+//! turns (readiness, the disk threads, open-file deadlines), and the end.
+//!
+//! This file moves data only through the backend (via the pump), writes
+//! only to a transfer's status channel (through its `StatusWriter`), and is
+//! the only place that ends a transfer ([`Server::end`], [`Server::remove`]).
+
+use std::io;
+use std::os::fd::{AsFd, AsRawFd};
+use std::sync::Arc;
+use std::time::Instant;
+
+use mio::unix::SourceFd;
+use mio::Interest;
+
+use crate::backend::TransferBackend;
+
+use super::disk::DiskJob;
+use super::pump::{pump, Limits, PumpStop};
+use super::status::{Final, Flush};
+use super::table::Slot;
+use super::transfer::{Dest, Outcome, State, Transfer};
+use super::{dest_token, errno_of, status_token, Server};
+
+impl<B: TransferBackend> Server<B> {
+    pub(super) fn enqueue(&mut self, slot: Slot) {
+        if let Some(t) = self.table.get_mut(slot) {
+            if !t.queued {
+                t.queued = true;
+                self.runq.push_back(slot);
+            }
+        }
+    }
+
+    /// Gives every queued transfer one turn (those queued during it wait for
+    /// the next round).
+    pub(super) fn run_queue(&mut self) {
+        for _ in 0..self.runq.len() {
+            let Some(slot) = self.runq.pop_front() else {
+                break;
+            };
+            if let Some(t) = self.table.get_mut(slot) {
+                t.queued = false;
+                self.turn(slot);
+            }
+        }
+    }
+
+    /// One turn of one transfer: move up to a quantum, then report.
+    pub(super) fn turn(&mut self, slot: Slot) {
+        let backend = Arc::clone(&self.backend);
+        let limits = Limits {
+            chunk: self.config.chunk,
+            budget: self.config.quantum,
+            probe_cache: self.config.probe_cache,
+        };
+        let Some((txnid, _)) = self.table.get(slot) else {
+            return;
+        };
+        let Some(t) = self.table.get_mut(slot) else {
+            return;
+        };
+        let Transfer {
+            state,
+            status,
+            cursor,
+            ..
+        } = t;
+        let State::Running {
+            file,
+            dest,
+            dest_ready: true,
+        } = state
+        else {
+            return;
+        };
+        let (dest_fd, kind) = Transfer::dest_fd(status, dest);
+        let (moved, stop) = pump(&*backend, cursor, file.as_fd(), dest_fd, kind, limits);
+        t.status.moved(moved);
+        self.counters.bytes += moved;
+        match stop {
+            PumpStop::Done => self.end(slot, Outcome::Complete),
+            PumpStop::BudgetSpent => {
+                let flush = t.status.worth_flushing();
+                self.enqueue(slot);
+                if flush {
+                    self.flush_status(slot);
+                }
+            }
+            PumpStop::DestinationFull => {
+                if let State::Running { dest_ready, .. } = &mut t.state {
+                    *dest_ready = false;
+                }
+                t.status.stopped_to_wait();
+                let flush = t.status.worth_flushing();
+                // Full before a single byte moved: the readiness edge that
+                // woke us may be spent although the destination has room (an
+                // EAGAIN with space, as fault injection makes). Re-arming
+                // asks for a fresh edge if it is writable now.
+                if let Err(e) = self.register_waits(slot, moved == 0) {
+                    log::error!("registering a transfer for readiness: {e}");
+                    return self.end(slot, Outcome::Failed(errno_of(&e)));
+                }
+                if flush {
+                    self.flush_status(slot);
+                }
+            }
+            PumpStop::NotCached { offset, len } => {
+                let State::Running { file, dest, .. } =
+                    std::mem::replace(&mut t.state, State::Finishing)
+                else {
+                    return;
+                };
+                let job = DiskJob {
+                    slot,
+                    txnid,
+                    file: Arc::clone(&file),
+                    offset,
+                    len,
+                };
+                t.state = State::WaitingForDisk { file, dest };
+                t.status.stopped_to_wait();
+                // The file info goes out now, not after the disk.
+                let flush = t.status.worth_flushing();
+                if !self.disk.submit(job) {
+                    log::error!("disk threads are gone");
+                    return self.end(slot, Outcome::Failed(libc::EIO));
+                }
+                if flush {
+                    self.flush_status(slot);
+                }
+            }
+            PumpStop::Failed(errno) => {
+                log::debug!(
+                    "transfer in slot {slot} failed: {}",
+                    io::Error::from_raw_os_error(errno)
+                );
+                self.end(slot, Outcome::Failed(errno));
+            }
+        }
+    }
+
+    /// Registers what a blocked transfer waits on: its destination, and its
+    /// status channel (so a client that goes away is noticed). With `rearm`,
+    /// a destination already registered is registered again, which queues
+    /// an event at once if it is writable.
+    fn register_waits(&mut self, slot: Slot, rearm: bool) -> io::Result<()> {
+        let Some(t) = self.table.get_mut(slot) else {
+            return Ok(());
+        };
+        let registry = self.poll.registry();
+        let status_fd = t.status.fd().as_raw_fd();
+        let data_on_status = matches!(
+            t.state,
+            State::Running {
+                dest: Dest::Status,
+                ..
+            }
+        );
+        if !t.status_registered {
+            registry.register(
+                &mut SourceFd(&status_fd),
+                status_token(slot),
+                Interest::WRITABLE,
+            )?;
+            t.status_registered = true;
+        } else if rearm && data_on_status {
+            registry.reregister(
+                &mut SourceFd(&status_fd),
+                status_token(slot),
+                Interest::WRITABLE,
+            )?;
+        }
+        let mut retry_now = false;
+        if let State::Running {
+            dest:
+                Dest::Fd {
+                    fd,
+                    kind,
+                    registered,
+                },
+            dest_ready,
+            ..
+        } = &mut t.state
+        {
+            if kind.is_pollable() && (!*registered || rearm) {
+                let source = &mut SourceFd(&fd.as_raw_fd());
+                if *registered {
+                    registry.reregister(source, dest_token(slot), Interest::WRITABLE)?;
+                } else {
+                    registry.register(source, dest_token(slot), Interest::WRITABLE)?;
+                }
+                *registered = true;
+            }
+            if !kind.is_pollable() {
+                // A regular file is never full for long: try again next turn.
+                *dest_ready = true;
+                retry_now = true;
+            }
+        }
+        if retry_now {
+            self.enqueue(slot);
+        }
+        Ok(())
+    }
+
+    /// A readiness event for a transfer's status channel or destination.
+    pub(super) fn transfer_event(&mut self, slot: Slot, is_dest: bool, closed: bool) {
+        let Some(t) = self.table.get_mut(slot) else {
+            return;
+        };
+        let mut wake = false;
+        if let State::Running {
+            dest, dest_ready, ..
+        } = &mut t.state
+        {
+            if is_dest || matches!(dest, Dest::Status) {
+                *dest_ready = true;
+                wake = true;
+            }
+        }
+        if wake {
+            self.enqueue(slot);
+        }
+        if !is_dest {
+            if closed {
+                // The client closed its end of the status channel.
+                self.abandon(slot, "client closed its status channel");
+                return;
+            }
+            // Writable is no reason to speak: progress below the step
+            // waits for a later wait, as in `turn`.
+            if self
+                .table
+                .get_mut(slot)
+                .is_some_and(|t| t.status.worth_flushing())
+            {
+                self.flush_status(slot);
+            }
+        }
+    }
+
+    /// Writes what the status channel owes; removes a finished transfer.
+    pub(super) fn flush_status(&mut self, slot: Slot) {
+        let Some(t) = self.table.get_mut(slot) else {
+            return;
+        };
+        match t.status.flush() {
+            Flush::Clear => {
+                if t.status.is_finished() {
+                    self.remove(slot);
+                }
+            }
+            Flush::Pending => {
+                if let Err(e) = self.register_waits(slot, false) {
+                    log::error!("registering a status channel: {e}");
+                    self.abandon(slot, "cannot wait for its status channel");
+                }
+            }
+            Flush::Gone => self.abandon(slot, "status channel closed"),
+        }
+    }
+
+    /// Ends a transfer: the destination gets nothing more, the file closes,
+    /// and the status channel owes what `outcome` calls for (the
+    /// completion, an error, or nothing for a cancel and for a Read). A
+    /// transfer already ending keeps its first outcome.
+    pub(super) fn end(&mut self, slot: Slot, outcome: Outcome) {
+        let Some(t) = self.table.get_mut(slot) else {
+            return;
+        };
+        if t.outcome.is_some() {
+            return;
+        }
+        t.outcome = Some(outcome);
+        if let Some(Dest::Fd {
+            fd,
+            registered: true,
+            ..
+        }) = t.take_data_part()
+        {
+            let _ = self
+                .poll
+                .registry()
+                .deregister(&mut SourceFd(&fd.as_raw_fd()));
+        }
+        let fin = match outcome {
+            _ if t.is_read() => Final::Close,
+            Outcome::Complete => Final::Complete,
+            Outcome::Failed(errno) => Final::Error {
+                cmd: crate::protocol::SFD_XFER_STAT,
+                errno,
+            },
+            Outcome::Cancelled | Outcome::ClientGone => Final::Close,
+        };
+        t.status.owe_final(fin);
+        if outcome.is_success() {
+            self.counters.completed += 1;
+        } else {
+            self.counters.failed += 1;
+        }
+        self.flush_status(slot);
+    }
+
+    /// Drops a transfer whose client is gone; nothing more can be said.
+    fn abandon(&mut self, slot: Slot, why: &str) {
+        if let Some(t) = self.table.get_mut(slot) {
+            log::debug!("transfer in slot {slot}: {why}");
+            if t.outcome.is_none() {
+                t.outcome = Some(Outcome::ClientGone);
+                self.counters.failed += 1;
+            }
+        }
+        self.remove(slot);
+    }
+
+    /// Takes a transfer out of the table and closes all it holds.
+    pub(super) fn remove(&mut self, slot: Slot) {
+        let Some((txnid, mut t)) = self.table.remove(slot) else {
+            return;
+        };
+        let registry = self.poll.registry();
+        if t.status_registered {
+            let _ = registry.deregister(&mut SourceFd(&t.status.fd().as_raw_fd()));
+        }
+        // The file and destination close before the status channel, so a
+        // client that sees end of file there knows the daemon holds nothing
+        // of the transfer any more.
+        if let Some(Dest::Fd {
+            fd,
+            registered: true,
+            ..
+        }) = t.take_data_part()
+        {
+            let _ = registry.deregister(&mut SourceFd(&fd.as_raw_fd()));
+        }
+        if log::log_enabled!(log::Level::Debug) {
+            let outcome = t.outcome.unwrap_or(Outcome::Cancelled);
+            let uid = t.peer_uid.map(|u| format!(" uid {u}")).unwrap_or_default();
+            log::debug!(
+                "txn {txnid:x}: {:?} {outcome} after {} of {} bytes in {:?}{uid}",
+                t.command,
+                t.cursor.pos,
+                t.cursor.total(),
+                t.started.elapsed()
+            );
+        }
+    }
+
+    /// Ends the open files whose deadline has passed with `ETIMEDOUT`.
+    pub(super) fn expire_open_files(&mut self) {
+        let now = Instant::now();
+        while let Some(txnid) = self.timers.pop_due(now) {
+            let Some(slot) = self.table.slot_of(txnid) else {
+                continue;
+            };
+            let expired = self.table.get(slot).is_some_and(
+                |(_, t)| matches!(t.state, State::Opened { deadline, .. } if deadline <= now),
+            );
+            if expired {
+                log::debug!("txn {txnid:x}: open file expired");
+                self.end(slot, Outcome::Failed(libc::ETIMEDOUT));
+            }
+        }
+    }
+
+    /// Takes the disk threads' finished jobs: their transfers run again.
+    pub(super) fn disk_finished(&mut self) {
+        for done in self.disk.take_done() {
+            if self.table.get(done.slot).map(|(id, _)| id) != Some(done.txnid) {
+                continue;
+            }
+            let Some(t) = self.table.get_mut(done.slot) else {
+                continue;
+            };
+            if !matches!(t.state, State::WaitingForDisk { .. }) {
+                continue;
+            }
+            if done.errno != 0 {
+                log::warn!(
+                    "txn {:x}: reading from disk failed: {}",
+                    done.txnid,
+                    io::Error::from_raw_os_error(done.errno)
+                );
+                self.end(done.slot, Outcome::Failed(done.errno));
+                continue;
+            }
+            t.cursor.mark_prefetched(done.offset, done.len);
+            if let State::WaitingForDisk { file, dest } =
+                std::mem::replace(&mut t.state, State::Finishing)
+            {
+                t.state = State::Running {
+                    file,
+                    dest,
+                    dest_ready: true,
+                };
+            }
+            self.enqueue(done.slot);
+        }
+    }
+}
