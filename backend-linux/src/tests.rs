@@ -516,3 +516,74 @@ fn new_backend_for_test(fallback: bool) -> Backend {
     let v = if fallback { "1" } else { "0" };
     Backend::with_options(LinuxOptions::from_env_value(Some(OsStr::new(v))))
 }
+
+#[test]
+fn nowait_memory_remembers_each_device_once() {
+    let m = NoWaitMemory::default();
+    assert!(m.is_empty());
+    assert!(!m.contains(7));
+    assert!(m.insert(7), "first time");
+    assert!(!m.is_empty());
+    assert!(m.contains(7));
+    assert!(!m.insert(7), "already there");
+    assert!(!m.contains(8), "another device is not refused");
+    // Device 0 is not confused with a free slot.
+    assert!(!m.contains(0));
+    assert!(m.insert(0));
+    assert!(m.contains(0));
+    assert!(!m.insert(0));
+    // Fill the rest; past the capacity nothing more is remembered.
+    for dev in 100..(100 + NOWAIT_MEMORY as libc::dev_t - 1) {
+        assert!(m.insert(dev), "{dev}");
+    }
+    assert!(!m.insert(5000), "full");
+    assert!(!m.contains(5000));
+    assert!(m.contains(7) && m.contains(100));
+}
+
+/// A refusal remembered for one filesystem stops the probe for files there
+/// and only there: a cold file elsewhere is still answered `NotCached`.
+#[test]
+fn a_refusing_filesystem_does_not_switch_the_probe_off_elsewhere() {
+    let dir = disk_tempdir();
+    let (f, _) = disk_file(&dir, 1 << 20);
+    if !has_nowait(&f) || !evict(&f, 0, 0) {
+        eprintln!(
+            "note: {} cannot drop cached pages or lacks RWF_NOWAIT; per-device memory not checked",
+            dir.path().display()
+        );
+        return;
+    }
+    let dev = sys::fstat(f.as_fd()).expect("fstat").st_dev;
+    let mut c = chunk(&f, 0, 4096);
+    c.nowait = true;
+
+    // This filesystem refused: its files count as cached, unprobed.
+    let here = LinuxBackend::new();
+    let (r, w) = nonblocking_pipe();
+    assert!(here.nowait_refused.insert(dev));
+    assert!(!resident(&f, 0), "still cold before the send");
+    assert_eq!(
+        here.send_file(c, w.as_fd(), DestKind::Pipe).expect("send"),
+        Moved::Bytes(4096)
+    );
+    // The pipe holds references to the spliced pages: drop it so that they
+    // can be dropped from the cache again.
+    drop((r, w));
+
+    // Another filesystem refused: this one is still probed.
+    if !evict(&f, 0, 0) {
+        eprintln!("note: pages could not be dropped again; second half not checked");
+        return;
+    }
+    let elsewhere = LinuxBackend::new();
+    let (_r, w) = nonblocking_pipe();
+    assert!(elsewhere.nowait_refused.insert(dev.wrapping_add(1)));
+    assert_eq!(
+        elsewhere
+            .send_file(c, w.as_fd(), DestKind::Pipe)
+            .expect("send"),
+        Moved::NotCached
+    );
+    assert!(!elsewhere.no_nowait.load(Ordering::Relaxed));
+}
