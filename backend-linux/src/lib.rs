@@ -187,32 +187,73 @@ impl LinuxBackend {
         Ok(true)
     }
 
+    /// Opens a regular file beneath `root` with two `openat2` calls: an
+    /// `O_PATH` one, which opens nothing for reading, so that `fstat` can
+    /// tell the type first (anything but a regular file is `EINVAL`, and a
+    /// FIFO is never opened), then the open for reading, with `O_NONBLOCK`
+    /// so that a FIFO swapped in between cannot block it, kept only if it
+    /// is the file the first one saw (else the lookup starts again).
+    ///
+    /// `RESOLVE_BENEATH` alone refuses magic links (`/proc/self/root`) with
+    /// `EXDEV`, like any escape, and that is what the walk answers for them;
+    /// `RESOLVE_NO_MAGICLINKS` would make it `ELOOP`, which means a loop.
     fn open_by_openat2(&self, root: BorrowedFd<'_>, path: &CStr) -> Option<io::Result<OwnedFd>> {
-        let how = OpenHow {
-            flags: confine::OPEN_FLAGS as u64,
-            mode: 0,
-            resolve: libc::RESOLVE_BENEATH | libc::RESOLVE_NO_MAGICLINKS,
+        let path = match confine::check_request(path) {
+            Ok(p) => p,
+            Err(e) => return Some(Err(e)),
         };
-        let path = confine::strip_leading_slashes(path);
+        let look = OpenHow {
+            flags: (libc::O_PATH | libc::O_CLOEXEC) as u64,
+            mode: 0,
+            resolve: libc::RESOLVE_BENEATH,
+        };
+        let read = OpenHow {
+            flags: confine::OPEN_FLAGS as u64,
+            ..look
+        };
         // EAGAIN: a rename or mount raced with the lookup; the kernel asks
         // for a retry. Bounded, so a hostile renamer cannot keep us here.
         for _ in 0..16 {
-            match openat2(root, path, &how) {
-                // One ioctl clears the O_NONBLOCK of the open (where
-                // confine::finish_open uses fcntl F_GETFL + F_SETFL).
-                Ok(fd) => return Some(clear_nonblocking(fd)),
+            let seen = match openat2(root, path, &look) {
+                Ok(fd) => match sys::fstat(fd.as_fd()) {
+                    Ok(st) => st,
+                    Err(e) => return Some(Err(e)),
+                },
                 Err(e) if e.raw_os_error() == Some(libc::ENOSYS) => {
                     log::info!("openat2 unavailable; confining opens by a checked walk");
                     self.no_openat2.store(true, Ordering::Relaxed);
                     return None;
                 }
-                Err(e) if e.raw_os_error() == Some(libc::EAGAIN) => continue,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) if retry(&e) => continue,
+                Err(e) => return Some(Err(e)),
+            };
+            if !sys::is_regular(&seen) {
+                return Some(Err(io::Error::from_raw_os_error(libc::EINVAL)));
+            }
+            let fd = match openat2(root, path, &read) {
+                Ok(fd) => fd,
+                // A socket swapped in since the look.
+                Err(e) if retry(&e) || e.raw_os_error() == Some(libc::ENXIO) => continue,
+                Err(e) => return Some(Err(e)),
+            };
+            match sys::fstat(fd.as_fd()) {
+                Ok(got) if confine::same_file(&seen, &got) => {
+                    // One ioctl clears the O_NONBLOCK of the open (where
+                    // confine::finish_open uses fcntl F_GETFL + F_SETFL).
+                    return Some(clear_nonblocking(fd));
+                }
+                // Another file was put there between the two opens.
+                Ok(_) => continue,
                 Err(e) => return Some(Err(e)),
             }
         }
         Some(Err(io::Error::from_raw_os_error(libc::EAGAIN)))
     }
+}
+
+/// Whether an `openat2` error asks for the call again.
+fn retry(e: &io::Error) -> bool {
+    e.raw_os_error() == Some(libc::EAGAIN) || e.kind() == io::ErrorKind::Interrupted
 }
 
 /// How many filesystems [`NoWaitMemory`] remembers. A daemon's root spans a
@@ -357,10 +398,11 @@ impl TransferBackend for LinuxBackend {
         }
     }
 
-    /// `openat2(RESOLVE_BENEATH | RESOLVE_NO_MAGICLINKS)`, with the semantics
-    /// of [`confine`]: leading `/` are dropped (request paths are relative to
-    /// the root), escapes are `EXDEV`, relative symbolic links inside the root
-    /// are followed, directories open (the caller checks the type). Where
+    /// `openat2(RESOLVE_BENEATH)`, with the semantics of [`confine`]: leading
+    /// `/` are dropped (request paths are relative to the root), escapes are
+    /// `EXDEV`, relative symbolic links inside the root are followed, and
+    /// only a regular file is opened (anything else is `EINVAL`, typed
+    /// through an `O_PATH` descriptor before any open for reading). Where
     /// `openat2` is missing (`ENOSYS`: Linux < 5.6 or a seccomp filter), and
     /// with [`LinuxOptions::force_walk`], the checked walk of
     /// [`confine::open_beneath_by_walk`] does the same job.

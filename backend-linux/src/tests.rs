@@ -486,9 +486,9 @@ fn check_confinement(b: &LinuxBackend) {
     assert_eq!(o("dir/missing"), Err(libc::ENOENT));
     assert_eq!(o(""), Err(libc::ENOENT));
     assert_eq!(o("file/x"), Err(libc::ENOTDIR));
-    // Directories open; the server refuses non-regular files itself.
-    assert_eq!(o("dir"), Ok(b"<dir>".to_vec()));
-    assert_eq!(o("."), Ok(b"<dir>".to_vec()));
+    // Only regular files open: directories are EINVAL.
+    assert_eq!(o("dir"), Err(libc::EINVAL));
+    assert_eq!(o("."), Err(libc::EINVAL));
     assert!(t.tmp.path().join("outside/secret").exists());
 }
 
@@ -586,4 +586,82 @@ fn a_refusing_filesystem_does_not_switch_the_probe_off_elsewhere() {
         Moved::NotCached
     );
     assert!(!elsewhere.no_nowait.load(Ordering::Relaxed));
+}
+
+/// The table tests/hostile.rs also runs through the daemon.
+#[path = "../../tests/common/errno_table.rs"]
+mod errno_table;
+
+/// What one implementation answers for `p` beneath `root`.
+fn answer(
+    open: &dyn Fn(BorrowedFd<'_>, &CStr) -> io::Result<OwnedFd>,
+    root: BorrowedFd<'_>,
+    p: &str,
+) -> errno_table::Expect {
+    let c = CString::new(p).expect("cstring");
+    match open(root, &c) {
+        Ok(fd) => {
+            let st = sys::fstat(fd.as_fd()).expect("fstat");
+            assert!(sys::is_regular(&st), "{p}: not a regular file opened");
+            // SAFETY: plain fcntl on our descriptor.
+            let fl = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_GETFL) };
+            assert_eq!(fl & libc::O_NONBLOCK, 0, "{p}: O_NONBLOCK left on");
+            let mut buf = vec![0u8; 64];
+            let n = sys::pread(fd.as_fd(), &mut buf, 0).expect("pread");
+            buf.truncate(n);
+            // The table's contents are 'static; find the one read.
+            let known: [&'static [u8]; 3] =
+                [errno_table::TOP, errno_table::INNER, errno_table::DEEP];
+            match known.iter().find(|k| **k == buf.as_slice()) {
+                Some(k) => errno_table::Expect::Data(k),
+                None => panic!("{p}: unexpected contents {buf:?}"),
+            }
+        }
+        Err(e) => errno_table::Expect::Errno(e.raw_os_error().unwrap_or(0)),
+    }
+}
+
+fn check_table(root: BorrowedFd<'_>, cases: &[(String, errno_table::Expect)]) {
+    let openat2 = LinuxBackend::new();
+    let by_openat2 = |r: BorrowedFd<'_>, p: &CStr| openat2.open_beneath(r, p);
+    let by_walk = |r: BorrowedFd<'_>, p: &CStr| confine::open_beneath_by_walk(r, p);
+    let mut wrong = Vec::new();
+    for (p, want) in cases {
+        let a = answer(&by_openat2, root, p);
+        let w = answer(&by_walk, root, p);
+        if a != *want || w != *want {
+            let shown: String = p.chars().take(60).collect();
+            wrong.push(format!(
+                "{shown:?} ({} bytes): want {want:?}, openat2 {a:?}, walk {w:?}",
+                p.len()
+            ));
+        }
+    }
+    assert!(wrong.is_empty(), "disagreements:\n{}", wrong.join("\n"));
+}
+
+/// Row 11 of issue 13: `openat2` and the checked walk answer every path of
+/// one table with the same errno (and open the same files).
+#[test]
+fn openat2_and_the_walk_answer_the_table_alike() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let root = tmp.path().join("root");
+    std::fs::create_dir(&root).expect("mkdir");
+    errno_table::build(&root, &tmp.path().join("outside"));
+    let c = CString::new(root.as_os_str().as_encoded_bytes()).expect("cstring");
+    let fd = sys::open_dir(&c).expect("open root");
+    check_table(fd.as_fd(), &errno_table::cases());
+    // Longer than any request may be.
+    let long = "./".repeat(2048) + "file";
+    check_table(
+        fd.as_fd(),
+        &[(long, errno_table::Expect::Errno(libc::ENAMETOOLONG))],
+    );
+}
+
+/// The same under ROOT=/, where /proc's magic links are reachable.
+#[test]
+fn openat2_and_the_walk_answer_alike_under_slash() {
+    let fd = sys::open_dir(c"/").expect("open /");
+    check_table(fd.as_fd(), &errno_table::slash_cases());
 }
