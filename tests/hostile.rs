@@ -341,3 +341,79 @@ fn the_daemon_answers_the_table_openat2() {
 fn the_daemon_answers_the_table_walk() {
     the_daemon_answers_the_table(true);
 }
+
+/// Row 7: a path holding a newline cannot forge a log line: the daemon's
+/// log escapes control characters in what clients sent.
+#[test]
+fn a_newline_in_a_path_does_not_forge_a_log_line() {
+    let d = Daemon::start();
+    let forged = "FORGED sendfiled[1]: ERROR: root password is hunter2";
+    for p in [
+        format!("missing\n{forged}"),
+        format!("missing\r\n{forged}"),
+        format!("dir/\n{forged}/x"),
+    ] {
+        assert_eq!(read_answer(&d, &p), Err(libc::ENOENT), "{p:?}");
+    }
+    // The refusal is logged once per request (well under the rate limit),
+    // so the escaped form is there to be seen.
+    let log = d.log();
+    assert!(
+        log.contains(&format!("missing\\n{forged}")),
+        "escaped path in the log: {log}"
+    );
+    assert!(log.contains(&format!("missing\\r\\n{forged}")), "{log}");
+    for line in log.lines() {
+        assert!(!line.starts_with("FORGED"), "forged line: {line:?}");
+        assert!(!line.contains('\r'), "carriage return in {line:?}");
+    }
+}
+
+/// Row 7: a flood of malformed datagrams costs a bounded number of log
+/// lines, the rest counted in a "suppressed" line, and the daemon still
+/// serves.
+#[test]
+fn a_flood_of_bad_requests_is_rate_limited_in_the_log() {
+    let mut d = Daemon::start();
+    let s = std::os::unix::net::UnixDatagram::unbound().expect("socket");
+    s.connect(d.socket()).expect("connect");
+    const FLOOD: usize = 5000;
+    let started = std::time::Instant::now();
+    for i in 0..FLOOD {
+        // A bad version byte: refused by the decoder, logged as a warning.
+        let mut junk = vec![0xee; 48];
+        junk[2..10].copy_from_slice(&(i as u64).to_le_bytes());
+        s.send(&junk).expect("send");
+    }
+    let data = pattern(100_000);
+    d.write("good", &data);
+    assert!(read_all(&d, "good") == data, "still serving, byte-exact");
+    let secs = started.elapsed().as_secs() as usize;
+    assert!(d.stop().success(), "clean exit");
+
+    let log = d.log();
+    let bad = log.lines().filter(|l| l.contains("bad request")).count();
+    // BURST (10) lines of one cause per second of flood, and a window more.
+    let bound = 10 * (secs + 2);
+    assert!(
+        bad <= bound,
+        "{bad} lines for {FLOOD} bad requests in {secs} s (bound {bound})"
+    );
+    assert!(bad >= 1, "the flood is visible: {log}");
+    let counted: u64 = log
+        .lines()
+        .filter(|l| l.contains("similar lines suppressed") || l.contains("similar line suppressed"))
+        .filter_map(|l| l.split(": ").nth(2)?.split(' ').next()?.parse::<u64>().ok())
+        .sum();
+    assert!(counted > 0, "a suppressed count: {log}");
+    assert_eq!(
+        counted as usize + bad,
+        FLOOD,
+        "every bad request is either logged or counted"
+    );
+    assert!(
+        log.lines().count() < bound + 50,
+        "{} lines",
+        log.lines().count()
+    );
+}
