@@ -1,36 +1,246 @@
 //! Log lines to standard error (foreground) or syslog(3) (daemonised).
+//!
+//! Two rules hold for every line, whatever its level or target, because log
+//! lines carry what clients sent (paths above all):
+//!
+//! - **Control characters are escaped** ([`escape`]): a path holding `\n`
+//!   cannot start a line of its own, nor `\r`, `ESC` or a bidirectional
+//!   override rewrite what a terminal shows. `\` itself is doubled, so an
+//!   escape in the log always means an escape.
+//! - **Lines are rate-limited per cause** ([`Limiter`]): a cause is the call
+//!   site (module path and line) of the `log!` that wrote the line. At most
+//!   [`BURST`] lines of one cause go out per [`WINDOW`]; the rest are counted,
+//!   and the count goes out as one line ("N similar lines suppressed") once
+//!   the window is over and any line is logged, and at exit. A client
+//!   flooding the daemon with bad requests then costs a few lines a second
+//!   instead of one per request.
 
+use std::borrow::Cow;
+use std::collections::HashMap;
 use std::ffi::CString;
+use std::fmt::Write as _;
 use std::io::Write;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 use crate::cli::LogTarget;
 
-struct StderrLog;
+/// Most lines of one cause per [`WINDOW`].
+pub const BURST: u32 = 10;
 
-impl log::Log for StderrLog {
-    fn enabled(&self, m: &log::Metadata<'_>) -> bool {
-        m.level() <= log::max_level()
+/// The window of [`BURST`].
+pub const WINDOW: Duration = Duration::from_secs(1);
+
+/// Whether `c` must not reach a log verbatim: C0 and C1 controls, DEL, the
+/// Unicode line and paragraph separators and the bidirectional controls.
+fn needs_escape(c: char) -> bool {
+    c.is_control()
+        || matches!(
+            c,
+            '\u{2028}' | '\u{2029}' | '\u{200e}' | '\u{200f}' | '\u{061c}'
+        )
+        || ('\u{202a}'..='\u{202e}').contains(&c)
+        || ('\u{2066}'..='\u{2069}').contains(&c)
+}
+
+/// `s` with control characters escaped: `\n`, `\r`, `\t`, `\\`, `\xNN` for
+/// the other ASCII and C1 controls, `\u{NNNN}` for the Unicode separators and
+/// bidirectional controls. Borrowed when there is nothing to escape.
+pub fn escape(s: &str) -> Cow<'_, str> {
+    if !s.chars().any(|c| c == '\\' || needs_escape(c)) {
+        return Cow::Borrowed(s);
     }
+    let mut out = String::with_capacity(s.len() + 8);
+    for c in s.chars() {
+        match c {
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            '\\' => out.push_str("\\\\"),
+            c if needs_escape(c) && (c as u32) < 0x100 => {
+                let _ = write!(out, "\\x{:02x}", c as u32);
+            }
+            c if needs_escape(c) => {
+                let _ = write!(out, "\\u{{{:04x}}}", c as u32);
+            }
+            c => out.push(c),
+        }
+    }
+    Cow::Owned(out)
+}
 
-    fn log(&self, r: &log::Record<'_>) {
-        if self.enabled(r.metadata()) {
-            // One write per line so concurrent processes' lines don't mix.
-            let line = format!(
-                "sendfiled[{}]: {}: {}\n",
-                std::process::id(),
-                r.level(),
-                r.args()
-            );
-            let _ = std::io::stderr().write_all(line.as_bytes());
+/// Where a line came from: the call site of the `log!` that wrote it.
+pub type Cause = (&'static str, u32);
+
+#[derive(Debug)]
+struct Slot {
+    level: log::Level,
+    window_start: Instant,
+    shown: u32,
+    suppressed: u64,
+}
+
+/// A line the limiter lets out: a record's own, or a count of suppressed
+/// ones.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Out {
+    /// The record's line.
+    Line,
+    /// `count` lines of `cause`, at `level`, were suppressed.
+    Suppressed {
+        cause: Cause,
+        level: log::Level,
+        count: u64,
+    },
+}
+
+/// Per-cause rate limit: at most `burst` lines of one cause per window,
+/// counting the rest. Time is passed in, so tests need no clock.
+///
+/// Memory is one small entry per call site that ever logged, a number fixed
+/// by the binary.
+#[derive(Debug)]
+pub struct Limiter {
+    burst: u32,
+    window: Duration,
+    slots: Mutex<HashMap<Cause, Slot>>,
+}
+
+impl Limiter {
+    /// A limiter of `burst` lines per `window` per cause.
+    pub fn new(burst: u32, window: Duration) -> Limiter {
+        Limiter {
+            burst,
+            window,
+            slots: Mutex::new(HashMap::new()),
         }
     }
 
-    fn flush(&self) {}
+    /// What to write for one line of `cause` at `now`, in order: the counts
+    /// of causes whose window is over (this one's included), then
+    /// [`Out::Line`] unless this line is suppressed.
+    pub fn admit(&self, cause: Cause, level: log::Level, now: Instant) -> Vec<Out> {
+        let mut slots = self.slots.lock().unwrap_or_else(|p| p.into_inner());
+        let mut out = Vec::new();
+        for (c, s) in slots.iter_mut() {
+            if s.suppressed > 0 && now.saturating_duration_since(s.window_start) >= self.window {
+                out.push(Out::Suppressed {
+                    cause: *c,
+                    level: s.level,
+                    count: std::mem::take(&mut s.suppressed),
+                });
+            }
+        }
+        let slot = slots.entry(cause).or_insert(Slot {
+            level,
+            window_start: now,
+            shown: 0,
+            suppressed: 0,
+        });
+        if now.saturating_duration_since(slot.window_start) >= self.window {
+            slot.window_start = now;
+            slot.shown = 0;
+        }
+        slot.level = level;
+        if slot.shown < self.burst {
+            slot.shown += 1;
+            out.push(Out::Line);
+        } else {
+            slot.suppressed += 1;
+        }
+        out
+    }
+
+    /// The counts not yet reported, whatever the window (at exit).
+    pub fn drain(&self) -> Vec<Out> {
+        let mut slots = self.slots.lock().unwrap_or_else(|p| p.into_inner());
+        slots
+            .iter_mut()
+            .filter(|(_, s)| s.suppressed > 0)
+            .map(|(c, s)| Out::Suppressed {
+                cause: *c,
+                level: s.level,
+                count: std::mem::take(&mut s.suppressed),
+            })
+            .collect()
+    }
 }
 
-struct SyslogLog;
+/// The text of a suppressed-count line.
+pub fn suppressed_line(cause: Cause, count: u64) -> String {
+    let what = if count == 1 { "line" } else { "lines" };
+    format!(
+        "{count} similar {what} suppressed ({}:{})",
+        cause.0, cause.1
+    )
+}
 
-impl log::Log for SyslogLog {
+fn cause_of(r: &log::Record<'_>) -> Cause {
+    (
+        r.module_path_static()
+            .or(r.file_static())
+            .unwrap_or("unknown"),
+        r.line().unwrap_or(0),
+    )
+}
+
+/// Where the lines go.
+enum Sink {
+    Stderr,
+    Syslog,
+}
+
+impl Sink {
+    fn emit(&self, level: log::Level, msg: &str) {
+        match self {
+            Sink::Stderr => {
+                // One write per line so concurrent processes' lines don't mix.
+                let line = format!("sendfiled[{}]: {}: {}\n", std::process::id(), level, msg);
+                let _ = std::io::stderr().write_all(line.as_bytes());
+            }
+            Sink::Syslog => {
+                let prio = match level {
+                    log::Level::Error => libc::LOG_ERR,
+                    log::Level::Warn => libc::LOG_WARNING,
+                    log::Level::Info => libc::LOG_INFO,
+                    log::Level::Debug | log::Level::Trace => libc::LOG_DEBUG,
+                };
+                // Escaped text holds no NUL; the fallback never applies.
+                if let Ok(c) = CString::new(msg) {
+                    // SAFETY: both strings are NUL-terminated; "%s" takes one.
+                    unsafe { libc::syslog(prio, c"%s".as_ptr(), c.as_ptr()) };
+                }
+            }
+        }
+    }
+}
+
+struct Logger {
+    sink: Sink,
+    limiter: Limiter,
+}
+
+impl Logger {
+    fn write(&self, outs: Vec<Out>, level: log::Level, line: impl FnOnce() -> String) {
+        let mut line = Some(line);
+        for o in outs {
+            match o {
+                Out::Line => {
+                    if let Some(f) = line.take() {
+                        self.sink.emit(level, &escape(&f()));
+                    }
+                }
+                Out::Suppressed {
+                    cause,
+                    level,
+                    count,
+                } => self.sink.emit(level, &suppressed_line(cause, count)),
+            }
+        }
+    }
+}
+
+impl log::Log for Logger {
     fn enabled(&self, m: &log::Metadata<'_>) -> bool {
         m.level() <= log::max_level()
     }
@@ -39,20 +249,14 @@ impl log::Log for SyslogLog {
         if !self.enabled(r.metadata()) {
             return;
         }
-        let prio = match r.level() {
-            log::Level::Error => libc::LOG_ERR,
-            log::Level::Warn => libc::LOG_WARNING,
-            log::Level::Info => libc::LOG_INFO,
-            log::Level::Debug | log::Level::Trace => libc::LOG_DEBUG,
-        };
-        let msg = format!("{}", r.args()).replace('\0', "?");
-        if let Ok(c) = CString::new(msg) {
-            // SAFETY: both strings are NUL-terminated; "%s" takes one.
-            unsafe { libc::syslog(prio, c"%s".as_ptr(), c.as_ptr()) };
-        }
+        let outs = self.limiter.admit(cause_of(r), r.level(), Instant::now());
+        self.write(outs, r.level(), || r.args().to_string());
     }
 
-    fn flush(&self) {}
+    /// Writes the counts of lines still suppressed.
+    fn flush(&self) {
+        self.write(self.limiter.drain(), log::Level::Info, String::new);
+    }
 }
 
 struct NoLog;
@@ -67,11 +271,12 @@ impl log::Log for NoLog {
 
 /// Installs the logger once, at start-up.
 pub fn init(target: LogTarget, level: log::LevelFilter) {
-    static STDERR: StderrLog = StderrLog;
-    static SYSLOG: SyslogLog = SyslogLog;
     static NONE: NoLog = NoLog;
     let logger: &'static dyn log::Log = match target {
-        LogTarget::Stderr => &STDERR,
+        LogTarget::Stderr => Box::leak(Box::new(Logger {
+            sink: Sink::Stderr,
+            limiter: Limiter::new(BURST, WINDOW),
+        })),
         LogTarget::Syslog => {
             // SAFETY: the ident is a static NUL-terminated string.
             unsafe {
@@ -81,11 +286,136 @@ pub fn init(target: LogTarget, level: log::LevelFilter) {
                     libc::LOG_DAEMON,
                 )
             };
-            &SYSLOG
+            Box::leak(Box::new(Logger {
+                sink: Sink::Syslog,
+                limiter: Limiter::new(BURST, WINDOW),
+            }))
         }
         LogTarget::None => &NONE,
     };
     if log::set_logger(logger).is_ok() {
         log::set_max_level(level);
+    }
+}
+
+/// Writes what the limiter still holds back, then exits with `code`.
+pub fn exit(code: i32) -> ! {
+    log::logger().flush();
+    std::process::exit(code)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn control_characters_are_escaped() {
+        assert_eq!(escape("plain/path.txt"), "plain/path.txt");
+        assert!(matches!(escape("plain"), Cow::Borrowed(_)));
+        assert_eq!(escape("a\nFORGED line"), "a\\nFORGED line");
+        assert_eq!(escape("\r\t\\"), "\\r\\t\\\\");
+        assert_eq!(escape("\x1b[31mred"), "\\x1b[31mred");
+        assert_eq!(escape("nul\0del\x7f"), "nul\\x00del\\x7f");
+        assert_eq!(escape("c1\u{85}"), "c1\\x85");
+        assert_eq!(escape("ls\u{2028}ps\u{2029}"), "ls\\u{2028}ps\\u{2029}");
+        assert_eq!(escape("rlo\u{202e}txt"), "rlo\\u{202e}txt");
+        assert_eq!(escape("é ü 日本"), "é ü 日本", "printable non-ASCII stays");
+        assert_eq!(escape("\u{fffd}"), "\u{fffd}", "lossy replacement stays");
+        for s in ["x\ny", "\r", "\u{2028}", "a\u{b}b"] {
+            let e = escape(s);
+            assert!(!e.chars().any(needs_escape), "{e:?}");
+        }
+    }
+
+    const A: Cause = ("mod_a", 1);
+    const B: Cause = ("mod_b", 2);
+    const W: log::Level = log::Level::Warn;
+
+    fn shown(outs: &[Out]) -> bool {
+        outs.contains(&Out::Line)
+    }
+
+    #[test]
+    fn a_burst_passes_then_lines_are_counted() {
+        let l = Limiter::new(3, Duration::from_secs(1));
+        let t0 = Instant::now();
+        for i in 0..3 {
+            assert_eq!(l.admit(A, W, t0), vec![Out::Line], "line {i}");
+        }
+        for _ in 0..100 {
+            assert!(l.admit(A, W, t0 + Duration::from_millis(500)).is_empty());
+        }
+        // Another cause has its own budget.
+        assert_eq!(l.admit(B, W, t0), vec![Out::Line]);
+        // The window is over: the count, then the line.
+        let outs = l.admit(A, W, t0 + Duration::from_secs(1));
+        assert_eq!(
+            outs,
+            vec![
+                Out::Suppressed {
+                    cause: A,
+                    level: W,
+                    count: 100
+                },
+                Out::Line
+            ]
+        );
+        // The count is reported once.
+        assert_eq!(
+            l.admit(A, W, t0 + Duration::from_millis(1100)),
+            vec![Out::Line]
+        );
+    }
+
+    #[test]
+    fn any_line_after_the_window_reports_other_causes_counts() {
+        let l = Limiter::new(1, Duration::from_secs(1));
+        let t0 = Instant::now();
+        assert!(shown(&l.admit(A, W, t0)));
+        assert!(l.admit(A, W, t0).is_empty());
+        assert!(l.admit(A, W, t0).is_empty());
+        // Within A's window, B's line does not report A yet.
+        assert_eq!(
+            l.admit(B, log::Level::Info, t0 + Duration::from_millis(10)),
+            vec![Out::Line]
+        );
+        let outs = l.admit(B, log::Level::Info, t0 + Duration::from_secs(2));
+        assert_eq!(
+            outs,
+            vec![
+                Out::Suppressed {
+                    cause: A,
+                    level: W,
+                    count: 2
+                },
+                Out::Line
+            ]
+        );
+    }
+
+    #[test]
+    fn drain_reports_what_is_left_once() {
+        let l = Limiter::new(1, Duration::from_secs(1));
+        let t0 = Instant::now();
+        l.admit(A, W, t0);
+        l.admit(A, W, t0);
+        assert_eq!(
+            l.drain(),
+            vec![Out::Suppressed {
+                cause: A,
+                level: W,
+                count: 1
+            }]
+        );
+        assert!(l.drain().is_empty());
+    }
+
+    #[test]
+    fn the_suppressed_line_names_the_cause() {
+        assert_eq!(
+            suppressed_line(("sendfiled_core::server", 389), 4990),
+            "4990 similar lines suppressed (sendfiled_core::server:389)"
+        );
+        assert_eq!(suppressed_line(A, 1), "1 similar line suppressed (mod_a:1)");
     }
 }

@@ -74,13 +74,13 @@ fn main() {
     });
     logging::init(target, args.log_level.filter());
     match run(&args, target) {
-        Ok(()) => std::process::exit(0),
+        Ok(()) => logging::exit(0),
         Err(e) => {
             log::error!("{}", e.what);
             if args.print_ready {
                 report(&format!("error {} {}", e.errno, e.what));
             }
-            std::process::exit(e.errno.clamp(1, 255));
+            logging::exit(e.errno.clamp(1, 255));
         }
     }
 }

@@ -24,7 +24,7 @@
 use std::ffi::{CStr, OsStr};
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 
 use sendfiled_core::backend::{DestKind, FileChunk, Moved, ReadWriteCopy, TransferBackend};
 use sendfiled_core::{confine, sys};
@@ -60,14 +60,18 @@ impl LinuxOptions {
     }
 }
 
-/// The Linux backend. Cheap to share: its state is two flags remembering
-/// what the kernel turned out not to support.
+/// The Linux backend. Cheap to share: its state remembers what the kernel
+/// turned out not to support (two flags) and which filesystems answer no
+/// page-cache probe ([`NoWaitMemory`]).
 #[derive(Debug, Default)]
 pub struct LinuxBackend {
     opts: LinuxOptions,
-    /// `preadv2(RWF_NOWAIT)` was refused: stop probing (see
-    /// [`LinuxBackend::is_cached`]).
+    /// The kernel has no `preadv2(RWF_NOWAIT)` at all (`ENOSYS`, `EINVAL`
+    /// for the flag): stop probing (see [`LinuxBackend::is_cached`]).
     no_nowait: AtomicBool,
+    /// The filesystems (by `st_dev`) that refused `RWF_NOWAIT` with
+    /// `EOPNOTSUPP`: files there are not probed.
+    nowait_refused: NoWaitMemory,
     /// `openat2` is missing (Linux < 5.6, or filtered): walk instead.
     no_openat2: AtomicBool,
     /// `/dev/null`, where [`prefetch`](TransferBackend::prefetch) sends
@@ -123,13 +127,26 @@ impl LinuxBackend {
     /// A probe that misses is not wasted: the kernel starts reading the page
     /// in (readahead) before it answers `EAGAIN`.
     ///
-    /// Filesystems without `RWF_NOWAIT` support answer `EOPNOTSUPP` (older
-    /// kernels `EINVAL`/`ENOSYS`): the data then counts as cached and probing
-    /// stops for the whole backend, since one root is nearly always one
-    /// filesystem and the answer will not change.
+    /// A filesystem without `RWF_NOWAIT` support (tmpfs, some FUSE and
+    /// network filesystems) answers `EOPNOTSUPP`: the data then counts as
+    /// cached, and that filesystem's `st_dev` is remembered so that its files
+    /// are not probed again ([`NoWaitMemory`]). Support is a fact about a
+    /// filesystem, not about the daemon: one tmpfs under the root must not
+    /// switch the probe off for the disk next to it. Only a kernel without
+    /// the call or the flag (`ENOSYS`, `EINVAL`: before Linux 4.14) stops
+    /// probing everywhere. While no filesystem has refused, a probe costs no
+    /// more than before; once one has, each probe first asks `fstat` for the
+    /// file's device.
     fn is_cached(&self, chunk: &FileChunk<'_>) -> io::Result<bool> {
         if chunk.len == 0 || self.no_nowait.load(Ordering::Relaxed) {
             return Ok(true);
+        }
+        if !self.nowait_refused.is_empty() {
+            if let Ok(st) = sys::fstat(chunk.file) {
+                if self.nowait_refused.contains(st.st_dev) {
+                    return Ok(true);
+                }
+            }
         }
         let first = chunk.offset;
         let last = first.saturating_add(chunk.len as u64 - 1);
@@ -143,14 +160,24 @@ impl LinuxBackend {
             match preadv2_nowait(chunk.file, &mut byte, at) {
                 // 0 is the end of the file: nothing there to wait for.
                 Ok(_) => {}
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
-                Err(e)
-                    if matches!(
-                        e.raw_os_error(),
-                        Some(libc::EOPNOTSUPP) | Some(libc::EINVAL) | Some(libc::ENOSYS)
-                    ) =>
-                {
-                    log::info!("preadv2(RWF_NOWAIT) unsupported ({e}); page cache not probed");
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    log::debug!("page cache miss at byte {at}: the chunk goes to the disk threads");
+                    return Ok(false);
+                }
+                Err(e) if e.raw_os_error() == Some(libc::EOPNOTSUPP) => {
+                    let st = sys::fstat(chunk.file)?;
+                    if self.nowait_refused.insert(st.st_dev) {
+                        log::info!(
+                            "preadv2(RWF_NOWAIT) unsupported on the filesystem of device {}:{} \
+                             ({e}); its page cache is not probed",
+                            libc::major(st.st_dev),
+                            libc::minor(st.st_dev)
+                        );
+                    }
+                    return Ok(true);
+                }
+                Err(e) if matches!(e.raw_os_error(), Some(libc::EINVAL) | Some(libc::ENOSYS)) => {
+                    log::info!("preadv2(RWF_NOWAIT) unsupported by the kernel ({e}); page cache not probed");
                     self.no_nowait.store(true, Ordering::Relaxed);
                     return Ok(true);
                 }
@@ -160,31 +187,128 @@ impl LinuxBackend {
         Ok(true)
     }
 
+    /// Opens a regular file beneath `root` with two `openat2` calls: an
+    /// `O_PATH` one, which opens nothing for reading, so that `fstat` can
+    /// tell the type first (anything but a regular file is `EINVAL`, and a
+    /// FIFO is never opened), then the open for reading, with `O_NONBLOCK`
+    /// so that a FIFO swapped in between cannot block it, kept only if it
+    /// is the file the first one saw (else the lookup starts again).
+    ///
+    /// `RESOLVE_BENEATH` alone refuses magic links (`/proc/self/root`) with
+    /// `EXDEV`, like any escape, and that is what the walk answers for them;
+    /// `RESOLVE_NO_MAGICLINKS` would make it `ELOOP`, which means a loop.
     fn open_by_openat2(&self, root: BorrowedFd<'_>, path: &CStr) -> Option<io::Result<OwnedFd>> {
-        let how = OpenHow {
-            flags: confine::OPEN_FLAGS as u64,
-            mode: 0,
-            resolve: libc::RESOLVE_BENEATH | libc::RESOLVE_NO_MAGICLINKS,
+        let path = match confine::check_request(path) {
+            Ok(p) => p,
+            Err(e) => return Some(Err(e)),
         };
-        let path = confine::strip_leading_slashes(path);
+        let look = OpenHow {
+            flags: (libc::O_PATH | libc::O_CLOEXEC) as u64,
+            mode: 0,
+            resolve: libc::RESOLVE_BENEATH,
+        };
+        let read = OpenHow {
+            flags: confine::OPEN_FLAGS as u64,
+            ..look
+        };
         // EAGAIN: a rename or mount raced with the lookup; the kernel asks
         // for a retry. Bounded, so a hostile renamer cannot keep us here.
         for _ in 0..16 {
-            match openat2(root, path, &how) {
-                // One ioctl clears the O_NONBLOCK of the open (where
-                // confine::finish_open uses fcntl F_GETFL + F_SETFL).
-                Ok(fd) => return Some(clear_nonblocking(fd)),
+            let seen = match openat2(root, path, &look) {
+                Ok(fd) => match sys::fstat(fd.as_fd()) {
+                    Ok(st) => st,
+                    Err(e) => return Some(Err(e)),
+                },
                 Err(e) if e.raw_os_error() == Some(libc::ENOSYS) => {
                     log::info!("openat2 unavailable; confining opens by a checked walk");
                     self.no_openat2.store(true, Ordering::Relaxed);
                     return None;
                 }
-                Err(e) if e.raw_os_error() == Some(libc::EAGAIN) => continue,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) if retry(&e) => continue,
+                Err(e) => return Some(Err(e)),
+            };
+            if !sys::is_regular(&seen) {
+                return Some(Err(io::Error::from_raw_os_error(libc::EINVAL)));
+            }
+            let fd = match openat2(root, path, &read) {
+                Ok(fd) => fd,
+                // A socket swapped in since the look.
+                Err(e) if retry(&e) || e.raw_os_error() == Some(libc::ENXIO) => continue,
+                Err(e) => return Some(Err(e)),
+            };
+            match sys::fstat(fd.as_fd()) {
+                Ok(got) if confine::same_file(&seen, &got) => {
+                    // One ioctl clears the O_NONBLOCK of the open (where
+                    // confine::finish_open uses fcntl F_GETFL + F_SETFL).
+                    return Some(clear_nonblocking(fd));
+                }
+                // Another file was put there between the two opens.
+                Ok(_) => continue,
                 Err(e) => return Some(Err(e)),
             }
         }
         Some(Err(io::Error::from_raw_os_error(libc::EAGAIN)))
+    }
+}
+
+/// Whether an `openat2` error asks for the call again.
+fn retry(e: &io::Error) -> bool {
+    e.raw_os_error() == Some(libc::EAGAIN) || e.kind() == io::ErrorKind::Interrupted
+}
+
+/// How many filesystems [`NoWaitMemory`] remembers. A daemon's root spans a
+/// handful of filesystems at most; past this many, files on further ones are
+/// still answered correctly (a refused probe counts as cached), only with one
+/// failed `preadv2` per chunk.
+pub const NOWAIT_MEMORY: usize = 16;
+
+/// The devices (`st_dev`) of the filesystems that refused `RWF_NOWAIT`: a
+/// small fixed set of slots, lock-free for readers, filled once per
+/// filesystem. 0 marks a free slot (a device number of 0 is kept in a flag of
+/// its own).
+#[derive(Debug, Default)]
+pub struct NoWaitMemory {
+    slots: [AtomicU64; NOWAIT_MEMORY],
+    dev_zero: AtomicBool,
+    used: AtomicUsize,
+}
+
+impl NoWaitMemory {
+    /// Whether no filesystem has been remembered yet (the common case: then
+    /// the probe needs no `fstat`).
+    pub fn is_empty(&self) -> bool {
+        self.used.load(Ordering::Acquire) == 0
+    }
+
+    /// Whether `dev` was remembered.
+    pub fn contains(&self, dev: libc::dev_t) -> bool {
+        if dev == 0 {
+            return self.dev_zero.load(Ordering::Acquire);
+        }
+        self.slots.iter().any(|s| s.load(Ordering::Acquire) == dev)
+    }
+
+    /// Remembers `dev`; true if it was not remembered before (and now is).
+    /// False when already there, or when every slot is taken.
+    pub fn insert(&self, dev: libc::dev_t) -> bool {
+        if dev == 0 {
+            let fresh = !self.dev_zero.swap(true, Ordering::AcqRel);
+            if fresh {
+                self.used.fetch_add(1, Ordering::AcqRel);
+            }
+            return fresh;
+        }
+        for s in &self.slots {
+            match s.compare_exchange(0, dev, Ordering::AcqRel, Ordering::Acquire) {
+                Ok(_) => {
+                    self.used.fetch_add(1, Ordering::AcqRel);
+                    return true;
+                }
+                Err(there) if there == dev => return false,
+                Err(_) => {}
+            }
+        }
+        false
     }
 }
 
@@ -274,10 +398,11 @@ impl TransferBackend for LinuxBackend {
         }
     }
 
-    /// `openat2(RESOLVE_BENEATH | RESOLVE_NO_MAGICLINKS)`, with the semantics
-    /// of [`confine`]: leading `/` are dropped (request paths are relative to
-    /// the root), escapes are `EXDEV`, relative symbolic links inside the root
-    /// are followed, directories open (the caller checks the type). Where
+    /// `openat2(RESOLVE_BENEATH)`, with the semantics of [`confine`]: leading
+    /// `/` are dropped (request paths are relative to the root), escapes are
+    /// `EXDEV`, relative symbolic links inside the root are followed, and
+    /// only a regular file is opened (anything else is `EINVAL`, typed
+    /// through an `O_PATH` descriptor before any open for reading). Where
     /// `openat2` is missing (`ENOSYS`: Linux < 5.6 or a seccomp filter), and
     /// with [`LinuxOptions::force_walk`], the checked walk of
     /// [`confine::open_beneath_by_walk`] does the same job.

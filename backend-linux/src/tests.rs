@@ -486,9 +486,9 @@ fn check_confinement(b: &LinuxBackend) {
     assert_eq!(o("dir/missing"), Err(libc::ENOENT));
     assert_eq!(o(""), Err(libc::ENOENT));
     assert_eq!(o("file/x"), Err(libc::ENOTDIR));
-    // Directories open; the server refuses non-regular files itself.
-    assert_eq!(o("dir"), Ok(b"<dir>".to_vec()));
-    assert_eq!(o("."), Ok(b"<dir>".to_vec()));
+    // Only regular files open: directories are EINVAL.
+    assert_eq!(o("dir"), Err(libc::EINVAL));
+    assert_eq!(o("."), Err(libc::EINVAL));
     assert!(t.tmp.path().join("outside/secret").exists());
 }
 
@@ -515,4 +515,153 @@ fn backend_names() {
 fn new_backend_for_test(fallback: bool) -> Backend {
     let v = if fallback { "1" } else { "0" };
     Backend::with_options(LinuxOptions::from_env_value(Some(OsStr::new(v))))
+}
+
+#[test]
+fn nowait_memory_remembers_each_device_once() {
+    let m = NoWaitMemory::default();
+    assert!(m.is_empty());
+    assert!(!m.contains(7));
+    assert!(m.insert(7), "first time");
+    assert!(!m.is_empty());
+    assert!(m.contains(7));
+    assert!(!m.insert(7), "already there");
+    assert!(!m.contains(8), "another device is not refused");
+    // Device 0 is not confused with a free slot.
+    assert!(!m.contains(0));
+    assert!(m.insert(0));
+    assert!(m.contains(0));
+    assert!(!m.insert(0));
+    // Fill the rest; past the capacity nothing more is remembered.
+    for dev in 100..(100 + NOWAIT_MEMORY as libc::dev_t - 1) {
+        assert!(m.insert(dev), "{dev}");
+    }
+    assert!(!m.insert(5000), "full");
+    assert!(!m.contains(5000));
+    assert!(m.contains(7) && m.contains(100));
+}
+
+/// A refusal remembered for one filesystem stops the probe for files there
+/// and only there: a cold file elsewhere is still answered `NotCached`.
+#[test]
+fn a_refusing_filesystem_does_not_switch_the_probe_off_elsewhere() {
+    let dir = disk_tempdir();
+    let (f, _) = disk_file(&dir, 1 << 20);
+    if !has_nowait(&f) || !evict(&f, 0, 0) {
+        eprintln!(
+            "note: {} cannot drop cached pages or lacks RWF_NOWAIT; per-device memory not checked",
+            dir.path().display()
+        );
+        return;
+    }
+    let dev = sys::fstat(f.as_fd()).expect("fstat").st_dev;
+    let mut c = chunk(&f, 0, 4096);
+    c.nowait = true;
+
+    // This filesystem refused: its files count as cached, unprobed.
+    let here = LinuxBackend::new();
+    let (r, w) = nonblocking_pipe();
+    assert!(here.nowait_refused.insert(dev));
+    assert!(!resident(&f, 0), "still cold before the send");
+    assert_eq!(
+        here.send_file(c, w.as_fd(), DestKind::Pipe).expect("send"),
+        Moved::Bytes(4096)
+    );
+    // The pipe holds references to the spliced pages: drop it so that they
+    // can be dropped from the cache again.
+    drop((r, w));
+
+    // Another filesystem refused: this one is still probed.
+    if !evict(&f, 0, 0) {
+        eprintln!("note: pages could not be dropped again; second half not checked");
+        return;
+    }
+    let elsewhere = LinuxBackend::new();
+    let (_r, w) = nonblocking_pipe();
+    assert!(elsewhere.nowait_refused.insert(dev.wrapping_add(1)));
+    assert_eq!(
+        elsewhere
+            .send_file(c, w.as_fd(), DestKind::Pipe)
+            .expect("send"),
+        Moved::NotCached
+    );
+    assert!(!elsewhere.no_nowait.load(Ordering::Relaxed));
+}
+
+/// The table tests/hostile.rs also runs through the daemon.
+#[path = "../../tests/common/errno_table.rs"]
+mod errno_table;
+
+/// What one implementation answers for `p` beneath `root`.
+fn answer(
+    open: &dyn Fn(BorrowedFd<'_>, &CStr) -> io::Result<OwnedFd>,
+    root: BorrowedFd<'_>,
+    p: &str,
+) -> errno_table::Expect {
+    let c = CString::new(p).expect("cstring");
+    match open(root, &c) {
+        Ok(fd) => {
+            let st = sys::fstat(fd.as_fd()).expect("fstat");
+            assert!(sys::is_regular(&st), "{p}: not a regular file opened");
+            // SAFETY: plain fcntl on our descriptor.
+            let fl = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_GETFL) };
+            assert_eq!(fl & libc::O_NONBLOCK, 0, "{p}: O_NONBLOCK left on");
+            let mut buf = vec![0u8; 64];
+            let n = sys::pread(fd.as_fd(), &mut buf, 0).expect("pread");
+            buf.truncate(n);
+            // The table's contents are 'static; find the one read.
+            let known: [&'static [u8]; 3] =
+                [errno_table::TOP, errno_table::INNER, errno_table::DEEP];
+            match known.iter().find(|k| **k == buf.as_slice()) {
+                Some(k) => errno_table::Expect::Data(k),
+                None => panic!("{p}: unexpected contents {buf:?}"),
+            }
+        }
+        Err(e) => errno_table::Expect::Errno(e.raw_os_error().unwrap_or(0)),
+    }
+}
+
+fn check_table(root: BorrowedFd<'_>, cases: &[(String, errno_table::Expect)]) {
+    let openat2 = LinuxBackend::new();
+    let by_openat2 = |r: BorrowedFd<'_>, p: &CStr| openat2.open_beneath(r, p);
+    let by_walk = |r: BorrowedFd<'_>, p: &CStr| confine::open_beneath_by_walk(r, p);
+    let mut wrong = Vec::new();
+    for (p, want) in cases {
+        let a = answer(&by_openat2, root, p);
+        let w = answer(&by_walk, root, p);
+        if a != *want || w != *want {
+            let shown: String = p.chars().take(60).collect();
+            wrong.push(format!(
+                "{shown:?} ({} bytes): want {want:?}, openat2 {a:?}, walk {w:?}",
+                p.len()
+            ));
+        }
+    }
+    assert!(wrong.is_empty(), "disagreements:\n{}", wrong.join("\n"));
+}
+
+/// Row 11 of issue 13: `openat2` and the checked walk answer every path of
+/// one table with the same errno (and open the same files).
+#[test]
+fn openat2_and_the_walk_answer_the_table_alike() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let root = tmp.path().join("root");
+    std::fs::create_dir(&root).expect("mkdir");
+    errno_table::build(&root, &tmp.path().join("outside"));
+    let c = CString::new(root.as_os_str().as_encoded_bytes()).expect("cstring");
+    let fd = sys::open_dir(&c).expect("open root");
+    check_table(fd.as_fd(), &errno_table::cases());
+    // Longer than any request may be.
+    let long = "./".repeat(2048) + "file";
+    check_table(
+        fd.as_fd(),
+        &[(long, errno_table::Expect::Errno(libc::ENAMETOOLONG))],
+    );
+}
+
+/// The same under ROOT=/, where /proc's magic links are reachable.
+#[test]
+fn openat2_and_the_walk_answer_alike_under_slash() {
+    let fd = sys::open_dir(c"/").expect("open /");
+    check_table(fd.as_fd(), &errno_table::slash_cases());
 }

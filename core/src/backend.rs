@@ -145,10 +145,12 @@ pub trait TransferBackend: Send + Sync + 'static {
     /// relative to the root); `..` and relative symbolic links are allowed
     /// while they stay beneath the root; an escape (including any absolute
     /// symbolic link) is `EXDEV`; too many links `ELOOP`; a missing file
-    /// `ENOENT`; and any error of `open(2)`. Any file type opens, directories
-    /// included, without blocking on a FIFO: the caller checks with `fstat`
-    /// that it got a regular file. The descriptor is close-on-exec and
-    /// blocking.
+    /// `ENOENT`; too deep or too long `ENAMETOOLONG`
+    /// ([`crate::confine::check_request`]); and any error of `open(2)`. Only
+    /// a regular file is opened: any other type (directory, FIFO, socket,
+    /// device) is `EINVAL`, known before anything is opened for reading, so
+    /// a FIFO's writers are never released. The descriptor is close-on-exec
+    /// and blocking.
     fn open_beneath(&self, root: BorrowedFd<'_>, path: &CStr) -> io::Result<OwnedFd>;
 
     /// Offers to enlarge a data pipe the daemon writes `len` bytes into (a

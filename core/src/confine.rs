@@ -17,11 +17,32 @@
 //!   root (again as `RESOLVE_BENEATH` does: the link's meaning would depend on
 //!   where the root is mounted, including a `chroot`). More than
 //!   [`MAX_SYMLINKS`] links is `ELOOP`.
-//! - The result is opened `O_RDONLY | O_CLOEXEC | O_NOCTTY`. Any file type
-//!   opens, directories included; the caller checks with `fstat` that it got a
-//!   regular file. The open itself uses `O_NONBLOCK` so that a FIFO placed
-//!   under the root cannot block the opener waiting for a writer; the flag is
-//!   cleared again before the descriptor is returned.
+//! - Only a regular file is opened, `O_RDONLY | O_CLOEXEC | O_NOCTTY`. Any
+//!   other type (directory, FIFO, socket, device) is `EINVAL`, and its type is
+//!   known before anything opens it: a FIFO is never opened, so a writer
+//!   blocked in `open` on it stays blocked and a reader count is never
+//!   touched. The type comes from `fstatat(AT_SYMLINK_NOFOLLOW)` on the last
+//!   component (the walk), an `O_PATH` descriptor (Linux) or
+//!   `fstatat(AT_RESOLVE_BENEATH)` (FreeBSD); the open that follows uses
+//!   `O_NONBLOCK`, so that something swapped in between cannot block it, and
+//!   its `st_dev`/`st_ino` must be those just seen, or it is closed and the
+//!   lookup starts again ([`same_file`]). `O_NONBLOCK` is cleared before the
+//!   descriptor is returned.
+//! - A request path more than [`MAX_DEPTH`] directories deep, counted on the
+//!   path as written ([`check_request`]), or of `PATH_MAX` bytes or more is
+//!   `ENAMETOOLONG`, whichever implementation resolves it. (The walk also
+//!   stops at [`MAX_DEPTH`] levels reached through symbolic links; the kernel
+//!   has no such limit, so only there can the two differ.)
+//!
+//! | request path (ROOT-relative) | errno from every implementation |
+//! |---|---|
+//! | missing file, dangling link | `ENOENT` |
+//! | `""`, `/`, `//` (nothing after the slashes) | `ENOENT` (the server answers `EINVAL` before asking) |
+//! | `.`, `dir`, `dir/`, a FIFO, a socket, a device | `EINVAL` |
+//! | `file/`, `file/x`, `file/..` | `ENOTDIR` |
+//! | `..`, `../x`, `dir/../..`, relative link out, any absolute link (also `proc/self/root` under ROOT=/) | `EXDEV` (the server answers `EACCES`) |
+//! | more than [`MAX_SYMLINKS`] links, a loop | `ELOOP` |
+//! | more than [`MAX_DEPTH`] levels (`a/` 141 times), a component over `NAME_MAX` | `ENAMETOOLONG` |
 
 use std::collections::VecDeque;
 use std::ffi::{CStr, CString};
@@ -41,8 +62,104 @@ pub const MAX_DEPTH: usize = 128;
 pub const OPEN_FLAGS: libc::c_int =
     libc::O_RDONLY | libc::O_CLOEXEC | libc::O_NOCTTY | libc::O_NONBLOCK;
 
+/// How many times a lookup starts again when the file found differs from
+/// the file opened (a rename raced with it) before giving up with `EAGAIN`.
+pub const SWAP_RETRIES: usize = 8;
+
+/// Longest request path, in bytes without the NUL (Linux's `PATH_MAX` less
+/// one, which the protocol also allows at most).
+pub const MAX_PATH_BYTES: usize = 4095;
+
 fn err(code: libc::c_int) -> io::Error {
     io::Error::from_raw_os_error(code)
+}
+
+/// The checks every implementation makes on a request path before resolving
+/// it, so that the limits answer alike whoever resolves: leading `/` dropped
+/// ([`strip_leading_slashes`]); more than [`MAX_PATH_BYTES`] bytes, or more
+/// than [`MAX_DEPTH`] directories deep counted on the path as written (`..`
+/// climbs one, `.` and empty components count nothing, the last component
+/// is not a directory level unless a `/` follows it), is `ENAMETOOLONG`.
+pub fn check_request(path: &CStr) -> io::Result<&CStr> {
+    let path = strip_leading_slashes(path);
+    let bytes = path.to_bytes();
+    if bytes.len() > MAX_PATH_BYTES {
+        return Err(err(libc::ENAMETOOLONG));
+    }
+    let mut depth = 0usize;
+    let mut parts = components(bytes).peekable();
+    while let Some(c) = parts.next() {
+        match c {
+            b"" | b"." => {}
+            // Above the root is the resolver's EXDEV, not a depth.
+            b".." => depth = depth.saturating_sub(1),
+            _ if parts.peek().is_some() => {
+                depth += 1;
+                if depth > MAX_DEPTH {
+                    return Err(err(libc::ENAMETOOLONG));
+                }
+            }
+            _ => {}
+        }
+    }
+    Ok(path)
+}
+
+/// Whether two `stat` results are of the same file (device and inode).
+pub fn same_file(a: &libc::stat, b: &libc::stat) -> bool {
+    a.st_dev == b.st_dev && a.st_ino == b.st_ino
+}
+
+/// `fstatat(2)`.
+fn fstatat(dir: BorrowedFd<'_>, name: &CStr, flags: libc::c_int) -> io::Result<libc::stat> {
+    loop {
+        let mut st = std::mem::MaybeUninit::<libc::stat>::uninit();
+        // SAFETY: name is NUL-terminated; st is written by a successful call.
+        let r = unsafe { libc::fstatat(dir.as_raw_fd(), name.as_ptr(), st.as_mut_ptr(), flags) };
+        if r == 0 {
+            // SAFETY: fstatat succeeded, so st is initialised.
+            return Ok(unsafe { st.assume_init() });
+        }
+        let e = io::Error::last_os_error();
+        if e.kind() != io::ErrorKind::Interrupted {
+            return Err(e);
+        }
+    }
+}
+
+/// What the last component of a walk turned out to be.
+enum Last {
+    /// A regular file, opened.
+    File(OwnedFd),
+    /// A symbolic link, to be resolved.
+    Link,
+}
+
+/// Opens the last component `name` in `dir` if it is a regular file: its
+/// type comes from `fstatat(AT_SYMLINK_NOFOLLOW)` first, so nothing else is
+/// ever opened (`EINVAL`); the open (`O_NOFOLLOW | O_NONBLOCK`) must then
+/// give the file just seen, or the look starts again.
+fn open_last(dir: BorrowedFd<'_>, name: &CStr) -> io::Result<Last> {
+    for _ in 0..SWAP_RETRIES {
+        let seen = fstatat(dir, name, libc::AT_SYMLINK_NOFOLLOW)?;
+        match seen.st_mode & libc::S_IFMT {
+            libc::S_IFLNK => return Ok(Last::Link),
+            libc::S_IFREG => {}
+            _ => return Err(err(libc::EINVAL)),
+        }
+        let fd = match openat(dir, name, OPEN_FLAGS | libc::O_NOFOLLOW) {
+            Ok(fd) => fd,
+            // Swapped for a link (or, on Linux, ENXIO for a socket) since the
+            // look: look again.
+            Err(e) if may_be_symlink(&e) || e.raw_os_error() == Some(libc::ENXIO) => continue,
+            Err(e) => return Err(e),
+        };
+        let got = crate::sys::fstat(fd.as_fd())?;
+        if same_file(&seen, &got) && crate::sys::is_regular(&got) {
+            return finish_open(fd).map(Last::File);
+        }
+    }
+    Err(err(libc::EAGAIN))
 }
 
 /// Drops leading `/` from a request path: paths are relative to the root.
@@ -135,7 +252,7 @@ fn components(bytes: &[u8]) -> impl DoubleEndedIterator<Item = &[u8]> {
 /// Escapes return `EXDEV`; a missing component `ENOENT`; a non-directory used
 /// as a directory `ENOTDIR`; more than [`MAX_DEPTH`] levels `ENAMETOOLONG`.
 pub fn open_beneath_by_walk(root: BorrowedFd<'_>, path: &CStr) -> io::Result<OwnedFd> {
-    let path = strip_leading_slashes(path).to_bytes();
+    let path = check_request(path)?.to_bytes();
     if path.is_empty() {
         return Err(err(libc::ENOENT));
     }
@@ -163,46 +280,52 @@ pub fn open_beneath_by_walk(root: BorrowedFd<'_>, path: &CStr) -> io::Result<Own
         let cur = dirs.last().map_or(root, |d| d.as_fd());
         let last = pending.iter().all(|c| c.is_empty());
         let cname = CString::new(name).map_err(|_| err(libc::EINVAL))?;
-        let flags = if last {
-            OPEN_FLAGS | libc::O_NOFOLLOW
-        } else {
-            libc::O_RDONLY | libc::O_CLOEXEC | libc::O_DIRECTORY | libc::O_NOFOLLOW
-        };
-        match openat(cur, &cname, flags) {
-            Ok(fd) if last => return finish_open(fd),
-            Ok(_) if dirs.len() >= MAX_DEPTH => return Err(err(libc::ENAMETOOLONG)),
-            Ok(fd) => dirs.push(fd),
-            Err(e) if may_be_symlink(&e) => {
-                let target = match readlinkat(cur, &cname) {
-                    Ok(t) => t,
-                    // Not a link after all: the open's error stands.
-                    Err(_) => return Err(e),
-                };
-                links += 1;
-                if links > MAX_SYMLINKS {
-                    return Err(err(libc::ELOOP));
-                }
-                if target.first() == Some(&b'/') {
-                    return Err(err(libc::EXDEV));
-                }
-                if target.is_empty() {
-                    return Err(err(libc::ENOENT));
-                }
-                // The link's components replace its name, resolved from the
-                // directory that holds it; a trailing '/' demands a directory.
-                if target.ends_with(b"/") {
-                    pending.push_front(b".".to_vec());
-                }
-                for c in components(&target).rev() {
-                    pending.push_front(c.to_vec());
-                }
+        let link_error = if last {
+            match open_last(cur, &cname)? {
+                Last::File(fd) => return Ok(fd),
+                // Gone or replaced before it could be read: as if it had
+                // been moved while we looked.
+                Last::Link => err(libc::EAGAIN),
             }
-            Err(e) => return Err(e),
+        } else {
+            let flags = libc::O_RDONLY | libc::O_CLOEXEC | libc::O_DIRECTORY | libc::O_NOFOLLOW;
+            match openat(cur, &cname, flags) {
+                Ok(_) if dirs.len() >= MAX_DEPTH => return Err(err(libc::ENAMETOOLONG)),
+                Ok(fd) => {
+                    dirs.push(fd);
+                    continue;
+                }
+                Err(e) if may_be_symlink(&e) => e,
+                Err(e) => return Err(e),
+            }
+        };
+        let target = match readlinkat(cur, &cname) {
+            Ok(t) => t,
+            // Not a link after all: the open's error stands.
+            Err(_) => return Err(link_error),
+        };
+        links += 1;
+        if links > MAX_SYMLINKS {
+            return Err(err(libc::ELOOP));
+        }
+        if target.first() == Some(&b'/') {
+            return Err(err(libc::EXDEV));
+        }
+        if target.is_empty() {
+            return Err(err(libc::ENOENT));
+        }
+        // The link's components replace its name, resolved from the
+        // directory that holds it; a trailing '/' demands a directory.
+        if target.ends_with(b"/") {
+            pending.push_front(b".".to_vec());
+        }
+        for c in components(&target).rev() {
+            pending.push_front(c.to_vec());
         }
     }
-    // The path ended in a directory ("a/..", ".", "a/"): open it.
-    let cur = dirs.last().map_or(root, |d| d.as_fd());
-    finish_open(openat(cur, c".", OPEN_FLAGS)?)
+    // The path ended in a directory ("a/..", ".", "a/"): not a regular file,
+    // and never opened for reading.
+    Err(err(libc::EINVAL))
 }
 
 #[cfg(test)]
@@ -348,37 +471,85 @@ mod tests {
     fn depth_is_bounded() {
         let t = tree();
         // Going down and back up any number of times stays shallow.
-        let shallow = "dir/sub/../../".repeat(300) + "dir/inner";
+        let shallow = "dir/sub/../../".repeat(250) + "dir/inner";
         assert_eq!(contents(open(&t, &shallow).expect("shallow")), b"inner");
         let deep = "dir/".to_string() + &"sub/".repeat(MAX_DEPTH + 1);
         std::fs::create_dir_all(t._tmp.path().join("root").join(&deep)).expect("mkdir");
-        assert_eq!(errno(open(&t, &(deep + "x"))), libc::ENAMETOOLONG);
+        assert_eq!(errno(open(&t, &(deep.clone() + "x"))), libc::ENAMETOOLONG);
+        // Counted on the path before the walk: missing levels too.
+        assert_eq!(errno(open(&t, &"a/".repeat(141))), libc::ENAMETOOLONG);
+        // Through a link, the walk's own count stops it.
+        let half = "sub/".repeat(MAX_DEPTH / 2 + 1);
+        symlink(format!("dir/{half}"), t._tmp.path().join("root/deeplink")).expect("symlink");
+        assert_eq!(
+            errno(open(&t, &format!("deeplink/{half}x"))),
+            libc::ENAMETOOLONG
+        );
+        // Too long in bytes.
+        assert_eq!(
+            errno(open(&t, &"./".repeat(MAX_PATH_BYTES / 2 + 1))),
+            libc::ENAMETOOLONG
+        );
     }
 
     #[test]
-    fn directories_open_and_are_left_to_the_caller() {
+    fn check_request_counts_directory_levels_as_written() {
+        let ok = |p: &str| check_request(&CString::new(p).expect("c")).is_ok();
+        let at = "a/".repeat(MAX_DEPTH);
+        assert!(ok(&(at.clone() + "f")), "MAX_DEPTH levels and a file");
+        assert!(!ok(&(at.clone() + "a/f")), "one level more");
+        assert!(!ok(&(at.clone() + "a/")), "a trailing / makes a level");
+        assert!(ok(&(at.clone() + "..")), ".. climbs");
+        assert!(ok(&(at.clone() + "../f")));
+        assert!(ok(&(at.clone() + "./f")), ". counts nothing");
+        assert!(
+            ok(&("../".repeat(10) + &at + "f")),
+            "above the root is not depth"
+        );
+        assert!(ok(&"a/../".repeat(800)));
+        assert_eq!(
+            check_request(c"///x").expect("ok").to_bytes(),
+            b"x",
+            "leading slashes dropped"
+        );
+    }
+
+    #[test]
+    fn only_regular_files_open_and_others_are_einval() {
         let t = tree();
-        for p in ["dir", "dir/", ".", "dir/..", "dirlink"] {
-            let fd = open(&t, p).unwrap_or_else(|e| panic!("{p}: {e}"));
-            let st = crate::sys::fstat(fd.as_fd()).expect("fstat");
-            assert_eq!(st.st_mode & libc::S_IFMT, libc::S_IFDIR, "{p}");
+        for p in ["dir", "dir/", ".", "./", "dir/..", "dirlink", "dirlink/"] {
+            assert_eq!(errno(open(&t, p)), libc::EINVAL, "{p}");
         }
+        let fd = open(&t, "file").expect("file");
+        // SAFETY: plain fcntl on our descriptor.
+        let fl = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_GETFL) };
+        assert_eq!(fl & libc::O_NONBLOCK, 0, "returned blocking");
     }
 
+    /// A FIFO is never opened: a non-blocking writer still finds no reader
+    /// after the walk refused it.
     #[test]
-    fn fifo_does_not_block_and_result_is_blocking() {
+    fn a_fifo_is_refused_without_being_opened() {
         let t = tree();
         let name = c"fifo";
         // SAFETY: name is NUL-terminated.
         let r = unsafe { libc::mkfifoat(t.root.as_raw_fd(), name.as_ptr(), 0o600) };
         assert_eq!(r, 0, "mkfifoat: {}", io::Error::last_os_error());
-        let fd = open(&t, "fifo").expect("fifo opens without a writer");
-        // SAFETY: plain fcntl on our descriptor.
-        let fl = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_GETFL) };
-        assert_eq!(fl & libc::O_NONBLOCK, 0);
-        let fd = open(&t, "file").expect("file");
-        // SAFETY: as above.
-        let fl = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_GETFL) };
-        assert_eq!(fl & libc::O_NONBLOCK, 0);
+        symlink("fifo", t._tmp.path().join("root/fifolink")).expect("symlink");
+        for p in ["fifo", "fifolink"] {
+            assert_eq!(errno(open(&t, p)), libc::EINVAL, "{p}");
+        }
+        // SAFETY: as above; O_NONBLOCK write-only open of a FIFO fails with
+        // ENXIO while nobody has it open for reading.
+        let w = unsafe {
+            libc::openat(
+                t.root.as_raw_fd(),
+                name.as_ptr(),
+                libc::O_WRONLY | libc::O_NONBLOCK | libc::O_CLOEXEC,
+            )
+        };
+        let e = io::Error::last_os_error();
+        assert!(w < 0, "a reader is holding the FIFO open");
+        assert_eq!(e.raw_os_error(), Some(libc::ENXIO));
     }
 }
