@@ -10,28 +10,9 @@ use std::ffi::CStr;
 use std::io;
 use std::os::fd::{BorrowedFd, OwnedFd};
 
-/// What kind of descriptor a destination is; decides the copy path.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum DestKind {
-    /// A pipe or FIFO.
-    Pipe,
-    /// A connected stream socket (TCP, UNIX stream).
-    StreamSocket,
-    /// Any other socket (datagram, seqpacket).
-    OtherSocket,
-    /// A regular file: never "full", and cannot be polled.
-    RegularFile,
-    /// Anything else (a character device, say).
-    Other,
-}
-
-impl DestKind {
-    /// Whether readiness for this destination can be awaited with
-    /// epoll/kqueue. Regular files are always writable and epoll refuses them.
-    pub fn is_pollable(self) -> bool {
-        !matches!(self, DestKind::RegularFile)
-    }
-}
+/// Destination kinds are found by [`crate::sys::dest_kind`]; the type lives
+/// there so that `sys` needs nothing from this module.
+pub use crate::sys::DestKind;
 
 /// What one attempt to move file data achieved.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -93,7 +93,7 @@ impl DiskPool {
                     };
                     let errno = match backend.prefetch(job.file.as_fd(), job.offset, job.len) {
                         Ok(()) => 0,
-                        Err(e) => e.raw_os_error().unwrap_or(libc::EIO),
+                        Err(e) => crate::sys::errno(&e),
                     };
                     if let Ok(mut d) = done.lock() {
                         d.push(DiskDone {

@@ -9,7 +9,6 @@
 //! is brought in by [`disk`] threads.
 
 pub mod disk;
-pub mod fastpath;
 pub mod listener;
 pub mod pump;
 pub mod status;
@@ -31,7 +30,7 @@ use crate::backend::{DestKind, TransferBackend};
 use crate::protocol::{
     self as proto, Command, FileInfo, HeaderTrailer, Range, Request, ServerStat,
 };
-use crate::sys::{self, PeerCred, Received};
+use crate::sys::{self, errno as errno_of, PeerCred, Received};
 use disk::{DiskJob, DiskPool};
 use listener::RequestSocket;
 use pump::{pump, Cursor, Limits, PumpStop};
@@ -174,10 +173,10 @@ pub struct Server<B: TransferBackend> {
     signals: UnixStream,
     counters: Counters,
     started: Instant,
-    recv_buf: fastpath::RecvBatch,
+    recv_buf: listener::RecvBatch,
     received: Vec<Received>,
     listener_ready: bool,
-    ids: fastpath::RandomIds,
+    ids: table::RandomIds,
 }
 
 impl<B: TransferBackend> std::fmt::Debug for Server<B> {
@@ -187,10 +186,6 @@ impl<B: TransferBackend> std::fmt::Debug for Server<B> {
             .field("live", &self.table.len())
             .finish()
     }
-}
-
-fn errno_of(e: &io::Error) -> i32 {
-    e.raw_os_error().unwrap_or(libc::EIO)
 }
 
 impl<B: TransferBackend> Server<B> {
@@ -241,10 +236,10 @@ impl<B: TransferBackend> Server<B> {
             signals: sig_rx,
             counters: Counters::default(),
             started: Instant::now(),
-            recv_buf: fastpath::RecvBatch::new(proto::MAX_REQUEST_LEN + 1),
-            received: Vec::with_capacity(fastpath::BATCH),
+            recv_buf: listener::RecvBatch::new(proto::MAX_REQUEST_LEN + 1),
+            received: Vec::with_capacity(listener::BATCH),
             listener_ready: true,
-            ids: fastpath::RandomIds::default(),
+            ids: table::RandomIds::default(),
         })
     }
 
@@ -520,7 +515,7 @@ impl<B: TransferBackend> Server<B> {
             log::warn!("{op:?} {shown}: status channel is not a pipe");
             return;
         }
-        if let Err(e) = fastpath::set_nonblocking(status_fd.as_fd()) {
+        if let Err(e) = sys::set_nonblocking(status_fd.as_fd(), true) {
             log::warn!("{op:?} {shown}: status channel: {e}");
             return;
         }
@@ -1042,9 +1037,9 @@ impl std::fmt::Display for Who {
 /// Classifies a passed destination and makes it non-blocking (regular files
 /// stay as they are: they never block on space).
 fn prepare_dest(fd: OwnedFd) -> Result<Dest, i32> {
-    let kind = fastpath::dest_kind(fd.as_fd()).map_err(|e| errno_of(&e))?;
+    let kind = sys::dest_kind(fd.as_fd()).map_err(|e| errno_of(&e))?;
     if kind != DestKind::RegularFile {
-        fastpath::set_nonblocking(fd.as_fd()).map_err(|e| errno_of(&e))?;
+        sys::set_nonblocking(fd.as_fd(), true).map_err(|e| errno_of(&e))?;
     }
     Ok(Dest::Fd(fd, kind))
 }

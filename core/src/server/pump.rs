@@ -191,12 +191,7 @@ pub fn pump<B: TransferBackend + ?Sized>(
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                 return (moved, PumpStop::DestinationFull)
             }
-            Err(e) => {
-                return (
-                    moved,
-                    PumpStop::Failed(e.raw_os_error().unwrap_or(libc::EIO)),
-                )
-            }
+            Err(e) => return (moved, PumpStop::Failed(crate::sys::errno(&e))),
         }
     }
 }
