@@ -6,7 +6,7 @@
 //! | destination | file data | header + file + trailer |
 //! |---|---|---|
 //! | stream socket | `sendfile` (`SF_NODISKIO` when `nowait`) | `sendfile` with `sf_hdtr` |
-//! | pipe, file, other | `pread` + `write` | not native (`None`) |
+//! | pipe, file, other | `pread` + `write` | one part per call ([`send_parts`]) |
 //!
 //! What a `sendfile` result means (partial progress, `EAGAIN`, `EBUSY`) is
 //! decided by [`sendfiled_core::bsd_sendfile`], which is tested everywhere;
@@ -24,7 +24,7 @@ use std::ffi::CStr;
 use std::io;
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 
-use sendfiled_core::backend::{DestKind, FileChunk, HdtrChunk, Moved, TransferBackend};
+use sendfiled_core::backend::{send_parts, DestKind, FileChunk, HdtrChunk, Moved, TransferBackend};
 use sendfiled_core::{bsd_sendfile, confine};
 
 /// The FreeBSD backend. Stateless.
@@ -110,16 +110,16 @@ impl TransferBackend for FreeBsdBackend {
     /// the trailer after a file that ended early, the trailer is passed only
     /// when the file covers the part ([`bsd_sendfile::file_covers`]); an empty
     /// file part goes through [`bsd_sendfile::hdtr_in_parts`]. Other
-    /// destinations: `None`.
+    /// destinations: [`send_parts`].
     fn send_hdtr(
         &self,
         chunk: HdtrChunk<'_>,
         dest: BorrowedFd<'_>,
         kind: DestKind,
-    ) -> Option<io::Result<Moved>> {
+    ) -> io::Result<Moved> {
         match kind {
-            DestKind::StreamSocket => Some(sendfile_hdtr(chunk, dest)),
-            _ => None,
+            DestKind::StreamSocket => sendfile_hdtr(chunk, dest),
+            _ => send_parts(self, chunk, dest, kind),
         }
     }
 

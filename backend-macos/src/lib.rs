@@ -7,7 +7,7 @@
 //! | destination | file data | header + file + trailer |
 //! |---|---|---|
 //! | stream socket | `sendfile` | `sendfile` with `sf_hdtr` |
-//! | pipe, file, other | `pread` + `write` | not native (`None`) |
+//! | pipe, file, other | `pread` + `write` | one part per call ([`send_parts`]) |
 //!
 //! macOS `sendfile` serves TCP sockets only; where it refuses a socket
 //! (`ENOTSUP`, `ENOTSOCK`, `EINVAL` for a UNIX-domain stream, say) with
@@ -31,7 +31,7 @@ use std::io;
 use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd};
 
 use sendfiled_core::backend::{
-    DestKind, FileChunk, HdtrChunk, Moved, ReadWriteCopy, TransferBackend,
+    send_parts, DestKind, FileChunk, HdtrChunk, Moved, ReadWriteCopy, TransferBackend,
 };
 use sendfiled_core::{bsd_sendfile, confine};
 
@@ -131,17 +131,17 @@ impl TransferBackend for MacosBackend {
         bsd_sendfile::write_bytes_by_kind(buf, dest, kind)
     }
 
-    /// Native `sf_hdtr` on stream sockets (see [`sendfile_hdtr`]); `None`
-    /// for other destinations.
+    /// Native `sf_hdtr` on stream sockets (see [`sendfile_hdtr`]);
+    /// [`send_parts`] for other destinations.
     fn send_hdtr(
         &self,
         chunk: HdtrChunk<'_>,
         dest: BorrowedFd<'_>,
         kind: DestKind,
-    ) -> Option<io::Result<Moved>> {
+    ) -> io::Result<Moved> {
         match kind {
-            DestKind::StreamSocket => Some(sendfile_hdtr(chunk, dest)),
-            _ => None,
+            DestKind::StreamSocket => sendfile_hdtr(chunk, dest),
+            _ => send_parts(self, chunk, dest, kind),
         }
     }
 

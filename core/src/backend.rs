@@ -99,25 +99,24 @@ pub trait TransferBackend: Send + Sync + 'static {
         crate::sys::write(dest, buf)
     }
 
-    /// Sends header, file part and trailer in one call where the OS has a
-    /// native facility for it; returns the total bytes moved counted across
-    /// the three parts in order. `None` means "not supported here": the caller
-    /// then uses [`write_bytes`](Self::write_bytes) and
-    /// [`send_file`](Self::send_file) in turn.
-    ///
+    /// Sends what it can of header, file part and trailer, in that order;
+    /// returns the bytes moved counted across the three parts in order.
     /// Each part is sent only once the parts before it went out completely,
-    /// so the caller can split the count between them. Where the native call
-    /// cannot serve a particular chunk (an empty file part, a socket it
-    /// refuses) the backend uses [`crate::bsd_sendfile::hdtr_in_parts`],
-    /// which keeps that guarantee, rather than answering `None`.
+    /// so the caller can split the count between them; it calls again for
+    /// the rest.
+    ///
+    /// The default is [`send_parts`]: the first part not yet sent, with one
+    /// [`write_bytes`](Self::write_bytes) or [`send_file`](Self::send_file)
+    /// call. A backend with a native facility (`sf_hdtr`) sends all three in
+    /// one call where it serves the destination, and uses [`send_parts`]
+    /// where it does not.
     fn send_hdtr(
         &self,
         chunk: HdtrChunk<'_>,
         dest: BorrowedFd<'_>,
         kind: DestKind,
-    ) -> Option<io::Result<Moved>> {
-        let _ = (chunk, dest, kind);
-        None
+    ) -> io::Result<Moved> {
+        send_parts(self, chunk, dest, kind)
     }
 
     /// Opens `path` read-only, confined beneath `root`: no `..` or symlink may
@@ -145,6 +144,41 @@ pub trait TransferBackend: Send + Sync + 'static {
     fn prefetch(&self, file: BorrowedFd<'_>, offset: u64, len: usize) -> io::Result<()> {
         crate::sys::prefetch_by_reading(file, offset, len)
     }
+}
+
+/// The portable [`TransferBackend::send_hdtr`]: the first part of `chunk`
+/// not yet sent (the header; else the file part; else the trailer) with one
+/// call of `backend`'s [`write_bytes`](TransferBackend::write_bytes) or
+/// [`send_file`](TransferBackend::send_file), its result as it is.
+///
+/// One part per call keeps every error and every call where the caller
+/// sees it: nothing sent before an error has to be reported instead of it.
+pub fn send_parts<B: TransferBackend + ?Sized>(
+    backend: &B,
+    chunk: HdtrChunk<'_>,
+    dest: BorrowedFd<'_>,
+    kind: DestKind,
+) -> io::Result<Moved> {
+    let more_after_file = !chunk.trailer.is_empty();
+    if !chunk.header.is_empty() {
+        let more = chunk.file.len > 0 || more_after_file;
+        return backend
+            .write_bytes(chunk.header, more, dest, kind)
+            .map(Moved::Bytes);
+    }
+    if chunk.file.len > 0 {
+        let file = FileChunk {
+            more_follows: chunk.file.more_follows || more_after_file,
+            ..chunk.file
+        };
+        return backend.send_file(file, dest, kind);
+    }
+    if chunk.trailer.is_empty() {
+        return Ok(Moved::Bytes(0));
+    }
+    backend
+        .write_bytes(chunk.trailer, false, dest, kind)
+        .map(Moved::Bytes)
 }
 
 /// The portable copy path: `pread` into a bounded buffer, `write` out.
