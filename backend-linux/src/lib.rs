@@ -76,7 +76,8 @@ pub struct LinuxBackend {
     devnull: Option<OwnedFd>,
 }
 
-/// The backend of this system, under the name every backend crate exports.
+/// The backend of this system, under the name every backend crate exports
+/// (see [`sendfiled_core::backend`]'s "What a backend crate exports").
 pub type Backend = LinuxBackend;
 
 /// The backend of this system, configured from the environment

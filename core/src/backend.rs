@@ -5,6 +5,25 @@
 //! the transfer, when to fall back to a userspace copy, how partial progress is
 //! accounted across header, file and trailer) lives in portable code that the
 //! Linux test suite runs.
+//!
+//! # What a backend crate exports
+//!
+//! Each system has its own crate (`sendfiled-backend-linux`, `-freebsd`,
+//! `-macos`). The daemon picks the one for its target in one `cfg_if` in
+//! `src/main.rs` and uses no other names than these, which every backend
+//! crate exports in the same form:
+//!
+//! - `pub type Backend`: the system's [`TransferBackend`] (`Send + Sync`,
+//!   shared by the event loop and the disk threads);
+//! - `pub fn new_backend() -> Backend`: the backend as the daemon runs it,
+//!   configured from the environment where the crate documents a switch
+//!   (Linux: `SENDFILED_FORCE_FALLBACK`). It does not fail: what the kernel
+//!   turns out not to support is found out, and worked around, per call.
+//!
+//! A crate is empty on every other system (`#![cfg(target_os = ...)]` at its
+//! top), so the workspace builds, and its portable parts are tested,
+//! everywhere. Anything else a crate exports (Linux's `LinuxOptions`, say)
+//! is for its own tests and benchmarks.
 
 use std::ffi::CStr;
 use std::io;
