@@ -178,8 +178,6 @@ fn sendfile(
     let Ok(offset) = libc::off_t::try_from(offset) else {
         return (Err(io::Error::from_raw_os_error(libc::EINVAL)), 0);
     };
-    let headers = [header];
-    let trailers = [trailer];
     let flags = if nowait {
         SfFlags::SF_NODISKIO
     } else {
@@ -190,10 +188,10 @@ fn sendfile(
         sock,
         offset,
         Some(len),
-        (!header.is_empty()).then_some(&headers[..]),
-        (!trailer.is_empty()).then_some(&trailers[..]),
+        bsd_sendfile::hdtr_part(&[header]),
+        bsd_sendfile::hdtr_part(&[trailer]),
         flags,
         0,
     );
-    (r.map_err(io::Error::from), u64::try_from(sent).unwrap_or(0))
+    (r.map_err(io::Error::from), bsd_sendfile::sent_bytes(sent))
 }

@@ -166,15 +166,13 @@ fn sendfile(
     let Ok(offset) = libc::off_t::try_from(offset) else {
         return (Err(io::Error::from_raw_os_error(libc::EINVAL)), 0);
     };
-    let headers = [header];
-    let trailers = [trailer];
     let (r, sent) = nix::sys::sendfile::sendfile(
         file,
         sock,
         offset,
         Some(len),
-        (!header.is_empty()).then_some(&headers[..]),
-        (!trailer.is_empty()).then_some(&trailers[..]),
+        bsd_sendfile::hdtr_part(&[header]),
+        bsd_sendfile::hdtr_part(&[trailer]),
     );
-    (r.map_err(io::Error::from), u64::try_from(sent).unwrap_or(0))
+    (r.map_err(io::Error::from), bsd_sendfile::sent_bytes(sent))
 }

@@ -373,7 +373,6 @@ pub const RECV_BATCH: usize = 8;
 /// edge without the `recvmsg` that would only say `EAGAIN` (epoll reports
 /// every datagram's arrival, queued or not). Elsewhere the queue is never
 /// known to be empty and the loop reads until `EAGAIN`.
-#[cfg(target_os = "linux")]
 pub fn recv_batch(
     sock: BorrowedFd<'_>,
     bufs: &mut [u8],
@@ -381,6 +380,25 @@ pub fn recv_batch(
     out: &mut Vec<Received>,
 ) -> io::Result<bool> {
     assert!(bufs.len() >= RECV_BATCH * buf_len);
+    cfg_if::cfg_if! {
+        if #[cfg(target_os = "linux")] {
+            recvmmsg(sock, bufs, buf_len, out)
+        } else {
+            out.clear();
+            out.push(recv_with_fds(sock, &mut bufs[..buf_len])?);
+            Ok(false)
+        }
+    }
+}
+
+/// `recvmmsg(2)` for [`recv_batch`].
+#[cfg(target_os = "linux")]
+fn recvmmsg(
+    sock: BorrowedFd<'_>,
+    bufs: &mut [u8],
+    buf_len: usize,
+    out: &mut Vec<Received>,
+) -> io::Result<bool> {
     #[repr(C, align(8))]
     #[derive(Clone, Copy)]
     struct Ctl([u8; 256]);
@@ -437,20 +455,6 @@ pub fn recv_batch(
         return Err(io::Error::from(io::ErrorKind::WouldBlock));
     }
     Ok(n < RECV_BATCH)
-}
-
-/// Receives one datagram into `out` (cleared first) and `bufs[..buf_len]`;
-/// see the Linux version for the contract.
-#[cfg(not(target_os = "linux"))]
-pub fn recv_batch(
-    sock: BorrowedFd<'_>,
-    bufs: &mut [u8],
-    buf_len: usize,
-    out: &mut Vec<Received>,
-) -> io::Result<bool> {
-    out.clear();
-    out.push(recv_with_fds(sock, &mut bufs[..buf_len])?);
-    Ok(false)
 }
 
 /// Takes the descriptors (`SCM_RIGHTS`) and the sender's credentials out of
