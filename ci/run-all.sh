@@ -90,6 +90,13 @@ step_clippy() {
   cargo clippy --workspace --all-targets -- -D warnings
 }
 
+# Every dependency a Cargo.toml declares is used (fuzz/ included).
+step_machete() {
+  have cargo-machete || skip "cargo machete (cargo-machete is not installed; .ci/run installs it)"
+  echo "+ cargo machete"
+  cargo machete
+}
+
 step_test() {
   echo "+ bash ci/test.sh   (the README's test command)"
   "$BASH" ci/test.sh
@@ -129,7 +136,7 @@ step_fuzz_smoke() { run_hook fuzz-smoke.sh; }
 step_install_test() { run_hook install-test.sh; }
 step_man_lint() { run_hook man-lint.sh; }
 
-ALL_STEPS="yaml fmt clippy test c-tests-valgrind quickstart"
+ALL_STEPS="yaml fmt clippy machete test c-tests-valgrind quickstart"
 ALL_STEPS="$ALL_STEPS cross-freebsd cross-macos-x86_64 cross-macos-aarch64"
 ALL_STEPS="$ALL_STEPS bench-quick fuzz-smoke install-test man-lint"
 

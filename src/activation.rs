@@ -10,26 +10,10 @@
 use std::io;
 use std::os::fd::{BorrowedFd, FromRawFd, OwnedFd, RawFd};
 
+use crate::error::StartError;
+
 /// The first descriptor a service manager passes (`SD_LISTEN_FDS_START`).
 pub const LISTEN_FDS_START: RawFd = 3;
-
-/// Why an inherited socket was not taken.
-#[derive(Debug)]
-pub struct ActivationError {
-    /// An errno for the exit status.
-    pub errno: i32,
-    /// What was wrong.
-    pub what: String,
-}
-
-impl ActivationError {
-    fn new(errno: i32, what: impl Into<String>) -> ActivationError {
-        ActivationError {
-            errno,
-            what: what.into(),
-        }
-    }
-}
 
 /// What the environment says, read once and then removed.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -44,7 +28,7 @@ fn parse(
     listen_pid: Option<&str>,
     listen_fds: Option<&str>,
     our_pid: u32,
-) -> Result<Listen, ActivationError> {
+) -> Result<Listen, StartError> {
     let Some(pid) = listen_pid else {
         return Ok(Listen::None);
     };
@@ -54,7 +38,7 @@ fn parse(
         // not clear them): not ours to use.
         Ok(_) => return Ok(Listen::None),
         Err(_) => {
-            return Err(ActivationError::new(
+            return Err(StartError::new(
                 libc::EINVAL,
                 format!("LISTEN_PID={pid:?} is not a pid"),
             ))
@@ -62,12 +46,12 @@ fn parse(
     }
     let fds = listen_fds.unwrap_or("0");
     match fds.trim().parse::<u32>() {
-        Ok(0) => Err(ActivationError::new(
+        Ok(0) => Err(StartError::new(
             libc::EBADF,
             "LISTEN_PID names this process but LISTEN_FDS passes no socket",
         )),
         Ok(n) => Ok(Listen::Fds(n)),
-        Err(_) => Err(ActivationError::new(
+        Err(_) => Err(StartError::new(
             libc::EINVAL,
             format!("LISTEN_FDS={fds:?} is not a number"),
         )),
@@ -82,7 +66,7 @@ fn parse(
 /// The `LISTEN_*` variables are removed from the environment either way.
 ///
 /// Call before any thread is started (it changes the environment).
-pub fn take_request_socket() -> Result<Option<OwnedFd>, ActivationError> {
+pub fn take_request_socket() -> Result<Option<OwnedFd>, StartError> {
     let pid = std::env::var("LISTEN_PID").ok();
     let fds = std::env::var("LISTEN_FDS").ok();
     let listen = parse(pid.as_deref(), fds.as_deref(), std::process::id());
@@ -101,12 +85,8 @@ pub fn take_request_socket() -> Result<Option<OwnedFd>, ActivationError> {
     // SAFETY: the service manager handed descriptor 3 to this process and
     // nothing else in it owns that descriptor; check_socket showed it is open.
     let fd = unsafe { OwnedFd::from_raw_fd(LISTEN_FDS_START) };
-    sendfiled_core::sys::set_cloexec(borrow(&fd)).map_err(|e| {
-        ActivationError::new(
-            e.raw_os_error().unwrap_or(libc::EIO),
-            format!("inherited socket: {e}"),
-        )
-    })?;
+    sendfiled_core::sys::set_cloexec(borrow(&fd))
+        .map_err(|e| StartError::io("inherited socket", e))?;
     if n > 1 {
         log::warn!("service manager passed {n} sockets; using the first (descriptor 3), closing the others");
         for extra in 1..n.min(1024) {
@@ -124,14 +104,8 @@ fn borrow(fd: &OwnedFd) -> BorrowedFd<'_> {
 }
 
 /// Checks that `fd` is an open UNIX-domain datagram socket.
-fn check_socket(fd: RawFd) -> Result<(), ActivationError> {
-    let last = |what: &str| {
-        let e = io::Error::last_os_error();
-        ActivationError::new(
-            e.raw_os_error().unwrap_or(libc::EIO),
-            format!("{what}: {e}"),
-        )
-    };
+fn check_socket(fd: RawFd) -> Result<(), StartError> {
+    let last = |what: &str| StartError::io(what, io::Error::last_os_error());
     let mut ty: libc::c_int = 0;
     let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
     // SAFETY: ty and len are valid out pointers of the sizes given.
@@ -148,7 +122,7 @@ fn check_socket(fd: RawFd) -> Result<(), ActivationError> {
         return Err(last("inherited descriptor 3 is not a usable socket"));
     }
     if ty != libc::SOCK_DGRAM {
-        return Err(ActivationError::new(
+        return Err(StartError::new(
             libc::EPROTOTYPE,
             "inherited socket is not a datagram socket (use ListenDatagram=)",
         ));
@@ -168,7 +142,7 @@ fn check_socket(fd: RawFd) -> Result<(), ActivationError> {
         return Err(last("getsockname on the inherited socket"));
     }
     if libc::c_int::from(addr.ss_family) != libc::AF_UNIX {
-        return Err(ActivationError::new(
+        return Err(StartError::new(
             libc::EAFNOSUPPORT,
             "inherited socket is not a UNIX-domain socket (ListenDatagram= takes a path)",
         ));

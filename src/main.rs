@@ -3,6 +3,7 @@
 
 mod activation;
 mod cli;
+mod error;
 mod logging;
 mod privileges;
 mod signals;
@@ -21,6 +22,7 @@ use sendfiled_core::server::listener::{self, RequestSocket};
 use sendfiled_core::server::{Config, Server};
 
 use cli::{Args, LogTarget};
+use error::StartError;
 
 cfg_if::cfg_if! {
     if #[cfg(target_os = "linux")] {
@@ -31,29 +33,6 @@ cfg_if::cfg_if! {
         use sendfiled_backend_macos as platform;
     } else {
         compile_error!("sendfiled supports Linux, FreeBSD and macOS");
-    }
-}
-
-/// A start-up failure: reported on stdout with -p, logged, and used as the
-/// exit status (an errno, so a spawning client can hand it on).
-struct StartError {
-    errno: i32,
-    what: String,
-}
-
-impl StartError {
-    fn new(errno: i32, what: impl Into<String>) -> StartError {
-        StartError {
-            errno,
-            what: what.into(),
-        }
-    }
-
-    fn io(context: &str, e: io::Error) -> StartError {
-        StartError::new(
-            e.raw_os_error().unwrap_or(libc::EIO),
-            format!("{context}: {e}"),
-        )
     }
 }
 
@@ -156,8 +135,7 @@ fn raise_fd_limit() {
 
 fn run(args: &Args, target: LogTarget) -> Result<(), StartError> {
     // First, before anything could start a thread: it edits the environment.
-    let inherited =
-        activation::take_request_socket().map_err(|e| StartError::new(e.errno, e.what))?;
+    let inherited = activation::take_request_socket()?;
     let identity = privileges::resolve(args.user.as_deref(), args.group.as_deref())
         .map_err(|e| StartError::io("looking up -u/-g", e))?;
     if nix::unistd::geteuid().is_root() && identity.is_none() && !allow_root(args) {

@@ -6,7 +6,7 @@
 //! | destination | file data | header + file + trailer |
 //! |---|---|---|
 //! | stream socket | `sendfile` (`SF_NODISKIO` when `nowait`) | `sendfile` with `sf_hdtr` |
-//! | pipe, file, other | `pread` + `write` | not native (`None`) |
+//! | pipe, file, other | `pread` + `write` | one part per call ([`send_parts`]) |
 //!
 //! What a `sendfile` result means (partial progress, `EAGAIN`, `EBUSY`) is
 //! decided by [`sendfiled_core::bsd_sendfile`], which is tested everywhere;
@@ -24,17 +24,20 @@ use std::ffi::CStr;
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 
-use sendfiled_core::backend::{DestKind, FileChunk, HdtrChunk, Moved, TransferBackend};
+use nix::sys::sendfile::SfFlags;
+use sendfiled_core::backend::{send_parts, DestKind, FileChunk, HdtrChunk, Moved, TransferBackend};
 use sendfiled_core::{bsd_sendfile, confine, sys};
 
 /// The FreeBSD backend. Stateless.
 #[derive(Debug, Default)]
 pub struct FreeBsdBackend;
 
-/// The backend of this system, under the name every backend crate exports.
+/// The backend of this system, under the name every backend crate exports
+/// (see [`sendfiled_core::backend`]'s "What a backend crate exports").
 pub type Backend = FreeBsdBackend;
 
-/// The backend of this system.
+/// The backend as the daemon runs it (the same contract in every backend
+/// crate).
 pub fn new_backend() -> Backend {
     FreeBsdBackend
 }
@@ -58,19 +61,16 @@ fn sendfile_hdtr(chunk: HdtrChunk<'_>, dest: BorrowedFd<'_>) -> io::Result<Moved
     } else {
         &[]
     };
-    let flags = if file.nowait { libc::SF_NODISKIO } else { 0 };
-    let mut sent: libc::off_t = 0;
-    let r = sendfile(
+    let (r, sent) = sendfile(
         file.file,
         dest,
         file.offset,
         file.len,
         chunk.header,
         trailer,
-        &mut sent,
-        flags,
+        file.nowait,
     );
-    bsd_sendfile::outcome(r, u64::try_from(sent).unwrap_or(0))
+    bsd_sendfile::outcome(r, sent)
 }
 
 impl TransferBackend for FreeBsdBackend {
@@ -110,16 +110,16 @@ impl TransferBackend for FreeBsdBackend {
     /// the trailer after a file that ended early, the trailer is passed only
     /// when the file covers the part ([`bsd_sendfile::file_covers`]); an empty
     /// file part goes through [`bsd_sendfile::hdtr_in_parts`]. Other
-    /// destinations: `None`.
+    /// destinations: [`send_parts`].
     fn send_hdtr(
         &self,
         chunk: HdtrChunk<'_>,
         dest: BorrowedFd<'_>,
         kind: DestKind,
-    ) -> Option<io::Result<Moved>> {
+    ) -> io::Result<Moved> {
         match kind {
-            DestKind::StreamSocket => Some(sendfile_hdtr(chunk, dest)),
-            _ => None,
+            DestKind::StreamSocket => sendfile_hdtr(chunk, dest),
+            _ => send_parts(self, chunk, dest, kind),
         }
     }
 
@@ -202,10 +202,15 @@ fn openat(dir: BorrowedFd<'_>, path: &CStr, flags: libc::c_int) -> io::Result<Ow
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
-/// `sendfile(2)` of `len` (> 0) bytes of `file` at `offset` to the socket
-/// `sock`, with `header` before and `trailer` after; `*sent` receives the
-/// bytes sent, headers and trailers included, also when it fails.
-#[allow(clippy::too_many_arguments)]
+/// `sendfile(2)` (through nix) of `len` (> 0) bytes of `file` at `offset` to
+/// the socket `sock`, with `header` before and `trailer` after. Returns the
+/// call's result and the bytes it sent, headers and trailers included, also
+/// when it fails.
+///
+/// An empty header or trailer is passed as none, so the file-data path
+/// builds no `sf_hdtr` at all; with one, nix builds it in a small
+/// allocation, which happens once or twice per transfer (the call that
+/// carries the header, the one that carries the trailer).
 fn sendfile(
     file: BorrowedFd<'_>,
     sock: BorrowedFd<'_>,
@@ -213,46 +218,25 @@ fn sendfile(
     len: usize,
     header: &[u8],
     trailer: &[u8],
-    sent: &mut libc::off_t,
-    flags: libc::c_int,
-) -> io::Result<()> {
-    let offset =
-        libc::off_t::try_from(offset).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
-    let mut hdr = libc::iovec {
-        iov_base: header.as_ptr() as *mut libc::c_void,
-        iov_len: header.len(),
+    nowait: bool,
+) -> (io::Result<()>, u64) {
+    let Ok(offset) = libc::off_t::try_from(offset) else {
+        return (Err(io::Error::from_raw_os_error(libc::EINVAL)), 0);
     };
-    let mut trl = libc::iovec {
-        iov_base: trailer.as_ptr() as *mut libc::c_void,
-        iov_len: trailer.len(),
-    };
-    let mut hdtr = libc::sf_hdtr {
-        headers: &mut hdr,
-        hdr_cnt: libc::c_int::from(!header.is_empty()),
-        trailers: &mut trl,
-        trl_cnt: libc::c_int::from(!trailer.is_empty()),
-    };
-    let hdtr_ptr: *mut libc::sf_hdtr = if header.is_empty() && trailer.is_empty() {
-        std::ptr::null_mut()
+    let flags = if nowait {
+        SfFlags::SF_NODISKIO
     } else {
-        &mut hdtr
+        SfFlags::empty()
     };
-    *sent = 0;
-    // SAFETY: the iovecs point at live slices the kernel only reads; hdtr
-    // and sent are valid for the duration of the call.
-    let r = unsafe {
-        libc::sendfile(
-            file.as_raw_fd(),
-            sock.as_raw_fd(),
-            offset,
-            len,
-            hdtr_ptr,
-            sent,
-            flags,
-        )
-    };
-    if r < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(())
+    let (r, sent) = nix::sys::sendfile::sendfile(
+        file,
+        sock,
+        offset,
+        Some(len),
+        bsd_sendfile::hdtr_part(&[header]),
+        bsd_sendfile::hdtr_part(&[trailer]),
+        flags,
+        0,
+    );
+    (r.map_err(io::Error::from), bsd_sendfile::sent_bytes(sent))
 }

@@ -80,7 +80,8 @@ pub struct LinuxBackend {
     devnull: Option<OwnedFd>,
 }
 
-/// The backend of this system, under the name every backend crate exports.
+/// The backend of this system, under the name every backend crate exports
+/// (see [`sendfiled_core::backend`]'s "What a backend crate exports").
 pub type Backend = LinuxBackend;
 
 /// The backend of this system, configured from the environment
@@ -484,22 +485,10 @@ fn prefetch_to_null(
     Ok(())
 }
 
-/// Clears `O_NONBLOCK` with one `ioctl(FIONBIO)`.
+/// Clears `O_NONBLOCK` (with [`sys::set_nonblocking`]'s one `ioctl`).
 fn clear_nonblocking(fd: OwnedFd) -> io::Result<OwnedFd> {
-    let mut off: libc::c_int = 0;
-    // SAFETY: FIONBIO reads one int from the pointer we pass.
-    if unsafe { libc::ioctl(fd.as_raw_fd(), libc::FIONBIO, &mut off) } < 0 {
-        return Err(io::Error::last_os_error());
-    }
+    sys::set_nonblocking(fd.as_fd(), false)?;
     Ok(fd)
-}
-
-fn cvt_size(r: libc::ssize_t) -> io::Result<usize> {
-    if r < 0 {
-        Err(io::Error::last_os_error())
-    } else {
-        Ok(r as usize)
-    }
 }
 
 /// `splice(2)` of up to `len` bytes from `file` at `*offset` (advanced by the
@@ -512,7 +501,7 @@ fn splice(
     flags: libc::c_uint,
 ) -> io::Result<usize> {
     // SAFETY: offset is a valid loff_t for the call; no output offset (pipe).
-    cvt_size(unsafe {
+    sys::cvt_len(unsafe {
         libc::splice(
             file.as_raw_fd(),
             offset,
@@ -533,7 +522,7 @@ fn sendfile(
     len: usize,
 ) -> io::Result<usize> {
     // SAFETY: offset is a valid off_t for the call.
-    cvt_size(unsafe { libc::sendfile(out.as_raw_fd(), file.as_raw_fd(), offset, len) })
+    sys::cvt_len(unsafe { libc::sendfile(out.as_raw_fd(), file.as_raw_fd(), offset, len) })
 }
 
 /// `preadv2(2)` with `RWF_NOWAIT`: reads only what is in the page cache,
@@ -544,7 +533,7 @@ fn preadv2_nowait(file: BorrowedFd<'_>, buf: &mut [u8], offset: u64) -> io::Resu
         iov_len: buf.len(),
     };
     // SAFETY: iov describes buf, which is writable for its length.
-    cvt_size(unsafe {
+    sys::cvt_len(unsafe {
         libc::preadv2(
             file.as_raw_fd(),
             &iov,

@@ -7,7 +7,7 @@
 //! | destination | file data | header + file + trailer |
 //! |---|---|---|
 //! | stream socket | `sendfile` | `sendfile` with `sf_hdtr` |
-//! | pipe, file, other | `pread` + `write` | not native (`None`) |
+//! | pipe, file, other | `pread` + `write` | one part per call ([`send_parts`]) |
 //!
 //! macOS `sendfile` serves TCP sockets only; where it refuses a socket
 //! (`ENOTSUP`, `ENOTSOCK`, `EINVAL` for a UNIX-domain stream, say) with
@@ -28,10 +28,10 @@
 
 use std::ffi::CStr;
 use std::io;
-use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd};
+use std::os::fd::{BorrowedFd, OwnedFd};
 
 use sendfiled_core::backend::{
-    DestKind, FileChunk, HdtrChunk, Moved, ReadWriteCopy, TransferBackend,
+    send_parts, DestKind, FileChunk, HdtrChunk, Moved, ReadWriteCopy, TransferBackend,
 };
 use sendfiled_core::{bsd_sendfile, confine};
 
@@ -39,10 +39,12 @@ use sendfiled_core::{bsd_sendfile, confine};
 #[derive(Debug, Default)]
 pub struct MacosBackend;
 
-/// The backend of this system, under the name every backend crate exports.
+/// The backend of this system, under the name every backend crate exports
+/// (see [`sendfiled_core::backend`]'s "What a backend crate exports").
 pub type Backend = MacosBackend;
 
-/// The backend of this system.
+/// The backend as the daemon runs it (the same contract in every backend
+/// crate).
 pub fn new_backend() -> Backend {
     MacosBackend
 }
@@ -87,17 +89,9 @@ fn sendfile_hdtr(chunk: HdtrChunk<'_>, dest: BorrowedFd<'_>) -> io::Result<Moved
     } else {
         &[]
     };
-    let mut len = libc::off_t::try_from(chunk.header.len() + file.len)
+    let len = libc::off_t::try_from(chunk.header.len() + file.len)
         .map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
-    let r = sendfile(
-        file.file,
-        dest,
-        file.offset,
-        &mut len,
-        chunk.header,
-        trailer,
-    );
-    let sent = u64::try_from(len).unwrap_or(0);
+    let (r, sent) = sendfile(file.file, dest, file.offset, len, chunk.header, trailer);
     match r {
         Err(e) if sent == 0 && refused(&e) => hdtr_by_copy(chunk, dest),
         r => bsd_sendfile::outcome(r, sent),
@@ -131,17 +125,17 @@ impl TransferBackend for MacosBackend {
         bsd_sendfile::write_bytes_by_kind(buf, dest, kind)
     }
 
-    /// Native `sf_hdtr` on stream sockets (see [`sendfile_hdtr`]); `None`
-    /// for other destinations.
+    /// Native `sf_hdtr` on stream sockets (see [`sendfile_hdtr`]);
+    /// [`send_parts`] for other destinations.
     fn send_hdtr(
         &self,
         chunk: HdtrChunk<'_>,
         dest: BorrowedFd<'_>,
         kind: DestKind,
-    ) -> Option<io::Result<Moved>> {
+    ) -> io::Result<Moved> {
         match kind {
-            DestKind::StreamSocket => Some(sendfile_hdtr(chunk, dest)),
-            _ => None,
+            DestKind::StreamSocket => sendfile_hdtr(chunk, dest),
+            _ => send_parts(self, chunk, dest, kind),
         }
     }
 
@@ -151,44 +145,34 @@ impl TransferBackend for MacosBackend {
     }
 }
 
-/// `sendfile(2)` of the file at `offset` to the socket `sock`, with `header`
-/// before and `trailer` after. `*len` goes in as the header and file bytes
-/// to send (never 0: that means "to the end of the file") and comes back as
-/// the bytes sent, headers and trailers included, also when it fails.
+/// `sendfile(2)` (through nix) of the file at `offset` to the socket `sock`,
+/// with `header` before and `trailer` after. `len` is the header and file
+/// bytes to send (never 0: that means "to the end of the file"). Returns the
+/// call's result and the bytes it sent, headers and trailers included, also
+/// when it fails.
+///
+/// An empty header or trailer is passed as none, so the file-data path
+/// builds no `sf_hdtr` at all; with one, nix builds it in a small
+/// allocation, which happens once or twice per transfer (the call that
+/// carries the header, the one that carries the trailer).
 fn sendfile(
     file: BorrowedFd<'_>,
     sock: BorrowedFd<'_>,
     offset: u64,
-    len: &mut libc::off_t,
+    len: libc::off_t,
     header: &[u8],
     trailer: &[u8],
-) -> io::Result<()> {
-    let offset =
-        libc::off_t::try_from(offset).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
-    let mut hdr = libc::iovec {
-        iov_base: header.as_ptr() as *mut libc::c_void,
-        iov_len: header.len(),
+) -> (io::Result<()>, u64) {
+    let Ok(offset) = libc::off_t::try_from(offset) else {
+        return (Err(io::Error::from_raw_os_error(libc::EINVAL)), 0);
     };
-    let mut trl = libc::iovec {
-        iov_base: trailer.as_ptr() as *mut libc::c_void,
-        iov_len: trailer.len(),
-    };
-    let mut hdtr = libc::sf_hdtr {
-        headers: &mut hdr,
-        hdr_cnt: libc::c_int::from(!header.is_empty()),
-        trailers: &mut trl,
-        trl_cnt: libc::c_int::from(!trailer.is_empty()),
-    };
-    let hdtr_ptr: *mut libc::sf_hdtr = if header.is_empty() && trailer.is_empty() {
-        std::ptr::null_mut()
-    } else {
-        &mut hdtr
-    };
-    // SAFETY: the iovecs point at live slices the kernel only reads; hdtr
-    // and len are valid for the duration of the call.
-    let r = unsafe { libc::sendfile(file.as_raw_fd(), sock.as_raw_fd(), offset, len, hdtr_ptr, 0) };
-    if r < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(())
+    let (r, sent) = nix::sys::sendfile::sendfile(
+        file,
+        sock,
+        offset,
+        Some(len),
+        bsd_sendfile::hdtr_part(&[header]),
+        bsd_sendfile::hdtr_part(&[trailer]),
+    );
+    (r.map_err(io::Error::from), bsd_sendfile::sent_bytes(sent))
 }

@@ -38,6 +38,7 @@ fn is_nonblocking(fd: &OwnedFd) -> bool {
 fn read_sends_one_request_with_the_pipe() {
     let (a, b) = pair();
     let p = CString::new("dir/file").unwrap();
+    // SAFETY: the strings are NUL-terminated and live for the call.
     let fd = take(unsafe { sfd_read(a.as_raw_fd(), p.as_ptr(), 7, 9, true) });
     assert!(is_nonblocking(&fd));
     let (req, fds) = recv(&b);
@@ -58,6 +59,7 @@ fn read_sends_one_request_with_the_pipe() {
     drop(fds);
     assert_eq!(sys::read(fd.as_fd(), &mut buf).unwrap(), 0);
 
+    // SAFETY: the strings are NUL-terminated and live for the call.
     let fd = take(unsafe { sfd_read(a.as_raw_fd(), p.as_ptr(), 0, 0, false) });
     assert!(!is_nonblocking(&fd));
     let _ = recv(&b);
@@ -68,6 +70,7 @@ fn send_hdtr_carries_header_trailer_and_destination() {
     let (a, b) = pair();
     let (d1, _d2) = pair();
     let p = CString::new("f").unwrap();
+    // SAFETY: the strings are NUL-terminated and live for the call.
     let fd = take(unsafe {
         sfd_send_hdtr(
             a.as_raw_fd(),
@@ -103,6 +106,7 @@ fn open_send_open_and_cancel_encode_the_txnid() {
     let (a, b) = pair();
     let (d1, _d2) = pair();
     let p = CString::new("f").unwrap();
+    // SAFETY: the strings are NUL-terminated and live for the call.
     let _fd = take(unsafe { sfd_open(a.as_raw_fd(), p.as_ptr(), 3, 0, false) });
     let (req, fds) = recv(&b);
     assert_eq!(
@@ -138,6 +142,8 @@ fn bad_arguments_fail_with_errno_before_sending() {
         assert_eq!(r, -1);
         assert_eq!(errno::errno(), e);
     };
+    // SAFETY: every pointer is null (which the shell refuses, the point of
+    // this test) or a live NUL-terminated string.
     unsafe {
         check(sfd_read(s, std::ptr::null(), 0, 0, false), libc::EINVAL);
         check(sfd_read(-1, p.as_ptr(), 0, 0, false), libc::EBADF);
@@ -230,6 +236,7 @@ fn exactly_the_limits_are_accepted() {
     let path = CString::new(vec![b'a'; SFD_MAX_PATH_LEN]).unwrap();
     let hdr = vec![b'h'; SFD_MAX_HDTR_LEN / 2];
     let trl = vec![b't'; SFD_MAX_HDTR_LEN - hdr.len()];
+    // SAFETY: the strings are NUL-terminated and live for the call.
     let fd = unsafe {
         sfd_send_hdtr(
             s,
@@ -260,9 +267,11 @@ fn exactly_the_limits_are_accepted() {
 fn connect_to_a_missing_socket_fails() {
     let dir = CString::new("/nonexistent-sendfiled-dir").unwrap();
     let name = CString::new("x").unwrap();
+    // SAFETY: the strings are NUL-terminated and live for the call.
     assert_eq!(unsafe { sfd_connect(dir.as_ptr(), name.as_ptr()) }, -1);
     assert_eq!(errno::errno(), libc::ENOENT);
     let long = CString::new(vec![b'd'; 200]).unwrap();
+    // SAFETY: the strings are NUL-terminated and live for the call.
     assert_eq!(unsafe { sfd_connect(long.as_ptr(), name.as_ptr()) }, -1);
     assert_eq!(errno::errno(), libc::ENAMETOOLONG);
 }
@@ -271,38 +280,52 @@ fn connect_to_a_missing_socket_fails() {
 fn unmarshal_checks_command_and_status() {
     let fi = FileInfo::ok(10, 1, 2, 3, 77).encode();
     let mut out = FileInfo::default();
+    // SAFETY: the pointers are to live values of the types the call takes.
     assert!(unsafe { sfd_unmarshal_file_info(&mut out, fi.as_ptr().cast()) });
     assert_eq!(out.size, 10);
     assert_eq!(out.txnid, 77);
     assert_eq!(out.mtime, 2);
+    // SAFETY: the pointers are to live values of the types the call takes.
     assert_eq!(unsafe { sfd_get_cmd(fi.as_ptr().cast()) }, 0x81);
+    // SAFETY: the pointers are to live values of the types the call takes.
     assert_eq!(unsafe { sfd_get_stat(fi.as_ptr().cast()) }, 0);
 
     // An error header is only two bytes: nothing past it is read.
     let err = proto::error_header(SFD_FILE_INFO, libc::ENOENT);
     let mut out2 = FileInfo::default();
+    // SAFETY: the pointers are to live values of the types the call takes.
     assert!(!unsafe { sfd_unmarshal_file_info(&mut out2, err.as_ptr().cast()) });
     assert_eq!(out2, FileInfo::default());
+    // SAFETY: the pointers are to live values of the types the call takes.
     assert_eq!(unsafe { sfd_get_stat(err.as_ptr().cast()) }, libc::ENOENT);
 
     let x = XferStat::progress(5).encode();
+    // SAFETY: the pointers are to live values of the types the call takes.
     assert!(!unsafe { sfd_unmarshal_file_info(&mut out2, x.as_ptr().cast()) });
     let mut xs = XferStat::default();
+    // SAFETY: the pointers are to live values of the types the call takes.
     assert!(unsafe { sfd_unmarshal_xfer_stat(&mut xs, x.as_ptr().cast()) });
     assert_eq!(xs.size, 5);
+    // SAFETY: the pointers are to live values of the types the call takes.
     assert!(!unsafe { sfd_xfer_complete(&xs) });
     let c = XferStat::complete().encode();
+    // SAFETY: the pointers are to live values of the types the call takes.
     assert!(unsafe { sfd_unmarshal_xfer_stat(&mut xs, c.as_ptr().cast()) });
+    // SAFETY: the pointers are to live values of the types the call takes.
     assert!(unsafe { sfd_xfer_complete(&xs) });
+    // SAFETY: the pointers are to live values of the types the call takes.
     assert!(!unsafe { sfd_unmarshal_xfer_stat(&mut xs, fi.as_ptr().cast()) });
     let bad = XferStat {
         cmd: SFD_XFER_STAT,
         stat: libc::EIO as u8,
         size: usize::MAX,
     };
+    // SAFETY: the pointers are to live values of the types the call takes.
     assert!(!unsafe { sfd_xfer_complete(&bad) });
+    // SAFETY: the shell checks its pointer arguments and refuses null ones.
     assert!(!unsafe { sfd_xfer_complete(std::ptr::null()) });
     assert_eq!(errno::errno(), libc::EINVAL);
+    // SAFETY: the shell checks its pointer arguments and refuses null ones.
     assert!(!unsafe { sfd_unmarshal_xfer_stat(std::ptr::null_mut(), c.as_ptr().cast()) });
     assert_eq!(errno::errno(), libc::EINVAL);
 }

@@ -5,33 +5,33 @@
 //! the transfer, when to fall back to a userspace copy, how partial progress is
 //! accounted across header, file and trailer) lives in portable code that the
 //! Linux test suite runs.
+//!
+//! # What a backend crate exports
+//!
+//! Each system has its own crate (`sendfiled-backend-linux`, `-freebsd`,
+//! `-macos`). The daemon picks the one for its target in one `cfg_if` in
+//! `src/main.rs` and uses no other names than these, which every backend
+//! crate exports in the same form:
+//!
+//! - `pub type Backend`: the system's [`TransferBackend`] (`Send + Sync`,
+//!   shared by the event loop and the disk threads);
+//! - `pub fn new_backend() -> Backend`: the backend as the daemon runs it,
+//!   configured from the environment where the crate documents a switch
+//!   (Linux: `SENDFILED_FORCE_FALLBACK`). It does not fail: what the kernel
+//!   turns out not to support is found out, and worked around, per call.
+//!
+//! A crate is empty on every other system (`#![cfg(target_os = ...)]` at its
+//! top), so the workspace builds, and its portable parts are tested,
+//! everywhere. Anything else a crate exports (Linux's `LinuxOptions`, say)
+//! is for its own tests and benchmarks.
 
 use std::ffi::CStr;
 use std::io;
 use std::os::fd::{BorrowedFd, OwnedFd};
 
-/// What kind of descriptor a destination is; decides the copy path.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum DestKind {
-    /// A pipe or FIFO.
-    Pipe,
-    /// A connected stream socket (TCP, UNIX stream).
-    StreamSocket,
-    /// Any other socket (datagram, seqpacket).
-    OtherSocket,
-    /// A regular file: never "full", and cannot be polled.
-    RegularFile,
-    /// Anything else (a character device, say).
-    Other,
-}
-
-impl DestKind {
-    /// Whether readiness for this destination can be awaited with
-    /// epoll/kqueue. Regular files are always writable and epoll refuses them.
-    pub fn is_pollable(self) -> bool {
-        !matches!(self, DestKind::RegularFile)
-    }
-}
+/// Destination kinds are found by [`crate::sys::dest_kind`]; the type lives
+/// there so that `sys` needs nothing from this module.
+pub use crate::sys::DestKind;
 
 /// What one attempt to move file data achieved.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -118,25 +118,24 @@ pub trait TransferBackend: Send + Sync + 'static {
         crate::sys::write(dest, buf)
     }
 
-    /// Sends header, file part and trailer in one call where the OS has a
-    /// native facility for it; returns the total bytes moved counted across
-    /// the three parts in order. `None` means "not supported here": the caller
-    /// then uses [`write_bytes`](Self::write_bytes) and
-    /// [`send_file`](Self::send_file) in turn.
-    ///
+    /// Sends what it can of header, file part and trailer, in that order;
+    /// returns the bytes moved counted across the three parts in order.
     /// Each part is sent only once the parts before it went out completely,
-    /// so the caller can split the count between them. Where the native call
-    /// cannot serve a particular chunk (an empty file part, a socket it
-    /// refuses) the backend uses [`crate::bsd_sendfile::hdtr_in_parts`],
-    /// which keeps that guarantee, rather than answering `None`.
+    /// so the caller can split the count between them; it calls again for
+    /// the rest.
+    ///
+    /// The default is [`send_parts`]: the first part not yet sent, with one
+    /// [`write_bytes`](Self::write_bytes) or [`send_file`](Self::send_file)
+    /// call. A backend with a native facility (`sf_hdtr`) sends all three in
+    /// one call where it serves the destination, and uses [`send_parts`]
+    /// where it does not.
     fn send_hdtr(
         &self,
         chunk: HdtrChunk<'_>,
         dest: BorrowedFd<'_>,
         kind: DestKind,
-    ) -> Option<io::Result<Moved>> {
-        let _ = (chunk, dest, kind);
-        None
+    ) -> io::Result<Moved> {
+        send_parts(self, chunk, dest, kind)
     }
 
     /// Opens `path` read-only, confined beneath `root`: no `..` or symlink may
@@ -166,6 +165,41 @@ pub trait TransferBackend: Send + Sync + 'static {
     fn prefetch(&self, file: BorrowedFd<'_>, offset: u64, len: usize) -> io::Result<()> {
         crate::sys::prefetch_by_reading(file, offset, len)
     }
+}
+
+/// The portable [`TransferBackend::send_hdtr`]: the first part of `chunk`
+/// not yet sent (the header; else the file part; else the trailer) with one
+/// call of `backend`'s [`write_bytes`](TransferBackend::write_bytes) or
+/// [`send_file`](TransferBackend::send_file), its result as it is.
+///
+/// One part per call keeps every error and every call where the caller
+/// sees it: nothing sent before an error has to be reported instead of it.
+pub fn send_parts<B: TransferBackend + ?Sized>(
+    backend: &B,
+    chunk: HdtrChunk<'_>,
+    dest: BorrowedFd<'_>,
+    kind: DestKind,
+) -> io::Result<Moved> {
+    let more_after_file = !chunk.trailer.is_empty();
+    if !chunk.header.is_empty() {
+        let more = chunk.file.len > 0 || more_after_file;
+        return backend
+            .write_bytes(chunk.header, more, dest, kind)
+            .map(Moved::Bytes);
+    }
+    if chunk.file.len > 0 {
+        let file = FileChunk {
+            more_follows: chunk.file.more_follows || more_after_file,
+            ..chunk.file
+        };
+        return backend.send_file(file, dest, kind);
+    }
+    if chunk.trailer.is_empty() {
+        return Ok(Moved::Bytes(0));
+    }
+    backend
+        .write_bytes(chunk.trailer, false, dest, kind)
+        .map(Moved::Bytes)
 }
 
 /// The portable copy path: `pread` into a bounded buffer, `write` out.

@@ -125,6 +125,18 @@ pub fn hdtr_in_parts(
     Ok(Moved::Bytes(total))
 }
 
+/// A header or trailer as nix's `sendfile` takes it: none when empty, so
+/// that a call with neither builds no `sf_hdtr` (nix allocates one for any
+/// it is given).
+pub fn hdtr_part<'a>(part: &'a [&'a [u8]; 1]) -> Option<&'a [&'a [u8]]> {
+    (!part[0].is_empty()).then_some(&part[..])
+}
+
+/// The bytes a BSD `sendfile` reported (`off_t`), as [`outcome`] takes them.
+pub fn sent_bytes(sent: libc::off_t) -> u64 {
+    u64::try_from(sent).unwrap_or(0)
+}
+
 /// Whether the file holds all of `len` bytes at `offset` (`fstat(2)`).
 ///
 /// BSD `sendfile` sends the trailer after the file part even when the file

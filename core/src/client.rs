@@ -40,10 +40,9 @@
 //! completion would: a transfer that ran through without waiting sends the
 //! file info and then the completion, nothing else.
 
-use std::ffi::{CString, OsStr};
+use std::ffi::CString;
 use std::io::{self, BufRead, BufReader, Read};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
-use std::os::unix::ffi::OsStrExt;
 use std::os::unix::net::UnixDatagram;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -585,11 +584,6 @@ pub fn shutdown(pid: libc::pid_t) -> io::Result<libc::c_int> {
         }
         return Ok(status);
     }
-}
-
-/// Turns a path given as an `OsStr` into request bytes (no lossy UTF-8).
-pub fn path_from_os(p: &OsStr) -> io::Result<CString> {
-    CString::new(p.as_bytes()).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))
 }
 
 #[cfg(test)]

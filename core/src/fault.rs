@@ -13,8 +13,7 @@
 //!
 //! A comma-separated list of faults, each `OP:ERR[@START][*COUNT][%PERIOD][:TAG]`:
 //!
-//! - `OP`: `send` ([`TransferBackend::send_file`] and
-//!   [`TransferBackend::send_hdtr`]), `write`
+//! - `OP`: `send` ([`TransferBackend::send_file`], file data), `write`
 //!   ([`TransferBackend::write_bytes`], header and trailer bytes),
 //!   `prefetch` ([`TransferBackend::prefetch`], on a disk thread) or `open`
 //!   ([`TransferBackend::open_beneath`]).
@@ -33,15 +32,21 @@
 //! file-data call of the daemon; `send:EAGAIN*50:storm` fails the first 50
 //! calls on files whose path contains `storm`; `send:EINTR%3:flaky` fails
 //! every third.
+//!
+//! The wrapper keeps the trait's default
+//! [`send_hdtr`](TransferBackend::send_hdtr), which sends header, file part
+//! and trailer one at a time through the wrapper's own `write_bytes` and
+//! `send_file`: a fault hits the same call on every system, and a native
+//! `sf_hdtr` of the inner backend is not used while faults are injected.
 
 use std::collections::HashMap;
 use std::ffi::CStr;
 use std::io;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
-use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 
-use crate::backend::{DestKind, FileChunk, HdtrChunk, Moved, TransferBackend};
+use crate::backend::{DestKind, FileChunk, Moved, TransferBackend};
 
 /// The environment variable the daemon reads its fault spec from.
 pub const FAULTS_ENV: &str = "SENDFILED_FAULTS";
@@ -49,7 +54,7 @@ pub const FAULTS_ENV: &str = "SENDFILED_FAULTS";
 /// Which backend call a fault hits.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FaultOp {
-    /// `send_file` and `send_hdtr`.
+    /// `send_file`.
     Send,
     /// `write_bytes`.
     Write,
@@ -202,10 +207,6 @@ fn contains(hay: &[u8], needle: &[u8]) -> bool {
     hay.windows(needle.len()).any(|w| w == needle)
 }
 
-const NATIVE_UNKNOWN: u8 = 0;
-const NATIVE_YES: u8 = 1;
-const NATIVE_NO: u8 = 2;
-
 /// A backend that delegates every call to `B`, except those a fault hits.
 #[derive(Debug)]
 pub struct FaultBackend<B> {
@@ -213,11 +214,6 @@ pub struct FaultBackend<B> {
     faults: Vec<Fault>,
     /// Matching calls seen so far, one counter per fault.
     calls: Vec<AtomicU64>,
-    /// Faults injected so far.
-    injected: AtomicU64,
-    /// Whether the inner backend has a native `send_hdtr` (unknown until
-    /// the first call).
-    native_hdtr: AtomicU8,
     /// Files opened through a tagged path: (device, inode) -> bit set of the
     /// faults whose tag the path contained.
     tagged: Mutex<HashMap<(u64, u64), u64>>,
@@ -232,8 +228,6 @@ impl<B: TransferBackend> FaultBackend<B> {
             calls: faults.iter().map(|_| AtomicU64::new(0)).collect(),
             inner,
             faults,
-            injected: AtomicU64::new(0),
-            native_hdtr: AtomicU8::new(NATIVE_UNKNOWN),
             tagged: Mutex::new(HashMap::new()),
         }
     }
@@ -241,11 +235,6 @@ impl<B: TransferBackend> FaultBackend<B> {
     /// Wraps `inner` with the faults of `spec`.
     pub fn from_spec(inner: B, spec: &str) -> Result<FaultBackend<B>, String> {
         Ok(FaultBackend::new(inner, parse_spec(spec)?))
-    }
-
-    /// How many faults were injected so far.
-    pub fn injected(&self) -> u64 {
-        self.injected.load(Ordering::Relaxed)
     }
 
     fn tags_of_file(&self, file: BorrowedFd<'_>) -> u64 {
@@ -280,7 +269,6 @@ impl<B: TransferBackend> FaultBackend<B> {
             let n = self.calls[i].fetch_add(1, Ordering::Relaxed) + 1;
             if hit.is_none() && f.fires_at(n) {
                 hit = Some(f.kind);
-                self.injected.fetch_add(1, Ordering::Relaxed);
                 log::info!(
                     "fault injected: {op:?} {:?} (call {n} of fault {i})",
                     f.kind
@@ -329,30 +317,6 @@ impl<B: TransferBackend> TransferBackend for FaultBackend<B> {
             Some(FaultKind::Errno(e)) => fail(e),
             _ => self.inner.write_bytes(buf, more_follows, dest, kind),
         }
-    }
-
-    /// On a backend with a native header/trailer call (FreeBSD, macOS), a
-    /// `send` fault hits it like `send_file`. The first call learns whether
-    /// the backend has one; a backend without (Linux) answers `None`, having
-    /// done nothing, and the parts then come through `send_file` and
-    /// `write_bytes`, where the faults are.
-    fn send_hdtr(
-        &self,
-        chunk: HdtrChunk<'_>,
-        dest: BorrowedFd<'_>,
-        kind: DestKind,
-    ) -> Option<io::Result<Moved>> {
-        if self.native_hdtr.load(Ordering::Relaxed) == NATIVE_YES {
-            match self.check_file(FaultOp::Send, chunk.file.file) {
-                Some(FaultKind::Errno(e)) => return Some(fail(e)),
-                Some(FaultKind::Miss) if chunk.file.nowait => return Some(Ok(Moved::NotCached)),
-                _ => {}
-            }
-        }
-        let r = self.inner.send_hdtr(chunk, dest, kind);
-        let learned = if r.is_some() { NATIVE_YES } else { NATIVE_NO };
-        self.native_hdtr.store(learned, Ordering::Relaxed);
-        r
     }
 
     fn open_beneath(&self, root: BorrowedFd<'_>, path: &CStr) -> io::Result<OwnedFd> {

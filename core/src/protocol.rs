@@ -149,13 +149,6 @@ pub struct HeaderTrailer {
     pub trailer: Vec<u8>,
 }
 
-impl HeaderTrailer {
-    /// Whether both parts are empty.
-    pub fn is_empty(&self) -> bool {
-        self.header.is_empty() && self.trailer.is_empty()
-    }
-}
-
 /// A decoded request (without its descriptors).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Request {

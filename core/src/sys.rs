@@ -1,47 +1,80 @@
 //! Thin wrappers over single system calls, each named after its man page,
 //! shared by the daemon and the clients. Everything here is portable across
 //! Linux, FreeBSD and macOS; where the systems differ the difference stays in
-//! this file.
+//! this file. Where `nix` wraps a call without costing the hot paths an
+//! allocation, the wrapper uses it; the `unsafe` left here is what `nix`
+//! does not cover or would make slower, each block saying why it is sound.
 
 use std::ffi::CStr;
 use std::io;
 use std::mem::{size_of, MaybeUninit};
+#[cfg(not(any(target_os = "linux", target_os = "freebsd")))]
+use std::os::fd::AsFd;
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 
-use crate::backend::DestKind;
+use nix::fcntl::{fcntl, FcntlArg, FdFlag, OFlag};
+use nix::sys::socket::{getsockopt, setsockopt, sockopt, SockType};
 
-fn cvt(r: libc::c_int) -> io::Result<libc::c_int> {
-    if r < 0 {
+/// The result of a C call that reports failure as a negative value and the
+/// reason in `errno`: the value itself, or the `errno` as an error.
+pub fn cvt<T: Copy + PartialOrd + Default>(r: T) -> io::Result<T> {
+    if r < T::default() {
         Err(io::Error::last_os_error())
     } else {
         Ok(r)
     }
 }
 
-fn cvt_size(r: libc::ssize_t) -> io::Result<usize> {
-    if r < 0 {
-        Err(io::Error::last_os_error())
-    } else {
-        Ok(r as usize)
+/// [`cvt`] for calls that return a byte count (`ssize_t`).
+pub fn cvt_len(r: libc::ssize_t) -> io::Result<usize> {
+    cvt(r).map(|n| n as usize)
+}
+
+/// The errno to report for `e`: its OS error code, or `EIO` for an error
+/// that did not come from the OS (every reply and exit status is an errno).
+pub fn errno(e: &io::Error) -> i32 {
+    e.raw_os_error().unwrap_or(libc::EIO)
+}
+
+/// What kind of descriptor a destination is; decides the copy path.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DestKind {
+    /// A pipe or FIFO.
+    Pipe,
+    /// A connected stream socket (TCP, UNIX stream).
+    StreamSocket,
+    /// Any other socket (datagram, seqpacket).
+    OtherSocket,
+    /// A regular file: never "full", and cannot be polled.
+    RegularFile,
+    /// Anything else (a character device, say).
+    Other,
+}
+
+impl DestKind {
+    /// Whether readiness for this destination can be awaited with
+    /// epoll/kqueue. Regular files are always writable and epoll refuses them.
+    pub fn is_pollable(self) -> bool {
+        !matches!(self, DestKind::RegularFile)
     }
 }
 
 /// `write(2)`.
 pub fn write(fd: BorrowedFd<'_>, buf: &[u8]) -> io::Result<usize> {
     // SAFETY: buf is a valid slice for its length.
-    cvt_size(unsafe { libc::write(fd.as_raw_fd(), buf.as_ptr().cast(), buf.len()) })
+    cvt_len(unsafe { libc::write(fd.as_raw_fd(), buf.as_ptr().cast(), buf.len()) })
 }
 
 /// `send(2)`: `write` with flags, for sockets (`MSG_NOSIGNAL`, `MSG_MORE`).
 pub fn send(fd: BorrowedFd<'_>, buf: &[u8], flags: libc::c_int) -> io::Result<usize> {
     // SAFETY: buf is a valid slice for its length.
-    cvt_size(unsafe { libc::send(fd.as_raw_fd(), buf.as_ptr().cast(), buf.len(), flags) })
+    cvt_len(unsafe { libc::send(fd.as_raw_fd(), buf.as_ptr().cast(), buf.len(), flags) })
 }
 
 /// `read(2)`.
 pub fn read(fd: BorrowedFd<'_>, buf: &mut [u8]) -> io::Result<usize> {
     // SAFETY: buf is a valid, writable slice for its length.
-    cvt_size(unsafe { libc::read(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) })
+    cvt_len(unsafe { libc::read(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) })
 }
 
 /// `pread(2)`.
@@ -49,7 +82,7 @@ pub fn pread(fd: BorrowedFd<'_>, buf: &mut [u8], offset: u64) -> io::Result<usiz
     let off =
         libc::off_t::try_from(offset).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
     // SAFETY: buf is a valid, writable slice for its length.
-    cvt_size(unsafe { libc::pread(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), off) })
+    cvt_len(unsafe { libc::pread(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), off) })
 }
 
 /// Writes a whole small message with one `write(2)`, as a pipe message must
@@ -66,53 +99,55 @@ pub fn write_message(fd: BorrowedFd<'_>, msg: &[u8]) -> io::Result<()> {
     }
 }
 
-/// `pipe(2)` with both ends close-on-exec: `(read end, write end)`.
+/// `pipe2(2)` with `O_CLOEXEC` (`pipe(2)` and then `FD_CLOEXEC` on macOS,
+/// which has no `pipe2`): `(read end, write end)`.
 pub fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
-    let mut fds = [0 as RawFd; 2];
     cfg_if::cfg_if! {
         if #[cfg(any(target_os = "linux", target_os = "freebsd"))] {
-            // SAFETY: fds has room for two descriptors.
-            cvt(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) })?;
-            // SAFETY: pipe2 returned two new descriptors we now own.
-            let (r, w) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+            Ok(nix::unistd::pipe2(OFlag::O_CLOEXEC)?)
         } else {
-            // SAFETY: fds has room for two descriptors.
-            cvt(unsafe { libc::pipe(fds.as_mut_ptr()) })?;
-            // SAFETY: pipe returned two new descriptors we now own.
-            let (r, w) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+            let (r, w) = nix::unistd::pipe()?;
             set_cloexec(r.as_fd())?;
             set_cloexec(w.as_fd())?;
+            Ok((r, w))
         }
     }
-    Ok((r, w))
 }
 
-#[cfg(not(any(target_os = "linux", target_os = "freebsd")))]
-use std::os::fd::AsFd;
-
-/// Sets `FD_CLOEXEC` with `fcntl(2)`.
+/// Sets `FD_CLOEXEC` with `fcntl(2)` (`F_GETFD`, then `F_SETFD`).
 pub fn set_cloexec(fd: BorrowedFd<'_>) -> io::Result<()> {
-    // SAFETY: plain fcntl on a descriptor we borrow.
-    let flags = cvt(unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_GETFD) })?;
-    // SAFETY: as above.
-    cvt(unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_SETFD, flags | libc::FD_CLOEXEC) })?;
+    let flags = FdFlag::from_bits_retain(fcntl(fd, FcntlArg::F_GETFD)?);
+    fcntl(fd, FcntlArg::F_SETFD(flags | FdFlag::FD_CLOEXEC))?;
     Ok(())
 }
 
-/// Sets or clears `O_NONBLOCK` with `fcntl(2)`.
+/// Sets or clears `O_NONBLOCK` with one `ioctl(FIONBIO)` (ioctl(2),
+/// filio(4)).
+///
+/// This is on every request's path (the destination and the status pipe),
+/// and one `ioctl` is half the system calls of `fcntl` `F_GETFL` +
+/// `F_SETFL`; it sets the same flag on the same open file description. A
+/// device whose driver refuses `FIONBIO` (`ENOTTY`; some do on macOS) gets
+/// the `fcntl` pair instead.
 pub fn set_nonblocking(fd: BorrowedFd<'_>, on: bool) -> io::Result<()> {
-    // SAFETY: plain fcntl on a descriptor we borrow.
-    let flags = cvt(unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_GETFL) })?;
-    let new = if on {
-        flags | libc::O_NONBLOCK
-    } else {
-        flags & !libc::O_NONBLOCK
-    };
-    if new != flags {
-        // SAFETY: as above.
-        cvt(unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_SETFL, new) })?;
+    let mut arg = libc::c_int::from(on);
+    // SAFETY: FIONBIO reads one int from the pointer, which is valid for
+    // the call; the descriptor is borrowed, so it is open.
+    let r = unsafe { libc::ioctl(fd.as_raw_fd(), libc::FIONBIO as _, &mut arg) };
+    match cvt(r) {
+        Ok(_) => Ok(()),
+        Err(e) if e.raw_os_error() == Some(libc::ENOTTY) => {
+            let flags = OFlag::from_bits_retain(fcntl(fd, FcntlArg::F_GETFL)?);
+            let new = if on {
+                flags | OFlag::O_NONBLOCK
+            } else {
+                flags - OFlag::O_NONBLOCK
+            };
+            fcntl(fd, FcntlArg::F_SETFL(new))?;
+            Ok(())
+        }
+        Err(e) => Err(e),
     }
-    Ok(())
 }
 
 /// `fstat(2)`.
@@ -134,32 +169,23 @@ pub fn is_fifo(st: &libc::stat) -> bool {
     st.st_mode & libc::S_IFMT == libc::S_IFIFO
 }
 
-/// Classifies a destination with `fstat(2)` and, for sockets,
-/// `getsockopt(SO_TYPE)`.
+/// Classifies a destination: `getsockopt(SO_TYPE)` (socket(7)) first, then
+/// `fstat(2)` for what answers `ENOTSOCK`.
+///
+/// Sockets, the usual destination of the per-request path, cost one system
+/// call this way round instead of two.
 pub fn dest_kind(fd: BorrowedFd<'_>) -> io::Result<DestKind> {
+    match getsockopt(&fd, sockopt::SockType) {
+        Ok(SockType::Stream) => return Ok(DestKind::StreamSocket),
+        // nix answers EINVAL for a socket type it has no name for.
+        Ok(_) | Err(nix::errno::Errno::EINVAL) => return Ok(DestKind::OtherSocket),
+        Err(nix::errno::Errno::ENOTSOCK) => {}
+        Err(e) => return Err(e.into()),
+    }
     let st = fstat(fd)?;
     Ok(match st.st_mode & libc::S_IFMT {
         libc::S_IFIFO => DestKind::Pipe,
         libc::S_IFREG => DestKind::RegularFile,
-        libc::S_IFSOCK => {
-            let mut ty: libc::c_int = 0;
-            let mut len = size_of::<libc::c_int>() as libc::socklen_t;
-            // SAFETY: ty and len are valid for the option's size.
-            cvt(unsafe {
-                libc::getsockopt(
-                    fd.as_raw_fd(),
-                    libc::SOL_SOCKET,
-                    libc::SO_TYPE,
-                    (&mut ty as *mut libc::c_int).cast(),
-                    &mut len,
-                )
-            })?;
-            if ty == libc::SOCK_STREAM {
-                DestKind::StreamSocket
-            } else {
-                DestKind::OtherSocket
-            }
-        }
         _ => DestKind::Other,
     })
 }
@@ -285,6 +311,13 @@ const _: () = assert!(
     cmsg_space(RECV_FD_ROOM * size_of::<RawFd>()) + cmsg_space(32 + 4 * 1024) <= CONTROL_LEN
 );
 
+// The receiving side stays hand-written, one control-message walk
+// ([`take_control`]) for `recvmsg` and the `recvmmsg` batch: it is the
+// daemon's per-datagram path, and nix's `recvmsg` copies every
+// `SCM_RIGHTS` message into a fresh `Vec` (the descriptors then into ours),
+// needs its header array rebuilt per batch, and does not parse FreeBSD's
+// `SCM_CREDS2` (it would hand it over as another copied `Vec`).
+
 /// `recvmsg(2)` of one datagram with `SCM_RIGHTS` and the sender's
 /// credentials where the OS sends them (`SCM_CREDENTIALS` on Linux,
 /// `SCM_CREDS2` on FreeBSD), non-blocking, every descriptor close-on-exec.
@@ -294,7 +327,8 @@ pub fn recv_with_fds(sock: BorrowedFd<'_>, buf: &mut [u8]) -> io::Result<Receive
         iov_base: buf.as_mut_ptr().cast(),
         iov_len: buf.len(),
     };
-    // SAFETY: zeroed msghdr is valid; we fill the pointers below.
+    // SAFETY: an all-zero msghdr is a valid empty header; the pointers are
+    // set below.
     let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
     msg.msg_iov = &mut iov;
     msg.msg_iovlen = 1;
@@ -307,8 +341,9 @@ pub fn recv_with_fds(sock: BorrowedFd<'_>, buf: &mut [u8]) -> io::Result<Receive
             let flags = libc::MSG_DONTWAIT;
         }
     }
-    // SAFETY: msg points at live buffers for the duration of the call.
-    let n = cvt_size(unsafe { libc::recvmsg(sock.as_raw_fd(), &mut msg, flags) })?;
+    // SAFETY: msg points at iov, buf and ctl, all live for the call and
+    // writable for the lengths given.
+    let n = cvt_len(unsafe { libc::recvmsg(sock.as_raw_fd(), &mut msg, flags) })?;
     let mut out = Received {
         len: n.min(buf.len()),
         truncated: msg.msg_flags & libc::MSG_TRUNC != 0,
@@ -324,6 +359,104 @@ pub fn recv_with_fds(sock: BorrowedFd<'_>, buf: &mut [u8]) -> io::Result<Receive
     Ok(out)
 }
 
+/// Datagrams one [`recv_batch`] call takes at most.
+pub const RECV_BATCH: usize = 8;
+
+/// Receives up to [`RECV_BATCH`] datagrams into `out` (cleared first),
+/// datagram `i`'s payload into `bufs[i * buf_len..][..buf_len]`
+/// (`bufs` holds `RECV_BATCH * buf_len` bytes): `recvmmsg(2)` on Linux, one
+/// [`recv_with_fds`] elsewhere. Returns whether the queue is known to be
+/// empty now; `WouldBlock` when nothing was queued.
+///
+/// On Linux a batch that comes back with fewer than [`RECV_BATCH`]
+/// datagrams emptied the queue, so the loop can wait for the next readiness
+/// edge without the `recvmsg` that would only say `EAGAIN` (epoll reports
+/// every datagram's arrival, queued or not). Elsewhere the queue is never
+/// known to be empty and the loop reads until `EAGAIN`.
+pub fn recv_batch(
+    sock: BorrowedFd<'_>,
+    bufs: &mut [u8],
+    buf_len: usize,
+    out: &mut Vec<Received>,
+) -> io::Result<bool> {
+    assert!(bufs.len() >= RECV_BATCH * buf_len);
+    cfg_if::cfg_if! {
+        if #[cfg(target_os = "linux")] {
+            recvmmsg(sock, bufs, buf_len, out)
+        } else {
+            out.clear();
+            out.push(recv_with_fds(sock, &mut bufs[..buf_len])?);
+            Ok(false)
+        }
+    }
+}
+
+/// `recvmmsg(2)` for [`recv_batch`].
+#[cfg(target_os = "linux")]
+fn recvmmsg(
+    sock: BorrowedFd<'_>,
+    bufs: &mut [u8],
+    buf_len: usize,
+    out: &mut Vec<Received>,
+) -> io::Result<bool> {
+    #[repr(C, align(8))]
+    #[derive(Clone, Copy)]
+    struct Ctl([u8; 256]);
+    out.clear();
+    let mut ctls = [Ctl([0u8; 256]); RECV_BATCH];
+    // SAFETY: all-zero iovecs and mmsghdrs are valid empty values; the
+    // pointers are set below.
+    let mut iovs: [libc::iovec; RECV_BATCH] = unsafe { std::mem::zeroed() };
+    // SAFETY: as above.
+    let mut hdrs: [libc::mmsghdr; RECV_BATCH] = unsafe { std::mem::zeroed() };
+    for (chunk, (iov, (hdr, ctl))) in bufs
+        .chunks_exact_mut(buf_len)
+        .zip(iovs.iter_mut().zip(hdrs.iter_mut().zip(ctls.iter_mut())))
+    {
+        iov.iov_base = chunk.as_mut_ptr().cast();
+        iov.iov_len = buf_len;
+        hdr.msg_hdr.msg_iov = iov;
+        hdr.msg_hdr.msg_iovlen = 1;
+        hdr.msg_hdr.msg_control = ctl.0.as_mut_ptr().cast();
+        hdr.msg_hdr.msg_controllen = ctl.0.len() as _;
+    }
+    let n = loop {
+        // SAFETY: hdrs point at iovs, ctls and bufs, all live for the call
+        // and writable for the lengths given.
+        let r = unsafe {
+            libc::recvmmsg(
+                sock.as_raw_fd(),
+                hdrs.as_mut_ptr(),
+                RECV_BATCH as _,
+                (libc::MSG_DONTWAIT | libc::MSG_CMSG_CLOEXEC) as _,
+                std::ptr::null_mut(),
+            )
+        };
+        match cvt(r) {
+            Ok(r) => break r as usize,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        }
+    };
+    for h in hdrs.iter().take(n) {
+        let msg = &h.msg_hdr;
+        let mut rcv = Received {
+            len: (h.msg_len as usize).min(buf_len),
+            truncated: msg.msg_flags & libc::MSG_TRUNC != 0,
+            fds_truncated: msg.msg_flags & libc::MSG_CTRUNC != 0,
+            ..Received::default()
+        };
+        // SAFETY: recvmmsg just filled this header (the kernel updated
+        // msg_controllen).
+        unsafe { take_control(msg, &mut rcv) };
+        out.push(rcv);
+    }
+    if n == 0 {
+        return Err(io::Error::from(io::ErrorKind::WouldBlock));
+    }
+    Ok(n < RECV_BATCH)
+}
+
 /// Takes the descriptors (`SCM_RIGHTS`) and the sender's credentials out of
 /// the control messages of one received datagram.
 ///
@@ -332,7 +465,7 @@ pub fn recv_with_fds(sock: BorrowedFd<'_>, buf: &mut [u8]) -> io::Result<Receive
 /// `msg` must be a header that `recvmsg(2)`/`recvmmsg(2)` just filled: its
 /// control pointer and length describe what the kernel wrote. Every
 /// descriptor found is owned by `out` from then on.
-pub unsafe fn take_control(msg: &libc::msghdr, out: &mut Received) {
+unsafe fn take_control(msg: &libc::msghdr, out: &mut Received) {
     // SAFETY: the caller vouches for msg; CMSG_* stay within its buffer.
     unsafe {
         let mut cmsg = libc::CMSG_FIRSTHDR(msg);
@@ -376,46 +509,38 @@ pub unsafe fn take_control(msg: &libc::msghdr, out: &mut Received) {
     }
 }
 
-/// `sendmsg(2)` of one datagram with descriptors attached as `SCM_RIGHTS`.
+/// Descriptors [`send_with_fds`] lists on the stack; more (only tests send
+/// that many) are listed in a `Vec`.
+const SEND_FDS_ON_STACK: usize = 8;
+
+/// `sendmsg(2)` of one datagram with descriptors attached as `SCM_RIGHTS`,
+/// through nix. nix builds the control message in a buffer of exactly its
+/// size (one small allocation, where a fixed buffer big enough for any
+/// count would have to be zeroed on every call).
 pub fn send_with_fds(
     sock: BorrowedFd<'_>,
     buf: &[u8],
     fds: &[BorrowedFd<'_>],
 ) -> io::Result<usize> {
-    let mut ctl = ControlBuf([0u8; CONTROL_LEN]);
-    let mut iov = libc::iovec {
-        iov_base: buf.as_ptr() as *mut libc::c_void,
-        iov_len: buf.len(),
+    use nix::sys::socket::{sendmsg, ControlMessage, MsgFlags, UnixAddr};
+    let mut stack = [0 as RawFd; SEND_FDS_ON_STACK];
+    let heap: Vec<RawFd>;
+    let raw: &[RawFd] = if fds.len() <= SEND_FDS_ON_STACK {
+        for (slot, fd) in stack.iter_mut().zip(fds) {
+            *slot = fd.as_raw_fd();
+        }
+        &stack[..fds.len()]
+    } else {
+        heap = fds.iter().map(|fd| fd.as_raw_fd()).collect();
+        &heap
     };
-    // SAFETY: zeroed msghdr is valid; we fill the pointers below.
-    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
-    msg.msg_iov = &mut iov;
-    msg.msg_iovlen = 1;
-    if !fds.is_empty() {
-        let bytes = size_of::<RawFd>() * fds.len();
-        if cmsg_space(bytes) > ctl.0.len() {
-            return Err(io::Error::from_raw_os_error(libc::EINVAL));
-        }
-        msg.msg_control = ctl.0.as_mut_ptr().cast();
-        msg.msg_controllen = cmsg_space(bytes) as _;
-        // SAFETY: the control buffer has room for one header and `bytes`.
-        unsafe {
-            let cmsg = libc::CMSG_FIRSTHDR(&msg);
-            (*cmsg).cmsg_level = libc::SOL_SOCKET;
-            (*cmsg).cmsg_type = libc::SCM_RIGHTS;
-            (*cmsg).cmsg_len = libc::CMSG_LEN(bytes as u32) as _;
-            let data = libc::CMSG_DATA(cmsg) as *mut RawFd;
-            for (i, fd) in fds.iter().enumerate() {
-                std::ptr::write_unaligned(data.add(i), fd.as_raw_fd());
-            }
-        }
-    }
+    let rights = [ControlMessage::ScmRights(raw)];
+    let cmsgs: &[ControlMessage<'_>] = if raw.is_empty() { &[] } else { &rights };
+    let iov = [io::IoSlice::new(buf)];
     loop {
-        // SAFETY: msg points at live buffers for the duration of the call.
-        let r = unsafe { libc::sendmsg(sock.as_raw_fd(), &msg, 0) };
-        match cvt_size(r) {
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            other => return other,
+        match sendmsg::<UnixAddr>(sock.as_raw_fd(), &iov, cmsgs, MsgFlags::empty(), None) {
+            Err(nix::errno::Errno::EINTR) => continue,
+            r => return Ok(r?),
         }
     }
 }
@@ -425,52 +550,35 @@ pub fn send_with_fds(
 /// `LOCAL_CREDS_PERSISTENT` (unix(4)) on FreeBSD. macOS has no per-datagram
 /// credentials: a no-op there.
 pub fn enable_passcred(sock: BorrowedFd<'_>) -> io::Result<()> {
-    #[cfg(target_os = "linux")]
-    {
-        let on: libc::c_int = 1;
-        // SAFETY: on is a valid int option value.
-        cvt(unsafe {
-            libc::setsockopt(
-                sock.as_raw_fd(),
-                libc::SOL_SOCKET,
-                libc::SO_PASSCRED,
-                (&on as *const libc::c_int).cast(),
-                size_of::<libc::c_int>() as libc::socklen_t,
-            )
-        })?;
+    cfg_if::cfg_if! {
+        if #[cfg(target_os = "linux")] {
+            setsockopt(&sock, sockopt::PassCred, &true)?;
+        } else if #[cfg(target_os = "freebsd")] {
+            // nix has no LOCAL_CREDS_PERSISTENT option.
+            let on: libc::c_int = 1;
+            // SAFETY: on is a valid int option value, live for the call.
+            cvt(unsafe {
+                libc::setsockopt(
+                    sock.as_raw_fd(),
+                    libc::SOL_LOCAL,
+                    libc::LOCAL_CREDS_PERSISTENT,
+                    (&on as *const libc::c_int).cast(),
+                    size_of::<libc::c_int>() as libc::socklen_t,
+                )
+            })?;
+        } else {
+            let _ = sock;
+        }
     }
-    #[cfg(target_os = "freebsd")]
-    {
-        let on: libc::c_int = 1;
-        // SAFETY: on is a valid int option value.
-        cvt(unsafe {
-            libc::setsockopt(
-                sock.as_raw_fd(),
-                libc::SOL_LOCAL,
-                libc::LOCAL_CREDS_PERSISTENT,
-                (&on as *const libc::c_int).cast(),
-                size_of::<libc::c_int>() as libc::socklen_t,
-            )
-        })?;
-    }
-    #[cfg(not(any(target_os = "linux", target_os = "freebsd")))]
-    let _ = sock;
     Ok(())
 }
 
-/// `setsockopt(SO_SNDBUF/SO_RCVBUF)`, ignoring a refusal: raising a buffer is
-/// an optimisation and a system may cap it.
+/// `setsockopt(SO_SNDBUF/SO_RCVBUF)` (`opt` names which), ignoring a
+/// refusal: raising a buffer is an optimisation and a system may cap it.
 pub fn raise_socket_buffer(sock: BorrowedFd<'_>, opt: libc::c_int, bytes: usize) {
-    let v = bytes as libc::c_int;
-    // SAFETY: v is a valid int option value.
-    let _ = unsafe {
-        libc::setsockopt(
-            sock.as_raw_fd(),
-            libc::SOL_SOCKET,
-            opt,
-            (&v as *const libc::c_int).cast(),
-            size_of::<libc::c_int>() as libc::socklen_t,
-        )
+    let _ = match opt {
+        libc::SO_SNDBUF => setsockopt(&sock, sockopt::SndBuf, &bytes),
+        _ => setsockopt(&sock, sockopt::RcvBuf, &bytes),
     };
 }
 
@@ -513,14 +621,67 @@ fn wait_for(
     }
 }
 
-/// Counts this process's open descriptors (for leak checks in tests and the
-/// status report). Linux and FreeBSD read `/dev/fd` or `/proc/self/fd`.
-pub fn open_fd_count() -> io::Result<usize> {
-    let dir = if cfg!(target_os = "linux") {
-        "/proc/self/fd"
-    } else {
-        "/dev/fd"
-    };
-    // One entry is the directory handle read_dir itself holds.
-    Ok(std::fs::read_dir(dir)?.count().saturating_sub(1))
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::fd::AsFd;
+
+    #[test]
+    fn fionbio_sets_and_clears_the_flag() {
+        let (_r, w) = pipe().unwrap();
+        let flags = || OFlag::from_bits_retain(fcntl(w.as_fd(), FcntlArg::F_GETFL).unwrap());
+        set_nonblocking(w.as_fd(), true).unwrap();
+        assert!(flags().contains(OFlag::O_NONBLOCK));
+        set_nonblocking(w.as_fd(), false).unwrap();
+        assert!(!flags().contains(OFlag::O_NONBLOCK));
+    }
+
+    #[test]
+    fn dest_kinds() {
+        let (r, w) = pipe().unwrap();
+        let (a, _b) = std::os::unix::net::UnixStream::pair().unwrap();
+        let (d, _e) = std::os::unix::net::UnixDatagram::pair().unwrap();
+        let f = std::fs::File::open("/dev/null").unwrap();
+        let t = tempfile::tempfile().unwrap();
+        let kind = |fd: BorrowedFd<'_>| dest_kind(fd).unwrap();
+        assert_eq!(kind(w.as_fd()), DestKind::Pipe);
+        assert_eq!(kind(r.as_fd()), DestKind::Pipe);
+        assert_eq!(kind(a.as_fd()), DestKind::StreamSocket);
+        assert_eq!(kind(d.as_fd()), DestKind::OtherSocket);
+        assert_eq!(kind(f.as_fd()), DestKind::Other);
+        assert_eq!(kind(t.as_fd()), DestKind::RegularFile);
+    }
+
+    #[test]
+    fn descriptors_and_credentials_pass() {
+        let (a, b) = std::os::unix::net::UnixDatagram::pair().unwrap();
+        enable_passcred(b.as_fd()).unwrap();
+        let (r, w) = pipe().unwrap();
+        assert_eq!(
+            send_with_fds(a.as_fd(), b"hello", &[r.as_fd(), w.as_fd()]).unwrap(),
+            5
+        );
+        let mut buf = [0u8; 16];
+        let got = recv_with_fds(b.as_fd(), &mut buf).unwrap();
+        assert_eq!(&buf[..got.len], b"hello");
+        assert_eq!(got.fds.len(), 2);
+        assert!(!got.truncated && !got.fds_truncated);
+        for fd in &got.fds {
+            assert_eq!(dest_kind(fd.as_fd()).unwrap(), DestKind::Pipe);
+        }
+        if cfg!(any(target_os = "linux", target_os = "freebsd")) {
+            assert_eq!(got.cred.map(|c| c.pid), Some(std::process::id() as i32));
+        }
+        let many: Vec<_> = (0..SEND_FDS_ON_STACK + 1).map(|_| r.as_fd()).collect();
+        send_with_fds(a.as_fd(), b"x", &many).unwrap();
+        send_with_fds(a.as_fd(), b"y", &[]).unwrap();
+        let mut bufs = vec![0u8; 16 * RECV_BATCH];
+        let mut out = Vec::new();
+        recv_batch(b.as_fd(), &mut bufs, 16, &mut out).unwrap();
+        let mut fds = out.iter().map(|r| r.fds.len());
+        assert_eq!(fds.next(), Some(SEND_FDS_ON_STACK + 1));
+        if cfg!(target_os = "linux") {
+            assert_eq!(fds.next(), Some(0));
+        }
+    }
 }

@@ -14,7 +14,7 @@ use std::io;
 use std::os::fd::{BorrowedFd, OwnedFd};
 
 use libfuzzer_sys::fuzz_target;
-use sendfiled_core::backend::{DestKind, FileChunk, HdtrChunk, Moved, TransferBackend};
+use sendfiled_core::backend::{send_parts, DestKind, FileChunk, HdtrChunk, Moved, TransferBackend};
 use sendfiled_core::server::pump::{pump, Cursor, Limits, PumpStop};
 
 /// What the fake does on one call.
@@ -95,14 +95,9 @@ impl TransferBackend for Fake {
         }
     }
 
-    fn send_hdtr(
-        &self,
-        c: HdtrChunk<'_>,
-        _d: BorrowedFd<'_>,
-        _k: DestKind,
-    ) -> Option<io::Result<Moved>> {
+    fn send_hdtr(&self, c: HdtrChunk<'_>, d: BorrowedFd<'_>, k: DestKind) -> io::Result<Moved> {
         if !self.native {
-            return None;
+            return send_parts(self, c, d, k);
         }
         // As the FreeBSD and macOS backends do: the trailer goes with the
         // call only if the file holds the whole part
@@ -114,7 +109,7 @@ impl TransferBackend for Fake {
         if part.len() == c.file.len {
             all.extend_from_slice(c.trailer);
         }
-        Some(self.take(self.next(), &all, c.file.nowait))
+        self.take(self.next(), &all, c.file.nowait)
     }
 
     fn open_beneath(&self, _r: BorrowedFd<'_>, _p: &CStr) -> io::Result<OwnedFd> {

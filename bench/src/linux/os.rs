@@ -10,21 +10,7 @@ use std::path::Path;
 
 use sendfiled_core::protocol::Response;
 
-fn cvt(r: libc::c_int) -> io::Result<libc::c_int> {
-    if r < 0 {
-        Err(io::Error::last_os_error())
-    } else {
-        Ok(r)
-    }
-}
-
-fn cvt_size(r: libc::ssize_t) -> io::Result<usize> {
-    if r < 0 {
-        Err(io::Error::last_os_error())
-    } else {
-        Ok(r as usize)
-    }
-}
+use sendfiled_core::sys::{cvt, cvt_len};
 
 /// A pipe, both ends close-on-exec: (read end, write end).
 pub fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
@@ -61,7 +47,7 @@ pub fn read(fd: BorrowedFd<'_>, buf: &mut [u8]) -> io::Result<usize> {
     loop {
         // SAFETY: buf is writable for its length.
         let r = unsafe { libc::read(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
-        match cvt_size(r) {
+        match cvt_len(r) {
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             other => return other,
         }
@@ -105,7 +91,7 @@ pub fn splice_all(file: BorrowedFd<'_>, pipe: BorrowedFd<'_>, len: u64) -> io::R
                 libc::SPLICE_F_MOVE,
             )
         };
-        match cvt_size(r) {
+        match cvt_len(r) {
             Ok(0) => return Err(io::Error::from(io::ErrorKind::UnexpectedEof)),
             Ok(_) => {}
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
@@ -123,7 +109,7 @@ pub fn sendfile_all(file: BorrowedFd<'_>, dest: BorrowedFd<'_>, len: u64) -> io:
         let want = ((len - off as u64) as usize).min(1 << 30);
         // SAFETY: off is a valid off_t.
         let r = unsafe { libc::sendfile(dest.as_raw_fd(), file.as_raw_fd(), &mut off, want) };
-        match cvt_size(r) {
+        match cvt_len(r) {
             Ok(0) => return Err(io::Error::from(io::ErrorKind::UnexpectedEof)),
             Ok(_) => {}
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
@@ -151,7 +137,7 @@ pub fn copy_rw(
         while w < n {
             // SAFETY: buf[w..n] is initialised and readable.
             let r = unsafe { libc::write(dest.as_raw_fd(), buf[w..n].as_ptr().cast(), n - w) };
-            match cvt_size(r) {
+            match cvt_len(r) {
                 Ok(k) => w += k,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => return Err(e),

@@ -17,13 +17,12 @@ use crate::backend::{DestKind, TransferBackend};
 use crate::protocol::{
     self as proto, Command, FileInfo, HeaderTrailer, Range, Request, ServerStat,
 };
-use crate::sys::{self, PeerCred, Received};
+use crate::sys::{self, errno as errno_of, PeerCred, Received};
 
-use super::fastpath;
 use super::pump::Cursor;
 use super::status::{Flush, StatusWriter};
 use super::transfer::{Dest, Outcome, State, Transfer};
-use super::{errno_of, Server};
+use super::Server;
 
 /// A request to start a transfer (Read, Send or Open), with its descriptors
 /// in their places.
@@ -284,7 +283,7 @@ impl<B: TransferBackend> Server<B> {
             log::warn!("{command:?} {shown}: status channel is not a pipe");
             return;
         }
-        if let Err(e) = fastpath::set_nonblocking(status_fd.as_fd()) {
+        if let Err(e) = sys::set_nonblocking(status_fd.as_fd(), true) {
             log::warn!("{command:?} {shown}: status channel: {e}");
             return;
         }
@@ -467,11 +466,11 @@ impl std::fmt::Display for Who {
 /// the stream, and such a socket may be connected to the daemon's own
 /// request socket.
 fn prepare_dest(fd: OwnedFd) -> Result<Dest, i32> {
-    let kind = fastpath::dest_kind(fd.as_fd()).map_err(|e| errno_of(&e))?;
+    let kind = sys::dest_kind(fd.as_fd()).map_err(|e| errno_of(&e))?;
     match kind {
         DestKind::OtherSocket => return Err(libc::EINVAL),
         DestKind::RegularFile => {}
-        _ => fastpath::set_nonblocking(fd.as_fd()).map_err(|e| errno_of(&e))?,
+        _ => sys::set_nonblocking(fd.as_fd(), true).map_err(|e| errno_of(&e))?,
     }
     Ok(Dest::Fd {
         fd,

@@ -91,16 +91,27 @@ impl DiskPool {
                             Err(_) => return,
                         }
                     };
-                    let errno = match backend.prefetch(job.file.as_fd(), job.offset, job.len) {
+                    let DiskJob {
+                        slot,
+                        txnid,
+                        file,
+                        offset,
+                        len,
+                    } = job;
+                    let errno = match backend.prefetch(file.as_fd(), offset, len) {
                         Ok(()) => 0,
-                        Err(e) => e.raw_os_error().unwrap_or(libc::EIO),
+                        Err(e) => crate::sys::errno(&e),
                     };
+                    // Let go of the file before the loop hears of it: a
+                    // transfer it then ends must not find its file still
+                    // open here.
+                    drop(file);
                     if let Ok(mut d) = done.lock() {
                         d.push(DiskDone {
-                            slot: job.slot,
-                            txnid: job.txnid,
-                            offset: job.offset,
-                            len: job.len,
+                            slot,
+                            txnid,
+                            offset,
+                            len,
                             errno,
                         });
                     }

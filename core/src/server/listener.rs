@@ -1,8 +1,10 @@
 //! The request socket: created with restrictive permissions, refusing to
-//! steal a live server's name, replacing a dead one's socket file.
+//! steal a live server's name, replacing a dead one's socket file; and the
+//! buffers its datagrams are received into, several at a time. The system
+//! calls are [`sys`]'s; nothing here differs between systems.
 
 use std::io;
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::UnixDatagram;
 use std::path::{Path, PathBuf};
@@ -64,11 +66,51 @@ pub fn bind(path: &Path, mode: u32) -> io::Result<RequestSocket> {
 /// Makes a request socket ready for the loop: non-blocking, a receive buffer
 /// for many largest requests, credentials on every datagram where the OS
 /// offers it.
-pub fn prepare(fd: std::os::fd::BorrowedFd<'_>) -> io::Result<()> {
+pub fn prepare(fd: BorrowedFd<'_>) -> io::Result<()> {
     sys::set_nonblocking(fd, true)?;
     sys::raise_socket_buffer(fd, libc::SO_RCVBUF, 64 * MAX_REQUEST_LEN);
     sys::enable_passcred(fd)?;
     Ok(())
+}
+
+/// Datagrams one [`RecvBatch::recv`] takes at most.
+pub const BATCH: usize = sys::RECV_BATCH;
+
+/// Receive buffers for [`BATCH`] request datagrams, allocated once and
+/// reused for every batch ([`sys::recv_batch`] says how many one call
+/// takes on each system).
+#[derive(Debug, Default)]
+pub struct RecvBatch {
+    bufs: Vec<u8>,
+    buf_len: usize,
+    lens: [usize; BATCH],
+}
+
+impl RecvBatch {
+    /// Room for [`BATCH`] datagrams of up to `buf_len` bytes each.
+    pub fn new(buf_len: usize) -> RecvBatch {
+        RecvBatch {
+            bufs: vec![0u8; buf_len * BATCH],
+            buf_len,
+            lens: [0; BATCH],
+        }
+    }
+
+    /// The payload of datagram `i` of the last batch.
+    pub fn payload(&self, i: usize) -> &[u8] {
+        let start = i * self.buf_len;
+        &self.bufs[start..start + self.lens[i]]
+    }
+
+    /// Receives a batch into `out` (cleared first). Returns whether the
+    /// queue is known to be empty now; `WouldBlock` when nothing was queued.
+    pub fn recv(&mut self, sock: BorrowedFd<'_>, out: &mut Vec<sys::Received>) -> io::Result<bool> {
+        let empty = sys::recv_batch(sock, &mut self.bufs, self.buf_len, out)?;
+        for (len, r) in self.lens.iter_mut().zip(out.iter()) {
+            *len = r.len;
+        }
+        Ok(empty)
+    }
 }
 
 impl Drop for RequestSocket {

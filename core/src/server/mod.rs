@@ -16,7 +16,6 @@
 
 pub mod admission;
 pub mod disk;
-pub mod fastpath;
 pub mod listener;
 pub mod pump;
 pub mod status;
@@ -114,10 +113,6 @@ fn dest_token(slot: Slot) -> Token {
 /// Datagrams handled per wake-up before transfers get their turn.
 const REQUESTS_PER_TURN: usize = 64;
 
-fn errno_of(e: &io::Error) -> i32 {
-    e.raw_os_error().unwrap_or(libc::EIO)
-}
-
 /// The server: a backend, a root, a request socket and the loop state.
 pub struct Server<B: TransferBackend> {
     backend: Arc<B>,
@@ -132,10 +127,10 @@ pub struct Server<B: TransferBackend> {
     shutdown: OwnedFd,
     counters: Counters,
     started: Instant,
-    recv_buf: fastpath::RecvBatch,
+    recv_buf: listener::RecvBatch,
     received: Vec<Received>,
     listener_ready: bool,
-    ids: fastpath::RandomIds,
+    ids: table::RandomIds,
 }
 
 impl<B: TransferBackend> std::fmt::Debug for Server<B> {
@@ -190,10 +185,10 @@ impl<B: TransferBackend> Server<B> {
             shutdown,
             counters: Counters::default(),
             started: Instant::now(),
-            recv_buf: fastpath::RecvBatch::new(proto::MAX_REQUEST_LEN + 1),
-            received: Vec::with_capacity(fastpath::BATCH),
+            recv_buf: listener::RecvBatch::new(proto::MAX_REQUEST_LEN + 1),
+            received: Vec::with_capacity(listener::BATCH),
             listener_ready: true,
-            ids: fastpath::RandomIds::default(),
+            ids: table::RandomIds::default(),
         })
     }
 

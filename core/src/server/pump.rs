@@ -191,18 +191,14 @@ pub fn pump<B: TransferBackend + ?Sized>(
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                 return (moved, PumpStop::DestinationFull)
             }
-            Err(e) => {
-                return (
-                    moved,
-                    PumpStop::Failed(e.raw_os_error().unwrap_or(libc::EIO)),
-                )
-            }
+            Err(e) => return (moved, PumpStop::Failed(crate::sys::errno(&e))),
         }
     }
 }
 
-/// One call for the header or trailer part, or all three parts at once where
-/// the backend has a native facility.
+/// One [`TransferBackend::send_hdtr`] call from a point in the header or
+/// the trailer: it sends the parts in order, one at a time or (natively) all
+/// at once.
 fn bytes_step<B: TransferBackend + ?Sized>(
     backend: &B,
     cur: &Cursor,
@@ -236,26 +232,7 @@ fn bytes_step<B: TransferBackend + ?Sized>(
         },
         trailer: if whole_rest { trl_left } else { &[] },
     };
-    if let Some(r) = backend.send_hdtr(native, dest, kind) {
-        return r;
-    }
-    if !hdr_left.is_empty() {
-        let more = cur.file_len > 0 || !cur.trailer.is_empty();
-        let n = backend.write_bytes(
-            &hdr_left[..hdr_left.len().min(max.max(1))],
-            more,
-            dest,
-            kind,
-        )?;
-        return Ok(Moved::Bytes(n));
-    }
-    let n = backend.write_bytes(
-        &trl_left[..trl_left.len().min(max.max(1))],
-        false,
-        dest,
-        kind,
-    )?;
-    Ok(Moved::Bytes(n))
+    backend.send_hdtr(native, dest, kind)
 }
 
 /// One `send_file` call for the file part.
@@ -592,14 +569,14 @@ mod tests {
                 c: HdtrChunk<'_>,
                 _d: BorrowedFd<'_>,
                 _k: DestKind,
-            ) -> Option<io::Result<Moved>> {
+            ) -> io::Result<Moved> {
                 let mut all = c.header.to_vec();
                 let s = c.file.offset as usize;
                 all.extend_from_slice(&FILE[s..s + c.file.len]);
                 all.extend_from_slice(c.trailer);
                 let n = all.len().min(self.step);
                 self.out.lock().unwrap().extend_from_slice(&all[..n]);
-                Some(Ok(Moved::Bytes(n)))
+                Ok(Moved::Bytes(n))
             }
             fn open_beneath(&self, _r: BorrowedFd<'_>, _p: &CStr) -> io::Result<OwnedFd> {
                 Err(io::Error::from_raw_os_error(libc::ENOSYS))

@@ -1,5 +1,6 @@
 //! The transfer table: every live transfer, by slot (for readiness tokens)
-//! and by transfer id (for Send Open and Cancel).
+//! and by transfer id (for Send Open and Cancel); and where fresh ids come
+//! from ([`RandomIds`]).
 //!
 //! Slots freed while a batch of readiness events is being handled are only
 //! reused after it ([`TransferTable::recycle`]), so an event that was
@@ -7,6 +8,9 @@
 //! of a newcomer.
 
 use std::collections::HashMap;
+use std::io;
+
+use crate::sys;
 
 /// A slot index in the table.
 pub type Slot = usize;
@@ -104,9 +108,51 @@ impl<T> TransferTable<T> {
     }
 }
 
+/// How many random ids one `getrandom(2)` fetches.
+const IDS_PER_FETCH: usize = 32;
+
+/// Unguessable transfer ids from the kernel's CSPRNG, fetched
+/// [`IDS_PER_FETCH`] at a time instead of one system call per request. Ids
+/// not yet handed out stay in this process only.
+#[derive(Debug, Default)]
+pub struct RandomIds {
+    buf: Vec<u64>,
+}
+
+impl RandomIds {
+    /// The next random 64-bit value.
+    pub fn take(&mut self) -> io::Result<u64> {
+        if let Some(v) = self.buf.pop() {
+            return Ok(v);
+        }
+        let mut bytes = [0u8; IDS_PER_FETCH * 8];
+        sys::random_bytes(&mut bytes)?;
+        self.buf.extend(
+            bytes
+                .chunks_exact(8)
+                .map(|c| u64::from_ne_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]])),
+        );
+        self.buf
+            .pop()
+            .ok_or_else(|| io::Error::from_raw_os_error(libc::EIO))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ids_differ_across_fetches() {
+        let mut ids = RandomIds::default();
+        let v: Vec<u64> = (0..3 * IDS_PER_FETCH)
+            .map(|_| ids.take().unwrap())
+            .collect();
+        let mut s = v.clone();
+        s.sort_unstable();
+        s.dedup();
+        assert_eq!(s.len(), v.len());
+    }
 
     #[test]
     fn freed_slots_wait_for_recycle() {

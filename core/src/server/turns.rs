@@ -14,13 +14,14 @@ use mio::unix::SourceFd;
 use mio::Interest;
 
 use crate::backend::TransferBackend;
+use crate::sys::errno as errno_of;
 
 use super::disk::DiskJob;
 use super::pump::{pump, Limits, PumpStop};
 use super::status::{Final, Flush};
 use super::table::Slot;
 use super::transfer::{Dest, Outcome, State, Transfer};
-use super::{dest_token, errno_of, status_token, Server};
+use super::{dest_token, status_token, Server};
 
 impl<B: TransferBackend> Server<B> {
     pub(super) fn enqueue(&mut self, slot: Slot) {
