@@ -6,9 +6,8 @@
 # installed, with a C program built against the installed headers and
 # pkg-config file).
 set -euo pipefail
-
-root=$(cd "$(dirname "$0")/.." && pwd)
-cd "$root"
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+cd "$SFD_TOP"
 PREFIX=${PREFIX:-/usr/local}
 work=$(mktemp -d)
 daemon_pid=
@@ -20,25 +19,16 @@ cleanup() {
     rm -rf "$work"
 }
 trap cleanup EXIT
-fail=0
-passed=0
-ok() { echo "ok   $*"; passed=$((passed + 1)); }
-bad() { echo "FAIL $*"; fail=$((fail + 1)); }
-check() { # description command...
-    local what=$1
-    shift
-    if "$@"; then ok "$what"; else bad "$what"; fi
-}
 
 dest=$work/dest
-DESTDIR=$dest PREFIX=$PREFIX bash ci/install.sh
+DESTDIR=$dest PREFIX=$PREFIX "$BASH" ci/install.sh
 p=$dest$PREFIX
 
 echo "--- installed files (under DESTDIR=$dest):"
 (cd "$dest" && find . \( -type f -o -type l \) | sort | sed 's#^\./#/#')
 echo "---"
 
-bash ci/dist-check.sh "$p/sbin/sendfiled" || fail=$((fail + 1))
+check "ci/dist-check.sh (above)" "$BASH" ci/dist-check.sh "$p/sbin/sendfiled"
 
 for f in sbin/sendfiled bin/sfd; do
     check "$PREFIX/$f is installed and executable" test -x "$p/$f"
@@ -156,5 +146,4 @@ else
     echo "note: systemd-socket-activate not found; socket activation is covered by tests/activation.rs"
 fi
 
-echo "install-test: $passed passed, $fail failed"
-[ "$fail" -eq 0 ]
+summary install-test
