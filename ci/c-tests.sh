@@ -63,21 +63,35 @@ fi
 export SENDFILED_BIN=$TARGET/debug/sendfiled
 
 rm -rf "$BUILD"
-mkdir -p "$BUILD/tests" "$BUILD/examples" "$BUILD/lib"
+mkdir -p "$BUILD/tests" "$BUILD/examples"
 
-# Cargo writes libsendfiled.so; programs linked against it ask for its
-# SONAME, libsendfiled.so.0. Lay both out the way an install would.
-case "$(host_os)" in
-    Darwin)
-        ln -sf "$TARGET/debug/libsendfiled.dylib" "$BUILD/lib/libsendfiled.0.dylib"
-        ln -sf "$TARGET/debug/libsendfiled.dylib" "$BUILD/lib/libsendfiled.dylib" ;;
-    *)
-        ln -sf "$TARGET/debug/libsendfiled.so" "$BUILD/lib/libsendfiled.so.0"
-        ln -sf "$TARGET/debug/libsendfiled.so" "$BUILD/lib/libsendfiled.so" ;;
-esac
-LIBDIR=$BUILD/lib
+# Everything links against the build tree, as a developer would: cargo
+# writes libsendfiled.so, programs linked against it ask for its SONAME,
+# libsendfiled.so.0, and client-c/build.rs puts that link beside it.
+LIBDIR=$TARGET/debug
 export LD_LIBRARY_PATH=$LIBDIR${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
 export DYLD_LIBRARY_PATH=$LIBDIR${DYLD_LIBRARY_PATH:+:$DYLD_LIBRARY_PATH}
+case "$(host_os)" in
+    Darwin) SONAME=libsendfiled.0.dylib ;;
+    *) SONAME=libsendfiled.so.0 ;;
+esac
+
+# A program linked with -L <target>/debug -lsendfiled runs with only that
+# directory on the library path (the loader finds the SONAME there).
+build_tree_link() {
+    printf '#include <sendfiled.h>\nint main(void) { return sfd_get_cmd("\\x81") == SFD_FILE_INFO ? 0 : 1; }\n' \
+        >"$BUILD/tree.c"
+    "$CC" "${CFLAGS[@]}" "${INC[@]}" "$BUILD/tree.c" -L"$LIBDIR" -lsendfiled -o "$BUILD/tree" || return 1
+    if have readelf; then
+        readelf -d "$BUILD/tree" | grep -q "NEEDED.*\[$SONAME\]" || {
+            echo "$BUILD/tree does not need $SONAME" >&2
+            return 1
+        }
+    fi
+    test -e "$LIBDIR/$SONAME" || { echo "no $LIBDIR/$SONAME" >&2; return 1; }
+    LD_LIBRARY_PATH=$LIBDIR DYLD_LIBRARY_PATH=$LIBDIR "$BUILD/tree"
+}
+check "a program linked against the build tree ($SONAME in target/debug) runs" build_tree_link
 
 compile_harness() {
     "$CC" "${CFLAGS[@]}" "${INC[@]}" -c client-c/tests/harness.c -o "$BUILD/tests/harness.o"

@@ -110,6 +110,16 @@ else
     echo "note: no sendfiled.pc installed (or no pkg-config/cc): the C library was not tested"
 fi
 
+# The build tree itself: install.sh built the release library, and a program
+# linked with -L <target>/release finds libsendfiled's SONAME there.
+rel=$(target_dir)/release
+if [ -f client-c/Makefile ] && have cc && { [ -e "$rel/libsendfiled.so" ] || [ -e "$rel/libsendfiled.dylib" ]; }; then
+    printf '#include <sendfiled.h>\nint main(void) { return sfd_get_cmd("\\x81") == SFD_FILE_INFO ? 0 : 1; }\n' >"$work/tree.c"
+    check "a program linked with -L target/release -lsendfiled runs with only that directory on the library path" \
+        bash -c 'cc -Iclient-c/include -o "$1/tree" "$1/tree.c" -L"$2" -lsendfiled &&
+            LD_LIBRARY_PATH=$2 DYLD_LIBRARY_PATH=$2 "$1/tree"' _ "$work" "$rel"
+fi
+
 kill -TERM "$daemon_pid"
 status=0
 wait "$daemon_pid" || status=$?
