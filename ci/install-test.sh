@@ -54,6 +54,11 @@ if [ -f client-c/Makefile ]; then
         test -n "$(find "$p" -name 'libsendfiled.so*' -o -name 'libsendfiled*.dylib')" -a \
         -n "$(find "$p" -name libsendfiled.a)"
     check "sendfiled.pc is installed" test -n "$(find "$p" -name sendfiled.pc)"
+    # The build (make -C client-c, run by install.sh) records what rustc
+    # reports for the static library; the .pc's Libs.private is that list.
+    native=$(target_dir)/release/libsendfiled.native-static-libs
+    check "sendfiled.pc's Libs.private is rustc's native-static-libs ($(cat "$native" 2>/dev/null))" \
+        test -s "$native" -a "$(sed -n 's/^Libs.private: *//p' "$p/lib/pkgconfig/sendfiled.pc")" = "$(cat "$native" 2>/dev/null)"
 fi
 check "installed rc.d script runs $PREFIX/sbin/sendfiled" \
     grep -q "^procname=\"$PREFIX/sbin/sendfiled\"" "$p/share/sendfiled/dist/freebsd/sendfiled"

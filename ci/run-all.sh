@@ -125,11 +125,12 @@ step_cross_macos_aarch64() { cross_check aarch64-apple-darwin; }
 step_bench_quick() { run_hook bench-quick.sh; }
 step_fuzz_smoke() { run_hook fuzz-smoke.sh; }
 step_install_test() { run_hook install-test.sh; }
+step_cinstall() { run_hook cinstall-test.sh; }
 step_man_lint() { run_hook man-lint.sh; }
 
 ALL_STEPS="yaml fmt clippy test c-tests-valgrind quickstart"
 ALL_STEPS="$ALL_STEPS cross-freebsd cross-macos-x86_64 cross-macos-aarch64"
-ALL_STEPS="$ALL_STEPS bench-quick fuzz-smoke install-test man-lint"
+ALL_STEPS="$ALL_STEPS bench-quick fuzz-smoke install-test cinstall man-lint"
 
 # ---------------------------------------------------------------------------
 # The runner.
