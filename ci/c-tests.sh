@@ -21,7 +21,8 @@
 set -u
 set -o pipefail
 
-ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+ROOT=$SFD_TOP
 cd "$ROOT"
 
 VALGRIND=0
@@ -35,7 +36,7 @@ for arg in "$@"; do
     esac
 done
 
-TARGET=${CARGO_TARGET_DIR:-$ROOT/target}
+TARGET=$(target_dir)
 export CARGO_TARGET_DIR=$TARGET
 BUILD=$TARGET/c-tests
 CC=${CC:-cc}
@@ -44,76 +45,74 @@ MAKE=${MAKE:-$(command -v gmake || command -v make)}
 CFLAGS=(-std=c11 -Wall -Wextra -Werror -pedantic -D_XOPEN_SOURCE=700 -g -O1)
 INC=(-I "$ROOT/client-c/include")
 
-passed=0
-failed=0
-failures=()
-
-pass() { passed=$((passed + 1)); echo "PASS $1"; }
-fail() { failed=$((failed + 1)); failures+=("$1"); echo "FAIL $1"; }
+# ok/bad/check count (ci/lib.sh); the last line is summary's.
 finish() {
-    if [ "$failed" -gt 0 ]; then
-        echo "failures:"
-        printf '  %s\n' "${failures[@]}"
-    fi
-    echo "$passed passed, $failed failed"
-    [ "$failed" -eq 0 ]
+    summary
     exit
-}
-
-step() { # step NAME CMD...: a build step, counted
-    local name=$1
-    shift
-    if "$@"; then pass "$name"; else fail "$name"; fi
 }
 
 # --- build -----------------------------------------------------------------
 if ! cargo build -q -p sendfiled-client-c; then
-    fail "cargo build -p sendfiled-client-c"
+    bad "cargo build -p sendfiled-client-c"
     finish
 fi
 if ! cargo build -q --bin sendfiled; then
-    fail "cargo build --bin sendfiled"
+    bad "cargo build --bin sendfiled"
     finish
 fi
 export SENDFILED_BIN=$TARGET/debug/sendfiled
 
 rm -rf "$BUILD"
-mkdir -p "$BUILD/tests" "$BUILD/examples" "$BUILD/lib"
+mkdir -p "$BUILD/tests" "$BUILD/examples"
 
-# Cargo writes libsendfiled.so; programs linked against it ask for its
-# SONAME, libsendfiled.so.0. Lay both out the way an install would.
-case "$(uname -s)" in
-    Darwin)
-        ln -sf "$TARGET/debug/libsendfiled.dylib" "$BUILD/lib/libsendfiled.0.dylib"
-        ln -sf "$TARGET/debug/libsendfiled.dylib" "$BUILD/lib/libsendfiled.dylib" ;;
-    *)
-        ln -sf "$TARGET/debug/libsendfiled.so" "$BUILD/lib/libsendfiled.so.0"
-        ln -sf "$TARGET/debug/libsendfiled.so" "$BUILD/lib/libsendfiled.so" ;;
-esac
-LIBDIR=$BUILD/lib
+# Everything links against the build tree, as a developer would: cargo
+# writes libsendfiled.so, programs linked against it ask for its SONAME,
+# libsendfiled.so.0, and client-c/build.rs puts that link beside it.
+LIBDIR=$TARGET/debug
 export LD_LIBRARY_PATH=$LIBDIR${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
 export DYLD_LIBRARY_PATH=$LIBDIR${DYLD_LIBRARY_PATH:+:$DYLD_LIBRARY_PATH}
+case "$(host_os)" in
+    Darwin) SONAME=libsendfiled.0.dylib ;;
+    *) SONAME=libsendfiled.so.0 ;;
+esac
+
+# A program linked with -L <target>/debug -lsendfiled runs with only that
+# directory on the library path (the loader finds the SONAME there).
+build_tree_link() {
+    printf '#include <sendfiled.h>\nint main(void) { return sfd_get_cmd("\\x81") == SFD_FILE_INFO ? 0 : 1; }\n' \
+        >"$BUILD/tree.c"
+    "$CC" "${CFLAGS[@]}" "${INC[@]}" "$BUILD/tree.c" -L"$LIBDIR" -lsendfiled -o "$BUILD/tree" || return 1
+    if have readelf; then
+        readelf -d "$BUILD/tree" | grep -q "NEEDED.*\[$SONAME\]" || {
+            echo "$BUILD/tree does not need $SONAME" >&2
+            return 1
+        }
+    fi
+    test -e "$LIBDIR/$SONAME" || { echo "no $LIBDIR/$SONAME" >&2; return 1; }
+    LD_LIBRARY_PATH=$LIBDIR DYLD_LIBRARY_PATH=$LIBDIR "$BUILD/tree"
+}
+check "a program linked against the build tree ($SONAME in target/debug) runs" build_tree_link
 
 compile_harness() {
     "$CC" "${CFLAGS[@]}" "${INC[@]}" -c client-c/tests/harness.c -o "$BUILD/tests/harness.o"
 }
-step "compile tests/harness.c" compile_harness
+check "compile tests/harness.c" compile_harness
 
 TESTS=()
 for src in client-c/tests/test_*.c; do
     name=$(basename "$src" .c)
     if "$CC" "${CFLAGS[@]}" "${INC[@]}" "$src" "$BUILD/tests/harness.o" \
         -L"$LIBDIR" -lsendfiled -o "$BUILD/tests/$name"; then
-        pass "compile tests/$name.c"
+        ok "compile tests/$name.c"
         TESTS+=("$BUILD/tests/$name")
     else
-        fail "compile tests/$name.c"
+        bad "compile tests/$name.c"
     fi
 done
 
 for src in client-c/examples/*.c; do
     name=$(basename "$src" .c)
-    step "compile examples/$name.c" \
+    check "compile examples/$name.c" \
         "$CC" "${CFLAGS[@]}" "${INC[@]}" "$src" -L"$LIBDIR" -lsendfiled \
         -o "$BUILD/examples/$name"
 done
@@ -133,7 +132,7 @@ if [ "$(uname -s)" != Darwin ] && command -v nm >/dev/null 2>&1; then
         fi
         [ "$(echo "$declared" | wc -l)" -eq 15 ]
     }
-    step "libsendfiled.so exports exactly the declared functions" exports_match
+    check "libsendfiled.so exports exactly the declared functions" exports_match
 fi
 
 # The header must also be usable from C++.
@@ -144,14 +143,11 @@ if command -v c++ >/dev/null 2>&1; then
         c++ -std=c++11 -Wall -Wextra -Werror -pedantic "${INC[@]}" "$BUILD/cxx.cc" \
             -L"$LIBDIR" -lsendfiled -o "$BUILD/cxx" && "$BUILD/cxx"
     }
-    step "header compiles and links as C++" cxx_header
+    check "header compiles and links as C++" cxx_header
 fi
 
 # --- install into a temporary prefix, build sfd_cat with pkg-config ---------
 if [ "$INSTALL" = 1 ]; then
-    if ! command -v pkg-config >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1; then
-        { apt-get update -qq && apt-get install -y -qq pkg-config; } >/dev/null 2>&1 || true
-    fi
     PREFIX=$BUILD/prefix
     STAGE=$BUILD/stage
     install_prefix() {
@@ -172,7 +168,7 @@ if [ "$INSTALL" = 1 ]; then
             grep -qx 'includedir=${prefix}/include' "$l/pkgconfig/sendfiled.pc"
     }
     pc_build() {
-        command -v pkg-config >/dev/null || { echo "pkg-config not installed" >&2; return 1; }
+        have pkg-config || { echo "pkg-config is not installed (.ci/run --setup installs it)" >&2; return 1; }
         local flags
         flags=$(PKG_CONFIG_PATH=$PREFIX/lib/pkgconfig pkg-config --cflags --libs sendfiled) || return 1
         # shellcheck disable=SC2086
@@ -191,10 +187,10 @@ if [ "$INSTALL" = 1 ]; then
         "$CC" "${CFLAGS[@]}" $cflags client-c/examples/sfd_cat.c "$PREFIX/lib/libsendfiled.a" $libs \
             -o "$BUILD/sfd_cat_static"
     }
-    step "make install PREFIX=<tmp>" install_prefix
-    step "make install DESTDIR=<tmp> PREFIX=/usr LIBDIR=..." install_destdir
-    step "build sfd_cat with pkg-config --cflags --libs sendfiled" pc_build
-    step "build sfd_cat against libsendfiled.a (pkg-config --static)" pc_static
+    check "make install PREFIX=<tmp>" install_prefix
+    check "make install DESTDIR=<tmp> PREFIX=/usr LIBDIR=..." install_destdir
+    check "build sfd_cat with pkg-config --cflags --libs sendfiled" pc_build
+    check "build sfd_cat against libsendfiled.a (pkg-config --static)" pc_static
     # test_examples runs them: the dynamic one finds the installed library.
     if [ -x "$BUILD/sfd_cat_installed" ]; then
         cat > "$BUILD/sfd_cat_installed.sh" <<EOF
@@ -215,22 +211,22 @@ if [ "$VALGRIND" = 1 ]; then
         --error-exitcode=99 --trace-children=no --child-silent-after-fork=yes)
 fi
 
-for t in "${TESTS[@]}"; do
+for t in ${TESTS[@]+"${TESTS[@]}"}; do
     name=$(basename "$t")
     log=$BUILD/tests/$name.log
-    "${RUNNER[@]}" "$t" >"$log" 2>&1
+    ${RUNNER[@]+"${RUNNER[@]}"} "$t" >"$log" 2>&1
     rc=$?
     while IFS= read -r line; do
         case "$line" in
-            PASS\ *) pass "$name: ${line#PASS }" ;;
-            FAIL\ *) fail "$name: ${line#FAIL }" ;;
+            PASS\ *) ok "$name: ${line#PASS }" ;;
+            FAIL\ *) bad "$name: ${line#FAIL }" ;;
             *) echo "$line" ;;
         esac
     done <"$log"
     if [ "$rc" -eq 99 ] && [ "$VALGRIND" = 1 ]; then
-        fail "$name: valgrind reported errors (see $log)"
+        bad "$name: valgrind reported errors (see $log)"
     elif [ "$rc" -ne 0 ] && ! grep -q '^FAIL ' "$log"; then
-        fail "$name: exited with status $rc without reporting a failure (see $log)"
+        bad "$name: exited with status $rc without reporting a failure (see $log)"
     fi
 done
 

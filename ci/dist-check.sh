@@ -10,14 +10,10 @@
 # With a daemon binary, systemd-analyze verify runs the unit with ExecStart
 # pointing at it (verify insists that the executable exists).
 set -euo pipefail
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
-root=$(cd "$(dirname "$0")/.." && pwd)
-dist=$root/dist
+dist=$SFD_TOP/dist
 daemon=${1:-}
-fail=0
-passed=0
-ok() { echo "ok   $*"; passed=$((passed + 1)); }
-bad() { echo "FAIL $*"; fail=$((fail + 1)); }
 
 py=$(command -v python3 || command -v python || true)
 if [ -z "$py" ]; then
@@ -182,5 +178,4 @@ if [ -n "$daemon" ] && [ -x "$daemon" ]; then
     else bad "options sendfiled does not have:$unknown"; fi
 fi
 
-echo "dist-check: $passed passed, $fail failed"
-[ "$fail" -eq 0 ]
+summary dist-check

@@ -1,35 +1,29 @@
-#!/bin/sh
+#!/usr/bin/env bash
 # Fuzz smoke run: each cargo-fuzz target of fuzz/ for a bounded time.
 #
 #   ci/fuzz-smoke.sh [SECONDS]        (default 30, or $FUZZ_SECONDS)
 #
-# Needs the nightly toolchain and cargo-fuzz (installed with
-# `cargo install cargo-fuzz` if missing); without them it prints SKIP and
-# succeeds. Fails if a target crashes (the input is left in
+# Needs the nightly toolchain and cargo-fuzz (.ci/run installs cargo-fuzz
+# when nightly is there); without them it reports "skipped" and exits 77
+# (lib.sh's skip_script; ci/run-all.sh lists the step as skipped). Fails if
+# a target crashes (the input is left in
 # fuzz/artifacts/TARGET/). Saved regressions (fuzz/regressions/TARGET/*)
 # are replayed first; the corpus grows in fuzz/corpus/ (not committed).
 set -eu
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 secs=${1:-${FUZZ_SECONDS:-30}}
-cd "$(dirname "$0")/../fuzz"
+cd "$SFD_TOP/fuzz"
 
-case "$(uname -s)" in
+case "$(host_os)" in
     Linux | Darwin) ;;
-    *)
-        echo "SKIP fuzz smoke: cargo-fuzz (libFuzzer + sanitizers) is run on Linux and macOS only"
-        exit 0
-        ;;
+    *) skip_script "fuzz smoke: cargo-fuzz (libFuzzer + sanitizers) is run on Linux and macOS only" ;;
 esac
 if ! cargo +nightly --version >/dev/null 2>&1; then
-    echo "SKIP fuzz smoke: no nightly toolchain (rustup toolchain install nightly)"
-    exit 0
+    skip_script "fuzz smoke: no nightly toolchain (rustup toolchain install nightly)"
 fi
 if ! cargo +nightly fuzz --version >/dev/null 2>&1; then
-    echo "cargo-fuzz is missing: cargo install cargo-fuzz"
-    if ! cargo install cargo-fuzz --locked; then
-        echo "SKIP fuzz smoke: cargo-fuzz could not be installed"
-        exit 0
-    fi
+    skip_script "fuzz smoke: cargo-fuzz is not installed (cargo install cargo-fuzz --locked; .ci/run does)"
 fi
 
 status=0

@@ -6,9 +6,8 @@
 # installed, with a C program built against the installed headers and
 # pkg-config file).
 set -euo pipefail
-
-root=$(cd "$(dirname "$0")/.." && pwd)
-cd "$root"
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+cd "$SFD_TOP"
 PREFIX=${PREFIX:-/usr/local}
 work=$(mktemp -d)
 daemon_pid=
@@ -20,25 +19,16 @@ cleanup() {
     rm -rf "$work"
 }
 trap cleanup EXIT
-fail=0
-passed=0
-ok() { echo "ok   $*"; passed=$((passed + 1)); }
-bad() { echo "FAIL $*"; fail=$((fail + 1)); }
-check() { # description command...
-    local what=$1
-    shift
-    if "$@"; then ok "$what"; else bad "$what"; fi
-}
 
 dest=$work/dest
-DESTDIR=$dest PREFIX=$PREFIX bash ci/install.sh
+DESTDIR=$dest PREFIX=$PREFIX "$BASH" ci/install.sh
 p=$dest$PREFIX
 
 echo "--- installed files (under DESTDIR=$dest):"
 (cd "$dest" && find . \( -type f -o -type l \) | sort | sed 's#^\./#/#')
 echo "---"
 
-bash ci/dist-check.sh "$p/sbin/sendfiled" || fail=$((fail + 1))
+check "ci/dist-check.sh (above)" "$BASH" ci/dist-check.sh "$p/sbin/sendfiled"
 
 for f in sbin/sendfiled bin/sfd; do
     check "$PREFIX/$f is installed and executable" test -x "$p/$f"
@@ -64,6 +54,11 @@ if [ -f client-c/Makefile ]; then
         test -n "$(find "$p" -name 'libsendfiled.so*' -o -name 'libsendfiled*.dylib')" -a \
         -n "$(find "$p" -name libsendfiled.a)"
     check "sendfiled.pc is installed" test -n "$(find "$p" -name sendfiled.pc)"
+    # The build (make -C client-c, run by install.sh) records what rustc
+    # reports for the static library; the .pc's Libs.private is that list.
+    native=$(target_dir)/release/libsendfiled.native-static-libs
+    check "sendfiled.pc's Libs.private is rustc's native-static-libs ($(cat "$native" 2>/dev/null))" \
+        test -s "$native" -a "$(sed -n 's/^Libs.private: *//p' "$p/lib/pkgconfig/sendfiled.pc")" = "$(cat "$native" 2>/dev/null)"
 fi
 check "installed rc.d script runs $PREFIX/sbin/sendfiled" \
     grep -q "^procname=\"$PREFIX/sbin/sendfiled\"" "$p/share/sendfiled/dist/freebsd/sendfiled"
@@ -120,6 +115,16 @@ else
     echo "note: no sendfiled.pc installed (or no pkg-config/cc): the C library was not tested"
 fi
 
+# The build tree itself: install.sh built the release library, and a program
+# linked with -L <target>/release finds libsendfiled's SONAME there.
+rel=$(target_dir)/release
+if [ -f client-c/Makefile ] && have cc && { [ -e "$rel/libsendfiled.so" ] || [ -e "$rel/libsendfiled.dylib" ]; }; then
+    printf '#include <sendfiled.h>\nint main(void) { return sfd_get_cmd("\\x81") == SFD_FILE_INFO ? 0 : 1; }\n' >"$work/tree.c"
+    check "a program linked with -L target/release -lsendfiled runs with only that directory on the library path" \
+        bash -c 'cc -Iclient-c/include -o "$1/tree" "$1/tree.c" -L"$2" -lsendfiled &&
+            LD_LIBRARY_PATH=$2 DYLD_LIBRARY_PATH=$2 "$1/tree"' _ "$work" "$rel"
+fi
+
 kill -TERM "$daemon_pid"
 status=0
 wait "$daemon_pid" || status=$?
@@ -156,5 +161,4 @@ else
     echo "note: systemd-socket-activate not found; socket activation is covered by tests/activation.rs"
 fi
 
-echo "install-test: $passed passed, $fail failed"
-[ "$fail" -eq 0 ]
+summary install-test

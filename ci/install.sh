@@ -19,8 +19,8 @@
 #   FreeBSD: etc/rc.d/sendfiled
 #   the C library's files, as `make -C client-c install` puts them.
 set -euo pipefail
-
-root=$(cd "$(dirname "$0")/.." && pwd)
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+root=$SFD_TOP
 PREFIX=${PREFIX:-/usr/local}
 DESTDIR=${DESTDIR:-}
 case $PREFIX in
@@ -29,19 +29,13 @@ case $PREFIX in
 esac
 PREFIX=${PREFIX%/}
 [ -n "$PREFIX" ] || PREFIX=/
-os=$(uname -s)
+os=$(host_os)
 cd "$root"
 
 if [ "${NO_BUILD:-0}" != 1 ]; then
     cargo build --release --locked -p sendfiled -p sfd
 fi
-target=${CARGO_TARGET_DIR:-}
-if [ -z "$target" ]; then
-    target=$(cargo metadata --format-version 1 --no-deps 2>/dev/null |
-        sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p')
-fi
-target=${target:-$root/target}
-rel=$target/release
+rel=$(target_dir)/release
 
 dest=$DESTDIR$PREFIX
 sbindir=$dest/sbin

@@ -1,6 +1,7 @@
-# Helpers shared by the scripts in ci/ and by .ci/run. Source it; it defines
-# functions and variables only. Written for bash 3.2 (macOS): no associative
-# arrays, no ${var,,}, no mapfile.
+# Helpers shared by the scripts in ci/ (every one sources it) and by .ci/run.
+# Source it; it defines functions and variables only. Written for bash 3.2
+# (macOS): no associative arrays, no ${var,,}, no mapfile, no empty "${a[@]}"
+# under set -u.
 
 # The repository's top directory (this file lives in TOP/ci).
 SFD_TOP=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -38,9 +39,15 @@ die() {
   exit 1
 }
 
-# Where cargo puts its output: $CARGO_TARGET_DIR, else TOP/target.
+# Where cargo puts its output: $CARGO_TARGET_DIR, else what `cargo metadata`
+# says (a .cargo/config.toml may move it), else TOP/target.
 target_dir() {
-  echo "${CARGO_TARGET_DIR:-$SFD_TOP/target}"
+  local t=${CARGO_TARGET_DIR:-}
+  if [ -z "$t" ] && have cargo; then
+    t=$(cd "$SFD_TOP" && cargo metadata --format-version 1 --no-deps 2>/dev/null |
+      sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p')
+  fi
+  echo "${t:-$SFD_TOP/target}"
 }
 
 # Adds the cross targets with rustup when they are not installed yet.
@@ -75,4 +82,57 @@ ensure_cross_targets() {
     fi
   done
   echo "${ready# }"
+}
+
+# --- Skipping ---------------------------------------------------------------
+# A script (or a ci/run-all.sh step) that cannot run here calls
+# `skip_script REASON`: it prints "skipped: REASON" and exits with
+# $SFD_SKIP_STATUS (77, automake's "skipped"), which ci/run-all.sh lists as
+# skipped, not ok. Under ci/run-all.sh the reason also goes to the file
+# $SFD_SKIP_NOTE for the summary.
+SFD_SKIP_STATUS=77
+
+skip_script() {
+  echo "skipped: $*"
+  if [ -n "${SFD_SKIP_NOTE:-}" ]; then
+    echo "$*" >"$SFD_SKIP_NOTE"
+  fi
+  exit "$SFD_SKIP_STATUS"
+}
+
+# --- Counting checks --------------------------------------------------------
+# For the scripts that run many checks and report "N passed, M failed":
+#   ok WHAT / bad WHAT        count one check (prints "ok   WHAT" / "FAIL WHAT")
+#   check WHAT CMD [ARGS...]  run CMD: ok if it succeeds, else bad
+#   summary [LABEL]           print "LABEL: N passed, M failed" (the failed
+#                             checks listed first) and return 0 iff none failed
+SFD_PASSED=0
+SFD_FAILED=0
+SFD_FAILURES=""
+
+ok() {
+  echo "ok   $*"
+  SFD_PASSED=$((SFD_PASSED + 1))
+}
+
+bad() {
+  echo "FAIL $*"
+  SFD_FAILED=$((SFD_FAILED + 1))
+  SFD_FAILURES="$SFD_FAILURES  $*
+"
+}
+
+check() {
+  local what=$1
+  shift
+  if "$@"; then ok "$what"; else bad "$what"; fi
+}
+
+summary() {
+  if [ "$SFD_FAILED" -gt 0 ]; then
+    echo "failures:"
+    printf '%s' "$SFD_FAILURES"
+  fi
+  echo "${1:+$1: }$SFD_PASSED passed, $SFD_FAILED failed"
+  [ "$SFD_FAILED" -eq 0 ]
 }

@@ -8,26 +8,13 @@
 #   - every function in client-c/include/*.h is in sendfiled(3), and the C
 #     example in sendfiled(3) compiles against those headers (when client-c
 #     has them).
-# Installs mandoc from Debian's packages if it is missing (as root).
+# Needs mandoc (.ci/run --setup installs it where it is missing).
 set -euo pipefail
-
-root=$(cd "$(dirname "$0")/.." && pwd)
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+root=$SFD_TOP
 cd "$root"
-fail=0
-passed=0
-ok() { echo "ok   $*"; passed=$((passed + 1)); }
-bad() { echo "FAIL $*"; fail=$((fail + 1)); }
 
-if ! command -v mandoc >/dev/null 2>&1; then
-    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
-        echo "man-lint: installing mandoc"
-        apt-get update -qq >/dev/null
-        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq mandoc >/dev/null
-    else
-        echo "man-lint: mandoc is needed (apt-get install mandoc, pkg install mandoc)" >&2
-        exit 1
-    fi
-fi
+have mandoc || die "man-lint: mandoc is needed (.ci/run --setup; apt-get install mandoc)"
 
 pages=(man/*.[1-9])
 for page in "${pages[@]}"; do
@@ -44,12 +31,7 @@ for page in "${pages[@]}"; do
 done
 
 # --- options and functions documented ------------------------------------
-target=${CARGO_TARGET_DIR:-}
-if [ -z "$target" ] && command -v cargo >/dev/null 2>&1; then
-    target=$(cargo metadata --format-version 1 --no-deps 2>/dev/null |
-        sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p')
-fi
-target=${target:-$root/target}
+target=$(target_dir)
 if command -v cargo >/dev/null 2>&1 &&
     { [ ! -x "$target/debug/sendfiled" ] || [ ! -x "$target/debug/sfd" ]; }; then
     cargo build -q -p sendfiled --bin sendfiled -p sfd --bin sfd
@@ -94,5 +76,4 @@ else
     echo "note: client-c/include has no headers here; sendfiled.3 not checked against them"
 fi
 
-echo "man-lint: $passed passed, $fail failed"
-[ "$fail" -eq 0 ]
+summary man-lint

@@ -8,8 +8,9 @@
 #
 # Every step runs even if an earlier one failed (set SFD_FAIL_FAST=1 to stop
 # at the first failure); the exit status is non-zero if any step failed. A
-# step whose script or tool is absent prints "skipped: ..." and is listed as
-# skipped in the summary; once the script exists, its failure fails CI.
+# step that cannot run here (its script or tool is absent, or its script
+# calls lib.sh's skip_script and exits 77) prints "skipped: ..." and is listed
+# as skipped in the summary; any other failure fails CI.
 #
 # It runs under bash 3.2 (macOS's /bin/bash): no bash-4 features, and an
 # argument list that may be empty is written ${1+"$@"}, which is safe under
@@ -30,15 +31,12 @@ if [ "${CI:-}" = true ]; then
 fi
 
 # ---------------------------------------------------------------------------
-# Steps. Each runs in a subshell with `set -euo pipefail`; `skip REASON` ends
-# it as skipped.
+# Steps. Each runs in a subshell with `set -euo pipefail`; `skip REASON`
+# (lib.sh's skip_script) ends it as skipped, and so does a script it runs
+# exiting with $SFD_SKIP_STATUS (77).
 # ---------------------------------------------------------------------------
 
-skip() {
-  echo "skipped: $*"
-  echo "$*" >"$SFD_SKIP_NOTE"
-  exit 0
-}
+skip() { skip_script "$@"; }
 
 # run_hook SCRIPT [ARGS...]: run ci/SCRIPT if it exists, else skip.
 run_hook() {
@@ -134,11 +132,12 @@ step_cross_macos_aarch64() { cross_check aarch64-apple-darwin; }
 step_bench_quick() { run_hook bench-quick.sh; }
 step_fuzz_smoke() { run_hook fuzz-smoke.sh; }
 step_install_test() { run_hook install-test.sh; }
+step_cinstall() { run_hook cinstall-test.sh; }
 step_man_lint() { run_hook man-lint.sh; }
 
 ALL_STEPS="yaml fmt clippy machete test c-tests-valgrind quickstart"
 ALL_STEPS="$ALL_STEPS cross-freebsd cross-macos-x86_64 cross-macos-aarch64"
-ALL_STEPS="$ALL_STEPS bench-quick fuzz-smoke install-test man-lint"
+ALL_STEPS="$ALL_STEPS bench-quick fuzz-smoke install-test cinstall man-lint"
 
 # ---------------------------------------------------------------------------
 # The runner.
@@ -195,11 +194,15 @@ for s in $steps; do
   rc=$?
   set -e
   elapsed=$(($(date +%s) - start))
-  if [ "$rc" -ne 0 ]; then
+  if [ "$rc" -eq "$SFD_SKIP_STATUS" ]; then
+    if [ -s "$SFD_SKIP_NOTE" ]; then
+      result="skipped: $(cat "$SFD_SKIP_NOTE")"
+    else
+      result="skipped (exit $rc)"
+    fi
+  elif [ "$rc" -ne 0 ]; then
     result="FAILED (exit $rc)"
     failed="$failed $s"
-  elif [ -s "$SFD_SKIP_NOTE" ]; then
-    result="skipped: $(cat "$SFD_SKIP_NOTE")"
   else
     result=ok
   fi

@@ -1,9 +1,10 @@
 //! `libsendfiled`: the C client library of sendfiled.
 //!
 //! Every function here is exported with the name and signature that
-//! `include/sendfiled.h` and `include/responses.h` declare (the contract is
-//! `spec/c-api.md`). They are thin shells over the Rust client in
-//! `sendfiled_core::client` and the one request encoder in
+//! `include/sendfiled.h` and `include/responses.h` declare; those headers and
+//! the manual page `man/sendfiled.3` (at the top of the repository) are the
+//! contract and document every function. They are thin shells over the Rust
+//! client in `sendfiled_core::client` and the one request encoder in
 //! `sendfiled_core::protocol`:
 //!
 //! 1. check the arguments (`NULL` -> `EINVAL`, negative descriptor ->
