@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use sendfiled_core::client::Client;
 use sendfiled_core::protocol::Range;
 
-use super::{os, Daemon, Files, Plan};
+use super::{os, pool, trace, Daemon, Files, Plan};
 
 // ----- statistics and the report -----
 
@@ -98,6 +98,59 @@ pub struct Report {
     pub rss_anon_idle_kib: u64,
     /// 4 KiB Send, one client, daemon idle: p50 and p99 (µs).
     idle_4k: Option<(f64, f64)>,
+    /// The small-file figure, against the pool and in-process.
+    small_rows: Vec<SmallRow>,
+    /// Worker threads of the pool reference.
+    pub pool_threads: usize,
+    /// Whether "perf not usable" was said.
+    perf_said: bool,
+}
+
+/// A row of the small-file table: the daemon beside the thread pool and the
+/// in-process reference; the goal is on the ratio to the pool.
+struct SmallRow {
+    figure: String,
+    daemon: Option<f64>,
+    pool: Option<f64>,
+    inproc: Option<f64>,
+    goal: Goal,
+}
+
+fn cell(v: Option<f64>) -> String {
+    match v {
+        Some(v) if v.abs() >= 100.0 => format!("{v:.0}"),
+        Some(v) => format!("{v:.1}"),
+        None => String::new(),
+    }
+}
+
+fn ratio_cell(a: Option<f64>, b: Option<f64>) -> (Option<f64>, String) {
+    match (a, b) {
+        (Some(a), Some(b)) => (Some(a / b), format!("{:.2}x", a / b)),
+        _ => (None, String::new()),
+    }
+}
+
+impl SmallRow {
+    fn line(&self) -> String {
+        let (vs_pool, pool_ratio) = ratio_cell(self.daemon, self.pool);
+        let (_, inproc_ratio) = ratio_cell(self.daemon, self.inproc);
+        let goal = match self.goal {
+            Goal::AtLeast(x) => verdict(vs_pool.is_some_and(|r| r >= x), &format!(">= {x}x pool")),
+            Goal::AtMost(x) => verdict(vs_pool.is_some_and(|r| r <= x), &format!("<= {x}x pool")),
+            _ => String::new(),
+        };
+        format!(
+            "| {} | {} | {} | {} | {} | {} | {} |",
+            self.figure,
+            cell(self.daemon),
+            cell(self.pool),
+            pool_ratio,
+            cell(self.inproc),
+            inproc_ratio,
+            goal
+        )
+    }
 }
 
 impl Report {
@@ -123,11 +176,41 @@ impl Report {
         self.rows.push(r);
     }
 
+    fn small_row(
+        &mut self,
+        figure: impl Into<String>,
+        daemon: Option<f64>,
+        pool: Option<f64>,
+        inproc: Option<f64>,
+        goal: Goal,
+    ) {
+        let r = SmallRow {
+            figure: figure.into(),
+            daemon,
+            pool,
+            inproc,
+            goal,
+        };
+        println!("  {}", r.line());
+        self.small_rows.push(r);
+    }
+
     pub fn print(&self) {
         println!("| figure | sendfiled | in-process reference | ratio | goal |");
         println!("|---|---:|---:|---:|---|");
         for r in &self.rows {
             println!("{}", r.line());
+        }
+        if !self.small_rows.is_empty() {
+            println!(
+                "\nsmall files against a {}-thread pool and in-process:\n",
+                self.pool_threads
+            );
+            println!("| figure | sendfiled | pool | vs pool | in-process | vs in-process | goal |");
+            println!("|---|---:|---:|---:|---:|---:|---|");
+            for r in &self.small_rows {
+                println!("{}", r.line());
+            }
         }
     }
 }
@@ -375,26 +458,57 @@ fn small_inproc_once(
     Ok(())
 }
 
+/// Who serves the requests of a small-file run.
+#[derive(Clone, Copy)]
+enum Via<'a> {
+    Daemon(&'a Daemon),
+    InProc,
+    /// A thread pool of this many workers.
+    Pool(usize),
+}
+
+/// One small-file run: its statistics and, for the pool, the CPU time its
+/// workers used (ns).
+struct SmallRun {
+    stats: RunStats,
+    pool_cpu_ns: u64,
+}
+
 /// `clients` threads, each sending `rel` to its own UNIX stream socket and
 /// reading it back, back to back for `secs`.
 fn small_run(
-    d: Option<&Daemon>,
+    via: Via<'_>,
     files: &Files,
     rel: &str,
     size: u64,
     clients: usize,
     secs: f64,
-) -> io::Result<RunStats> {
+) -> io::Result<SmallRun> {
+    enum Per {
+        Daemon(Client, OwnedFd, OwnedFd),
+        InProc(std::ffi::CString, OwnedFd, OwnedFd),
+        Pool(pool::Requester),
+    }
     let barrier = Arc::new(Barrier::new(clients + 1));
     let dur = Duration::from_secs_f64(secs);
+    let pool = match via {
+        Via::Pool(w) => Some(pool::Pool::start(w)),
+        _ => None,
+    };
     let mut handles = Vec::new();
     for _ in 0..clients {
-        let client = match d {
-            Some(d) => Some(d.client()?),
-            None => None,
-        };
-        let (w, r) = os::unix_stream_pair()?;
         let cpath = os::cpath(&files.path(rel));
+        let per = match (via, &pool) {
+            (Via::Daemon(d), _) => {
+                let (w, r) = os::unix_stream_pair()?;
+                Per::Daemon(d.client()?, w, r)
+            }
+            (Via::Pool(_), Some(p)) => Per::Pool(pool::Requester::new(p.handle(), cpath)?),
+            _ => {
+                let (w, r) = os::unix_stream_pair()?;
+                Per::InProc(cpath, w, r)
+            }
+        };
         let rel = rel.to_owned();
         let b = Arc::clone(&barrier);
         handles.push(thread::spawn(move || -> io::Result<Vec<u64>> {
@@ -407,9 +521,14 @@ fn small_run(
                 if t - start >= dur {
                     break;
                 }
-                match &client {
-                    Some(c) => small_daemon_once(c, &rel, w.as_fd(), r.as_fd(), size, &mut buf)?,
-                    None => small_inproc_once(&cpath, w.as_fd(), r.as_fd(), size, &mut buf)?,
+                match &per {
+                    Per::Daemon(c, w, r) => {
+                        small_daemon_once(c, &rel, w.as_fd(), r.as_fd(), size, &mut buf)?
+                    }
+                    Per::InProc(p, w, r) => {
+                        small_inproc_once(p, w.as_fd(), r.as_fd(), size, &mut buf)?
+                    }
+                    Per::Pool(q) => q.once(size, &mut buf)?,
                 }
                 lat.push(t.elapsed().as_nanos() as u64);
             }
@@ -428,75 +547,243 @@ fn small_run(
         }
     }
     let elapsed = t0.elapsed();
+    let pool_cpu_ns = pool.map_or(0, pool::Pool::stop);
     if let Some(e) = err {
         return Err(e);
     }
-    Ok(RunStats::from(all, elapsed))
+    Ok(SmallRun {
+        stats: RunStats::from(all, elapsed),
+        pool_cpu_ns,
+    })
+}
+
+/// What the daemon spent on the measured runs of one configuration.
+#[derive(Default)]
+struct DaemonCost {
+    requests: u64,
+    /// utime and stime from `/proc/PID/stat` (µs).
+    user_us: f64,
+    sys_us: f64,
+    /// From `/proc/PID/task/*/schedstat` (ns).
+    sched_ns: u64,
+    /// `syscr` + `syscw`.
+    rw_calls: u64,
 }
 
 pub fn small(plan: &Plan, d: &Daemon, files: &Files, report: &mut Report) -> io::Result<()> {
+    let w = plan.pool_threads;
+    report.pool_threads = w;
     println!(
-        "small: {} x {:.1} s per configuration",
+        "small: {} x {:.1} s per configuration, each through the daemon, a {w}-thread pool and in-process",
         plan.small_reps, plan.small_secs
     );
+    let mut idle_4k = None;
     for (rel, size, label) in [
         (Files::SMALL_4K, 4096u64, "4 KiB"),
         (Files::SMALL_64K, 64 << 10, "64 KiB"),
     ] {
         for clients in [1usize, 8] {
-            let (mut ds, mut rs) = (Vec::new(), Vec::new());
-            let mut cpu = Vec::new();
+            let (mut ds, mut ps, mut rs) = (Vec::new(), Vec::new(), Vec::new());
+            let mut cost = DaemonCost::default();
+            let mut pool_cpu_ns = 0u64;
+            let mut pool_requests = 0u64;
             for _ in 0..plan.small_reps {
+                let (u0, s0) = os::proc_cpu_us(d.pid)?;
                 let c0 = d.cpu_ns();
-                let run = small_run(Some(d), files, rel, size, clients, plan.small_secs)?;
-                cpu.push((d.cpu_ns() - c0) as f64 / 1e3 / run.count.max(1) as f64);
-                ds.push(run);
-                rs.push(small_run(None, files, rel, size, clients, plan.small_secs)?);
+                let io0 = os::proc_rw_calls(d.pid).unwrap_or(0);
+                let run = small_run(Via::Daemon(d), files, rel, size, clients, plan.small_secs)?;
+                let (u1, s1) = os::proc_cpu_us(d.pid)?;
+                cost.sched_ns += d.cpu_ns() - c0;
+                cost.rw_calls += os::proc_rw_calls(d.pid).unwrap_or(0).saturating_sub(io0);
+                cost.user_us += u1 - u0;
+                cost.sys_us += s1 - s0;
+                cost.requests += run.stats.count as u64;
+                ds.push(run.stats);
+                let run = small_run(Via::Pool(w), files, rel, size, clients, plan.small_secs)?;
+                pool_cpu_ns += run.pool_cpu_ns;
+                pool_requests += run.stats.count as u64;
+                ps.push(run.stats);
+                let run = small_run(Via::InProc, files, rel, size, clients, plan.small_secs)?;
+                rs.push(run.stats);
             }
-            let (dm, rm) = (RunStats::median_of(&ds), RunStats::median_of(&rs));
+            let (dm, pm, rm) = (
+                RunStats::median_of(&ds),
+                RunStats::median_of(&ps),
+                RunStats::median_of(&rs),
+            );
             let what = format!("small {label} Send, {clients} client{}", plural(clients));
             let rate_goal = if clients == 8 {
-                Goal::AtLeast(0.3)
+                Goal::AtLeast(1.0)
             } else {
                 Goal::None
             };
             let p50_goal = if clients == 1 {
-                Goal::AtMost(4.0)
+                Goal::AtMost(1.0)
             } else {
                 Goal::None
             };
-            report.row(
+            report.small_row(
                 format!("{what}: requests/s"),
-                dm.rate,
-                Some((rm.rate, "")),
-                Some(dm.rate / rm.rate),
+                Some(dm.rate),
+                Some(pm.rate),
+                Some(rm.rate),
                 rate_goal,
             );
-            report.row(
+            report.small_row(
                 format!("{what}: p50 latency (µs)"),
-                dm.p50_us,
-                Some((rm.p50_us, "")),
-                Some(dm.p50_us / rm.p50_us),
+                Some(dm.p50_us),
+                Some(pm.p50_us),
+                Some(rm.p50_us),
                 p50_goal,
             );
-            report.row(
+            report.small_row(
                 format!("{what}: p99 latency (µs)"),
-                dm.p99_us,
-                Some((rm.p99_us, "")),
-                Some(dm.p99_us / rm.p99_us),
+                Some(dm.p99_us),
+                Some(pm.p99_us),
+                Some(rm.p99_us),
                 Goal::None,
             );
-            report.row(
-                format!("  daemon CPU per request, {what} (µs)"),
-                median(cpu),
+            let n = cost.requests.max(1) as f64;
+            println!(
+                "  {what}: daemon CPU per request {:.1} µs user + {:.1} µs system (/proc/PID/stat), {:.1} µs (schedstat); pool workers {:.1} µs",
+                cost.user_us / n,
+                cost.sys_us / n,
+                cost.sched_ns as f64 / 1e3 / n,
+                pool_cpu_ns as f64 / 1e3 / pool_requests.max(1) as f64,
+            );
+            report.small_row(
+                format!("  CPU per request (µs): daemon utime+stime, pool workers, {what}"),
+                Some((cost.user_us + cost.sys_us) / n),
+                Some(pool_cpu_ns as f64 / 1e3 / pool_requests.max(1) as f64),
+                None,
+                Goal::None,
+            );
+            report.small_row(
+                format!("  daemon system time per request (µs), {what}"),
+                Some(cost.sys_us / n),
                 None,
                 None,
                 Goal::None,
             );
+            report.small_row(
+                format!("  daemon read/write-family calls per request (syscr+syscw, lower bound), {what}"),
+                Some(cost.rw_calls as f64 / n),
+                None,
+                None,
+                Goal::None,
+            );
+            syscalls_per_request(plan, d, files, rel, size, clients, &what, report)?;
             if size == 4096 && clients == 1 {
                 report.idle_4k = Some((dm.p50_us, dm.p99_us));
+                idle_4k = Some(dm.p50_us);
             }
         }
+    }
+    floor(plan, idle_4k, report)
+}
+
+/// The daemon's system calls per request in one extra, untimed run of the
+/// configuration: all of them with perf if it works here, and by name with
+/// strace in `--strace` mode.
+#[allow(clippy::too_many_arguments)]
+fn syscalls_per_request(
+    plan: &Plan,
+    d: &Daemon,
+    files: &Files,
+    rel: &str,
+    size: u64,
+    clients: usize,
+    what: &str,
+    report: &mut Report,
+) -> io::Result<()> {
+    let out = files.root.join("perf.out");
+    match trace::Perf::start(d.pid, &out) {
+        Ok(mut p) => {
+            p.enable()?;
+            let run = small_run(Via::Daemon(d), files, rel, size, clients, plan.small_secs)?;
+            let calls = p.finish()?;
+            report.small_row(
+                format!("  daemon system calls per request (perf raw_syscalls:sys_enter, all threads; untimed run), {what}"),
+                Some(calls as f64 / run.stats.count.max(1) as f64),
+                None,
+                None,
+                Goal::None,
+            );
+        }
+        Err(e) => {
+            if !report.perf_said {
+                println!("  (perf not usable: {e}; system calls counted only as syscr+syscw)");
+                report.perf_said = true;
+            }
+        }
+    }
+    if plan.strace {
+        let out = files.root.join("strace.out");
+        let s = trace::Strace::start(d.pid, &out)?;
+        let run = small_run(Via::Daemon(d), files, rel, size, clients, plan.small_secs)?;
+        let (summary, calls) = s.finish()?;
+        let n = run.stats.count.max(1) as f64;
+        println!(
+            "  strace -c -f of the daemon, {what}: {} requests, {:.1} calls per request",
+            run.stats.count,
+            calls as f64 / n
+        );
+        for l in summary.lines() {
+            println!("    {l}");
+        }
+        report.small_row(
+            format!("  daemon system calls per request (strace -c -f; untimed run), {what}"),
+            Some(calls as f64 / n),
+            None,
+            None,
+            Goal::None,
+        );
+    }
+    Ok(())
+}
+
+/// The floor: a one-byte round trip to a child process over a pipe pair, the
+/// least a request to any other process can cost.
+fn floor(plan: &Plan, idle_4k_p50: Option<f64>, report: &mut Report) -> io::Result<()> {
+    let echo = pool::Echo::start()?;
+    let mut runs = Vec::new();
+    for _ in 0..plan.small_reps {
+        let dur = Duration::from_secs_f64(plan.small_secs);
+        let t = Instant::now();
+        let lat = echo.run(dur)?;
+        runs.push(RunStats::from(lat, t.elapsed()));
+    }
+    echo.stop()?;
+    let f = RunStats::median_of(&runs);
+    report.row(
+        "floor: 1-byte round trip to a child process over two pipes: round trips/s",
+        f.rate,
+        None,
+        None,
+        Goal::None,
+    );
+    report.row(
+        "floor: 1-byte round trip to a child process over two pipes: p50 (µs)",
+        f.p50_us,
+        None,
+        None,
+        Goal::None,
+    );
+    report.row(
+        "floor: 1-byte round trip to a child process over two pipes: p99 (µs)",
+        f.p99_us,
+        None,
+        None,
+        Goal::None,
+    );
+    if let Some(p50) = idle_4k_p50 {
+        report.row(
+            "small 4 KiB Send, 1 client: p50 vs the floor's p50 (µs)",
+            p50,
+            Some((f.p50_us, "floor")),
+            Some(p50 / f.p50_us),
+            Goal::None,
+        );
     }
     Ok(())
 }
