@@ -104,6 +104,46 @@ pub struct Report {
     pub pool_threads: usize,
     /// Whether "perf not usable" was said.
     perf_said: bool,
+    /// What the daemon spent per small-file request.
+    cost_rows: Vec<CostRow>,
+}
+
+/// The daemon's cost per request in one small-file configuration.
+struct CostRow {
+    what: String,
+    /// utime + stime (`/proc/PID/stat`) over the timed runs / requests (µs).
+    cpu_us: f64,
+    /// Of which stime.
+    sys_us: f64,
+    /// The same from `/proc/PID/task/*/schedstat` (ns clock).
+    sched_us: f64,
+    /// The pool's workers' CPU per request (`CLOCK_THREAD_CPUTIME_ID`).
+    pool_us: f64,
+    /// `syscr` + `syscw` per request.
+    rw_calls: f64,
+    /// All system calls per request (perf), in an untimed run.
+    perf: Option<f64>,
+    /// The same from `strace -c -f` (`--strace`).
+    strace: Option<f64>,
+}
+
+impl CostRow {
+    const HEAD: &'static str = "| small Send | daemon CPU/request, utime+stime (µs) | of which system (µs) | daemon CPU/request, schedstat (µs) | pool workers' CPU/request (µs) | daemon syscr+syscw/request | daemon system calls/request, perf | same, strace |\n|---|---:|---:|---:|---:|---:|---:|---:|";
+
+    fn line(&self) -> String {
+        let opt = |v: Option<f64>| v.map_or("-".to_owned(), |v| format!("{v:.1}"));
+        format!(
+            "| {} | {:.1} | {:.1} | {:.1} | {:.1} | {:.1} | {} | {} |",
+            self.what,
+            self.cpu_us,
+            self.sys_us,
+            self.sched_us,
+            self.pool_us,
+            self.rw_calls,
+            opt(self.perf),
+            opt(self.strace)
+        )
+    }
 }
 
 /// A row of the small-file table: the daemon beside the thread pool and the
@@ -209,6 +249,13 @@ impl Report {
             println!("| figure | sendfiled | pool | vs pool | in-process | vs in-process | goal |");
             println!("|---|---:|---:|---:|---:|---:|---|");
             for r in &self.small_rows {
+                println!("{}", r.line());
+            }
+        }
+        if !self.cost_rows.is_empty() {
+            println!("\nthe daemon's cost per small-file request (timed runs; system calls in extra untimed runs):\n");
+            println!("{}", CostRow::HEAD);
+            for r in &self.cost_rows {
                 println!("{}", r.line());
             }
         }
@@ -644,35 +691,19 @@ pub fn small(plan: &Plan, d: &Daemon, files: &Files, report: &mut Report) -> io:
                 Goal::None,
             );
             let n = cost.requests.max(1) as f64;
-            println!(
-                "  {what}: daemon CPU per request {:.1} µs user + {:.1} µs system (/proc/PID/stat), {:.1} µs (schedstat); pool workers {:.1} µs",
-                cost.user_us / n,
-                cost.sys_us / n,
-                cost.sched_ns as f64 / 1e3 / n,
-                pool_cpu_ns as f64 / 1e3 / pool_requests.max(1) as f64,
-            );
-            report.small_row(
-                format!("  CPU per request (µs): daemon utime+stime, pool workers, {what}"),
-                Some((cost.user_us + cost.sys_us) / n),
-                Some(pool_cpu_ns as f64 / 1e3 / pool_requests.max(1) as f64),
-                None,
-                Goal::None,
-            );
-            report.small_row(
-                format!("  daemon system time per request (µs), {what}"),
-                Some(cost.sys_us / n),
-                None,
-                None,
-                Goal::None,
-            );
-            report.small_row(
-                format!("  daemon read/write-family calls per request (syscr+syscw, lower bound), {what}"),
-                Some(cost.rw_calls as f64 / n),
-                None,
-                None,
-                Goal::None,
-            );
-            syscalls_per_request(plan, d, files, rel, size, clients, &what, report)?;
+            let (perf, strace) = syscalls_per_request(plan, d, files, rel, size, clients, report)?;
+            let c = CostRow {
+                what: format!("{label}, {clients} client{}", plural(clients)),
+                cpu_us: (cost.user_us + cost.sys_us) / n,
+                sys_us: cost.sys_us / n,
+                sched_us: cost.sched_ns as f64 / 1e3 / n,
+                pool_us: pool_cpu_ns as f64 / 1e3 / pool_requests.max(1) as f64,
+                rw_calls: cost.rw_calls as f64 / n,
+                perf,
+                strace,
+            };
+            println!("  {}", c.line());
+            report.cost_rows.push(c);
             if size == 4096 && clients == 1 {
                 report.idle_4k = Some((dm.p50_us, dm.p99_us));
                 idle_4k = Some(dm.p50_us);
@@ -684,8 +715,7 @@ pub fn small(plan: &Plan, d: &Daemon, files: &Files, report: &mut Report) -> io:
 
 /// The daemon's system calls per request in one extra, untimed run of the
 /// configuration: all of them with perf if it works here, and by name with
-/// strace in `--strace` mode.
-#[allow(clippy::too_many_arguments)]
+/// strace in `--strace` mode. Returns (perf, strace) calls per request.
 fn syscalls_per_request(
     plan: &Plan,
     d: &Daemon,
@@ -693,22 +723,17 @@ fn syscalls_per_request(
     rel: &str,
     size: u64,
     clients: usize,
-    what: &str,
     report: &mut Report,
-) -> io::Result<()> {
+) -> io::Result<(Option<f64>, Option<f64>)> {
+    let what = format!("{rel}, {clients} client{}", plural(clients));
+    let mut perf = None;
     let out = files.root.join("perf.out");
     match trace::Perf::start(d.pid, &out) {
         Ok(mut p) => {
             p.enable()?;
             let run = small_run(Via::Daemon(d), files, rel, size, clients, plan.small_secs)?;
             let calls = p.finish()?;
-            report.small_row(
-                format!("  daemon system calls per request (perf raw_syscalls:sys_enter, all threads; untimed run), {what}"),
-                Some(calls as f64 / run.stats.count.max(1) as f64),
-                None,
-                None,
-                Goal::None,
-            );
+            perf = Some(calls as f64 / run.stats.count.max(1) as f64);
         }
         Err(e) => {
             if !report.perf_said {
@@ -731,15 +756,9 @@ fn syscalls_per_request(
         for l in summary.lines() {
             println!("    {l}");
         }
-        report.small_row(
-            format!("  daemon system calls per request (strace -c -f; untimed run), {what}"),
-            Some(calls as f64 / n),
-            None,
-            None,
-            Goal::None,
-        );
+        return Ok((perf, Some(calls as f64 / n)));
     }
-    Ok(())
+    Ok((perf, None))
 }
 
 /// The floor: a one-byte round trip to a child process over a pipe pair, the

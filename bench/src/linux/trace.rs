@@ -138,16 +138,18 @@ impl Strace {
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()?;
-        // strace says "Process N attached" on stderr for each thread (the
-        // daemon's loop and its disk threads) before it counts them.
+        // strace says "Process N attached with T threads" on stderr once it
+        // has attached to all of them (the loop and the disk threads).
         let mut err = child
             .stderr
             .take()
             .ok_or_else(|| io::Error::other("no stderr"))?;
-        let threads = std::fs::read_dir(format!("/proc/{pid}/task"))?.count();
         let mut seen = String::new();
         let mut b = [0u8; 512];
-        while seen.matches("attached").count() < threads {
+        while !seen
+            .split_once("attached")
+            .is_some_and(|(_, after)| after.contains('\n'))
+        {
             if !sendfiled_core::sys::wait_readable(err.as_fd(), Duration::from_secs(10))? {
                 let _ = signal_and_wait(&mut child, libc::SIGKILL);
                 return Err(io::Error::other(format!("strace did not attach: {seen:?}")));
