@@ -150,45 +150,35 @@ impl CostRow {
 /// in-process reference; the goal is on the ratio to the pool.
 struct SmallRow {
     figure: String,
-    daemon: Option<f64>,
-    pool: Option<f64>,
-    inproc: Option<f64>,
+    daemon: f64,
+    pool: f64,
+    inproc: f64,
     goal: Goal,
 }
 
-fn cell(v: Option<f64>) -> String {
-    match v {
-        Some(v) if v.abs() >= 100.0 => format!("{v:.0}"),
-        Some(v) => format!("{v:.1}"),
-        None => String::new(),
-    }
-}
-
-fn ratio_cell(a: Option<f64>, b: Option<f64>) -> (Option<f64>, String) {
-    match (a, b) {
-        (Some(a), Some(b)) => (Some(a / b), format!("{:.2}x", a / b)),
-        _ => (None, String::new()),
+fn cell(v: f64) -> String {
+    if v.abs() >= 100.0 {
+        format!("{v:.0}")
+    } else {
+        format!("{v:.1}")
     }
 }
 
 impl SmallRow {
     fn line(&self) -> String {
-        let (vs_pool, pool_ratio) = ratio_cell(self.daemon, self.pool);
-        let (_, inproc_ratio) = ratio_cell(self.daemon, self.inproc);
+        let vs_pool = self.daemon / self.pool;
         let goal = match self.goal {
-            Goal::AtLeast(x) => verdict(vs_pool.is_some_and(|r| r >= x), &format!(">= {x}x pool")),
-            Goal::AtMost(x) => verdict(vs_pool.is_some_and(|r| r <= x), &format!("<= {x}x pool")),
+            Goal::AtLeast(x) => verdict(vs_pool >= x, &format!(">= {x}x pool")),
+            Goal::AtMost(x) => verdict(vs_pool <= x, &format!("<= {x}x pool")),
             _ => String::new(),
         };
         format!(
-            "| {} | {} | {} | {} | {} | {} | {} |",
+            "| {} | {} | {} | {vs_pool:.2}x | {} | {:.2}x | {goal} |",
             self.figure,
             cell(self.daemon),
             cell(self.pool),
-            pool_ratio,
             cell(self.inproc),
-            inproc_ratio,
-            goal
+            self.daemon / self.inproc,
         )
     }
 }
@@ -219,9 +209,9 @@ impl Report {
     fn small_row(
         &mut self,
         figure: impl Into<String>,
-        daemon: Option<f64>,
-        pool: Option<f64>,
-        inproc: Option<f64>,
+        daemon: f64,
+        pool: f64,
+        inproc: f64,
         goal: Goal,
     ) {
         let r = SmallRow {
@@ -671,23 +661,23 @@ pub fn small(plan: &Plan, d: &Daemon, files: &Files, report: &mut Report) -> io:
             };
             report.small_row(
                 format!("{what}: requests/s"),
-                Some(dm.rate),
-                Some(pm.rate),
-                Some(rm.rate),
+                dm.rate,
+                pm.rate,
+                rm.rate,
                 rate_goal,
             );
             report.small_row(
                 format!("{what}: p50 latency (µs)"),
-                Some(dm.p50_us),
-                Some(pm.p50_us),
-                Some(rm.p50_us),
+                dm.p50_us,
+                pm.p50_us,
+                rm.p50_us,
                 p50_goal,
             );
             report.small_row(
                 format!("{what}: p99 latency (µs)"),
-                Some(dm.p99_us),
-                Some(pm.p99_us),
-                Some(rm.p99_us),
+                dm.p99_us,
+                pm.p99_us,
+                rm.p99_us,
                 Goal::None,
             );
             let n = cost.requests.max(1) as f64;

@@ -196,7 +196,8 @@ pub struct Echo {
 
 impl Echo {
     pub fn start() -> io::Result<Echo> {
-        let mut child = Command::new(std::env::current_exe()?)
+        // This very binary, even if it was rebuilt (replaced) meanwhile.
+        let mut child = Command::new("/proc/self/exe")
             .arg(ECHO_CHILD)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
