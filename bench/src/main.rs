@@ -1,10 +1,12 @@
 //! `sendfiled-bench`: starts the real (release) daemon and measures each
 //! figure of issue 6 beside an in-process reference that does the same work
 //! in this process, without the daemon, by the best method for the
-//! destination.
+//! destination; the small files also beside a thread pool in this process
+//! and the floor of any daemon, a one-byte round trip to another process
+//! (issue 14).
 //!
 //! ```text
-//! cargo run --release -p sendfiled-bench            # full run (< 5 min on 2 cores)
+//! cargo run --release -p sendfiled-bench            # full run (about 2 min on 2 cores)
 //! cargo run --release -p sendfiled-bench -- --quick # seconds; what CI runs
 //! ```
 //!

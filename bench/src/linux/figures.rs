@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use sendfiled_core::client::Client;
 use sendfiled_core::protocol::Range;
 
-use super::{os, Daemon, Files, Plan};
+use super::{os, pool, trace, Daemon, Files, Plan};
 
 // ----- statistics and the report -----
 
@@ -98,6 +98,89 @@ pub struct Report {
     pub rss_anon_idle_kib: u64,
     /// 4 KiB Send, one client, daemon idle: p50 and p99 (µs).
     idle_4k: Option<(f64, f64)>,
+    /// The small-file figure, against the pool and in-process.
+    small_rows: Vec<SmallRow>,
+    /// Worker threads of the pool reference.
+    pub pool_threads: usize,
+    /// Whether "perf not usable" was said.
+    perf_said: bool,
+    /// What the daemon spent per small-file request.
+    cost_rows: Vec<CostRow>,
+}
+
+/// The daemon's cost per request in one small-file configuration.
+struct CostRow {
+    what: String,
+    /// utime + stime (`/proc/PID/stat`) over the timed runs / requests (µs).
+    cpu_us: f64,
+    /// Of which stime.
+    sys_us: f64,
+    /// The same from `/proc/PID/task/*/schedstat` (ns clock).
+    sched_us: f64,
+    /// The pool's workers' CPU per request (`CLOCK_THREAD_CPUTIME_ID`).
+    pool_us: f64,
+    /// `syscr` + `syscw` per request.
+    rw_calls: f64,
+    /// All system calls per request (perf), in an untimed run.
+    perf: Option<f64>,
+    /// The same from `strace -c -f` (`--strace`).
+    strace: Option<f64>,
+}
+
+impl CostRow {
+    const HEAD: &'static str = "| small Send | daemon CPU/request, utime+stime (µs) | of which system (µs) | daemon CPU/request, schedstat (µs) | pool workers' CPU/request (µs) | daemon syscr+syscw/request | daemon system calls/request, perf | same, strace |\n|---|---:|---:|---:|---:|---:|---:|---:|";
+
+    fn line(&self) -> String {
+        let opt = |v: Option<f64>| v.map_or("-".to_owned(), |v| format!("{v:.1}"));
+        format!(
+            "| {} | {:.1} | {:.1} | {:.1} | {:.1} | {:.1} | {} | {} |",
+            self.what,
+            self.cpu_us,
+            self.sys_us,
+            self.sched_us,
+            self.pool_us,
+            self.rw_calls,
+            opt(self.perf),
+            opt(self.strace)
+        )
+    }
+}
+
+/// A row of the small-file table: the daemon beside the thread pool and the
+/// in-process reference; the goal is on the ratio to the pool.
+struct SmallRow {
+    figure: String,
+    daemon: f64,
+    pool: f64,
+    inproc: f64,
+    goal: Goal,
+}
+
+fn cell(v: f64) -> String {
+    if v.abs() >= 100.0 {
+        format!("{v:.0}")
+    } else {
+        format!("{v:.1}")
+    }
+}
+
+impl SmallRow {
+    fn line(&self) -> String {
+        let vs_pool = self.daemon / self.pool;
+        let goal = match self.goal {
+            Goal::AtLeast(x) => verdict(vs_pool >= x, &format!(">= {x}x pool")),
+            Goal::AtMost(x) => verdict(vs_pool <= x, &format!("<= {x}x pool")),
+            _ => String::new(),
+        };
+        format!(
+            "| {} | {} | {} | {vs_pool:.2}x | {} | {:.2}x | {goal} |",
+            self.figure,
+            cell(self.daemon),
+            cell(self.pool),
+            cell(self.inproc),
+            self.daemon / self.inproc,
+        )
+    }
 }
 
 impl Report {
@@ -123,11 +206,48 @@ impl Report {
         self.rows.push(r);
     }
 
+    fn small_row(
+        &mut self,
+        figure: impl Into<String>,
+        daemon: f64,
+        pool: f64,
+        inproc: f64,
+        goal: Goal,
+    ) {
+        let r = SmallRow {
+            figure: figure.into(),
+            daemon,
+            pool,
+            inproc,
+            goal,
+        };
+        println!("  {}", r.line());
+        self.small_rows.push(r);
+    }
+
     pub fn print(&self) {
         println!("| figure | sendfiled | in-process reference | ratio | goal |");
         println!("|---|---:|---:|---:|---|");
         for r in &self.rows {
             println!("{}", r.line());
+        }
+        if !self.small_rows.is_empty() {
+            println!(
+                "\nsmall files against a {}-thread pool and in-process:\n",
+                self.pool_threads
+            );
+            println!("| figure | sendfiled | pool | vs pool | in-process | vs in-process | goal |");
+            println!("|---|---:|---:|---:|---:|---:|---|");
+            for r in &self.small_rows {
+                println!("{}", r.line());
+            }
+        }
+        if !self.cost_rows.is_empty() {
+            println!("\nthe daemon's cost per small-file request (timed runs; system calls in extra untimed runs):\n");
+            println!("{}", CostRow::HEAD);
+            for r in &self.cost_rows {
+                println!("{}", r.line());
+            }
         }
     }
 }
@@ -375,26 +495,57 @@ fn small_inproc_once(
     Ok(())
 }
 
+/// Who serves the requests of a small-file run.
+#[derive(Clone, Copy)]
+enum Via<'a> {
+    Daemon(&'a Daemon),
+    InProc,
+    /// A thread pool of this many workers.
+    Pool(usize),
+}
+
+/// One small-file run: its statistics and, for the pool, the CPU time its
+/// workers used (ns).
+struct SmallRun {
+    stats: RunStats,
+    pool_cpu_ns: u64,
+}
+
 /// `clients` threads, each sending `rel` to its own UNIX stream socket and
 /// reading it back, back to back for `secs`.
 fn small_run(
-    d: Option<&Daemon>,
+    via: Via<'_>,
     files: &Files,
     rel: &str,
     size: u64,
     clients: usize,
     secs: f64,
-) -> io::Result<RunStats> {
+) -> io::Result<SmallRun> {
+    enum Per {
+        Daemon(Client, OwnedFd, OwnedFd),
+        InProc(std::ffi::CString, OwnedFd, OwnedFd),
+        Pool(pool::Requester),
+    }
     let barrier = Arc::new(Barrier::new(clients + 1));
     let dur = Duration::from_secs_f64(secs);
+    let pool = match via {
+        Via::Pool(w) => Some(pool::Pool::start(w)),
+        _ => None,
+    };
     let mut handles = Vec::new();
     for _ in 0..clients {
-        let client = match d {
-            Some(d) => Some(d.client()?),
-            None => None,
-        };
-        let (w, r) = os::unix_stream_pair()?;
         let cpath = os::cpath(&files.path(rel));
+        let per = match (via, &pool) {
+            (Via::Daemon(d), _) => {
+                let (w, r) = os::unix_stream_pair()?;
+                Per::Daemon(d.client()?, w, r)
+            }
+            (Via::Pool(_), Some(p)) => Per::Pool(pool::Requester::new(p.handle(), cpath)?),
+            _ => {
+                let (w, r) = os::unix_stream_pair()?;
+                Per::InProc(cpath, w, r)
+            }
+        };
         let rel = rel.to_owned();
         let b = Arc::clone(&barrier);
         handles.push(thread::spawn(move || -> io::Result<Vec<u64>> {
@@ -407,9 +558,14 @@ fn small_run(
                 if t - start >= dur {
                     break;
                 }
-                match &client {
-                    Some(c) => small_daemon_once(c, &rel, w.as_fd(), r.as_fd(), size, &mut buf)?,
-                    None => small_inproc_once(&cpath, w.as_fd(), r.as_fd(), size, &mut buf)?,
+                match &per {
+                    Per::Daemon(c, w, r) => {
+                        small_daemon_once(c, &rel, w.as_fd(), r.as_fd(), size, &mut buf)?
+                    }
+                    Per::InProc(p, w, r) => {
+                        small_inproc_once(p, w.as_fd(), r.as_fd(), size, &mut buf)?
+                    }
+                    Per::Pool(q) => q.once(size, &mut buf)?,
                 }
                 lat.push(t.elapsed().as_nanos() as u64);
             }
@@ -428,75 +584,234 @@ fn small_run(
         }
     }
     let elapsed = t0.elapsed();
+    let pool_cpu_ns = pool.map_or(0, pool::Pool::stop);
     if let Some(e) = err {
         return Err(e);
     }
-    Ok(RunStats::from(all, elapsed))
+    Ok(SmallRun {
+        stats: RunStats::from(all, elapsed),
+        pool_cpu_ns,
+    })
+}
+
+/// What the daemon spent on the measured runs of one configuration.
+#[derive(Default)]
+struct DaemonCost {
+    requests: u64,
+    /// utime and stime from `/proc/PID/stat` (µs).
+    user_us: f64,
+    sys_us: f64,
+    /// From `/proc/PID/task/*/schedstat` (ns).
+    sched_ns: u64,
+    /// `syscr` + `syscw`.
+    rw_calls: u64,
 }
 
 pub fn small(plan: &Plan, d: &Daemon, files: &Files, report: &mut Report) -> io::Result<()> {
+    let w = plan.pool_threads;
+    report.pool_threads = w;
     println!(
-        "small: {} x {:.1} s per configuration",
+        "small: {} x {:.1} s per configuration, each through the daemon, a {w}-thread pool and in-process",
         plan.small_reps, plan.small_secs
     );
+    let mut idle_4k = None;
     for (rel, size, label) in [
         (Files::SMALL_4K, 4096u64, "4 KiB"),
         (Files::SMALL_64K, 64 << 10, "64 KiB"),
     ] {
         for clients in [1usize, 8] {
-            let (mut ds, mut rs) = (Vec::new(), Vec::new());
-            let mut cpu = Vec::new();
+            let (mut ds, mut ps, mut rs) = (Vec::new(), Vec::new(), Vec::new());
+            let mut cost = DaemonCost::default();
+            let mut pool_cpu_ns = 0u64;
+            let mut pool_requests = 0u64;
             for _ in 0..plan.small_reps {
+                let (u0, s0) = os::proc_cpu_us(d.pid)?;
                 let c0 = d.cpu_ns();
-                let run = small_run(Some(d), files, rel, size, clients, plan.small_secs)?;
-                cpu.push((d.cpu_ns() - c0) as f64 / 1e3 / run.count.max(1) as f64);
-                ds.push(run);
-                rs.push(small_run(None, files, rel, size, clients, plan.small_secs)?);
+                let io0 = os::proc_rw_calls(d.pid).unwrap_or(0);
+                let run = small_run(Via::Daemon(d), files, rel, size, clients, plan.small_secs)?;
+                let (u1, s1) = os::proc_cpu_us(d.pid)?;
+                cost.sched_ns += d.cpu_ns() - c0;
+                cost.rw_calls += os::proc_rw_calls(d.pid).unwrap_or(0).saturating_sub(io0);
+                cost.user_us += u1 - u0;
+                cost.sys_us += s1 - s0;
+                cost.requests += run.stats.count as u64;
+                ds.push(run.stats);
+                let run = small_run(Via::Pool(w), files, rel, size, clients, plan.small_secs)?;
+                pool_cpu_ns += run.pool_cpu_ns;
+                pool_requests += run.stats.count as u64;
+                ps.push(run.stats);
+                let run = small_run(Via::InProc, files, rel, size, clients, plan.small_secs)?;
+                rs.push(run.stats);
             }
-            let (dm, rm) = (RunStats::median_of(&ds), RunStats::median_of(&rs));
+            let (dm, pm, rm) = (
+                RunStats::median_of(&ds),
+                RunStats::median_of(&ps),
+                RunStats::median_of(&rs),
+            );
             let what = format!("small {label} Send, {clients} client{}", plural(clients));
             let rate_goal = if clients == 8 {
-                Goal::AtLeast(0.3)
+                Goal::AtLeast(1.0)
             } else {
                 Goal::None
             };
             let p50_goal = if clients == 1 {
-                Goal::AtMost(4.0)
+                Goal::AtMost(1.0)
             } else {
                 Goal::None
             };
-            report.row(
+            report.small_row(
                 format!("{what}: requests/s"),
                 dm.rate,
-                Some((rm.rate, "")),
-                Some(dm.rate / rm.rate),
+                pm.rate,
+                rm.rate,
                 rate_goal,
             );
-            report.row(
+            report.small_row(
                 format!("{what}: p50 latency (µs)"),
                 dm.p50_us,
-                Some((rm.p50_us, "")),
-                Some(dm.p50_us / rm.p50_us),
+                pm.p50_us,
+                rm.p50_us,
                 p50_goal,
             );
-            report.row(
+            report.small_row(
                 format!("{what}: p99 latency (µs)"),
                 dm.p99_us,
-                Some((rm.p99_us, "")),
-                Some(dm.p99_us / rm.p99_us),
+                pm.p99_us,
+                rm.p99_us,
                 Goal::None,
             );
-            report.row(
-                format!("  daemon CPU per request, {what} (µs)"),
-                median(cpu),
-                None,
-                None,
-                Goal::None,
-            );
+            let n = cost.requests.max(1) as f64;
+            let (perf, strace) = syscalls_per_request(plan, d, files, rel, size, clients, report)?;
+            let c = CostRow {
+                what: format!("{label}, {clients} client{}", plural(clients)),
+                cpu_us: (cost.user_us + cost.sys_us) / n,
+                sys_us: cost.sys_us / n,
+                sched_us: cost.sched_ns as f64 / 1e3 / n,
+                pool_us: pool_cpu_ns as f64 / 1e3 / pool_requests.max(1) as f64,
+                rw_calls: cost.rw_calls as f64 / n,
+                perf,
+                strace,
+            };
+            println!("  {}", c.line());
+            report.cost_rows.push(c);
             if size == 4096 && clients == 1 {
                 report.idle_4k = Some((dm.p50_us, dm.p99_us));
+                idle_4k = Some(dm.p50_us);
             }
         }
+    }
+    floor(plan, idle_4k, report)
+}
+
+/// The daemon's system calls per request in one extra, untimed run of the
+/// configuration: all of them with perf if it works here, and by name with
+/// strace in `--strace` mode. Returns (perf, strace) calls per request.
+fn syscalls_per_request(
+    plan: &Plan,
+    d: &Daemon,
+    files: &Files,
+    rel: &str,
+    size: u64,
+    clients: usize,
+    report: &mut Report,
+) -> io::Result<(Option<f64>, Option<f64>)> {
+    let what = format!("{rel}, {clients} client{}", plural(clients));
+    let mut perf = None;
+    let out = files.root.join("perf.out");
+    match trace::Perf::start(d.pid, &out) {
+        Ok(mut p) => {
+            // perf failing is not the daemon failing: say so and go on.
+            let failed = match p.enable() {
+                Ok(()) => {
+                    let run =
+                        small_run(Via::Daemon(d), files, rel, size, clients, plan.small_secs)?;
+                    match p.finish() {
+                        Ok(calls) => {
+                            perf = Some(calls as f64 / run.stats.count.max(1) as f64);
+                            None
+                        }
+                        Err(e) => Some(e),
+                    }
+                }
+                Err(e) => {
+                    let _ = p.finish();
+                    Some(e)
+                }
+            };
+            if let Some(e) = failed {
+                trace::Perf::give_up();
+                println!("  (perf failed: {e}; system calls counted only as syscr+syscw)");
+                report.perf_said = true;
+            }
+        }
+        Err(e) => {
+            if !report.perf_said {
+                println!("  (perf not usable: {e}; system calls counted only as syscr+syscw)");
+                report.perf_said = true;
+            }
+        }
+    }
+    if plan.strace {
+        let out = files.root.join("strace.out");
+        let s = trace::Strace::start(d.pid, &out)?;
+        let run = small_run(Via::Daemon(d), files, rel, size, clients, plan.small_secs)?;
+        let (summary, calls) = s.finish()?;
+        let n = run.stats.count.max(1) as f64;
+        println!(
+            "  strace -c -f of the daemon, {what}: {} requests, {:.1} calls per request",
+            run.stats.count,
+            calls as f64 / n
+        );
+        for l in summary.lines() {
+            println!("    {l}");
+        }
+        return Ok((perf, Some(calls as f64 / n)));
+    }
+    Ok((perf, None))
+}
+
+/// The floor: a one-byte round trip to a child process over a pipe pair, the
+/// least a request to any other process can cost.
+fn floor(plan: &Plan, idle_4k_p50: Option<f64>, report: &mut Report) -> io::Result<()> {
+    let echo = pool::Echo::start()?;
+    let mut runs = Vec::new();
+    for _ in 0..plan.small_reps {
+        let dur = Duration::from_secs_f64(plan.small_secs);
+        let t = Instant::now();
+        let lat = echo.run(dur)?;
+        runs.push(RunStats::from(lat, t.elapsed()));
+    }
+    echo.stop()?;
+    let f = RunStats::median_of(&runs);
+    report.row(
+        "floor: 1-byte round trip to a child process over two pipes: round trips/s",
+        f.rate,
+        None,
+        None,
+        Goal::None,
+    );
+    report.row(
+        "floor: 1-byte round trip to a child process over two pipes: p50 (µs)",
+        f.p50_us,
+        None,
+        None,
+        Goal::None,
+    );
+    report.row(
+        "floor: 1-byte round trip to a child process over two pipes: p99 (µs)",
+        f.p99_us,
+        None,
+        None,
+        Goal::None,
+    );
+    if let Some(p50) = idle_4k_p50 {
+        report.row(
+            "small 4 KiB Send, 1 client: p50 vs the floor's p50 (µs)",
+            p50,
+            Some((f.p50_us, "floor")),
+            Some(p50 / f.p50_us),
+            Goal::None,
+        );
     }
     Ok(())
 }

@@ -2,6 +2,8 @@
 
 mod figures;
 mod os;
+mod pool;
+mod trace;
 
 use std::fs::File;
 use std::io::{self, BufRead, BufReader, Write};
@@ -38,6 +40,12 @@ pub struct Plan {
     pub disk_threads: u32,
     /// The daemon's `--busy-poll` (microseconds).
     pub busy_poll_us: u64,
+    /// Worker threads of the small-file pool reference (default: the
+    /// daemon's disk threads).
+    pub pool_threads: usize,
+    /// Also count the daemon's system calls with `strace -c -f` (slow; in
+    /// extra untimed runs).
+    pub strace: bool,
 }
 
 impl Plan {
@@ -46,7 +54,7 @@ impl Plan {
             quick: false,
             large_size: 1 << 30,
             large_reps: 5,
-            small_reps: 3,
+            small_reps: 5,
             small_secs: 1.0,
             cold_size: 1 << 30,
             iso_reps: 3,
@@ -56,6 +64,8 @@ impl Plan {
             only: Vec::new(),
             disk_threads: 2,
             busy_poll_us: 0,
+            pool_threads: 0,
+            strace: false,
         }
     }
 
@@ -74,6 +84,8 @@ impl Plan {
             only: Vec::new(),
             disk_threads: 2,
             busy_poll_us: 0,
+            pool_threads: 0,
+            strace: false,
         }
     }
 
@@ -85,10 +97,14 @@ impl Plan {
 const USAGE: &str = "\
 usage: sendfiled-bench [--quick] [--only large,small,isolation,scale,open]
                        [--dir DIR] [--daemon PATH] [--disk-threads N] [--busy-poll US]
-                       [--large-mib N] [--reps N] [--scale N]
+                       [--large-mib N] [--reps N] [--scale N] [--pool-threads N]
+                       [--strace]
 
 Starts the release sendfiled daemon and measures each figure beside the same
-work done in this process. --quick runs in seconds (small sizes, few
+work done in this process (the small files also beside a thread pool of
+--pool-threads workers, default --disk-threads). --strace also names the
+daemon's system calls per small-file request (extra untimed runs under
+strace -c -f). --quick runs in seconds (small sizes, few
 repetitions). Bench files go under DIR (default: $SENDFILED_BENCH_DIR, the
 temporary directory, or /var/tmp, whichever is on a disk-backed filesystem).";
 
@@ -124,9 +140,16 @@ fn parse_args() -> Result<(Plan, Option<PathBuf>, Option<PathBuf>), String> {
                 plan.iso_reps = r;
             }
             "--scale" => plan.scale_n = val("--scale")?.parse().map_err(|e| format!("{e}"))?,
+            "--pool-threads" => {
+                plan.pool_threads = val("--pool-threads")?.parse().map_err(|e| format!("{e}"))?
+            }
+            "--strace" => plan.strace = true,
             "-h" | "--help" => return Err(String::new()),
             other => return Err(format!("unknown argument {other}")),
         }
+    }
+    if plan.pool_threads == 0 {
+        plan.pool_threads = plan.disk_threads.max(1) as usize;
     }
     Ok((plan, dir, daemon))
 }
@@ -364,6 +387,9 @@ fn machine_line() -> String {
 }
 
 pub fn main() -> i32 {
+    if std::env::args().nth(1).as_deref() == Some(pool::ECHO_CHILD) {
+        return pool::echo_child();
+    }
     let (plan, dir, daemon) = match parse_args() {
         Ok(x) => x,
         Err(e) => {
@@ -412,9 +438,10 @@ fn run(plan: &Plan, dir: Option<PathBuf>, daemon: Option<PathBuf>) -> io::Result
         }
     );
     println!(
-        "daemon: {} --disk-threads {}",
+        "daemon: {} --disk-threads {}; pool reference: {} threads",
         bin.display(),
-        plan.disk_threads
+        plan.disk_threads,
+        plan.pool_threads
     );
     println!("load average at start: {load_before}; descriptor limit {nofile}");
     let files = Files {

@@ -336,3 +336,98 @@ pub fn wait_status(fd: BorrowedFd<'_>, until_info: bool) -> io::Result<Outcome> 
         have -= at;
     }
 }
+
+/// A new eventfd (counter 0, blocking, close-on-exec).
+pub fn eventfd() -> io::Result<OwnedFd> {
+    // SAFETY: plain call; the result is a new descriptor.
+    let fd = cvt(unsafe { libc::eventfd(0, libc::EFD_CLOEXEC) })?;
+    // SAFETY: eventfd returned a new descriptor we now own.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// Adds `n` to an eventfd's counter.
+pub fn eventfd_add(fd: BorrowedFd<'_>, n: u64) -> io::Result<()> {
+    let b = n.to_ne_bytes();
+    loop {
+        // SAFETY: b is 8 readable bytes.
+        let r = unsafe { libc::write(fd.as_raw_fd(), b.as_ptr().cast(), 8) };
+        match cvt_size(r) {
+            Ok(_) => return Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// Reads (and so resets) an eventfd's counter.
+pub fn eventfd_take(fd: BorrowedFd<'_>) -> io::Result<u64> {
+    let mut b = [0u8; 8];
+    if read(fd, &mut b)? != 8 {
+        return Err(io::Error::from(io::ErrorKind::UnexpectedEof));
+    }
+    Ok(u64::from_ne_bytes(b))
+}
+
+/// `poll(2)` for `POLLIN` on one descriptor, without a timeout.
+pub fn poll_in(fd: BorrowedFd<'_>) -> io::Result<()> {
+    let mut p = libc::pollfd {
+        fd: fd.as_raw_fd(),
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    loop {
+        // SAFETY: p is one valid pollfd.
+        match cvt(unsafe { libc::poll(&mut p, 1, -1) }) {
+            Ok(_) => return Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// CPU time of the calling thread, in nanoseconds.
+pub fn thread_cpu_ns() -> u64 {
+    // SAFETY: zeroed timespec is a valid out buffer.
+    let mut ts: libc::timespec = unsafe { std::mem::zeroed() };
+    // SAFETY: ts is writable.
+    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+/// A process's user and system CPU time (all its threads), in microseconds,
+/// from `utime` and `stime` of `/proc/PID/stat` (clock-tick resolution).
+pub fn proc_cpu_us(pid: i32) -> io::Result<(f64, f64)> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    // The fields after the command name, which is in parentheses and may
+    // itself hold spaces or parentheses: the first is field 3 (state).
+    let rest = s
+        .rsplit_once(')')
+        .map(|(_, r)| r)
+        .ok_or_else(|| io::Error::from(io::ErrorKind::InvalidData))?;
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let tick = |i: usize| -> io::Result<f64> {
+        f.get(i)
+            .and_then(|v| v.parse::<u64>().ok())
+            .map(|t| t as f64)
+            .ok_or_else(|| io::Error::from(io::ErrorKind::InvalidData))
+    };
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
+    // utime is field 14, stime field 15.
+    Ok((tick(11)? * 1e6 / hz, tick(12)? * 1e6 / hz))
+}
+
+/// `syscr` + `syscw` of `/proc/PID/io`: the process's read-family and
+/// write-family system calls (`read`, `readv`, `pread64`, `preadv`, `write`,
+/// ...; `sendfile` counts once in each), not `recvmmsg`, `splice`, `epoll`,
+/// `open` or `close`.
+pub fn proc_rw_calls(pid: i32) -> io::Result<u64> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/io"))?;
+    let field = |name: &str| {
+        s.lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .ok_or_else(|| io::Error::from(io::ErrorKind::InvalidData))
+    };
+    Ok(field("syscr:")? + field("syscw:")?)
+}
