@@ -1093,8 +1093,8 @@ pub fn scale(plan: &Plan, d: &Daemon, files: &Files, report: &mut Report) -> io:
         if o.txnid.is_none() {
             return Err(other(format!("a slow transfer was refused: {o:?}")));
         }
-        os::set_nonblocking(r.as_fd(), true)?;
-        os::set_nonblocking(st.as_fd(), true)?;
+        sendfiled_core::sys::set_nonblocking(r.as_fd(), true)?;
+        sendfiled_core::sys::set_nonblocking(st.as_fd(), true)?;
     }
     let stop = Arc::new(AtomicBool::new(false));
     let stop2 = Arc::clone(&stop);

@@ -69,11 +69,6 @@ pub fn drain(fd: BorrowedFd<'_>, total: u64, buf: &mut [u8]) -> io::Result<u64> 
     Ok(got)
 }
 
-/// Sets or clears `O_NONBLOCK`.
-pub fn set_nonblocking(fd: BorrowedFd<'_>, on: bool) -> io::Result<()> {
-    sendfiled_core::sys::set_nonblocking(fd, on)
-}
-
 /// `splice(2)` of `len` bytes of `file` from offset 0 into the (blocking)
 /// pipe `pipe`.
 pub fn splice_all(file: BorrowedFd<'_>, pipe: BorrowedFd<'_>, len: u64) -> io::Result<()> {
@@ -351,7 +346,7 @@ pub fn eventfd_add(fd: BorrowedFd<'_>, n: u64) -> io::Result<()> {
     loop {
         // SAFETY: b is 8 readable bytes.
         let r = unsafe { libc::write(fd.as_raw_fd(), b.as_ptr().cast(), 8) };
-        match cvt_size(r) {
+        match cvt_len(r) {
             Ok(_) => return Ok(()),
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             Err(e) => return Err(e),
