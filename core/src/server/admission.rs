@@ -293,12 +293,15 @@ impl<B: TransferBackend> Server<B> {
         }
         let share = share::share_of(self.config.max_transfers, self.config.uid_share_percent);
         let mine = self.shares.held(uid);
+        let full = self.table.len() >= self.config.max_transfers;
+        // Looked for only when it matters: the common case is one uid.
+        let largest = full.then(|| self.shares.largest_other(uid)).flatten();
         let take_back = match share::admit(
             self.table.len(),
             self.config.max_transfers,
             share,
             mine,
-            self.shares.largest_other(uid),
+            largest,
         ) {
             Admit::Yes => None,
             Admit::TakeBackFrom(from) => Some(from),
