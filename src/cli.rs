@@ -82,8 +82,9 @@ pub struct Args {
     pub open_timeout_ms: u64,
 
     /// When all MAXFILES slots are taken, a uid holding more than PERCENT of
-    /// them gives back its least-used one to a request from a uid holding
-    /// less (it gets EMFILE); 100: never (Linux: needs peer credentials).
+    /// them (or than an equal part among the uids holding slots) gives back
+    /// its least-used one to a request from a uid holding less (it gets
+    /// EMFILE); 100: never (Linux: needs peer credentials).
     #[arg(long = "uid-share", value_name = "PERCENT", default_value_t = 50,
           value_parser = clap::value_parser!(u32).range(1..=100))]
     pub uid_share: u32,

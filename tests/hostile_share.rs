@@ -29,6 +29,8 @@ use sendfiled_core::sys;
 const HELPER_ENV: &str = "SFD_SHARE_HELPER";
 /// The victim's uid and gid.
 const VICTIM: u32 = 12345;
+/// A second attacker's uid and gid.
+const NOBODY: u32 = 65534;
 const BIG: usize = 4 << 20;
 
 /// The re-executed victim: `OPENS|SOCKET` in `SFD_SHARE_HELPER`. It holds
@@ -78,11 +80,16 @@ struct Victim {
 
 /// Runs the victim against `d`: OPENS held opens, then a Read.
 fn victim(d: &Daemon, opens: usize) -> Victim {
+    client_as(d, VICTIM, opens)
+}
+
+/// The helper as `uid` (and gid `uid`): OPENS held opens, then a Read.
+fn client_as(d: &Daemon, uid: u32, opens: usize) -> Victim {
     let out = Command::new(std::env::current_exe().expect("test binary"))
         .args(["--exact", "helper", "--nocapture", "--test-threads=1", "-q"])
         .env(HELPER_ENV, format!("{opens}|{}", d.socket().display()))
-        .uid(VICTIM)
-        .gid(VICTIM)
+        .uid(uid)
+        .gid(uid)
         .stdin(Stdio::null())
         .output()
         .expect("helper");
@@ -329,6 +336,35 @@ fn the_victim_is_served_while_the_attack_holds_native() {
 #[test]
 fn the_victim_is_served_while_the_attack_holds_fallback() {
     the_victim_is_served_while_the_attack_holds(true);
+}
+
+/// Two uids holding half the table each cannot lock a third out: the
+/// share is at most an equal part among the uids that want slots. The
+/// second attacker (nobody) takes its half back from the first, and is then
+/// refused at its share; the victim is served from one of them.
+fn two_uids_cannot_lock_out_a_third(fallback: bool) {
+    if !is_root() {
+        return;
+    }
+    let d = daemon(fallback, &["-n", "16", "--stall-timeout", "0"]);
+    let _a = attack(&d, 4, true);
+    // The helper's opens outlive it: opened files wait for -t (60 s here).
+    let second = client_as(&d, NOBODY, 8);
+    assert_eq!((second.opens, second.first_err), (8, 0), "{second:?}");
+    assert_eq!(second.read, Err(libc::EMFILE), "at its share: {second:?}");
+    assert_eq!(d.live(), 16);
+    let v = victim(&d, 0);
+    assert_eq!(v.read, Ok(10), "{v:?}");
+}
+
+#[test]
+fn two_uids_cannot_lock_out_a_third_native() {
+    two_uids_cannot_lock_out_a_third(false);
+}
+
+#[test]
+fn two_uids_cannot_lock_out_a_third_fallback() {
+    two_uids_cannot_lock_out_a_third(true);
 }
 
 /// `--stall-timeout`: with no share to help (`--uid-share 100`), the

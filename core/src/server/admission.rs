@@ -291,8 +291,13 @@ impl<B: TransferBackend> Server<B> {
             log::warn!("{command:?} {shown}: status channel: {e}");
             return;
         }
-        let share = share::share_of(self.config.max_transfers, self.config.uid_share_percent);
         let mine = self.shares.held(uid);
+        let uids = self.shares.uids() + usize::from(mine == 0);
+        let share = share::fair_share(
+            self.config.max_transfers,
+            self.config.uid_share_percent,
+            uids,
+        );
         let full = self.table.len() >= self.config.max_transfers;
         // Looked for only when it matters: the common case is one uid.
         let largest = full.then(|| self.shares.largest_other(uid)).flatten();

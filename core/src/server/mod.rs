@@ -72,8 +72,9 @@ pub struct Config {
     /// without a wake-up from idle. Zero never spins.
     pub busy_poll: Duration,
     /// Percent of `max_transfers` a uid keeps when the table is full and
-    /// another uid below its share asks for a slot (see [`share`]); 100
-    /// never takes a slot back.
+    /// another uid below its share asks for a slot (at most an equal part
+    /// among the uids holding slots, see [`share`]); 100 never takes a slot
+    /// back.
     pub uid_share_percent: u32,
     /// A transfer that moves no byte for this long is ended (see
     /// [`stall`]); zero never.

@@ -3,7 +3,10 @@
 //! refused or a slot is taken back from a uid holding more than its share.
 //!
 //! The rule: a uid's share is `max(1, max_transfers * percent / 100)`
-//! slots. While the table has room anyone is admitted, so a daemon serving
+//! slots, and no more than an equal part of the table among the uids
+//! holding slots and the one asking ([`fair_share`]): two uids filling half
+//! each cannot lock a third out. While the table has room anyone is
+//! admitted, so a daemon serving
 //! one uid (the common deployment, and `sfd_spawn`'s private daemon) keeps
 //! every `-n` slot. When the table is full, a request from a uid holding
 //! less than its share takes a slot back from the uid holding the most, if
@@ -26,6 +29,17 @@ use super::table::Slot;
 /// `max(1, max_transfers * percent / 100)`.
 pub fn share_of(max_transfers: usize, percent: u32) -> usize {
     (max_transfers.saturating_mul(percent.min(100) as usize) / 100).max(1)
+}
+
+/// The share when `uids` uids (the requester included) want slots: the
+/// configured share, and at most `max_transfers / uids` (at least one).
+/// 100 percent is the whole table whatever the uids: nothing is taken back.
+pub fn fair_share(max_transfers: usize, percent: u32, uids: usize) -> usize {
+    let configured = share_of(max_transfers, percent);
+    if percent >= 100 {
+        return configured;
+    }
+    configured.min((max_transfers / uids.max(1)).max(1))
 }
 
 /// What admission does with a request for a new slot.

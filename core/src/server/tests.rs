@@ -317,12 +317,26 @@ fn fill(w: BorrowedFd<'_>) {
 
 #[test]
 fn the_share_rule_takes_back_only_from_a_uid_above_its_share() {
-    use super::share::{admit, share_of, Admit};
+    use super::share::{admit, fair_share, share_of, Admit};
     assert_eq!(share_of(1024, 50), 512);
     assert_eq!(share_of(1, 50), 1, "at least one");
     assert_eq!(share_of(3, 50), 1);
     assert_eq!(share_of(16, 100), 16);
     assert_eq!(share_of(16, 500), 16, "capped at the table");
+    assert_eq!(fair_share(16, 50, 1), 8);
+    assert_eq!(fair_share(16, 50, 2), 8);
+    assert_eq!(fair_share(16, 50, 3), 5, "an equal part among three");
+    assert_eq!(
+        fair_share(16, 100, 4),
+        16,
+        "100: the whole table, never shared"
+    );
+    assert_eq!(fair_share(2, 50, 40), 1, "at least one");
+    // Two uids holding 8 each: a third (share 5) takes back from them.
+    assert_eq!(
+        admit(16, 16, fair_share(16, 50, 3), 0, Some((Some(1), 8))),
+        Admit::TakeBackFrom(Some(1))
+    );
     // Room: anyone, whatever it holds (a lone uid keeps every slot).
     assert_eq!(admit(15, 16, 8, 15, None), Admit::Yes);
     // Full, one uid: nothing to take back from.
