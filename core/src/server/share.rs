@@ -5,10 +5,10 @@
 //! The rule: a uid's share is `max(1, max_transfers * percent / 100)`
 //! slots, and no more than an equal part of the table among the uids
 //! holding slots and the one asking ([`fair_share`]): two uids filling half
-//! each cannot lock a third out. While the table has room anyone is
-//! admitted, so a daemon serving
-//! one uid (the common deployment, and `sfd_spawn`'s private daemon) keeps
-//! every `-n` slot. When the table is full, a request from a uid holding
+//! each cannot lock a third out (100 percent is the whole table: nothing is
+//! ever taken back). While the table has room anyone is admitted, so a
+//! daemon serving one uid (the common deployment, and `sfd_spawn`'s private
+//! daemon) keeps every `-n` slot. When the table is full, a request from a uid holding
 //! less than its share takes a slot back from the uid holding the most, if
 //! that uid holds more than its share; otherwise the request is refused
 //! with `EMFILE` as before. So no uid keeps more than its share while
