@@ -81,6 +81,20 @@ pub struct Args {
           value_parser = clap::value_parser!(u64).range(1..))]
     pub open_timeout_ms: u64,
 
+    /// When all MAXFILES slots are taken, a uid holding more than PERCENT of
+    /// them (or than an equal part among the uids holding slots) gives back
+    /// its least-used one to a request from a uid holding less (it gets
+    /// EMFILE); 100: never (Linux: needs peer credentials).
+    #[arg(long = "uid-share", value_name = "PERCENT", default_value_t = 50,
+          value_parser = clap::value_parser!(u32).range(1..=100))]
+    pub uid_share: u32,
+
+    /// Milliseconds a transfer may move no byte (destination or status
+    /// pipe unread) before it ends with ETIMEDOUT, or is closed if its
+    /// status pipe is full; 0: never.
+    #[arg(long = "stall-timeout", value_name = "MS", default_value_t = 60_000)]
+    pub stall_timeout_ms: u64,
+
     /// With privileges: chroot to ROOT and run as this user.
     #[arg(short = 'u', long = "user", value_name = "USER")]
     pub user: Option<String>,
@@ -200,6 +214,26 @@ mod tests {
             .unwrap();
         assert_eq!(a.socket_mode, 0o660);
         assert_eq!(a.busy_poll_us, 0, "no spinning unless asked");
+        assert_eq!((a.uid_share, a.stall_timeout_ms), (50, 60_000));
+        for bad in ["0", "101"] {
+            assert!(
+                Args::try_parse_from(["sendfiled", "-s", "x", "-r", "/", "--uid-share", bad])
+                    .is_err()
+            );
+        }
+        let a = Args::try_parse_from([
+            "sendfiled",
+            "-s",
+            "x",
+            "-r",
+            "/",
+            "--uid-share",
+            "100",
+            "--stall-timeout",
+            "0",
+        ])
+        .unwrap();
+        assert_eq!((a.uid_share, a.stall_timeout_ms), (100, 0));
         let a = Args::try_parse_from(["sendfiled", "-s", "x", "-r", "/", "--busy-poll", "100"])
             .unwrap();
         assert_eq!(a.busy_poll_us, 100);

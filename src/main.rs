@@ -203,6 +203,8 @@ fn run(args: &Args, target: LogTarget) -> Result<(), StartError> {
         open_timeout: Duration::from_millis(args.open_timeout_ms),
         disk_threads: args.disk_threads as usize,
         busy_poll: Duration::from_micros(args.busy_poll_us),
+        uid_share_percent: args.uid_share,
+        stall_timeout: Duration::from_millis(args.stall_timeout_ms),
         allow_uids: args.allow_uid.clone(),
         allow_gids: args.allow_gid.clone(),
         ..Config::default()

@@ -2,8 +2,10 @@
 //! or to a precise refusal.
 //!
 //! This file decodes, pairs a request with the descriptors it must carry,
-//! checks the allow-list, the slot limit and the destination, opens the file
-//! beneath the root, and answers what needs no transfer (Status, refusals).
+//! checks the allow-list, the slot limit and the uid's share of it (taking
+//! a slot back from a uid above its share, [`super::share`]) and the
+//! destination, opens the file beneath the root, and answers what needs no
+//! transfer (Status, refusals).
 //! It writes only to the reply channel that came with a request, and only
 //! after checking that it is a pipe. Moving data is `turns.rs`'s.
 
@@ -20,6 +22,7 @@ use crate::protocol::{
 use crate::sys::{self, errno as errno_of, PeerCred, Received};
 
 use super::pump::Cursor;
+use super::share::{self, Admit, Loss};
 use super::status::{Flush, StatusWriter};
 use super::transfer::{Dest, Outcome, State, Transfer};
 use super::Server;
@@ -287,13 +290,35 @@ impl<B: TransferBackend> Server<B> {
             log::warn!("{command:?} {shown}: status channel: {e}");
             return;
         }
-        if self.table.len() >= self.config.max_transfers {
-            log::info!(
-                "{command:?} {shown}: refused, {} transfers live (EMFILE)",
-                self.table.len()
-            );
-            return refuse(status_fd, libc::EMFILE);
-        }
+        let mine = self.shares.held(uid);
+        let uids = self.shares.uids() + usize::from(mine == 0);
+        let share = share::fair_share(
+            self.config.max_transfers,
+            self.config.uid_share_percent,
+            uids,
+        );
+        let full = self.table.len() >= self.config.max_transfers;
+        // Looked for only when it matters: the common case is one uid.
+        let largest = full.then(|| self.shares.largest_other(uid)).flatten();
+        let take_back = match share::admit(
+            self.table.len(),
+            self.config.max_transfers,
+            share,
+            mine,
+            largest,
+        ) {
+            Admit::Yes => None,
+            Admit::TakeBackFrom(from) => Some(from),
+            Admit::Refuse => {
+                log::info!(
+                    "{command:?} {shown}: refused, {} transfers live, {mine} of them uid {}'s \
+                     (share {share}) (EMFILE)",
+                    self.table.len(),
+                    Uid(uid)
+                );
+                return refuse(status_fd, libc::EMFILE);
+            }
+        };
         let dest = match dest {
             None => None,
             Some(fd) => match prepare_dest(fd) {
@@ -318,6 +343,12 @@ impl<B: TransferBackend> Server<B> {
             Ok(id) => id,
             Err(e) => return refuse(status_fd, errno_of(&e)),
         };
+        if let Some(from) = take_back {
+            // Only now that the request is sure to be admitted.
+            if !self.take_back_slot(from, uid, share) {
+                return refuse(status_fd, libc::EMFILE);
+            }
+        }
         let is_read = command == Command::Read;
         let size = range.clip(st.st_size as u64);
         let info = FileInfo::ok(size, st.st_atime, st.st_mtime, st.st_ctime, txnid);
@@ -357,9 +388,11 @@ impl<B: TransferBackend> Server<B> {
             queued: false,
             peer_uid: uid,
             started: Instant::now(),
+            last_progress: Instant::now(),
             outcome: None,
         };
         let slot = self.table.insert(txnid, t);
+        self.shares.take(uid);
         log::debug!("txn {txnid:x}: {command:?} {shown} ({size} bytes)");
         if let Some(deadline) = deadline {
             self.timers.push(deadline, txnid);
@@ -418,7 +451,44 @@ impl<B: TransferBackend> Server<B> {
             dest,
             dest_ready: true,
         };
+        // The stall timeout counts from here, not from the Open.
+        t.last_progress = Instant::now();
         self.turn(slot);
+    }
+
+    /// Ends the transfer of `from` (a uid above its share) that loses the
+    /// least, so that `to` (below its share) gets its slot: `EMFILE` on its
+    /// status channel if there is room, else it just closes. False if `from`
+    /// holds nothing after all.
+    fn take_back_slot(&mut self, from: Option<u32>, to: Option<u32>, share: usize) -> bool {
+        let candidates = self.table.slots().into_iter().filter_map(|slot| {
+            let (_, t) = self.table.get(slot)?;
+            if t.peer_uid != from {
+                return None;
+            }
+            let loss = match t.state {
+                State::Finishing => Loss::FinalMessage,
+                State::Opened { .. } => Loss::UnsentOpen,
+                State::Running { .. } | State::WaitingForDisk { .. } => Loss::InFlight,
+            };
+            Some((slot, loss, t.last_progress))
+        });
+        let Some(slot) = share::pick(candidates) else {
+            return false;
+        };
+        if let Some((txnid, _)) = self.table.get(slot) {
+            log::info!(
+                "txn {txnid:x}: slot taken back from uid {} ({} held, share {share}) \
+                 for uid {} (EMFILE)",
+                Uid(from),
+                self.shares.held(from),
+                Uid(to)
+            );
+        }
+        self.end(slot, Outcome::Failed(libc::EMFILE));
+        // Still here if its status pipe has no room for the error.
+        self.remove(slot);
+        true
     }
 
     fn cancel(&mut self, txnid: u64, uid: Option<u32>) {
@@ -444,6 +514,18 @@ impl<B: TransferBackend> Server<B> {
                 None
             }
             _ => Some(slot),
+        }
+    }
+}
+
+/// A uid for log lines: `unknown` where the OS reports none.
+struct Uid(Option<u32>);
+
+impl std::fmt::Display for Uid {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0 {
+            Some(u) => write!(f, "{u}"),
+            None => f.write_str("unknown"),
         }
     }
 }

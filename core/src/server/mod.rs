@@ -18,6 +18,8 @@ pub mod admission;
 pub mod disk;
 pub mod listener;
 pub mod pump;
+pub mod share;
+mod stall;
 pub mod status;
 pub mod table;
 pub mod timers;
@@ -41,6 +43,7 @@ use crate::protocol as proto;
 use crate::sys::{self, Received};
 use disk::DiskPool;
 use listener::RequestSocket;
+use share::UidCounts;
 use table::{Slot, TransferTable};
 use timers::OpenFileTimers;
 use transfer::{Outcome, Transfer};
@@ -67,6 +70,14 @@ pub struct Config {
     /// before it blocks: a request that follows within this window is seen
     /// without a wake-up from idle. Zero never spins.
     pub busy_poll: Duration,
+    /// Percent of `max_transfers` a uid keeps when the table is full and
+    /// another uid below its share asks for a slot (at most an equal part
+    /// among the uids holding slots, see [`share`]); 100 never takes a slot
+    /// back.
+    pub uid_share_percent: u32,
+    /// A transfer that moves no byte for this long is ended (see
+    /// [`stall`]); zero never.
+    pub stall_timeout: Duration,
     /// If not empty, only these uids (or the gids below) may make requests.
     pub allow_uids: Vec<u32>,
     /// If not empty, only these gids (or the uids above) may make requests.
@@ -83,6 +94,8 @@ impl Default for Config {
             disk_threads: 2,
             probe_cache: true,
             busy_poll: Duration::ZERO,
+            uid_share_percent: 50,
+            stall_timeout: Duration::from_secs(60),
             allow_uids: Vec::new(),
             allow_gids: Vec::new(),
         }
@@ -123,6 +136,8 @@ pub struct Server<B: TransferBackend> {
     table: TransferTable<Transfer>,
     runq: VecDeque<Slot>,
     timers: OpenFileTimers,
+    shares: UidCounts,
+    next_sweep: Instant,
     disk: DiskPool,
     shutdown: OwnedFd,
     counters: Counters,
@@ -181,6 +196,8 @@ impl<B: TransferBackend> Server<B> {
             table: TransferTable::default(),
             runq: VecDeque::new(),
             timers: OpenFileTimers::default(),
+            shares: UidCounts::default(),
+            next_sweep: Instant::now(),
             disk,
             shutdown,
             counters: Counters::default(),
@@ -198,10 +215,13 @@ impl<B: TransferBackend> Server<B> {
     pub fn run(&mut self) -> io::Result<()> {
         let mut events = Events::with_capacity(1024);
         log::info!(
-            "serving with backend {}, at most {} transfers, open-file timeout {} ms",
+            "serving with backend {}, at most {} transfers ({} per uid when full), \
+             open-file timeout {} ms, stall timeout {} ms",
             self.backend.name(),
             self.config.max_transfers,
-            self.config.open_timeout.as_millis()
+            share::share_of(self.config.max_transfers, self.config.uid_share_percent),
+            self.config.open_timeout.as_millis(),
+            self.config.stall_timeout.as_millis()
         );
         let mut last_activity = Instant::now();
         loop {
@@ -211,9 +231,11 @@ impl<B: TransferBackend> Server<B> {
             {
                 Some(Duration::ZERO)
             } else {
-                self.timers
-                    .next_deadline()
-                    .map(|t| t.saturating_duration_since(Instant::now()))
+                let due = match (self.timers.next_deadline(), self.next_stall_sweep()) {
+                    (Some(a), Some(b)) => Some(a.min(b)),
+                    (a, b) => a.or(b),
+                };
+                due.map(|t| t.saturating_duration_since(Instant::now()))
             };
             match self.poll.poll(&mut events, timeout) {
                 Ok(()) => {}
@@ -244,6 +266,7 @@ impl<B: TransferBackend> Server<B> {
             // Deadlines first: an open file whose time ran out is gone
             // before a Send Open for it is read in this turn.
             self.expire_open_files();
+            self.expire_stalled();
             if self.listener_ready {
                 self.accept_requests();
             }

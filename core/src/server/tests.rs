@@ -14,7 +14,7 @@ use super::listener;
 use super::{Config, Server};
 use crate::backend::{DestKind, FileChunk, Moved, ReadWriteCopy, TransferBackend};
 use crate::client::{self, Client, Response};
-use crate::protocol::{Range, Request, SFD_FILE_INFO, SFD_XFER_STAT};
+use crate::protocol::{HeaderTrailer, Range, Request, SFD_FILE_INFO, SFD_XFER_STAT};
 use crate::sys;
 
 const WAIT: Duration = Duration::from_secs(10);
@@ -281,4 +281,260 @@ fn a_deadline_passed_while_the_loop_was_busy_still_holds() {
         assert!(sys::wait_readable(r.as_fd(), WAIT).unwrap());
         assert_eq!(sys::read(r.as_fd(), &mut buf).unwrap(), 0, "nothing sent");
     }
+}
+
+/// Polls the server's live count (each check waits on its reply pipe)
+/// until `want`, pausing on a descriptor that never becomes ready.
+fn live_becomes(c: &Client, want: u64) -> bool {
+    let deadline = Instant::now() + WAIT;
+    let (never, _keep) = sys::pipe().unwrap();
+    while Instant::now() < deadline {
+        if c.server_status(WAIT).unwrap().live == want {
+            return true;
+        }
+        let _ = sys::wait_readable(never.as_fd(), Duration::from_millis(10));
+    }
+    false
+}
+
+/// A Send of `path` whose status goes to `status` (a pipe's write end the
+/// caller may share between requests).
+fn send_with_status(c: &Client, path: &str, status: BorrowedFd<'_>, dest: BorrowedFd<'_>) {
+    let req = Request::Send {
+        path: std::ffi::CString::new(path).unwrap(),
+        range: Range::WHOLE,
+        hdtr: HeaderTrailer::default(),
+    };
+    c.send_request(&req, &[status, dest]).unwrap();
+}
+
+/// Fills a pipe's write end until it would block.
+fn fill(w: BorrowedFd<'_>) {
+    sys::set_nonblocking(w, true).unwrap();
+    let junk = [0x5au8; 4096];
+    while sys::write(w, &junk).is_ok() {}
+}
+
+#[test]
+fn the_share_rule_takes_back_only_from_a_uid_above_its_share() {
+    use super::share::{admit, fair_share, share_of, Admit};
+    assert_eq!(share_of(1024, 50), 512);
+    assert_eq!(share_of(1, 50), 1, "at least one");
+    assert_eq!(share_of(3, 50), 1);
+    assert_eq!(share_of(16, 100), 16);
+    assert_eq!(share_of(16, 500), 16, "capped at the table");
+    assert_eq!(fair_share(16, 50, 1), 8);
+    assert_eq!(fair_share(16, 50, 2), 8);
+    assert_eq!(fair_share(16, 50, 3), 5, "an equal part among three");
+    assert_eq!(
+        fair_share(16, 100, 4),
+        16,
+        "100: the whole table, never shared"
+    );
+    assert_eq!(fair_share(2, 50, 40), 1, "at least one");
+    // Two uids holding 8 each: a third (share 5) takes back from them.
+    assert_eq!(
+        admit(16, 16, fair_share(16, 50, 3), 0, Some((Some(1), 8))),
+        Admit::TakeBackFrom(Some(1))
+    );
+    // Room: anyone, whatever it holds (a lone uid keeps every slot).
+    assert_eq!(admit(15, 16, 8, 15, None), Admit::Yes);
+    // Full, one uid: nothing to take back from.
+    assert_eq!(admit(16, 16, 8, 16, None), Admit::Refuse);
+    // Full: uid 2 holds nothing, uid 1 all of it: one comes back.
+    assert_eq!(
+        admit(16, 16, 8, 0, Some((Some(1), 16))),
+        Admit::TakeBackFrom(Some(1))
+    );
+    // The requester is at its share: refused, as before.
+    assert_eq!(admit(16, 16, 8, 8, Some((Some(1), 8))), Admit::Refuse);
+    assert_eq!(admit(16, 16, 8, 8, Some((Some(1), 9))), Admit::Refuse);
+    // The largest holds exactly its share: it keeps it.
+    assert_eq!(admit(16, 16, 8, 7, Some((Some(1), 8))), Admit::Refuse);
+    // share 100: never.
+    assert_eq!(admit(16, 16, 16, 0, Some((Some(1), 16))), Admit::Refuse);
+    // Two uids asking in turn settle at the share and stop: no ping-pong.
+    let mut held = [16usize, 0];
+    for round in 0..100 {
+        let (me, other) = (round % 2, 1 - round % 2);
+        let largest = Some((Some(other as u32), held[other]));
+        if let Admit::TakeBackFrom(_) = admit(16, 16, 8, held[me], largest) {
+            held[other] -= 1;
+            held[me] += 1;
+        }
+    }
+    assert_eq!(held, [8, 8]);
+}
+
+#[test]
+fn the_transfer_given_back_is_the_one_losing_least_then_the_idlest() {
+    use super::share::{pick, Loss, UidCounts};
+    let t0 = Instant::now();
+    let t = |ms| t0 + Duration::from_millis(ms);
+    assert_eq!(pick(Vec::new()), None);
+    let c = vec![
+        (0, Loss::InFlight, t(0)),
+        (1, Loss::UnsentOpen, t(5)),
+        (2, Loss::FinalMessage, t(9)),
+        (3, Loss::FinalMessage, t(3)),
+    ];
+    assert_eq!(pick(c.clone()), Some(3), "oldest unread final message");
+    assert_eq!(pick(c[..2].to_vec()), Some(1), "an unsent open before data");
+    assert_eq!(
+        pick(vec![(4, Loss::InFlight, t(8)), (5, Loss::InFlight, t(2))]),
+        Some(5),
+        "then the longest without progress"
+    );
+    let mut u = UidCounts::default();
+    for _ in 0..3 {
+        u.take(Some(1));
+    }
+    u.take(Some(2));
+    u.take(None);
+    assert_eq!(u.held(Some(1)), 3);
+    assert_eq!(u.largest_other(Some(2)), Some((Some(1), 3)));
+    assert_eq!(u.largest_other(Some(1)).map(|(_, n)| n), Some(1));
+    for _ in 0..3 {
+        u.give_back(Some(1));
+    }
+    u.give_back(Some(7)); // never held: ignored
+    assert_eq!(u.held(Some(1)), 0);
+    assert_eq!(
+        u.uids(),
+        2,
+        "an entry lives only while its uid holds a slot"
+    );
+}
+
+#[test]
+fn a_lone_uid_keeps_every_slot_and_is_refused_only_at_the_limit() {
+    // The in-process client is one uid: the share never takes back from it.
+    let s = Running::start(Config {
+        max_transfers: 4,
+        uid_share_percent: 25,
+        ..config()
+    });
+    s.write("f", b"data");
+    let c = s.client();
+    let held: Vec<_> = (0..4).map(|_| c.open("f", Range::WHOLE).unwrap()).collect();
+    for ch in &held {
+        info_of(ch).expect("every slot");
+    }
+    let fifth = c.open("f", Range::WHOLE).unwrap();
+    assert_eq!(info_of(&fifth), Err(libc::EMFILE));
+    for ch in &held {
+        assert!(
+            !sys::wait_readable(ch.as_fd(), Duration::ZERO).unwrap(),
+            "nothing taken back"
+        );
+    }
+}
+
+#[test]
+fn a_stalled_send_and_read_end_after_the_stall_timeout_and_free_their_slots() {
+    let stall = Duration::from_millis(200);
+    let s = Running::start(Config {
+        stall_timeout: stall,
+        ..config()
+    });
+    let data = vec![7u8; 4 << 20];
+    s.write("big", &data);
+    let c = s.client();
+    let started = Instant::now();
+    // A destination nobody drains.
+    let (dr, dw) = sys::pipe().unwrap();
+    let st = c.send("big", dw.as_fd(), Range::WHOLE).unwrap();
+    drop(dw);
+    // A Read nobody reads.
+    let rd = c.read("big", Range::WHOLE).unwrap();
+    let done = st.wait_complete(WAIT).unwrap();
+    assert_eq!(done.error, Some(libc::ETIMEDOUT), "{done:?}");
+    assert!(done.info.is_some(), "file info first");
+    assert!(started.elapsed() >= stall, "not before the timeout");
+    assert_eq!(st.recv_timeout(WAIT).unwrap(), None, "then end of file");
+    // The destination's copies are all closed: end of file after a prefix.
+    let got = read_fd_to_end(dr.as_fd());
+    assert!(!got.is_empty() && got.len() < data.len(), "{}", got.len());
+    // The Read's pipe closes short, without a message.
+    let mut rd = rd;
+    rd.file_info().unwrap();
+    let mut part = Vec::new();
+    rd.read_to_end(&mut part).unwrap();
+    assert!(part.len() < data.len());
+    assert!(live_becomes(&c, 0));
+    let stat = c.server_status(WAIT).unwrap();
+    assert_eq!(stat.failed, 2);
+}
+
+fn read_fd_to_end(fd: BorrowedFd<'_>) -> Vec<u8> {
+    let mut out = Vec::new();
+    let mut buf = [0u8; 65536];
+    loop {
+        assert!(sys::wait_readable(fd, WAIT).unwrap(), "end of file in time");
+        match sys::read(fd, &mut buf) {
+            Ok(0) => return out,
+            Ok(n) => out.extend_from_slice(&buf[..n]),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+            Err(e) => panic!("{e}"),
+        }
+    }
+}
+
+#[test]
+fn finished_transfers_on_a_status_pipe_nobody_reads_are_closed_after_the_stall_timeout() {
+    let s = Running::start(Config {
+        stall_timeout: Duration::from_millis(200),
+        ..config()
+    });
+    s.write("small", b"0123456789");
+    let c = s.client();
+    let (sr, sw) = sys::pipe().unwrap();
+    fill(sw.as_fd());
+    let mut dests = Vec::new();
+    for _ in 0..3 {
+        let (r, w) = sys::pipe().unwrap();
+        send_with_status(&c, "small", sw.as_fd(), w.as_fd());
+        dests.push(r);
+    }
+    drop(sw);
+    for r in &dests {
+        let mut buf = [0u8; 16];
+        assert!(sys::wait_readable(r.as_fd(), WAIT).unwrap());
+        assert_eq!(sys::read(r.as_fd(), &mut buf).unwrap(), 10, "data done");
+    }
+    assert!(live_becomes(&c, 0), "closed, their slots free");
+    // Nothing but the junk was ever written, then end of file: the daemon
+    // holds no copy of the shared status pipe.
+    sys::set_nonblocking(sr.as_fd(), false).unwrap();
+    let got = read_fd_to_end(sr.as_fd());
+    assert!(got.iter().all(|&b| b == 0x5a), "no message squeezed in");
+}
+
+#[test]
+fn the_stall_timeout_leaves_open_files_to_their_own_deadline() {
+    let s = Running::start(Config {
+        stall_timeout: Duration::from_millis(50),
+        open_timeout: Duration::from_secs(60),
+        ..config()
+    });
+    s.write("big", &vec![1u8; 4 << 20]);
+    let c = s.client();
+    let opened = c.open("big", Range::WHOLE).unwrap();
+    let info = info_of(&opened).unwrap();
+    // A stalled Send admitted after the Open times out: the sweep has
+    // passed the Open's age by more than the stall timeout.
+    let (_dr, dw) = sys::pipe().unwrap();
+    let st = c.send("big", dw.as_fd(), Range::WHOLE).unwrap();
+    drop(dw);
+    assert_eq!(st.wait_complete(WAIT).unwrap().error, Some(libc::ETIMEDOUT));
+    assert!(
+        !sys::wait_readable(opened.as_fd(), Duration::ZERO).unwrap(),
+        "the open file is untouched"
+    );
+    // It is still there to send; its stall clock starts at Send Open.
+    let (r, w) = sys::pipe().unwrap();
+    c.send_open(info.txnid as u64, w.as_fd()).unwrap();
+    drop(w);
+    assert_eq!(read_fd_to_end(r.as_fd()).len(), 4 << 20);
+    assert!(opened.wait_complete(WAIT).unwrap().complete);
 }

@@ -113,6 +113,9 @@ pub struct Transfer {
     pub peer_uid: Option<u32>,
     /// When it was admitted.
     pub started: Instant,
+    /// When it last moved data (or was admitted, sent, or had its data
+    /// brought in from disk): what the stall timeout measures.
+    pub last_progress: Instant,
     /// How it ended, once it has.
     pub outcome: Option<Outcome>,
 }

@@ -78,6 +78,9 @@ impl<B: TransferBackend> Server<B> {
         let (dest_fd, kind) = Transfer::dest_fd(status, dest);
         let (moved, stop) = pump(&*backend, cursor, file.as_fd(), dest_fd, kind, limits);
         t.status.moved(moved);
+        if moved > 0 {
+            t.last_progress = Instant::now();
+        }
         self.counters.bytes += moved;
         match stop {
             PumpStop::Done => self.end(slot, Outcome::Complete),
@@ -320,6 +323,7 @@ impl<B: TransferBackend> Server<B> {
         let Some((txnid, mut t)) = self.table.remove(slot) else {
             return;
         };
+        self.shares.give_back(t.peer_uid);
         let registry = self.poll.registry();
         if t.status_registered {
             let _ = registry.deregister(&mut SourceFd(&t.status.fd().as_raw_fd()));
@@ -387,6 +391,8 @@ impl<B: TransferBackend> Server<B> {
                 continue;
             }
             t.cursor.mark_prefetched(done.offset, done.len);
+            // The disk's time is not the client's stall.
+            t.last_progress = Instant::now();
             if let State::WaitingForDisk { file, dest } =
                 std::mem::replace(&mut t.state, State::Finishing)
             {
