@@ -8,8 +8,8 @@
 //! [`StatusChannel::try_recv`] when readable.
 //!
 //! ```no_run
-//! use sendfiled_core::client::{Client, Response};
-//! use sendfiled_core::protocol::Range;
+//! use sendfiled_client::client::{Client, Response};
+//! use sendfiled_client::protocol::Range;
 //! use std::io::Read;
 //!
 //! # fn main() -> std::io::Result<()> {
@@ -63,7 +63,7 @@ pub fn socket_path(sockdir: &Path, name: &str) -> PathBuf {
     sockdir.join(name)
 }
 
-fn path_arg(path: &str) -> io::Result<CString> {
+pub(crate) fn path_arg(path: &str) -> io::Result<CString> {
     CString::new(path).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))
 }
 
@@ -195,6 +195,12 @@ impl Client {
 impl AsFd for Client {
     fn as_fd(&self) -> BorrowedFd<'_> {
         self.sock.as_fd()
+    }
+}
+
+impl AsRawFd for Client {
+    fn as_raw_fd(&self) -> RawFd {
+        self.sock.as_raw_fd()
     }
 }
 
