@@ -32,10 +32,11 @@
 //!   and sends nothing more to the destination);
 //! - before the file info has arrived the transfer id is not known, so it
 //!   cannot be cancelled by id. The drop then only closes the status
-//!   channel, which the daemon treats as the client gone: it ends the
-//!   transfer as soon as it sees the closed pipe (at once if it is waiting,
-//!   otherwise at its next status write). A small file may have been sent
-//!   whole by then.
+//!   channel, which the daemon treats as the client gone: it ends a Send or
+//!   Read as soon as it sees the closed pipe (at once if it is waiting,
+//!   otherwise at its next status write; a small file may have been sent
+//!   whole by then), and an Open at its next status write, at the latest
+//!   when the open-file timeout passes.
 //!
 //! In both cases the drop also closes the status channel, so a Cancel that
 //! could not be sent (the request queue full) still ends the transfer.
