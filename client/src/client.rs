@@ -1,4 +1,6 @@
-//! The Rust client API.
+//! The blocking Rust client API. Rule: may use [`crate::protocol`] and
+//! [`crate::sys`] only; never blocks except where a method says it waits, and
+//! knows nothing of the server.
 //!
 //! A [`Client`] is a datagram socket connected to a running daemon. Each
 //! operation sends one request and returns the descriptor the daemon answers
