@@ -226,7 +226,7 @@ static void put_le(unsigned char* at, uint64_t v, size_t n)
         at[i] = (unsigned char)(v >> (8 * i));
 }
 
-/* A Read request in the wire format (core/src/protocol.rs), written out by
+/* A Read request in the wire format (client/src/protocol.rs), written out by
  * hand here only so that the test can break it on purpose. */
 static size_t read_request(unsigned char* out, unsigned version, const char* path)
 {

@@ -1,4 +1,6 @@
-//! The Rust client API.
+//! The blocking Rust client API. Rule: may use [`crate::protocol`] and
+//! [`crate::sys`] only; never blocks except where a method says it waits, and
+//! knows nothing of the server.
 //!
 //! A [`Client`] is a datagram socket connected to a running daemon. Each
 //! operation sends one request and returns the descriptor the daemon answers
@@ -8,8 +10,8 @@
 //! [`StatusChannel::try_recv`] when readable.
 //!
 //! ```no_run
-//! use sendfiled_core::client::{Client, Response};
-//! use sendfiled_core::protocol::Range;
+//! use sendfiled_client::client::{Client, Response};
+//! use sendfiled_client::protocol::Range;
 //! use std::io::Read;
 //!
 //! # fn main() -> std::io::Result<()> {
@@ -63,7 +65,7 @@ pub fn socket_path(sockdir: &Path, name: &str) -> PathBuf {
     sockdir.join(name)
 }
 
-fn path_arg(path: &str) -> io::Result<CString> {
+pub(crate) fn path_arg(path: &str) -> io::Result<CString> {
     CString::new(path).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))
 }
 
@@ -195,6 +197,12 @@ impl Client {
 impl AsFd for Client {
     fn as_fd(&self) -> BorrowedFd<'_> {
         self.sock.as_fd()
+    }
+}
+
+impl AsRawFd for Client {
+    fn as_raw_fd(&self) -> RawFd {
+        self.sock.as_raw_fd()
     }
 }
 

@@ -1,4 +1,5 @@
-//! The wire format between clients and the daemon.
+//! The wire format between clients and the daemon. Rule: pure encoding and
+//! decoding of bytes, shared by the clients and the daemon; no system calls.
 //!
 //! Requests travel as one datagram each over the daemon's UNIX `SOCK_DGRAM`
 //! socket, with their descriptors attached as `SCM_RIGHTS`. Responses travel on
