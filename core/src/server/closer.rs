@@ -122,7 +122,10 @@ impl Closer {
 
 impl Drop for Closer {
     fn drop(&mut self) {
-        self.finish(Instant::now() + super::SHUTDOWN_GRACE);
+        // Once: a shutdown that already waited does not wait again.
+        if !lock(&self.shared).stop {
+            self.finish(Instant::now() + super::SHUTDOWN_GRACE);
+        }
     }
 }
 

@@ -157,6 +157,9 @@ pub struct Server<B: TransferBackend> {
     /// Transfers removed while their write job was out: they close once the
     /// job hands the destination back.
     orphans: HashMap<u64, Transfer>,
+    /// Destinations of ended transfers not yet removed (their final message
+    /// still owed): they close with the transfer, off the loop.
+    ended_dests: HashMap<Slot, OwnedFd>,
 }
 
 impl<B: TransferBackend> std::fmt::Debug for Server<B> {
@@ -219,6 +222,7 @@ impl<B: TransferBackend> Server<B> {
             to_close: Vec::new(),
             writes_out: HashSet::new(),
             orphans: HashMap::new(),
+            ended_dests: HashMap::new(),
         })
     }
 

@@ -244,16 +244,19 @@ impl StatusWriter {
 const INTERRUPTED: i32 = libc::EAGAIN;
 
 /// Writes one message below `PIPE_BUF` to a reply pipe the client shares,
-/// through the [`backstop`]: a write that blocked (the client cleared
-/// `O_NONBLOCK`) comes back as `EAGAIN`, as a full pipe's does. A stray
-/// `EINTR` is retried a few times.
+/// with one `write(2)` (atomic) through the [`backstop`]: a write that
+/// blocked (the client cleared `O_NONBLOCK`) comes back as `EAGAIN`, as a
+/// full pipe's does. A stray `EINTR` is retried a few times. (Not
+/// [`sys::write_message`], which retries `EINTR` for as long as it comes.)
 pub fn write_reply(fd: BorrowedFd<'_>, msg: &[u8]) -> io::Result<()> {
     for _ in 0..4 {
-        let (r, interrupted) = backstop::guarded(|| sys::write_message(fd, msg));
+        let (r, interrupted) = backstop::guarded(|| sys::write(fd, msg));
         match r {
+            Ok(n) if n == msg.len() => return Ok(()),
+            Ok(_) => return Err(io::Error::from_raw_os_error(libc::EIO)),
             Err(_) if interrupted => return Err(io::Error::from_raw_os_error(INTERRUPTED)),
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            r => return r,
+            Err(e) => return Err(e),
         }
     }
     Err(io::Error::from_raw_os_error(INTERRUPTED))

@@ -360,14 +360,22 @@ impl<B: TransferBackend> Server<B> {
         t.outcome = Some(outcome);
         if let Some(Dest::Fd {
             fd,
-            registered: true,
+            kind,
+            registered,
             ..
         }) = t.take_data_part()
         {
-            let _ = self
-                .poll
-                .registry()
-                .deregister(&mut SourceFd(&fd.as_raw_fd()));
+            if registered {
+                let _ = self
+                    .poll
+                    .registry()
+                    .deregister(&mut SourceFd(&fd.as_raw_fd()));
+            }
+            // Closed when the transfer is removed, off the loop if it may
+            // block (see `remove`).
+            if kind != DestKind::Pipe {
+                self.ended_dests.insert(slot, fd);
+            }
         }
         let fin = match outcome {
             _ if t.is_read() => Final::Close,
@@ -430,7 +438,7 @@ impl<B: TransferBackend> Server<B> {
                     off_loop = Some(fd);
                 }
             }
-            Some(Dest::Status) | None => {}
+            Some(Dest::Status) | None => off_loop = self.ended_dests.remove(&slot),
         }
         if log::log_enabled!(log::Level::Debug) {
             let outcome = t.outcome.unwrap_or(Outcome::Cancelled);
