@@ -651,3 +651,22 @@ pub fn interrupt_thread(thread: libc::pthread_t) -> io::Result<()> {
     }
     Ok(())
 }
+
+/// Whether the socket `fd` is a UNIX-domain one, whose close never lingers
+/// (`SO_LINGER` is for network protocols). A socket's domain is fixed at
+/// creation, so a client cannot change the answer afterwards. `false` for
+/// anything that is not a socket, or on error.
+pub fn is_unix_socket(fd: BorrowedFd<'_>) -> bool {
+    // SAFETY: an all-zero sockaddr_storage is valid; len is its size.
+    let mut addr: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
+    let mut len = size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+    // SAFETY: addr and len describe a buffer of len bytes.
+    let r = unsafe {
+        libc::getsockname(
+            fd.as_raw_fd(),
+            (&mut addr as *mut libc::sockaddr_storage).cast(),
+            &mut len,
+        )
+    };
+    r == 0 && libc::c_int::from(addr.ss_family) == libc::AF_UNIX
+}

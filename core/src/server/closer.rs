@@ -3,6 +3,7 @@
 //! The last `close` of a TCP socket whose client set `SO_LINGER` waits until
 //! the unsent data is acknowledged or the linger time runs out (seconds, and
 //! the peer may never read); a regular file on NFS or FUSE flushes on close.
+//! (Pipes and UNIX sockets do neither: they close on the loop.)
 //! The client shares these descriptions and can set `SO_LINGER` at any time,
 //! so no check before the close can tell: every such destination (with the
 //! status channel after it, so that the client still sees end of file there
@@ -10,8 +11,9 @@
 //! few closer threads. The loop hands them a batch per turn and never waits.
 //!
 //! At shutdown [`Closer::finish`] waits a bounded time and then leaves the
-//! rest to the process exit, which does not linger (Linux skips `SO_LINGER`
-//! for an exiting task; elsewhere the exit ends the waiting thread).
+//! rest to the process exit, which does not linger on Linux (`SO_LINGER` is
+//! skipped for an exiting task). On FreeBSD and macOS the exit's own close
+//! may still linger: not verified there.
 //!
 //! This file may block only on its own threads.
 

@@ -4,6 +4,9 @@
 //! This file moves data only through the backend (via the pump), writes
 //! only to a transfer's status channel (through its `StatusWriter`), and is
 //! the only place that ends a transfer ([`Server::end`], [`Server::remove`]).
+//! What may block on a client's object it never does itself: writes to a
+//! regular file go to the disk threads, closes that may linger to the
+//! closer threads.
 
 use std::io;
 use std::os::fd::{AsFd, AsRawFd};
@@ -23,6 +26,19 @@ use super::status::{Final, Flush};
 use super::table::Slot;
 use super::transfer::{Dest, Outcome, State, Transfer};
 use super::{dest_token, errno_of, status_token, Server};
+
+/// Whether a destination's last close cannot block: a pipe's, a UNIX
+/// socket's (neither lingers nor flushes). Those close on the loop, which
+/// costs the closer threads nothing on the small-file path; TCP and other
+/// network sockets (`SO_LINGER`), files (NFS/FUSE flush on close) and
+/// devices go to the closer threads.
+fn closes_quickly(kind: DestKind, fd: &std::os::fd::OwnedFd) -> bool {
+    match kind {
+        DestKind::Pipe => true,
+        DestKind::StreamSocket | DestKind::OtherSocket => sys::is_unix_socket(fd.as_fd()),
+        DestKind::RegularFile | DestKind::Other => false,
+    }
+}
 
 impl<B: TransferBackend> Server<B> {
     pub(super) fn enqueue(&mut self, slot: Slot) {
@@ -373,7 +389,7 @@ impl<B: TransferBackend> Server<B> {
             }
             // Closed when the transfer is removed, off the loop if it may
             // block (see `remove`).
-            if kind != DestKind::Pipe {
+            if !closes_quickly(kind, &fd) {
                 self.ended_dests.insert(slot, fd);
             }
         }
@@ -432,7 +448,7 @@ impl<B: TransferBackend> Server<B> {
                 if registered {
                     let _ = registry.deregister(&mut SourceFd(&fd.as_raw_fd()));
                 }
-                if kind == DestKind::Pipe {
+                if closes_quickly(kind, &fd) {
                     drop(fd);
                 } else {
                     off_loop = Some(fd);
