@@ -39,7 +39,13 @@ fn read_ok(d: &Daemon) {
 fn assert_back_to_baseline(d: &Daemon, fds: usize) {
     assert!(eventually(|| d.live() == 0), "transfers left live");
     read_ok(d);
-    assert_eq!(d.fd_count(), fds, "descriptors: {:?}", d.fd_list());
+    // Destinations that may block on close (sockets, files) close on the
+    // daemon's closer threads, just after the transfer leaves the table.
+    assert!(
+        eventually(|| d.fd_count() == fds),
+        "descriptors: {:?}",
+        d.fd_list()
+    );
 }
 
 /// Reads a pipe to its end on a thread.

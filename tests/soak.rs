@@ -399,6 +399,9 @@ fn soak_mixed_load_with_faults_and_kills_leaks_nothing() {
     }
     assert!(eventually(|| d.live() == 0), "transfers left live");
     sync_read(&d);
+    // Sockets and files close on the daemon's closer threads, just after
+    // their transfers leave the table.
+    let _ = eventually(|| d.fd_count() == base_fds);
     let fds = d.fd_count();
     let rss = rss_kib(d.pid);
     let log = d.log();

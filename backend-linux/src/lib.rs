@@ -5,8 +5,9 @@
 //! | destination | file data | header/trailer bytes |
 //! |---|---|---|
 //! | pipe | `splice` (`SPLICE_F_NONBLOCK`) | `write` |
-//! | stream socket | `sendfile` | `send(MSG_NOSIGNAL [| MSG_MORE])` |
-//! | other socket | `sendfile` | `send(MSG_NOSIGNAL)` |
+//! | stream socket | `sendfile` | `send(MSG_DONTWAIT | MSG_NOSIGNAL [| MSG_MORE])` |
+//! | other socket | `sendfile` | `send(MSG_DONTWAIT | MSG_NOSIGNAL)` |
+//! | socket whose client cleared `O_NONBLOCK` | `pread` + `send(MSG_DONTWAIT)` | as above |
 //! | regular file, other | `sendfile` | `write` |
 //!
 //! Where `splice`/`sendfile` refuse a destination (`EINVAL`, `ENOSYS`) the
@@ -378,8 +379,9 @@ impl TransferBackend for LinuxBackend {
         }
     }
 
-    /// `send(2)` on sockets, so that a closed peer is `EPIPE` without a
-    /// signal, and with `MSG_MORE` on stream sockets while more follows, so
+    /// `send(2)` on sockets, non-blocking per call (`MSG_DONTWAIT`, whatever
+    /// the client did to `O_NONBLOCK`), so that a closed peer is `EPIPE`
+    /// without a signal, and with `MSG_MORE` on stream sockets while more follows, so
     /// that a short header waits for the file data instead of going out as a
     /// segment of its own. `write(2)` elsewhere.
     fn write_bytes(
@@ -390,13 +392,27 @@ impl TransferBackend for LinuxBackend {
         kind: DestKind,
     ) -> io::Result<usize> {
         match kind {
+            // MSG_DONTWAIT: the client may have cleared O_NONBLOCK.
             DestKind::StreamSocket => {
                 let more = if more_follows { libc::MSG_MORE } else { 0 };
-                sys::send(dest, buf, libc::MSG_NOSIGNAL | more)
+                sys::send_dontwait(dest, buf, more)
             }
-            DestKind::OtherSocket => sys::send(dest, buf, libc::MSG_NOSIGNAL),
+            DestKind::OtherSocket => sys::send_dontwait(dest, buf, 0),
             _ => sys::write(dest, buf),
         }
+    }
+
+    /// The page-cache probe, then the portable copy with `MSG_DONTWAIT`.
+    fn send_file_dontwait(
+        &self,
+        chunk: FileChunk<'_>,
+        dest: BorrowedFd<'_>,
+        _kind: DestKind,
+    ) -> io::Result<Moved> {
+        if chunk.nowait && !self.is_cached(&chunk)? {
+            return Ok(Moved::NotCached);
+        }
+        ReadWriteCopy::send_file_dontwait(chunk, dest)
     }
 
     /// `openat2(RESOLVE_BENEATH)`, with the semantics of [`confine`]: leading

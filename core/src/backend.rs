@@ -85,6 +85,13 @@ pub struct HdtrChunk<'a> {
 /// must report `EAGAIN` as [`Moved::DestinationFull`] or an
 /// [`io::ErrorKind::WouldBlock`] error. `EINTR` may be returned as an error;
 /// the caller retries.
+///
+/// A destination's `O_NONBLOCK` is shared with the client, which may clear
+/// it: socket writes of bytes from memory must therefore be non-blocking per
+/// call (`MSG_DONTWAIT`). Calls that have no such flag (`sendfile`, `write`
+/// to a pipe) are interrupted by the server's backstop when they block, and
+/// the server then uses [`send_file_dontwait`](Self::send_file_dontwait) for
+/// sockets and bounds pipe writes by their free space.
 pub trait TransferBackend: Send + Sync + 'static {
     /// A short name for logs ("linux-splice", "freebsd-sendfile", ...).
     fn name(&self) -> &'static str;
@@ -114,8 +121,28 @@ pub trait TransferBackend: Send + Sync + 'static {
         kind: DestKind,
     ) -> io::Result<usize> {
         let _ = more_follows;
+        match kind {
+            DestKind::StreamSocket | DestKind::OtherSocket => {
+                crate::sys::send_dontwait(dest, buf, 0)
+            }
+            _ => crate::sys::write(dest, buf),
+        }
+    }
+
+    /// Moves file data to a socket whose client cleared `O_NONBLOCK`
+    /// without ever blocking on it: `pread` into a buffer and
+    /// `send(MSG_DONTWAIT)` ([`ReadWriteCopy::send_file_dontwait`]), since
+    /// `sendfile` has no per-call flag. Backends that can probe the page
+    /// cache do so first (`chunk.nowait`); the default reads, which may
+    /// block on the disk.
+    fn send_file_dontwait(
+        &self,
+        chunk: FileChunk<'_>,
+        dest: BorrowedFd<'_>,
+        kind: DestKind,
+    ) -> io::Result<Moved> {
         let _ = kind;
-        crate::sys::write(dest, buf)
+        ReadWriteCopy::send_file_dontwait(chunk, dest)
     }
 
     /// Sends what it can of header, file part and trailer, in that order;
@@ -214,12 +241,31 @@ pub struct ReadWriteCopy;
 /// Buffer size of the portable copy path.
 pub const READ_WRITE_CHUNK: usize = 64 * 1024;
 
+thread_local! {
+    static BUF: std::cell::RefCell<Vec<u8>> = std::cell::RefCell::new(vec![0u8; READ_WRITE_CHUNK]);
+}
+
 impl ReadWriteCopy {
+    /// Moves up to `chunk.len` bytes with `pread` + `send(MSG_DONTWAIT)`:
+    /// for a socket whose `O_NONBLOCK` its client cleared.
+    pub fn send_file_dontwait(chunk: FileChunk<'_>, dest: BorrowedFd<'_>) -> io::Result<Moved> {
+        BUF.with(|buf| {
+            let mut buf = buf.borrow_mut();
+            let want = chunk.len.min(buf.len());
+            let got = crate::sys::pread(chunk.file, &mut buf[..want], chunk.offset)?;
+            if got == 0 {
+                return Ok(Moved::Bytes(0));
+            }
+            match crate::sys::send_dontwait(dest, &buf[..got], 0) {
+                Ok(n) => Ok(Moved::Bytes(n)),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(Moved::DestinationFull),
+                Err(e) => Err(e),
+            }
+        })
+    }
+
     /// Moves up to `chunk.len` bytes with `pread` + `write`.
     pub fn send_file(chunk: FileChunk<'_>, dest: BorrowedFd<'_>) -> io::Result<Moved> {
-        thread_local! {
-            static BUF: std::cell::RefCell<Vec<u8>> = std::cell::RefCell::new(vec![0u8; READ_WRITE_CHUNK]);
-        }
         BUF.with(|buf| {
             let mut buf = buf.borrow_mut();
             let want = chunk.len.min(buf.len());

@@ -32,13 +32,12 @@ pub fn send_file_by_kind(
     }
 }
 
-/// Header or trailer bytes: `send(MSG_NOSIGNAL)` on sockets (a closed peer is
+/// Header or trailer bytes: `send(MSG_DONTWAIT | MSG_NOSIGNAL)` on sockets
+/// (non-blocking whatever the client did to `O_NONBLOCK`; a closed peer is
 /// `EPIPE`, not a signal), `write` elsewhere.
 pub fn write_bytes_by_kind(buf: &[u8], dest: BorrowedFd<'_>, kind: DestKind) -> io::Result<usize> {
     match kind {
-        DestKind::StreamSocket | DestKind::OtherSocket => {
-            crate::sys::send(dest, buf, libc::MSG_NOSIGNAL)
-        }
+        DestKind::StreamSocket | DestKind::OtherSocket => crate::sys::send_dontwait(dest, buf, 0),
         _ => crate::sys::write(dest, buf),
     }
 }

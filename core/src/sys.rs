@@ -455,6 +455,152 @@ pub fn enable_passcred(sock: BorrowedFd<'_>) -> io::Result<()> {
     Ok(())
 }
 
+// ----- Defences against clients that share a destination (issue 13) -----
+//
+// A destination or status pipe a client passes is the client's open file
+// description too: it can clear `O_NONBLOCK` at any moment. The helpers below
+// let the server notice that, ask the kernel how much a write can take
+// without blocking, and interrupt a call that blocked anyway. They are kept
+// apart from the wrappers above on purpose.
+
+/// Whether `O_NONBLOCK` is set on `fd`'s open file description (`F_GETFL`).
+pub fn is_nonblocking(fd: BorrowedFd<'_>) -> io::Result<bool> {
+    // SAFETY: plain fcntl on a descriptor we borrow.
+    let flags = cvt(unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_GETFL) })?;
+    Ok(flags & libc::O_NONBLOCK != 0)
+}
+
+/// `send(2)` with `MSG_DONTWAIT | MSG_NOSIGNAL`: non-blocking for this call
+/// whatever the socket's `O_NONBLOCK` says, and `EPIPE` without a signal.
+pub fn send_dontwait(fd: BorrowedFd<'_>, buf: &[u8], flags: libc::c_int) -> io::Result<usize> {
+    send(fd, buf, flags | libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL)
+}
+
+/// How many bytes the pipe `fd` (its write end) has room for, as the kernel
+/// reports it; `None` where it cannot tell.
+///
+/// Linux: `F_GETPIPE_SZ` minus `FIONREAD`. It counts bytes, not the pipe's
+/// page slots, so a write of that many bytes can still block when a reader
+/// left buffers partly read (the interrupt backstop covers that). FreeBSD and
+/// macOS: `EVFILT_WRITE`'s `data` from a throwaway kqueue, the exact free
+/// space of the pipe buffer.
+pub fn pipe_free_space(fd: BorrowedFd<'_>) -> Option<usize> {
+    pipe_free_space_os(fd)
+}
+
+#[cfg(target_os = "linux")]
+fn pipe_free_space_os(fd: BorrowedFd<'_>) -> Option<usize> {
+    // SAFETY: plain fcntl on a descriptor we borrow.
+    let size = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_GETPIPE_SZ) };
+    if size < 0 {
+        return None;
+    }
+    let mut queued: libc::c_int = 0;
+    // SAFETY: FIONREAD writes one int through the pointer.
+    if unsafe { libc::ioctl(fd.as_raw_fd(), libc::FIONREAD, &mut queued) } < 0 {
+        return None;
+    }
+    Some((size as usize).saturating_sub(queued.max(0) as usize))
+}
+
+#[cfg(any(target_os = "freebsd", target_os = "macos"))]
+fn pipe_free_space_os(fd: BorrowedFd<'_>) -> Option<usize> {
+    // SAFETY: kqueue has no preconditions; the descriptor is owned below.
+    let kq = unsafe { libc::kqueue() };
+    if kq < 0 {
+        return None;
+    }
+    // SAFETY: kqueue returned a new descriptor we own.
+    let kq = unsafe { OwnedFd::from_raw_fd(kq) };
+    // SAFETY: an all-zero kevent is a valid value to fill in.
+    let mut change: libc::kevent = unsafe { std::mem::zeroed() };
+    change.ident = fd.as_raw_fd() as _;
+    change.filter = libc::EVFILT_WRITE;
+    change.flags = libc::EV_ADD;
+    // SAFETY: as above.
+    let mut got: libc::kevent = unsafe { std::mem::zeroed() };
+    let zero = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: one change and room for one event; a zero timeout.
+    let n = unsafe { libc::kevent(kq.as_raw_fd(), &change, 1, &mut got, 1, &zero) };
+    if n < 0 {
+        return None;
+    }
+    if n == 0 {
+        // Not writable at all: full.
+        return Some(0);
+    }
+    if got.flags & libc::EV_ERROR != 0 {
+        return None;
+    }
+    Some(got.data.max(0) as usize)
+}
+
+#[cfg(not(any(target_os = "linux", target_os = "freebsd", target_os = "macos")))]
+fn pipe_free_space_os(_fd: BorrowedFd<'_>) -> Option<usize> {
+    None
+}
+
+/// The signal that interrupts a call blocked on a client's descriptor: sent
+/// to one thread only, with a handler that does nothing, installed without
+/// `SA_RESTART` so that the call returns (`EINTR`, or a short count).
+/// `SIGURG`'s default action is to ignore it, so a stray one is harmless.
+pub const INTERRUPT_SIGNAL: libc::c_int = libc::SIGURG;
+
+extern "C" fn interrupt_handler(_sig: libc::c_int) {}
+
+/// Installs the do-nothing, non-restarting handler for [`INTERRUPT_SIGNAL`]
+/// (idempotent).
+pub fn install_interrupt_handler() -> io::Result<()> {
+    // SAFETY: an all-zero sigaction is valid to fill in; the handler is an
+    // async-signal-safe function that does nothing.
+    unsafe {
+        let mut sa: libc::sigaction = std::mem::zeroed();
+        sa.sa_sigaction = interrupt_handler as extern "C" fn(libc::c_int) as libc::sighandler_t;
+        sa.sa_flags = 0;
+        libc::sigemptyset(&mut sa.sa_mask);
+        cvt(libc::sigaction(INTERRUPT_SIGNAL, &sa, std::ptr::null_mut()))?;
+    }
+    Ok(())
+}
+
+/// The calling thread, for [`interrupt_thread`].
+pub fn current_thread() -> libc::pthread_t {
+    // SAFETY: pthread_self has no preconditions.
+    unsafe { libc::pthread_self() }
+}
+
+/// Sends [`INTERRUPT_SIGNAL`] to `thread`, which must be alive.
+pub fn interrupt_thread(thread: libc::pthread_t) -> io::Result<()> {
+    // SAFETY: the caller guarantees the thread is alive.
+    let r = unsafe { libc::pthread_kill(thread, INTERRUPT_SIGNAL) };
+    if r != 0 {
+        return Err(io::Error::from_raw_os_error(r));
+    }
+    Ok(())
+}
+
+/// Whether the socket `fd` is a UNIX-domain one, whose close never lingers
+/// (`SO_LINGER` is for network protocols). A socket's domain is fixed at
+/// creation, so a client cannot change the answer afterwards. `false` for
+/// anything that is not a socket, or on error.
+pub fn is_unix_socket(fd: BorrowedFd<'_>) -> bool {
+    // SAFETY: an all-zero sockaddr_storage is valid; len is its size.
+    let mut addr: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
+    let mut len = size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+    // SAFETY: addr and len describe a buffer of len bytes.
+    let r = unsafe {
+        libc::getsockname(
+            fd.as_raw_fd(),
+            (&mut addr as *mut libc::sockaddr_storage).cast(),
+            &mut len,
+        )
+    };
+    r == 0 && libc::c_int::from(addr.ss_family) == libc::AF_UNIX
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

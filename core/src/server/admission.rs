@@ -23,7 +23,7 @@ use crate::sys::{self, errno as errno_of, PeerCred, Received};
 
 use super::pump::Cursor;
 use super::share::{self, Admit, Loss};
-use super::status::{Flush, StatusWriter};
+use super::status::{self, Flush, StatusWriter};
 use super::transfer::{Dest, Outcome, State, Transfer};
 use super::Server;
 
@@ -219,7 +219,7 @@ impl<B: TransferBackend> Server<B> {
             uptime_secs: self.started.elapsed().as_secs(),
         };
         let _ = sys::set_nonblocking(reply.as_fd(), true);
-        if let Err(e) = sys::write_message(reply.as_fd(), &s.encode()) {
+        if let Err(e) = status::write_reply(reply.as_fd(), &s.encode()) {
             log::debug!("status reply not delivered: {e}");
         }
     }
@@ -469,7 +469,9 @@ impl<B: TransferBackend> Server<B> {
             let loss = match t.state {
                 State::Finishing => Loss::FinalMessage,
                 State::Opened { .. } => Loss::UnsentOpen,
-                State::Running { .. } | State::WaitingForDisk { .. } => Loss::InFlight,
+                State::Running { .. }
+                | State::WaitingForDisk { .. }
+                | State::WritingFile { .. } => Loss::InFlight,
             };
             Some((slot, loss, t.last_progress))
         });
@@ -558,13 +560,14 @@ fn prepare_dest(fd: OwnedFd) -> Result<Dest, i32> {
         fd,
         kind,
         registered: false,
+        blocking: false,
     })
 }
 
 /// Answers a refused request with an error in place of the file info.
 fn refuse(status: OwnedFd, errno: i32) {
     let _ = sys::set_nonblocking(status.as_fd(), true);
-    let _ = sys::write_message(
+    let _ = status::write_reply(
         status.as_fd(),
         &proto::error_header(proto::SFD_FILE_INFO, errno),
     );
@@ -577,7 +580,7 @@ fn refuse_on_reply_channel(cmd: Option<Command>, fds: Vec<OwnedFd>, errno: i32) 
     if let (Some(cmd), Some(first)) = (cmd, fds.first()) {
         if cmd.has_reply_channel() && sys::fstat(first.as_fd()).is_ok_and(|st| sys::is_fifo(&st)) {
             let _ = sys::set_nonblocking(first.as_fd(), true);
-            let _ = sys::write_message(
+            let _ = status::write_reply(
                 first.as_fd(),
                 &proto::error_header(proto::SFD_FILE_INFO, errno),
             );

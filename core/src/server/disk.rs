@@ -1,21 +1,56 @@
-//! The disk I/O pool: a few threads that bring file data into the page cache
-//! while the event loop goes on with other transfers.
+//! The disk I/O pool: a few threads that do the work that may block on a
+//! filesystem while the event loop goes on with other transfers.
 //!
-//! A transfer whose next chunk is not cached hands a [`DiskJob`] here and
-//! waits; when a thread has read the data in, it posts a [`DiskDone`] and wakes
-//! the loop, which sends the chunk zero-copy.
+//! Two kinds of [`Work`]: bringing a file's next chunk into the page cache
+//! (a transfer whose data is not cached), and writing a chunk to a
+//! regular-file destination (`O_DSYNC`, a slow or hung NFS or FUSE mount:
+//! nothing bounds how long such a write takes). When a thread is done it
+//! posts a [`DiskDone`] and wakes the loop.
+//!
+//! Shutdown waits for the threads a bounded time ([`DiskPool::finish`]) and
+//! then leaves behind any that are stuck in the kernel: the process exit
+//! ends them.
+//!
+//! This file may block only on its own threads, never the loop's.
 
 use std::os::fd::{AsFd, OwnedFd};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{channel, Receiver, Sender};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
+use std::time::Instant;
 
-use crate::backend::TransferBackend;
+use crate::backend::{DestKind, TransferBackend};
+
+use super::pump::{pump, Cursor, Limits, PumpStop};
 
 /// Stack of a disk thread: it only waits on a channel and makes a few system
 /// calls (its read buffer is on the heap), so the default 2 MiB reservation
 /// is far more than it needs.
 pub const DISK_THREAD_STACK: usize = 64 * 1024;
+
+/// What a disk thread does for a transfer.
+#[derive(Debug)]
+pub enum Work {
+    /// Bring `len` bytes at file offset `offset` into the page cache.
+    Prefetch {
+        /// Where the missing data starts.
+        offset: u64,
+        /// How much to bring in.
+        len: usize,
+    },
+    /// Move what `limits` allow of the transfer to its regular-file
+    /// destination (the cursor and the destination come back in
+    /// [`Finished::Wrote`]).
+    Write {
+        /// The transfer's cursor.
+        cursor: Cursor,
+        /// The destination.
+        dest: OwnedFd,
+        /// Bounds of this job.
+        limits: Limits,
+    },
+}
 
 /// Work for a disk thread.
 #[derive(Debug)]
@@ -27,10 +62,33 @@ pub struct DiskJob {
     /// The file, shared so that a cancel meanwhile cannot close it under the
     /// thread.
     pub file: Arc<OwnedFd>,
-    /// Where the missing data starts.
-    pub offset: u64,
-    /// How much to bring in.
-    pub len: usize,
+    /// What to do.
+    pub work: Work,
+}
+
+/// What a finished job did.
+#[derive(Debug)]
+pub enum Finished {
+    /// As in [`Work::Prefetch`]; `errno` is 0 or what the read failed with.
+    Prefetched {
+        /// As in the job.
+        offset: u64,
+        /// As in the job.
+        len: usize,
+        /// 0, or the errno the read failed with.
+        errno: i32,
+    },
+    /// A [`Work::Write`] is done: what [`pump`] said.
+    Wrote {
+        /// The cursor, advanced.
+        cursor: Cursor,
+        /// The destination, handed back.
+        dest: OwnedFd,
+        /// Bytes moved.
+        moved: u64,
+        /// Why the pump stopped.
+        stop: PumpStop,
+    },
 }
 
 /// A finished job.
@@ -40,12 +98,15 @@ pub struct DiskDone {
     pub slot: usize,
     /// As in the job.
     pub txnid: u64,
-    /// As in the job.
-    pub offset: u64,
-    /// As in the job.
-    pub len: usize,
-    /// 0, or the errno the read failed with.
-    pub errno: i32,
+    /// What it did.
+    pub work: Finished,
+}
+
+/// Threads still running, for a bounded wait at shutdown.
+#[derive(Default)]
+struct Alive {
+    count: Mutex<usize>,
+    changed: Condvar,
 }
 
 /// The pool.
@@ -53,6 +114,8 @@ pub struct DiskPool {
     jobs: Option<Sender<DiskJob>>,
     done: Arc<Mutex<Vec<DiskDone>>>,
     threads: Vec<JoinHandle<()>>,
+    alive: Arc<Alive>,
+    stopping: Arc<AtomicBool>,
 }
 
 impl std::fmt::Debug for DiskPool {
@@ -60,6 +123,43 @@ impl std::fmt::Debug for DiskPool {
         f.debug_struct("DiskPool")
             .field("threads", &self.threads.len())
             .finish()
+    }
+}
+
+fn run_job<B: TransferBackend>(backend: &B, job: DiskJob) -> DiskDone {
+    let work = match job.work {
+        Work::Prefetch { offset, len } => {
+            let errno = match backend.prefetch(job.file.as_fd(), offset, len) {
+                Ok(()) => 0,
+                Err(e) => crate::sys::errno(&e),
+            };
+            Finished::Prefetched { offset, len, errno }
+        }
+        Work::Write {
+            mut cursor,
+            dest,
+            limits,
+        } => {
+            let (moved, stop) = pump(
+                backend,
+                &mut cursor,
+                job.file.as_fd(),
+                dest.as_fd(),
+                DestKind::RegularFile,
+                limits,
+            );
+            Finished::Wrote {
+                cursor,
+                dest,
+                moved,
+                stop,
+            }
+        }
+    };
+    DiskDone {
+        slot: job.slot,
+        txnid: job.txnid,
+        work,
     }
 }
 
@@ -74,55 +174,62 @@ impl DiskPool {
         let (tx, rx) = channel::<DiskJob>();
         let rx = Arc::new(Mutex::new(rx));
         let done = Arc::new(Mutex::new(Vec::new()));
+        let alive = Arc::new(Alive::default());
+        let stopping = Arc::new(AtomicBool::new(false));
         let mut handles = Vec::new();
         for i in 0..threads.max(1) {
             let rx: Arc<Mutex<Receiver<DiskJob>>> = Arc::clone(&rx);
             let done = Arc::clone(&done);
             let backend = Arc::clone(&backend);
             let wake = Arc::clone(&wake);
-            let h = std::thread::Builder::new()
+            let alive2 = Arc::clone(&alive);
+            let stopping = Arc::clone(&stopping);
+            if let Ok(mut n) = alive.count.lock() {
+                *n += 1;
+            }
+            let spawned = std::thread::Builder::new()
                 .name(format!("sendfiled-disk-{i}"))
                 .stack_size(DISK_THREAD_STACK)
-                .spawn(move || loop {
-                    let job = {
-                        let Ok(guard) = rx.lock() else { return };
-                        match guard.recv() {
-                            Ok(j) => j,
-                            Err(_) => return,
+                .spawn(move || {
+                    loop {
+                        let job = {
+                            let Ok(guard) = rx.lock() else { break };
+                            match guard.recv() {
+                                Ok(j) => j,
+                                Err(_) => break,
+                            }
+                        };
+                        if stopping.load(Ordering::Relaxed) {
+                            // Shutting down: what is still queued is dropped.
+                            continue;
                         }
-                    };
-                    let DiskJob {
-                        slot,
-                        txnid,
-                        file,
-                        offset,
-                        len,
-                    } = job;
-                    let errno = match backend.prefetch(file.as_fd(), offset, len) {
-                        Ok(()) => 0,
-                        Err(e) => crate::sys::errno(&e),
-                    };
-                    // Let go of the file before the loop hears of it: a
-                    // transfer it then ends must not find its file still
-                    // open here.
-                    drop(file);
-                    if let Ok(mut d) = done.lock() {
-                        d.push(DiskDone {
-                            slot,
-                            txnid,
-                            offset,
-                            len,
-                            errno,
-                        });
+                        let d = run_job(&*backend, job);
+                        if let Ok(mut q) = done.lock() {
+                            q.push(d);
+                        }
+                        wake();
                     }
-                    wake();
-                })?;
-            handles.push(h);
+                    if let Ok(mut n) = alive2.count.lock() {
+                        *n -= 1;
+                    }
+                    alive2.changed.notify_all();
+                });
+            match spawned {
+                Ok(h) => handles.push(h),
+                Err(e) => {
+                    if let Ok(mut n) = alive.count.lock() {
+                        *n -= 1;
+                    }
+                    return Err(e);
+                }
+            }
         }
         Ok(DiskPool {
             jobs: Some(tx),
             done,
             threads: handles,
+            alive,
+            stopping,
         })
     }
 
@@ -138,13 +245,44 @@ impl DiskPool {
             Err(_) => Vec::new(),
         }
     }
+
+    /// Stops taking jobs, drops those queued, and waits until `deadline`
+    /// at most for the threads to finish the ones they are in; threads still
+    /// busy then (a write to a hung filesystem) are left behind. Returns
+    /// whether every thread finished.
+    pub fn finish(&mut self, deadline: Instant) -> bool {
+        self.stopping.store(true, Ordering::Relaxed);
+        self.jobs = None;
+        let mut all = true;
+        if let Ok(mut n) = self.alive.count.lock() {
+            while *n > 0 {
+                let left = deadline.saturating_duration_since(Instant::now());
+                if left.is_zero() {
+                    all = false;
+                    break;
+                }
+                n = match self.alive.changed.wait_timeout(n, left) {
+                    Ok((g, _)) => g,
+                    Err(_) => return false,
+                };
+            }
+        }
+        if all {
+            for h in self.threads.drain(..) {
+                let _ = h.join();
+            }
+        } else {
+            log::warn!("disk threads still busy at shutdown (a hung filesystem?): left behind");
+            self.threads.clear();
+        }
+        all
+    }
 }
 
 impl Drop for DiskPool {
     fn drop(&mut self) {
-        self.jobs = None;
-        for h in self.threads.drain(..) {
-            let _ = h.join();
+        if self.jobs.is_some() || !self.threads.is_empty() {
+            self.finish(Instant::now() + super::SHUTDOWN_GRACE);
         }
     }
 }

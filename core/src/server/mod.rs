@@ -8,6 +8,12 @@
 //! turn so a fast reader cannot starve the others, and data missing from the
 //! page cache is brought in by [`disk`] threads.
 //!
+//! The client shares every descriptor it passes, so "non-blocking" never
+//! rests on a flag it can clear: socket writes are non-blocking per call,
+//! calls without such a flag run under the [`backstop`] (interrupted when
+//! they block), writes to regular files run on the [`disk`] threads, and
+//! closes that may linger on the [`closer`] threads.
+//!
 //! This file holds the loop alone: building it, waiting, dispatching events
 //! and shutting down. Admitting requests is [`admission`]'s, driving
 //! transfers [`turns`]'s; a transfer's data is in [`transfer`]. Signals are
@@ -15,6 +21,8 @@
 //! can drive it in-process.
 
 pub mod admission;
+pub mod backstop;
+pub mod closer;
 pub mod disk;
 pub mod listener;
 pub mod pump;
@@ -29,7 +37,7 @@ mod turns;
 #[cfg(test)]
 mod tests;
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::sync::Arc;
@@ -41,6 +49,7 @@ use mio::{Events, Interest, Poll, Token, Waker};
 use crate::backend::TransferBackend;
 use crate::protocol as proto;
 use crate::sys::{self, Received};
+use closer::{CloseJob, Closer};
 use disk::DiskPool;
 use listener::RequestSocket;
 use share::UidCounts;
@@ -123,6 +132,10 @@ fn dest_token(slot: Slot) -> Token {
     Token(FIRST_TRANSFER_TOKEN + slot * 2 + 1)
 }
 
+/// How long shutdown waits for the disk and closer threads before it exits
+/// anyway (a lingering close, a write to a hung filesystem).
+pub const SHUTDOWN_GRACE: Duration = Duration::from_millis(1500);
+
 /// Datagrams handled per wake-up before transfers get their turn.
 const REQUESTS_PER_TURN: usize = 64;
 
@@ -146,6 +159,17 @@ pub struct Server<B: TransferBackend> {
     received: Vec<Received>,
     listener_ready: bool,
     ids: table::RandomIds,
+    closer: Closer,
+    /// Closes gathered during this turn of the loop, for the closer threads.
+    to_close: Vec<CloseJob>,
+    /// Transfers with a write job on a disk thread.
+    writes_out: HashSet<u64>,
+    /// Transfers removed while their write job was out: they close once the
+    /// job hands the destination back.
+    orphans: HashMap<u64, Transfer>,
+    /// Destinations of ended transfers not yet removed (their final message
+    /// still owed): they close with the transfer, off the loop.
+    ended_dests: HashMap<Slot, OwnedFd>,
 }
 
 impl<B: TransferBackend> std::fmt::Debug for Server<B> {
@@ -206,6 +230,11 @@ impl<B: TransferBackend> Server<B> {
             received: Vec::with_capacity(listener::BATCH),
             listener_ready: true,
             ids: table::RandomIds::default(),
+            closer: Closer::default(),
+            to_close: Vec::new(),
+            writes_out: HashSet::new(),
+            orphans: HashMap::new(),
+            ended_dests: HashMap::new(),
         })
     }
 
@@ -223,6 +252,14 @@ impl<B: TransferBackend> Server<B> {
             self.config.open_timeout.as_millis(),
             self.config.stall_timeout.as_millis()
         );
+        // Calls on client descriptors are interrupted if they block.
+        let _bound = match backstop::bind() {
+            Ok(b) => Some(b),
+            Err(e) => {
+                log::error!("no interrupt backstop ({e}): a client that clears O_NONBLOCK can stall the loop");
+                None
+            }
+        };
         let mut last_activity = Instant::now();
         loop {
             let timeout = if !self.runq.is_empty()
@@ -271,6 +308,7 @@ impl<B: TransferBackend> Server<B> {
                 self.accept_requests();
             }
             self.run_queue();
+            self.closer.submit(&mut self.to_close);
             self.table.recycle();
         }
     }
@@ -336,6 +374,24 @@ impl<B: TransferBackend> Server<B> {
             self.end(slot, Outcome::Cancelled);
             self.remove(slot);
         }
+        // Bounded: a lingering close or a write to a hung filesystem must
+        // not keep the daemon from exiting.
+        let deadline = Instant::now() + SHUTDOWN_GRACE;
+        self.closer.submit(&mut self.to_close);
+        if !self.disk.finish(deadline) {
+            // The orphans' destinations are with the stuck threads.
+            log::warn!("{} transfers' writes still in progress", self.orphans.len());
+        }
+        // Writes that came back close their orphans in order.
+        self.disk_finished();
+        let orphans: Vec<CloseJob> = self
+            .orphans
+            .drain()
+            .map(|(_, t)| Box::new(t) as CloseJob)
+            .collect();
+        self.to_close.extend(orphans);
+        self.closer.submit(&mut self.to_close);
+        self.closer.finish(deadline);
         log::info!(
             "shut down: {} completed, {} failed, {} bytes",
             self.counters.completed,

@@ -12,6 +12,9 @@ use std::io;
 use std::os::fd::BorrowedFd;
 
 use crate::backend::{DestKind, FileChunk, HdtrChunk, Moved, TransferBackend};
+use crate::sys;
+
+use super::backstop;
 
 /// Where a transfer stands.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -49,6 +52,10 @@ pub enum PumpStop {
         /// How many bytes to bring in.
         len: usize,
     },
+    /// A call blocked (the client cleared `O_NONBLOCK` on the destination
+    /// it shares with the daemon) and the [`backstop`] interrupted it: wait
+    /// for writability as for a full destination, and check the flag.
+    Blocked,
     /// The transfer failed with this errno.
     Failed(i32),
 }
@@ -101,6 +108,11 @@ pub struct Limits {
     /// Whether to ask the backend to report uncached data instead of reading
     /// it from disk.
     pub probe_cache: bool,
+    /// Whether the destination was found with `O_NONBLOCK` cleared by its
+    /// client: every call is then made non-blocking per call (sockets: a
+    /// copy with `MSG_DONTWAIT`) or bounded by the free space the kernel
+    /// reports (pipes), with the [`backstop`] behind both.
+    pub dest_blocking: bool,
 }
 
 /// Moves bytes of one transfer until it is done, the destination is full,
@@ -118,6 +130,7 @@ pub fn pump<B: TransferBackend + ?Sized>(
         chunk,
         budget,
         probe_cache,
+        dest_blocking,
     } = limits;
     let mut moved = 0u64;
     let mut interrupts = 0u32;
@@ -129,29 +142,57 @@ pub fn pump<B: TransferBackend + ?Sized>(
             return (moved, PumpStop::BudgetSpent);
         }
         let left_budget = budget - moved as usize;
+        let mut max = chunk.min(left_budget);
+        if dest_blocking && kind == DestKind::Pipe {
+            // A write to a blocking pipe waits for all it asks for beyond
+            // the free space: ask for no more than that.
+            match sys::pipe_free_space(dest) {
+                Some(0) => return (moved, PumpStop::DestinationFull),
+                Some(room) => max = max.min(room),
+                None => {}
+            }
+        }
         let hdr_len = cur.hdr_len();
         let file_end = hdr_len + cur.file_len;
-        let result = if cur.pos < hdr_len || (cur.pos >= file_end && !cur.trailer.is_empty()) {
-            bytes_step(
-                backend,
-                cur,
-                file,
-                dest,
-                kind,
-                chunk.min(left_budget),
-                probe_cache,
-            )
-        } else {
-            file_step(
-                backend,
-                cur,
-                file,
-                dest,
-                kind,
-                chunk.min(left_budget),
-                probe_cache,
-            )
+        let step = Step {
+            cur,
+            file,
+            dest,
+            kind,
+            max,
+            probe_cache,
+            dest_blocking,
         };
+        let (result, interrupted) = backstop::guarded(|| {
+            if step.cur.pos < hdr_len || (step.cur.pos >= file_end && !step.cur.trailer.is_empty())
+            {
+                bytes_step(backend, &step)
+            } else {
+                file_step(backend, &step)
+            }
+        });
+        if interrupted {
+            // Whatever the call moved before the interrupt counts; then the
+            // transfer waits, as for a full destination.
+            match result {
+                Ok(Moved::Bytes(n)) if n > 0 => {
+                    let n = (n as u64).min(cur.total() - cur.pos);
+                    cur.pos += n;
+                    moved += n;
+                    return (moved, PumpStop::Blocked);
+                }
+                Ok(_) => return (moved, PumpStop::Blocked),
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::Interrupted | io::ErrorKind::WouldBlock
+                    ) =>
+                {
+                    return (moved, PumpStop::Blocked)
+                }
+                Err(_) => {}
+            }
+        }
         match result {
             Ok(Moved::Bytes(0)) => {
                 if cur.pos >= hdr_len && cur.pos < file_end {
@@ -196,18 +237,29 @@ pub fn pump<B: TransferBackend + ?Sized>(
     }
 }
 
-/// One [`TransferBackend::send_hdtr`] call from a point in the header or
-/// the trailer: it sends the parts in order, one at a time or (natively) all
-/// at once.
-fn bytes_step<B: TransferBackend + ?Sized>(
-    backend: &B,
-    cur: &Cursor,
-    file: BorrowedFd<'_>,
-    dest: BorrowedFd<'_>,
+/// What one backend call works on.
+struct Step<'a> {
+    cur: &'a Cursor,
+    file: BorrowedFd<'a>,
+    dest: BorrowedFd<'a>,
     kind: DestKind,
     max: usize,
     probe_cache: bool,
-) -> io::Result<Moved> {
+    dest_blocking: bool,
+}
+
+/// One call for the header or trailer part, or all three parts at once where
+/// the backend has a native facility.
+fn bytes_step<B: TransferBackend + ?Sized>(backend: &B, step: &Step<'_>) -> io::Result<Moved> {
+    let Step {
+        cur,
+        file,
+        dest,
+        kind,
+        max,
+        probe_cache,
+        dest_blocking,
+    } = *step;
     let hdr_len = cur.hdr_len();
     let file_end = hdr_len + cur.file_len;
     let (hdr_left, file_left_from, trl_left): (&[u8], u64, &[u8]) = if cur.pos < hdr_len {
@@ -232,19 +284,32 @@ fn bytes_step<B: TransferBackend + ?Sized>(
         },
         trailer: if whole_rest { trl_left } else { &[] },
     };
+    // A native call (`sendfile` with `sf_hdtr`) blocks on a socket whose
+    // `O_NONBLOCK` was cleared, and a pipe then takes no more than its free
+    // space: the header or trailer goes on its own, within `max`.
+    if dest_blocking {
+        let (part, more) = if !hdr_left.is_empty() {
+            (hdr_left, cur.file_len > 0 || !cur.trailer.is_empty())
+        } else {
+            (trl_left, false)
+        };
+        let n = backend.write_bytes(&part[..part.len().min(max.max(1))], more, dest, kind)?;
+        return Ok(Moved::Bytes(n));
+    }
     backend.send_hdtr(native, dest, kind)
 }
 
 /// One `send_file` call for the file part.
-fn file_step<B: TransferBackend + ?Sized>(
-    backend: &B,
-    cur: &Cursor,
-    file: BorrowedFd<'_>,
-    dest: BorrowedFd<'_>,
-    kind: DestKind,
-    max: usize,
-    probe_cache: bool,
-) -> io::Result<Moved> {
+fn file_step<B: TransferBackend + ?Sized>(backend: &B, step: &Step<'_>) -> io::Result<Moved> {
+    let Step {
+        cur,
+        file,
+        dest,
+        kind,
+        max,
+        probe_cache,
+        dest_blocking,
+    } = *step;
     let rel = cur.pos - cur.hdr_len();
     let left = cur.file_len - rel;
     let len = left.min(max.max(1) as u64) as usize;
@@ -255,6 +320,10 @@ fn file_step<B: TransferBackend + ?Sized>(
         more_follows: (len as u64) < left || !cur.trailer.is_empty(),
         nowait: probe_cache && rel >= cur.prefetched_until,
     };
+    if dest_blocking && matches!(kind, DestKind::StreamSocket | DestKind::OtherSocket) {
+        // `sendfile` has no per-call non-blocking flag; `send` has.
+        return backend.send_file_dontwait(chunk, dest, kind);
+    }
     backend.send_file(chunk, dest, kind)
 }
 
@@ -387,6 +456,7 @@ mod tests {
                     chunk: 7,
                     budget,
                     probe_cache: true,
+                    dest_blocking: false,
                 },
             );
             let done = matches!(stop, PumpStop::Done | PumpStop::Failed(_));
@@ -496,6 +566,7 @@ mod tests {
                 chunk: 7,
                 budget: 10,
                 probe_cache: false,
+                dest_blocking: false,
             },
         );
         assert_eq!(stop, PumpStop::BudgetSpent);
@@ -527,6 +598,7 @@ mod tests {
                 chunk: 7,
                 budget: 100,
                 probe_cache: false,
+                dest_blocking: false,
             },
         );
         assert_eq!((moved, stop), (0, PumpStop::BudgetSpent));
@@ -593,6 +665,7 @@ mod tests {
                 chunk,
                 budget: 1 << 20,
                 probe_cache: false,
+                dest_blocking: false,
             };
             for _ in 0..100 {
                 let (_, stop) = pump(

@@ -59,7 +59,11 @@ pub fn verdict(
     match state {
         State::Running { .. } => Verdict::TimeOut,
         State::Finishing => Verdict::Close,
-        State::Opened { .. } | State::WaitingForDisk { .. } => Verdict::Keep,
+        // A disk thread's time (reading the file in, writing a regular-file
+        // destination) is not the client's stall.
+        State::Opened { .. } | State::WaitingForDisk { .. } | State::WritingFile { .. } => {
+            Verdict::Keep
+        }
     }
 }
 

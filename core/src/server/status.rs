@@ -15,6 +15,11 @@
 //! written with one `write(2)` of at most [`MAX_OWED`] bytes, below
 //! `PIPE_BUF`, so it is atomic: all of it lands or none.
 //!
+//! The client shares the pipe's open file description and may clear its
+//! `O_NONBLOCK`: every write goes through the [`backstop`], and once a write
+//! was interrupted and the flag found cleared the channel is *blocking*:
+//! a message is written only when the kernel reports room for all of it.
+//!
 //! This file may write only to the status descriptor it was given.
 
 use std::io;
@@ -22,6 +27,8 @@ use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 
 use crate::protocol::{self as proto, FileInfo, XferStat, SFD_HDR_SIZE};
 use crate::sys;
+
+use super::backstop;
 
 /// Progress is reported in steps of at least this many bytes: what moved
 /// before a wait is held back until a later wait brings it up to a step. A
@@ -75,6 +82,8 @@ pub struct StatusWriter {
     reportable: u64,
     final_msg: Option<Final>,
     reports_progress: bool,
+    /// The client cleared `O_NONBLOCK` (seen after an interrupted write).
+    blocking: bool,
 }
 
 impl StatusWriter {
@@ -88,6 +97,7 @@ impl StatusWriter {
             reportable: 0,
             final_msg: None,
             reports_progress,
+            blocking: false,
         }
     }
 
@@ -172,7 +182,14 @@ impl StatusWriter {
         if len == 0 {
             return Flush::Clear;
         }
-        match sys::write_message(self.fd.as_fd(), &buf[..len]) {
+        if self.blocking {
+            // A blocking write of a message below PIPE_BUF waits for room
+            // for all of it.
+            if sys::pipe_free_space(self.fd.as_fd()).is_some_and(|room| room < len) {
+                return Flush::Pending;
+            }
+        }
+        match write_reply(self.fd.as_fd(), &buf[..len]) {
             Ok(()) => {
                 self.info = None;
                 self.unreported -= reported;
@@ -183,9 +200,36 @@ impl StatusWriter {
                 }
                 Flush::Clear
             }
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Flush::Pending,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                if e.raw_os_error() == Some(INTERRUPTED) {
+                    self.note_blocking();
+                }
+                Flush::Pending
+            }
             Err(_) => Flush::Gone,
         }
+    }
+
+    /// After an interrupted write: whether the client cleared the flag.
+    fn note_blocking(&mut self) {
+        if !self.blocking && sys::is_nonblocking(self.fd.as_fd()).is_ok_and(|nb| !nb) {
+            log::info!(
+                "a status pipe's O_NONBLOCK was cleared by its client; writes now wait for room"
+            );
+            self.blocking = true;
+        }
+    }
+
+    /// Whether the client was found to have cleared `O_NONBLOCK` (a Read's
+    /// data then moves only as far as the pipe has room).
+    pub fn is_blocking(&self) -> bool {
+        self.blocking
+    }
+
+    /// Marks the channel blocking if the client cleared `O_NONBLOCK` (a
+    /// Read whose data call was interrupted).
+    pub fn check_blocking(&mut self) {
+        self.note_blocking();
     }
 
     /// The descriptor, for readiness registration and as a Read's data
@@ -193,6 +237,29 @@ impl StatusWriter {
     pub fn fd(&self) -> BorrowedFd<'_> {
         self.fd.as_fd()
     }
+}
+
+/// The errno [`write_reply`] reports an interrupted write with (as a
+/// [`io::ErrorKind::WouldBlock`] error).
+const INTERRUPTED: i32 = libc::EAGAIN;
+
+/// Writes one message below `PIPE_BUF` to a reply pipe the client shares,
+/// with one `write(2)` (atomic) through the [`backstop`]: a write that
+/// blocked (the client cleared `O_NONBLOCK`) comes back as `EAGAIN`, as a
+/// full pipe's does. A stray `EINTR` is retried a few times. (Not
+/// [`sys::write_message`], which retries `EINTR` for as long as it comes.)
+pub fn write_reply(fd: BorrowedFd<'_>, msg: &[u8]) -> io::Result<()> {
+    for _ in 0..4 {
+        let (r, interrupted) = backstop::guarded(|| sys::write(fd, msg));
+        match r {
+            Ok(n) if n == msg.len() => return Ok(()),
+            Ok(_) => return Err(io::Error::from_raw_os_error(libc::EIO)),
+            Err(_) if interrupted => return Err(io::Error::from_raw_os_error(INTERRUPTED)),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        }
+    }
+    Err(io::Error::from_raw_os_error(INTERRUPTED))
 }
 
 #[cfg(test)]

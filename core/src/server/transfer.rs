@@ -28,6 +28,10 @@ pub enum Dest {
         kind: DestKind,
         /// Whether it is registered for readiness with the loop.
         registered: bool,
+        /// Whether its client was found to have cleared `O_NONBLOCK` (a
+        /// call was interrupted by the backstop): calls are then made
+        /// non-blocking per call or bounded by the reported free space.
+        blocking: bool,
     },
 }
 
@@ -58,6 +62,14 @@ pub enum State {
         file: Arc<OwnedFd>,
         /// Where the data goes once it is in.
         dest: Dest,
+    },
+    /// A disk thread is writing the next chunk to a regular-file
+    /// destination (it holds the destination and the cursor): such writes
+    /// may block for as long as the file's filesystem likes (`O_DSYNC`,
+    /// NFS, FUSE), so they never run on the loop.
+    WritingFile {
+        /// The open file (the disk thread holds a clone).
+        file: Arc<OwnedFd>,
     },
     /// The data part is over; the status channel owes its final message.
     Finishing,
@@ -140,7 +152,7 @@ impl Transfer {
     pub fn take_data_part(&mut self) -> Option<Dest> {
         match std::mem::replace(&mut self.state, State::Finishing) {
             State::Running { dest, .. } | State::WaitingForDisk { dest, .. } => Some(dest),
-            State::Opened { .. } | State::Finishing => None,
+            State::Opened { .. } | State::WritingFile { .. } | State::Finishing => None,
         }
     }
 }

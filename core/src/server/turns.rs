@@ -4,6 +4,9 @@
 //! This file moves data only through the backend (via the pump), writes
 //! only to a transfer's status channel (through its `StatusWriter`), and is
 //! the only place that ends a transfer ([`Server::end`], [`Server::remove`]).
+//! What may block on a client's object it never does itself: writes to a
+//! regular file go to the disk threads, closes that may linger to the
+//! closer threads.
 
 use std::io;
 use std::os::fd::{AsFd, AsRawFd};
@@ -13,15 +16,29 @@ use std::time::Instant;
 use mio::unix::SourceFd;
 use mio::Interest;
 
-use crate::backend::TransferBackend;
-use crate::sys::errno as errno_of;
+use crate::backend::{DestKind, TransferBackend};
+use crate::sys::{self, errno as errno_of};
 
-use super::disk::DiskJob;
-use super::pump::{pump, Limits, PumpStop};
+use super::closer::CloseJob;
+use super::disk::{DiskJob, Finished, Work};
+use super::pump::{pump, Cursor, Limits, PumpStop};
 use super::status::{Final, Flush};
 use super::table::Slot;
 use super::transfer::{Dest, Outcome, State, Transfer};
 use super::{dest_token, status_token, Server};
+
+/// Whether a destination's last close cannot block: a pipe's, a UNIX
+/// socket's (neither lingers nor flushes). Those close on the loop, which
+/// costs the closer threads nothing on the small-file path; TCP and other
+/// network sockets (`SO_LINGER`), files (NFS/FUSE flush on close) and
+/// devices go to the closer threads.
+fn closes_quickly(kind: DestKind, fd: &std::os::fd::OwnedFd) -> bool {
+    match kind {
+        DestKind::Pipe => true,
+        DestKind::StreamSocket | DestKind::OtherSocket => sys::is_unix_socket(fd.as_fd()),
+        DestKind::RegularFile | DestKind::Other => false,
+    }
+}
 
 impl<B: TransferBackend> Server<B> {
     pub(super) fn enqueue(&mut self, slot: Slot) {
@@ -47,14 +64,10 @@ impl<B: TransferBackend> Server<B> {
         }
     }
 
-    /// One turn of one transfer: move up to a quantum, then report.
+    /// One turn of one transfer: move up to a quantum, then report. A
+    /// regular-file destination's turn is a write job for the disk threads.
     pub(super) fn turn(&mut self, slot: Slot) {
         let backend = Arc::clone(&self.backend);
-        let limits = Limits {
-            chunk: self.config.chunk,
-            budget: self.config.quantum,
-            probe_cache: self.config.probe_cache,
-        };
         let Some((txnid, _)) = self.table.get(slot) else {
             return;
         };
@@ -75,8 +88,47 @@ impl<B: TransferBackend> Server<B> {
         else {
             return;
         };
+        let dest_blocking = match dest {
+            Dest::Status => status.is_blocking(),
+            Dest::Fd {
+                kind: DestKind::RegularFile,
+                ..
+            } => return self.write_off_loop(slot, txnid),
+            Dest::Fd { blocking, .. } => *blocking,
+        };
+        let limits = Limits {
+            chunk: self.config.chunk,
+            budget: self.config.quantum,
+            probe_cache: self.config.probe_cache,
+            dest_blocking,
+        };
         let (dest_fd, kind) = Transfer::dest_fd(status, dest);
         let (moved, stop) = pump(&*backend, cursor, file.as_fd(), dest_fd, kind, limits);
+        if stop == PumpStop::Blocked {
+            // Interrupted by the backstop: if the client cleared O_NONBLOCK,
+            // the destination's calls are bounded from now on.
+            match dest {
+                Dest::Status => status.check_blocking(),
+                Dest::Fd { fd, blocking, .. } => {
+                    if !*blocking && sys::is_nonblocking(fd.as_fd()).is_ok_and(|nb| !nb) {
+                        log::info!(
+                            "txn {txnid:x}: the client cleared O_NONBLOCK on its destination; \
+                             its writes are now non-blocking per call or bounded by free space"
+                        );
+                        *blocking = true;
+                    }
+                }
+            }
+        }
+        self.after_moving(slot, txnid, moved, stop);
+    }
+
+    /// Acts on why a transfer's data stopped moving (on the loop or on a
+    /// disk thread).
+    fn after_moving(&mut self, slot: Slot, txnid: u64, moved: u64, stop: PumpStop) {
+        let Some(t) = self.table.get_mut(slot) else {
+            return;
+        };
         t.status.moved(moved);
         if moved > 0 {
             t.last_progress = Instant::now();
@@ -91,7 +143,7 @@ impl<B: TransferBackend> Server<B> {
                     self.flush_status(slot);
                 }
             }
-            PumpStop::DestinationFull => {
+            PumpStop::DestinationFull | PumpStop::Blocked => {
                 if let State::Running { dest_ready, .. } = &mut t.state {
                     *dest_ready = false;
                 }
@@ -100,8 +152,10 @@ impl<B: TransferBackend> Server<B> {
                 // Full before a single byte moved: the readiness edge that
                 // woke us may be spent although the destination has room (an
                 // EAGAIN with space, as fault injection makes). Re-arming
-                // asks for a fresh edge if it is writable now.
-                if let Err(e) = self.register_waits(slot, moved == 0) {
+                // asks for a fresh edge if it is writable now. An
+                // interrupted call may have left room too.
+                let rearm = moved == 0 || stop == PumpStop::Blocked;
+                if let Err(e) = self.register_waits(slot, rearm) {
                     log::error!("registering a transfer for readiness: {e}");
                     return self.end(slot, Outcome::Failed(errno_of(&e)));
                 }
@@ -119,8 +173,7 @@ impl<B: TransferBackend> Server<B> {
                     slot,
                     txnid,
                     file: Arc::clone(&file),
-                    offset,
-                    len,
+                    work: Work::Prefetch { offset, len },
                 };
                 t.state = State::WaitingForDisk { file, dest };
                 t.status.stopped_to_wait();
@@ -141,6 +194,52 @@ impl<B: TransferBackend> Server<B> {
                 );
                 self.end(slot, Outcome::Failed(errno));
             }
+        }
+    }
+
+    /// Hands the next chunk of a transfer to a regular file to the disk
+    /// threads: such a write can take as long as the filesystem likes.
+    fn write_off_loop(&mut self, slot: Slot, txnid: u64) {
+        let limits = Limits {
+            chunk: self.config.chunk,
+            // One chunk per job, so that the disk threads take turns.
+            budget: self.config.chunk,
+            // Misses are reported as on the loop (and prefetched as a job
+            // of their own), so that both paths read a file alike.
+            probe_cache: self.config.probe_cache,
+            dest_blocking: false,
+        };
+        let Some(t) = self.table.get_mut(slot) else {
+            return;
+        };
+        let State::Running {
+            file,
+            dest: Dest::Fd { fd, .. },
+            ..
+        } = std::mem::replace(&mut t.state, State::Finishing)
+        else {
+            return;
+        };
+        let cursor = std::mem::replace(&mut t.cursor, Cursor::new(Vec::new(), 0, 0, Vec::new()));
+        let job = DiskJob {
+            slot,
+            txnid,
+            file: Arc::clone(&file),
+            work: Work::Write {
+                cursor,
+                dest: fd,
+                limits,
+            },
+        };
+        t.state = State::WritingFile { file };
+        let flush = t.status.worth_flushing();
+        if !self.disk.submit(job) {
+            log::error!("disk threads are gone");
+            return self.end(slot, Outcome::Failed(libc::EIO));
+        }
+        self.writes_out.insert(txnid);
+        if flush {
+            self.flush_status(slot);
         }
     }
 
@@ -182,6 +281,7 @@ impl<B: TransferBackend> Server<B> {
                     fd,
                     kind,
                     registered,
+                    ..
                 },
             dest_ready,
             ..
@@ -279,14 +379,22 @@ impl<B: TransferBackend> Server<B> {
         t.outcome = Some(outcome);
         if let Some(Dest::Fd {
             fd,
-            registered: true,
+            kind,
+            registered,
             ..
         }) = t.take_data_part()
         {
-            let _ = self
-                .poll
-                .registry()
-                .deregister(&mut SourceFd(&fd.as_raw_fd()));
+            if registered {
+                let _ = self
+                    .poll
+                    .registry()
+                    .deregister(&mut SourceFd(&fd.as_raw_fd()));
+            }
+            // Closed when the transfer is removed, off the loop if it may
+            // block (see `remove`).
+            if !closes_quickly(kind, &fd) {
+                self.ended_dests.insert(slot, fd);
+            }
         }
         let fin = match outcome {
             _ if t.is_read() => Final::Close,
@@ -330,14 +438,27 @@ impl<B: TransferBackend> Server<B> {
         }
         // The file and destination close before the status channel, so a
         // client that sees end of file there knows the daemon holds nothing
-        // of the transfer any more.
-        if let Some(Dest::Fd {
-            fd,
-            registered: true,
-            ..
-        }) = t.take_data_part()
-        {
-            let _ = registry.deregister(&mut SourceFd(&fd.as_raw_fd()));
+        // of the transfer any more. A destination that may block on close
+        // (a socket's SO_LINGER, a file's flush) closes on a closer thread,
+        // and the status channel after it there.
+        let mut off_loop = None;
+        match t.take_data_part() {
+            Some(Dest::Fd {
+                fd,
+                kind,
+                registered,
+                ..
+            }) => {
+                if registered {
+                    let _ = registry.deregister(&mut SourceFd(&fd.as_raw_fd()));
+                }
+                if closes_quickly(kind, &fd) {
+                    drop(fd);
+                } else {
+                    off_loop = Some(fd);
+                }
+            }
+            Some(Dest::Status) | None => off_loop = self.ended_dests.remove(&slot),
         }
         if log::log_enabled!(log::Level::Debug) {
             let outcome = t.outcome.unwrap_or(Outcome::Cancelled);
@@ -349,6 +470,13 @@ impl<B: TransferBackend> Server<B> {
                 t.cursor.total(),
                 t.started.elapsed()
             );
+        }
+        if self.writes_out.contains(&txnid) {
+            // Its destination is with a disk thread: it closes when the
+            // write comes back, and the status channel after it.
+            self.orphans.insert(txnid, t);
+        } else if let Some(fd) = off_loop {
+            self.to_close.push(Box::new((fd, t)) as CloseJob);
         }
     }
 
@@ -372,37 +500,94 @@ impl<B: TransferBackend> Server<B> {
     /// Takes the disk threads' finished jobs: their transfers run again.
     pub(super) fn disk_finished(&mut self) {
         for done in self.disk.take_done() {
-            if self.table.get(done.slot).map(|(id, _)| id) != Some(done.txnid) {
-                continue;
-            }
-            let Some(t) = self.table.get_mut(done.slot) else {
-                continue;
-            };
-            if !matches!(t.state, State::WaitingForDisk { .. }) {
-                continue;
-            }
-            if done.errno != 0 {
-                log::warn!(
-                    "txn {:x}: reading from disk failed: {}",
-                    done.txnid,
-                    io::Error::from_raw_os_error(done.errno)
-                );
-                self.end(done.slot, Outcome::Failed(done.errno));
-                continue;
-            }
-            t.cursor.mark_prefetched(done.offset, done.len);
-            // The disk's time is not the client's stall.
-            t.last_progress = Instant::now();
-            if let State::WaitingForDisk { file, dest } =
-                std::mem::replace(&mut t.state, State::Finishing)
-            {
-                t.state = State::Running {
-                    file,
+            match done.work {
+                Finished::Prefetched { offset, len, errno } => {
+                    self.prefetched(done.slot, done.txnid, offset, len, errno)
+                }
+                Finished::Wrote {
+                    cursor,
                     dest,
-                    dest_ready: true,
-                };
+                    moved,
+                    stop,
+                } => self.wrote(done.slot, done.txnid, cursor, dest, moved, stop),
             }
-            self.enqueue(done.slot);
         }
+    }
+
+    fn prefetched(&mut self, slot: Slot, txnid: u64, offset: u64, len: usize, errno: i32) {
+        if self.table.get(slot).map(|(id, _)| id) != Some(txnid) {
+            return;
+        }
+        let Some(t) = self.table.get_mut(slot) else {
+            return;
+        };
+        if !matches!(t.state, State::WaitingForDisk { .. }) {
+            return;
+        }
+        if errno != 0 {
+            log::warn!(
+                "txn {txnid:x}: reading from disk failed: {}",
+                io::Error::from_raw_os_error(errno)
+            );
+            self.end(slot, Outcome::Failed(errno));
+            return;
+        }
+        t.cursor.mark_prefetched(offset, len);
+        // The disk's time is not the client's stall.
+        t.last_progress = Instant::now();
+        if let State::WaitingForDisk { file, dest } =
+            std::mem::replace(&mut t.state, State::Finishing)
+        {
+            t.state = State::Running {
+                file,
+                dest,
+                dest_ready: true,
+            };
+        }
+        self.enqueue(slot);
+    }
+
+    /// A write job came back with the destination and the cursor.
+    fn wrote(
+        &mut self,
+        slot: Slot,
+        txnid: u64,
+        cursor: Cursor,
+        dest: std::os::fd::OwnedFd,
+        moved: u64,
+        stop: PumpStop,
+    ) {
+        self.writes_out.remove(&txnid);
+        if let Some(orphan) = self.orphans.remove(&txnid) {
+            self.to_close.push(Box::new((dest, orphan)) as CloseJob);
+            return;
+        }
+        let live = self.table.get(slot).map(|(id, _)| id) == Some(txnid);
+        let Some(t) = self.table.get_mut(slot).filter(|_| live) else {
+            self.to_close.push(Box::new(dest) as CloseJob);
+            return;
+        };
+        let State::WritingFile { file } = std::mem::replace(&mut t.state, State::Finishing) else {
+            // Ended meanwhile (and not removed: its final message is owed).
+            self.to_close.push(Box::new(dest) as CloseJob);
+            return;
+        };
+        t.cursor = cursor;
+        t.state = State::Running {
+            file,
+            dest: Dest::Fd {
+                fd: dest,
+                kind: DestKind::RegularFile,
+                registered: false,
+                blocking: false,
+            },
+            dest_ready: true,
+        };
+        let stop = match stop {
+            // A regular file is never full for long: try again next turn.
+            PumpStop::DestinationFull | PumpStop::Blocked => PumpStop::BudgetSpent,
+            s => s,
+        };
+        self.after_moving(slot, txnid, moved, stop);
     }
 }
