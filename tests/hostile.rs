@@ -417,3 +417,225 @@ fn a_flood_of_bad_requests_is_rate_limited_in_the_log() {
         log.lines().count()
     );
 }
+
+// ----- row 6: datagram destinations -----
+
+fn refused_einval(st: &sendfiled_core::client::StatusChannel) {
+    use sendfiled_core::client::Response;
+    use sendfiled_core::protocol::SFD_FILE_INFO;
+    assert_eq!(
+        st.recv_timeout(WAIT).expect("status"),
+        Some(Response::Error {
+            cmd: SFD_FILE_INFO,
+            errno: libc::EINVAL
+        })
+    );
+}
+
+#[test]
+fn datagram_and_seqpacket_destinations_are_refused_before_any_byte() {
+    use std::os::fd::{AsFd, FromRawFd, OwnedFd};
+    use std::os::unix::net::UnixDatagram;
+    let d = Daemon::start();
+    d.write("f", b"0123456789");
+    let c = d.client();
+    let hdtr = sendfiled_core::client::HeaderTrailer {
+        header: b"HEAD".to_vec(),
+        trailer: Vec::new(),
+    };
+    // A datagram pair: its peer must get nothing at all.
+    let (a, b) = UnixDatagram::pair().expect("pair");
+    let st = c
+        .send_hdtr("f", a.as_fd(), Range::WHOLE, hdtr.clone())
+        .expect("send");
+    refused_einval(&st);
+    b.set_nonblocking(true).expect("nonblocking");
+    let mut buf = [0u8; 64];
+    assert_eq!(
+        b.recv(&mut buf).expect_err("nothing sent").kind(),
+        std::io::ErrorKind::WouldBlock
+    );
+    // A seqpacket pair, the same.
+    let mut sv = [0; 2];
+    // SAFETY: sv has room for the two descriptors socketpair writes.
+    let r = unsafe {
+        libc::socketpair(
+            libc::AF_UNIX,
+            libc::SOCK_SEQPACKET | libc::SOCK_CLOEXEC,
+            0,
+            sv.as_mut_ptr(),
+        )
+    };
+    assert_eq!(r, 0, "socketpair");
+    // SAFETY: socketpair returned two new descriptors we own.
+    let (p, q) = unsafe { (OwnedFd::from_raw_fd(sv[0]), OwnedFd::from_raw_fd(sv[1])) };
+    let st = c.send("f", p.as_fd(), Range::WHOLE).expect("send");
+    refused_einval(&st);
+    assert!(
+        !sendfiled_core::sys::wait_readable(q.as_fd(), std::time::Duration::from_millis(100))
+            .expect("poll"),
+        "nothing sent to the seqpacket peer"
+    );
+}
+
+#[test]
+fn a_destination_connected_to_the_daemons_own_socket_cannot_speak_for_the_daemon() {
+    use sendfiled_core::client::Response;
+    use sendfiled_core::protocol::Request;
+    use std::os::fd::AsFd;
+    let d = Daemon::start();
+    d.write("f", b"victim data");
+    let c = d.client();
+    // The victim's open file, waiting for its Send Open.
+    let victim = c.open("f", Range::WHOLE).expect("open");
+    let Some(Response::FileInfo(info)) = victim.recv_timeout(WAIT).expect("info") else {
+        panic!("no info")
+    };
+    // The attack: a Send whose header is a Cancel of the victim's transfer,
+    // to a datagram socket connected to the daemon's own request socket.
+    let spoof = std::os::unix::net::UnixDatagram::unbound().expect("socket");
+    spoof.connect(d.socket()).expect("connect");
+    let cancel = Request::Cancel {
+        txnid: info.txnid as u64,
+    }
+    .encode()
+    .expect("encode");
+    let hdtr = sendfiled_core::client::HeaderTrailer {
+        header: cancel,
+        trailer: Vec::new(),
+    };
+    let st = c
+        .send_hdtr("f", spoof.as_fd(), Range::WHOLE, hdtr)
+        .expect("send");
+    refused_einval(&st);
+    // The victim's file is still there to send.
+    let (r, w) = pipe();
+    c.send_open(info.txnid as u64, w.as_fd())
+        .expect("send-open");
+    drop(w);
+    assert_eq!(read_to_end(r.as_fd()), b"victim data");
+    assert_eq!(
+        victim.recv_timeout(WAIT).expect("completion"),
+        Some(Response::Complete)
+    );
+}
+
+// ----- row 8: open-file timers -----
+
+#[test]
+fn open_file_timers_are_dropped_with_their_transfers() {
+    use sendfiled_core::client::Response;
+    use std::os::fd::AsFd;
+    // A long open-file timeout: without compaction every Open's deadline
+    // would stay for a minute after its Send Open.
+    let d = Daemon::start_with(&["-t", "60000"]);
+    d.write("f", b"x");
+    let c = d.client();
+    const ROUNDS: usize = 10;
+    const BATCH: usize = 100;
+    let rss_kib = |pid: i32| -> u64 {
+        let s = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("status");
+        s.lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .expect("VmRSS")
+    };
+    let mut first_rss = 0;
+    for round in 0..ROUNDS {
+        let chans: Vec<_> = (0..BATCH)
+            .map(|_| c.open("f", Range::WHOLE).expect("open"))
+            .collect();
+        let mut dests = Vec::new();
+        for ch in &chans {
+            let Some(Response::FileInfo(i)) = ch.recv_timeout(WAIT).expect("info") else {
+                panic!("no info")
+            };
+            let (r, w) = pipe();
+            c.send_open(i.txnid as u64, w.as_fd()).expect("send-open");
+            dests.push(r);
+        }
+        for (ch, r) in chans.iter().zip(&dests) {
+            assert_eq!(
+                ch.recv_timeout(WAIT).expect("done"),
+                Some(Response::Complete)
+            );
+            assert!(sendfiled_core::sys::wait_readable(r.as_fd(), WAIT).expect("poll"));
+        }
+        if round == 0 {
+            first_rss = rss_kib(d.pid);
+        }
+    }
+    assert!(eventually(|| d.live() == 0));
+    // 1,000 opens sent at once, each leaving a deadline a minute away: the
+    // stale ones are dropped as they pile up, so what is held follows the
+    // live transfers (the bound itself is timers.rs's unit test).
+    let log = d.log();
+    let compactions = log
+        .lines()
+        .filter(|l| l.contains("open-file timers compacted"))
+        .count();
+    assert!(compactions > 0, "no compaction in the log");
+    let held: Vec<usize> = log
+        .lines()
+        .filter_map(|l| l.split("stale, ").nth(1)?.split(' ').next()?.parse().ok())
+        .collect();
+    assert!(
+        held.iter().all(|&h| h <= 2 * BATCH + 64),
+        "timers held beyond twice the live transfers: {held:?}"
+    );
+    let grew = rss_kib(d.pid).saturating_sub(first_rss);
+    assert!(
+        grew < 4096,
+        "RSS grew {grew} KiB over {} opens",
+        ROUNDS * BATCH
+    );
+}
+
+// ----- row 10: status replies go to pipes only -----
+
+#[test]
+fn a_status_reply_goes_to_a_pipe_and_nowhere_else() {
+    use sendfiled_core::protocol::Request;
+    use std::os::fd::AsFd;
+    use std::os::unix::net::UnixStream;
+    let d = Daemon::start();
+    let c = d.client();
+    let flags = |fd: std::os::fd::BorrowedFd<'_>| {
+        // SAFETY: plain fcntl on a descriptor we hold.
+        unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_GETFL) }
+    };
+    // A stream socket as the reply channel: nothing written, its flags
+    // untouched, the daemon's copy closed.
+    let (mine, theirs) = UnixStream::pair().expect("pair");
+    let before = flags(theirs.as_fd());
+    c.send_request(&Request::Status, &[theirs.as_fd()])
+        .expect("status request");
+    // A Read after it is answered after it: the status request was handled.
+    d.write("f", b"x");
+    assert_eq!(read_all(&d, "f"), b"x");
+    assert_eq!(flags(theirs.as_fd()), before, "O_NONBLOCK left alone");
+    drop(theirs);
+    assert!(sendfiled_core::sys::wait_readable(mine.as_fd(), WAIT).expect("poll"));
+    let mut buf = [0u8; 64];
+    assert_eq!(
+        sendfiled_core::sys::read(mine.as_fd(), &mut buf).expect("read"),
+        0,
+        "no reply bytes on a socket"
+    );
+    // A regular file: stays empty.
+    let file = tempfile::tempfile().expect("tempfile");
+    c.send_request(&Request::Status, &[file.as_fd()])
+        .expect("status request");
+    assert_eq!(read_all(&d, "f"), b"x");
+    assert_eq!(
+        file.metadata().expect("stat").len(),
+        0,
+        "nothing written to a file"
+    );
+    assert!(
+        d.log().contains("reply channel is not a pipe"),
+        "one log line says why"
+    );
+    // A pipe still gets its answer.
+    assert_eq!(c.server_status(WAIT).expect("status").live, 0);
+}

@@ -398,12 +398,18 @@ impl<B: TransferBackend> Server<B> {
             self.timers.push(deadline, txnid);
             let live = self.table.len();
             let table = &self.table;
-            self.timers.compact_if_stale(live, |id| {
+            let dropped = self.timers.compact_if_stale(live, |id| {
                 table
                     .slot_of(id)
                     .and_then(|s| table.get(s))
                     .is_some_and(|(_, t)| matches!(t.state, State::Opened { .. }))
             });
+            if dropped > 0 {
+                log::debug!(
+                    "open-file timers compacted: {dropped} stale, {} held for {live} live",
+                    self.timers.len()
+                );
+            }
             self.flush_status(slot);
         } else {
             // The first turn runs now: a small file is often done before the

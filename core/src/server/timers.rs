@@ -49,11 +49,14 @@ impl OpenFileTimers {
 
     /// Drops the entries of transfers no longer waiting, once the heap holds
     /// more than twice `live` (plus some slack): amortised O(1) per push.
-    pub fn compact_if_stale(&mut self, live: usize, still_waiting: impl Fn(u64) -> bool) {
-        if self.heap.len() <= 2 * live + SLACK {
-            return;
+    /// Returns how many entries were dropped.
+    pub fn compact_if_stale(&mut self, live: usize, still_waiting: impl Fn(u64) -> bool) -> usize {
+        let before = self.heap.len();
+        if before <= 2 * live + SLACK {
+            return 0;
         }
         self.heap.retain(|Reverse((_, id))| still_waiting(*id));
+        before - self.heap.len()
     }
 }
 
