@@ -6,7 +6,8 @@
 //! (issue 14).
 //!
 //! ```text
-//! cargo run --release -p sendfiled-bench            # full run (about 2 min on 2 cores)
+//! cargo run --release -p sendfiled-bench            # full run (about 3.5 min on 2 cores)
+//! cargo run --release -p sendfiled-bench -- --only http # examples/tokio_httpd, both body modes
 //! cargo run --release -p sendfiled-bench -- --quick # seconds; what CI runs
 //! ```
 //!

@@ -16,7 +16,7 @@ use super::{os, pool, trace, Daemon, Files, Plan};
 
 // ----- statistics and the report -----
 
-fn median(mut v: Vec<f64>) -> f64 {
+pub(super) fn median(mut v: Vec<f64>) -> f64 {
     if v.is_empty() {
         return f64::NAN;
     }
@@ -30,7 +30,7 @@ fn median(mut v: Vec<f64>) -> f64 {
 }
 
 /// The `q` quantile (0..=1) of latencies in nanoseconds, in microseconds.
-fn quantile_us(sorted: &[u64], q: f64) -> f64 {
+pub(super) fn quantile_us(sorted: &[u64], q: f64) -> f64 {
     if sorted.is_empty() {
         return f64::NAN;
     }
@@ -106,6 +106,8 @@ pub struct Report {
     perf_said: bool,
     /// What the daemon spent per small-file request.
     cost_rows: Vec<CostRow>,
+    /// Tables of their own (the HTTP figure), printed last.
+    pub sections: Vec<String>,
 }
 
 /// The daemon's cost per request in one small-file configuration.
@@ -156,7 +158,7 @@ struct SmallRow {
     goal: Goal,
 }
 
-fn cell(v: f64) -> String {
+pub(super) fn cell(v: f64) -> String {
     if v.abs() >= 100.0 {
         format!("{v:.0}")
     } else {
@@ -226,8 +228,10 @@ impl Report {
     }
 
     pub fn print(&self) {
-        println!("| figure | sendfiled | in-process reference | ratio | goal |");
-        println!("|---|---:|---:|---:|---|");
+        if !self.rows.is_empty() {
+            println!("| figure | sendfiled | in-process reference | ratio | goal |");
+            println!("|---|---:|---:|---:|---|");
+        }
         for r in &self.rows {
             println!("{}", r.line());
         }
@@ -248,6 +252,9 @@ impl Report {
             for r in &self.cost_rows {
                 println!("{}", r.line());
             }
+        }
+        for s in &self.sections {
+            println!("{s}");
         }
     }
 }

@@ -1,6 +1,7 @@
 //! The benchmark proper (Linux).
 
 mod figures;
+mod http;
 mod os;
 mod pool;
 mod trace;
@@ -95,7 +96,7 @@ impl Plan {
 }
 
 const USAGE: &str = "\
-usage: sendfiled-bench [--quick] [--only large,small,isolation,scale,open]
+usage: sendfiled-bench [--quick] [--only large,small,isolation,scale,open,http]
                        [--dir DIR] [--daemon PATH] [--disk-threads N] [--busy-poll US]
                        [--large-mib N] [--reps N] [--scale N] [--pool-threads N]
                        [--strace]
@@ -104,7 +105,8 @@ Starts the release sendfiled daemon and measures each figure beside the same
 work done in this process (the small files also beside a thread pool of
 --pool-threads workers, default --disk-threads). --strace also names the
 daemon's system calls per small-file request (extra untimed runs under
-strace -c -f). --quick runs in seconds (small sizes, few
+strace -c -f). The http group runs examples/tokio_httpd (built in release
+mode first) with both body modes. --quick runs in seconds (small sizes, few
 repetitions). Bench files go under DIR (default: $SENDFILED_BENCH_DIR, the
 temporary directory, or /var/tmp, whichever is on a disk-backed filesystem).";
 
@@ -332,7 +334,7 @@ fn make_file(path: &Path, len: u64) -> io::Result<File> {
         .create(true)
         .truncate(true)
         .open(path)?;
-    let block: Vec<u8> = (0..1 << 20).map(|i| (i * 7 + 3) as u8).collect();
+    let block: Vec<u8> = (0..1 << 20).map(pattern_byte).collect();
     let mut left = len;
     while left > 0 {
         let n = left.min(block.len() as u64) as usize;
@@ -341,6 +343,12 @@ fn make_file(path: &Path, len: u64) -> io::Result<File> {
     }
     f.sync_all()?;
     Ok(f)
+}
+
+/// The byte at offset `off` of every file `make_file` writes (its 1 MiB
+/// block repeats the same 256-byte cycle).
+fn pattern_byte(off: u64) -> u8 {
+    off.wrapping_mul(7).wrapping_add(3) as u8
 }
 
 /// Reads a file once so that its pages are cached.
@@ -455,7 +463,7 @@ fn run(plan: &Plan, dir: Option<PathBuf>, daemon: Option<PathBuf>) -> io::Result
         make_file(&files.path(Files::LARGE), plan.large_size)?;
         warm(&files.path(Files::LARGE))?;
     }
-    if plan.wants("isolation") {
+    if plan.wants("isolation") || (plan.wants("http") && !plan.quick) {
         make_file(&files.path(Files::COLD), plan.cold_size)?;
     }
     let d = Daemon::start(&bin, &root, plan)?;
@@ -483,6 +491,9 @@ fn run(plan: &Plan, dir: Option<PathBuf>, daemon: Option<PathBuf>) -> io::Result
     }
     if plan.wants("scale") {
         figures::scale(plan, &d, &files, &mut report)?;
+    }
+    if plan.wants("http") {
+        http::http(plan, &d, &files, &mut report)?;
     }
     drop(d);
     println!();

@@ -1,0 +1,616 @@
+//! The HTTP figure (issue 15): `examples/tokio_httpd` serving the bench
+//! files with bodies through the daemon (`--body sendfiled`) and with
+//! `tokio::fs` + `write_all` (`--body tokio-fs`), both against the bench's
+//! daemon, loaded by plain blocking keep-alive `GET`s from this process.
+
+use std::fs::File;
+use std::io::{self, BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::os::fd::AsFd;
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdout, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Barrier};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use super::figures::{cell, median, quantile_us, Report};
+use super::{make_file, os, pattern_byte, warm, Daemon, Files, Plan};
+
+/// The 16 MiB file of this figure (the other two are the small figure's).
+const FILE_16M: &str = "http-16m.bin";
+
+/// A socket read that takes longer than this fails the run.
+const IO_TIMEOUT: Duration = Duration::from_secs(20);
+
+fn other(msg: String) -> io::Error {
+    io::Error::other(msg)
+}
+
+/// `tokio_httpd` built in release mode next to this executable's target
+/// directory (`cargo build --release -p sendfiled --example tokio_httpd`,
+/// run now as `daemon_path` does for the daemon, so that `cargo run -p
+/// sendfiled-bench` alone is enough), or `$SENDFILED_BENCH_HTTPD`.
+fn httpd_path() -> io::Result<PathBuf> {
+    if let Some(p) = std::env::var_os("SENDFILED_BENCH_HTTPD") {
+        return Ok(PathBuf::from(p));
+    }
+    let exe = std::env::current_exe()?;
+    let target = exe
+        .parent()
+        .and_then(Path::parent)
+        .unwrap_or(Path::new("."));
+    let bin = target.join("release").join("examples").join("tokio_httpd");
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let ws = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let status = Command::new(cargo)
+        .args(["build", "--quiet", "--release", "-p", "sendfiled"])
+        .args(["--example", "tokio_httpd"])
+        .env("CARGO_TARGET_DIR", target)
+        .current_dir(&ws)
+        .status();
+    match status {
+        Ok(s) if s.success() => {}
+        other => eprintln!("warning: building tokio_httpd failed ({other:?}); using what is there"),
+    }
+    if !bin.exists() {
+        return Err(other(format!("no tokio_httpd at {}", bin.display())));
+    }
+    Ok(bin)
+}
+
+/// The two body modes, in the order of every table.
+const MODES: [&str; 2] = ["sendfiled", "tokio-fs"];
+
+/// One running `tokio_httpd`.
+struct Server {
+    child: Child,
+    pid: i32,
+    addr: SocketAddr,
+    /// Held so that the server's stdout stays open.
+    _stdout: BufReader<ChildStdout>,
+}
+
+impl Server {
+    fn start(bin: &Path, d: &Daemon, mode: &str) -> io::Result<Server> {
+        let mut child = Command::new(bin)
+            .arg("--root")
+            .arg(&d.root)
+            .args(["--listen", "127.0.0.1:0", "--body", mode, "--sockdir"])
+            .arg(&d.root)
+            .arg("--name")
+            .arg(&d.name)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .spawn()?;
+        let pid = child.id() as i32;
+        let out = child
+            .stdout
+            .take()
+            .ok_or_else(|| other("no stdout".into()))?;
+        let ready = sendfiled_core::sys::wait_readable(out.as_fd(), Duration::from_secs(30))?;
+        let mut out = BufReader::new(out);
+        let mut line = String::new();
+        if ready {
+            out.read_line(&mut line)?;
+        }
+        let addr = line
+            .trim()
+            .strip_prefix("listening on ")
+            .and_then(|a| a.parse().ok());
+        let Some(addr) = addr else {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(other(format!("tokio_httpd --body {mode} said {line:?}")));
+        };
+        Ok(Server {
+            child,
+            pid,
+            addr,
+            _stdout: out,
+        })
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        // SAFETY: signalling our own child by pid.
+        unsafe { libc::kill(self.pid, libc::SIGTERM) };
+        let _ = self.child.wait();
+    }
+}
+
+/// utime + stime of a process (µs).
+fn cpu_us(pid: i32) -> f64 {
+    os::proc_cpu_us(pid).map_or(0.0, |(u, s)| u + s)
+}
+
+/// One keep-alive connection to the server.
+struct Conn {
+    sock: TcpStream,
+    /// Bytes read past the last response head.
+    pending: Vec<u8>,
+    buf: Vec<u8>,
+    request: Vec<u8>,
+}
+
+impl Conn {
+    fn open(addr: SocketAddr, path: &str) -> io::Result<Conn> {
+        let sock = TcpStream::connect(addr)?;
+        sock.set_nodelay(true)?;
+        sock.set_read_timeout(Some(IO_TIMEOUT))?;
+        sock.set_write_timeout(Some(IO_TIMEOUT))?;
+        Ok(Conn {
+            sock,
+            pending: Vec::with_capacity(8192),
+            buf: vec![0; 256 << 10],
+            request: format!("GET /{path} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n").into_bytes(),
+        })
+    }
+
+    /// Sends the request and reads the response head; checks the status
+    /// line and returns the `Content-Length`.
+    fn head(&mut self) -> io::Result<u64> {
+        self.sock.write_all(&self.request)?;
+        let end = loop {
+            if let Some(i) = self.pending.windows(4).position(|w| w == b"\r\n\r\n") {
+                break i + 4;
+            }
+            let n = self.sock.read(&mut self.buf)?;
+            if n == 0 {
+                return Err(other("connection closed before the response head".into()));
+            }
+            self.pending.extend_from_slice(&self.buf[..n]);
+        };
+        let head = String::from_utf8_lossy(&self.pending[..end]).into_owned();
+        self.pending.drain(..end);
+        if !head.starts_with("HTTP/1.1 200 ") {
+            return Err(other(format!("response {:?}", head.lines().next())));
+        }
+        head.lines()
+            .find_map(|l| {
+                let (n, v) = l.split_once(':')?;
+                n.eq_ignore_ascii_case("content-length")
+                    .then(|| v.trim().parse::<u64>().ok())?
+            })
+            .ok_or_else(|| other(format!("no Content-Length in {head:?}")))
+    }
+
+    /// Reads exactly `len` body bytes (or until `stop`), checking them
+    /// against the bench files' pattern: every byte if `full`, else the
+    /// first and last byte of each read. Returns the bytes read.
+    fn body(&mut self, len: u64, full: bool, stop: Option<&AtomicBool>) -> io::Result<u64> {
+        let check = |off: u64, chunk: &[u8]| -> io::Result<()> {
+            let bad = if full {
+                chunk.iter().zip(off..).any(|(&b, o)| b != pattern_byte(o))
+            } else {
+                let last = chunk.len() as u64 - 1;
+                chunk[0] != pattern_byte(off) || chunk[last as usize] != pattern_byte(off + last)
+            };
+            if bad {
+                return Err(other(format!("wrong body bytes near offset {off}")));
+            }
+            Ok(())
+        };
+        let first = (self.pending.len() as u64).min(len) as usize;
+        if first > 0 {
+            check(0, &self.pending[..first])?;
+            self.pending.drain(..first);
+        }
+        let mut got = first as u64;
+        while got < len {
+            if stop.is_some_and(|s| s.load(Ordering::Relaxed)) {
+                break;
+            }
+            let want = (len - got).min(self.buf.len() as u64) as usize;
+            let n = self.sock.read(&mut self.buf[..want])?;
+            if n == 0 {
+                return Err(other(format!(
+                    "connection closed after {got} of {len} bytes"
+                )));
+            }
+            check(got, &self.buf[..n])?;
+            got += n as u64;
+        }
+        Ok(got)
+    }
+
+    /// One timed request; returns its latency (ns).
+    fn get(&mut self, want_len: u64, full: bool) -> io::Result<u64> {
+        let t = Instant::now();
+        let len = self.head()?;
+        if len != want_len {
+            return Err(other(format!("Content-Length {len}, file has {want_len}")));
+        }
+        self.body(len, full, None)?;
+        Ok(t.elapsed().as_nanos() as u64)
+    }
+}
+
+/// One timed run: `conns` connections GET `path` back to back for `secs`.
+struct Run {
+    lat: Vec<u64>,
+    elapsed: Duration,
+    /// CPU of the server and of the daemon over the run (µs).
+    server_cpu: f64,
+    daemon_cpu: f64,
+}
+
+fn run(srv: &Server, d: &Daemon, path: &str, len: u64, conns: usize, secs: f64) -> io::Result<Run> {
+    let barrier = Arc::new(Barrier::new(conns + 1));
+    let window = Duration::from_secs_f64(secs);
+    let mut threads = Vec::new();
+    for _ in 0..conns {
+        let mut c = Conn::open(srv.addr, path)?;
+        // Warm the connection (and check one body byte by byte) untimed.
+        c.get(len, true)?;
+        let barrier = Arc::clone(&barrier);
+        threads.push(thread::spawn(move || -> io::Result<Vec<u64>> {
+            let mut lat = Vec::with_capacity(1 << 16);
+            barrier.wait();
+            let end = Instant::now() + window;
+            while Instant::now() < end {
+                lat.push(c.get(len, false)?);
+            }
+            Ok(lat)
+        }));
+    }
+    let (s0, d0) = (cpu_us(srv.pid), cpu_us(d.pid));
+    barrier.wait();
+    let t = Instant::now();
+    let mut lat = Vec::new();
+    let mut err = None;
+    for th in threads {
+        match th.join() {
+            Ok(Ok(l)) => lat.extend(l),
+            Ok(Err(e)) => err = err.or(Some(e)),
+            Err(_) => err = err.or(Some(other("load thread panicked".into()))),
+        }
+    }
+    let elapsed = t.elapsed();
+    let (s1, d1) = (cpu_us(srv.pid), cpu_us(d.pid));
+    if let Some(e) = err {
+        return Err(e);
+    }
+    lat.sort_unstable();
+    Ok(Run {
+        lat,
+        elapsed,
+        server_cpu: s1 - s0,
+        daemon_cpu: d1 - d0,
+    })
+}
+
+/// The medians over the repetitions of one mode in one configuration.
+#[derive(Default)]
+struct Agg {
+    rate: Vec<f64>,
+    p50: Vec<f64>,
+    p99: Vec<f64>,
+    requests: usize,
+    server_cpu: f64,
+    daemon_cpu: f64,
+}
+
+impl Agg {
+    fn add(&mut self, r: &Run) {
+        self.rate.push(r.lat.len() as f64 / r.elapsed.as_secs_f64());
+        self.p50.push(quantile_us(&r.lat, 0.5));
+        self.p99.push(quantile_us(&r.lat, 0.99));
+        self.requests += r.lat.len();
+        self.server_cpu += r.server_cpu;
+        self.daemon_cpu += r.daemon_cpu;
+    }
+
+    /// CPU per request (µs): the example's, and the daemon's.
+    fn cpu(&self) -> (f64, f64) {
+        let n = self.requests.max(1) as f64;
+        (self.server_cpu / n, self.daemon_cpu / n)
+    }
+}
+
+/// A table with a sendfiled and a tokio-fs column and their ratio.
+struct Table {
+    title: String,
+    lines: Vec<String>,
+}
+
+impl Table {
+    fn new(title: String) -> Table {
+        Table {
+            title,
+            lines: vec![
+                "| HTTP | sendfiled body | tokio-fs body | sendfiled / tokio-fs |".into(),
+                "|---|---:|---:|---:|".into(),
+            ],
+        }
+    }
+
+    fn row(&mut self, what: impl AsRef<str>, s: f64, t: f64) {
+        let line = format!(
+            "| {} | {} | {} | {:.2}x |",
+            what.as_ref(),
+            cell(s),
+            cell(t),
+            s / t
+        );
+        println!("  {line}");
+        self.lines.push(line);
+    }
+
+    fn text_row(&mut self, what: &str, s: String, t: String) {
+        let line = format!("| {what} | {s} | {t} | |");
+        println!("  {line}");
+        self.lines.push(line);
+    }
+
+    fn finish(self, report: &mut Report) {
+        let mut s = format!("\n{}\n\n", self.title);
+        s.push_str(&self.lines.join("\n"));
+        report.sections.push(s);
+    }
+}
+
+pub fn http(plan: &Plan, d: &Daemon, files: &Files, report: &mut Report) -> io::Result<()> {
+    let bin = httpd_path()?;
+    let mut sizes = vec![(Files::SMALL_4K, 4u64 << 10, "4 KiB")];
+    if !plan.quick {
+        make_file(&files.path(FILE_16M), 16 << 20)?;
+        warm(&files.path(FILE_16M))?;
+        sizes.push((Files::SMALL_64K, 64 << 10, "64 KiB"));
+        sizes.push((FILE_16M, 16 << 20, "16 MiB"));
+    }
+    for (path, _, _) in &sizes {
+        warm(&files.path(path))?;
+    }
+    let servers = [
+        Server::start(&bin, d, MODES[0])?,
+        Server::start(&bin, d, MODES[1])?,
+    ];
+    let load = os::loadavg();
+    println!(
+        "http: {} (pid {} --body sendfiled, pid {} --body tokio-fs, default tokio worker threads) on the bench daemon (pid {}); {} x {:.1} s per configuration, the two modes alternating; load average {load}",
+        bin.display(),
+        servers[0].pid,
+        servers[1].pid,
+        d.pid,
+        plan.small_reps,
+        plan.small_secs
+    );
+    if plan.quick {
+        println!("  64 KiB, 16 MiB and the cold stream: skipped in --quick");
+    }
+    let mut table = Table::new(format!(
+        "HTTP, cached files, keep-alive GETs from blocking std::net::TcpStream threads ({} x {:.1} s, medians; load average at its start {load}, at its end LOAD_END):",
+        plan.small_reps, plan.small_secs
+    ));
+    for &(path, len, label) in &sizes {
+        for conns in [1usize, 8] {
+            let mut agg = [Agg::default(), Agg::default()];
+            for _ in 0..plan.small_reps {
+                for (m, srv) in servers.iter().enumerate() {
+                    agg[m].add(&run(srv, d, path, len, conns, plan.small_secs)?);
+                }
+            }
+            let what = format!("{label}, {conns} conn{}", if conns == 1 { "" } else { "s" });
+            let [s, t] = &mut agg;
+            table.row(
+                format!("{what}: req/s"),
+                median(s.rate.clone()),
+                median(t.rate.clone()),
+            );
+            table.row(
+                format!("{what}: p50 (µs)"),
+                median(s.p50.clone()),
+                median(t.p50.clone()),
+            );
+            table.row(
+                format!("{what}: p99 (µs)"),
+                median(s.p99.clone()),
+                median(t.p99.clone()),
+            );
+            let ((ss, sd), (ts, _)) = (s.cpu(), t.cpu());
+            table.row(
+                format!("{what}: server CPU/request, example + daemon (µs)"),
+                ss + sd,
+                ts,
+            );
+            table.text_row(
+                &format!("{what}: of which the daemon (µs)"),
+                cell(sd),
+                "-".into(),
+            );
+        }
+    }
+    let load_end = os::loadavg();
+    table.title = table.title.replace("LOAD_END", &load_end);
+    table.finish(report);
+    if !plan.quick {
+        cold(plan, d, files, &servers, report)?;
+    }
+    Ok(())
+}
+
+/// Streams the cold file on its own keep-alive connection until `stop`,
+/// evicting it again before each further GET so that every byte comes from
+/// the disk (a fast disk reads 1 GiB in well under a window). Returns the
+/// bytes read, the time taken and the GETs read to the end.
+fn stream_cold(
+    addr: SocketAddr,
+    file: File,
+    size: u64,
+    started: Arc<AtomicBool>,
+    stop: Arc<AtomicBool>,
+) -> io::Result<(u64, Duration, usize)> {
+    let mut c = Conn::open(addr, Files::COLD)?;
+    let t = Instant::now();
+    let (mut bytes, mut whole) = (0, 0);
+    while !stop.load(Ordering::Relaxed) {
+        if whole > 0 {
+            os::evict(&file)?;
+        }
+        let len = c.head()?;
+        if len != size {
+            return Err(other(format!("cold Content-Length {len}, file has {size}")));
+        }
+        started.store(true, Ordering::Relaxed);
+        let got = c.body(len, false, Some(&stop))?;
+        bytes += got;
+        if got < len {
+            break;
+        }
+        whole += 1;
+    }
+    Ok((bytes, t.elapsed(), whole))
+}
+
+/// Cached 4 KiB GETs on one connection for `secs`; sorted latencies (ns).
+fn timed_4k(srv: &Server, secs: f64) -> io::Result<Vec<u64>> {
+    let mut c = Conn::open(srv.addr, Files::SMALL_4K)?;
+    c.get(4096, true)?;
+    let mut lat = Vec::new();
+    let end = Instant::now() + Duration::from_secs_f64(secs);
+    while Instant::now() < end {
+        lat.push(c.get(4096, false)?);
+    }
+    lat.sort_unstable();
+    Ok(lat)
+}
+
+fn cold(
+    plan: &Plan,
+    d: &Daemon,
+    files: &Files,
+    servers: &[Server; 2],
+    report: &mut Report,
+) -> io::Result<()> {
+    let cold = File::options()
+        .read(true)
+        .write(true)
+        .open(files.path(Files::COLD))?;
+    let reps = plan.small_reps.max(plan.iso_reps);
+    let load = os::loadavg();
+    println!(
+        "http, cold stream: {reps} x ({:.1} s idle + {:.1} s during cold {} MiB GETs on another connection), the two modes alternating; load average {load}",
+        plan.iso_secs,
+        plan.iso_secs,
+        files.cold >> 20
+    );
+    #[derive(Default)]
+    struct Cold {
+        i50: Vec<f64>,
+        i99: Vec<f64>,
+        b50: Vec<f64>,
+        b99: Vec<f64>,
+        ratio: Vec<f64>,
+        rate: Vec<f64>,
+        resident: f64,
+        whole: Vec<f64>,
+    }
+    let mut acc = [Cold::default(), Cold::default()];
+    for _ in 0..reps {
+        for (m, srv) in servers.iter().enumerate() {
+            let a = &mut acc[m];
+            let idle = timed_4k(srv, plan.iso_secs)?;
+            os::evict(&cold)?;
+            a.resident = a.resident.max(os::resident_fraction(&cold, files.cold)?);
+            let (started, stop) = (
+                Arc::new(AtomicBool::new(false)),
+                Arc::new(AtomicBool::new(false)),
+            );
+            let streamer = {
+                let (addr, size) = (srv.addr, files.cold);
+                let (started, stop) = (Arc::clone(&started), Arc::clone(&stop));
+                let file = cold.try_clone()?;
+                thread::spawn(move || stream_cold(addr, file, size, started, stop))
+            };
+            let wait = Instant::now();
+            while !started.load(Ordering::Relaxed) && wait.elapsed() < IO_TIMEOUT {
+                if streamer.is_finished() {
+                    break;
+                }
+                thread::sleep(Duration::from_millis(1));
+            }
+            let busy = timed_4k(srv, plan.iso_secs);
+            stop.store(true, Ordering::Relaxed);
+            let streamed = streamer
+                .join()
+                .map_err(|_| other("cold streamer panicked".into()))?;
+            let busy = busy?;
+            let (bytes, took, whole) = streamed?;
+            // The aborted stream's transfer ends in the daemon before the
+            // next measurement.
+            if m == 0 {
+                d.wait_idle(Duration::from_secs(10))?;
+            }
+            thread::sleep(Duration::from_millis(100));
+            let (i99, b99) = (quantile_us(&idle, 0.99), quantile_us(&busy, 0.99));
+            a.i50.push(quantile_us(&idle, 0.5));
+            a.i99.push(i99);
+            a.b50.push(quantile_us(&busy, 0.5));
+            a.b99.push(b99);
+            a.ratio.push(b99 / i99);
+            a.rate
+                .push(bytes as f64 / (1 << 20) as f64 / took.as_secs_f64());
+            a.whole.push(whole as f64);
+        }
+    }
+    let mut t = Table::new(format!(
+        "HTTP, cached 4 KiB GETs on one connection while another streams a cold (evicted) {} MiB file ({reps} x {:.1} s, medians; load average at its start {load}, at its end {}):",
+        files.cold >> 20,
+        plan.iso_secs,
+        os::loadavg()
+    ));
+    let [s, f] = &acc;
+    for (m, a) in acc.iter().enumerate() {
+        if a.resident > 0.05 {
+            println!(
+                "  warning ({}): eviction left {:.0}% of the cold file cached",
+                MODES[m],
+                a.resident * 100.0
+            );
+        }
+    }
+    t.row(
+        "cold GETs read to the end per window (evicted again before each)",
+        median(s.whole.clone()),
+        median(f.whole.clone()),
+    );
+    t.row(
+        "cold stream rate over the window (MiB/s)",
+        median(s.rate.clone()),
+        median(f.rate.clone()),
+    );
+    t.row(
+        "4 KiB p50 idle (µs)",
+        median(s.i50.clone()),
+        median(f.i50.clone()),
+    );
+    t.row(
+        "4 KiB p50 during the cold stream (µs)",
+        median(s.b50.clone()),
+        median(f.b50.clone()),
+    );
+    t.row(
+        "4 KiB p99 idle (µs)",
+        median(s.i99.clone()),
+        median(f.i99.clone()),
+    );
+    t.row(
+        "4 KiB p99 during the cold stream (µs)",
+        median(s.b99.clone()),
+        median(f.b99.clone()),
+    );
+    t.row(
+        "4 KiB p99 during / idle (median of per-run ratios)",
+        median(s.ratio.clone()),
+        median(f.ratio.clone()),
+    );
+    t.text_row(
+        "cold file cached at eviction (max)",
+        format!("{:.0}%", s.resident * 100.0),
+        format!("{:.0}%", f.resident * 100.0),
+    );
+    t.finish(report);
+    Ok(())
+}
