@@ -29,11 +29,16 @@ fi
 status=0
 for target in request_decode hdtr_pump; do
     if [ -d "regressions/$target" ]; then
-        cargo +nightly fuzz run "$target" regressions/"$target"/* >/dev/null 2>&1 || {
-            echo "FAIL $target: a saved regression input crashes again"
+        rlog=$(mktemp)
+        cargo +nightly fuzz run "$target" regressions/"$target"/* >"$rlog" 2>&1 || {
+            # A target that no longer builds fails here too: show why.
+            echo "FAIL $target: a saved regression input fails (crash or build error)"
+            grep -v '^ *Compiling' "$rlog" | tail -n 30
+            rm -f "$rlog"
             status=1
             continue
         }
+        rm -f "$rlog"
     fi
     mkdir -p "corpus/$target"
     log=$(mktemp)

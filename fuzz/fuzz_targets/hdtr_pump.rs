@@ -141,6 +141,9 @@ fuzz_target!(|data: &[u8]| {
     let flags = input.byte();
     let native = flags & 1 != 0;
     let probe_cache = flags & 2 != 0;
+    // A destination whose client cleared O_NONBLOCK: header and trailer go
+    // on their own, never with a native call.
+    let dest_blocking = flags & 8 != 0;
     let hlen = usize::from(input.byte() % 64);
     let tlen = usize::from(input.byte() % 64);
     let file_len_actual = usize::from(input.u16() % 2048);
@@ -191,6 +194,7 @@ fuzz_target!(|data: &[u8]| {
         chunk,
         budget,
         probe_cache,
+        dest_blocking,
     };
     for _ in 0..100_000 {
         let before = cur.pos;
@@ -219,7 +223,7 @@ fuzz_target!(|data: &[u8]| {
                 assert!(len > 0);
                 cur.mark_prefetched(offset, len);
             }
-            PumpStop::BudgetSpent | PumpStop::DestinationFull => {}
+            PumpStop::BudgetSpent | PumpStop::DestinationFull | PumpStop::Blocked => {}
         }
     }
 });
