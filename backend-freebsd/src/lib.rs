@@ -131,7 +131,7 @@ impl TransferBackend for FreeBsdBackend {
     /// `O_NONBLOCK` and must give the file just seen, or the lookup starts
     /// again. FreeBSD reports an escape as `ENOTCAPABLE`; it is returned as
     /// `EXDEV`, as on Linux. `O_RESOLVE_BENEATH` needs FreeBSD 13 or later.
-    fn open_beneath(&self, root: BorrowedFd<'_>, path: &CStr) -> io::Result<OwnedFd> {
+    fn open_beneath(&self, root: BorrowedFd<'_>, path: &CStr) -> io::Result<(OwnedFd, libc::stat)> {
         let path = confine::check_request(path)?;
         if path.is_empty() {
             return Err(io::Error::from_raw_os_error(libc::ENOENT));
@@ -154,7 +154,7 @@ impl TransferBackend for FreeBsdBackend {
             };
             let got = sys::fstat(fd.as_fd())?;
             if confine::same_file(&seen, &got) {
-                return confine::finish_open(fd);
+                return confine::finish_open(fd).map(|fd| (fd, got));
             }
         }
         Err(io::Error::from_raw_os_error(libc::EAGAIN))

@@ -199,7 +199,11 @@ impl LinuxBackend {
     /// `RESOLVE_BENEATH` alone refuses magic links (`/proc/self/root`) with
     /// `EXDEV`, like any escape, and that is what the walk answers for them;
     /// `RESOLVE_NO_MAGICLINKS` would make it `ELOOP`, which means a loop.
-    fn open_by_openat2(&self, root: BorrowedFd<'_>, path: &CStr) -> Option<io::Result<OwnedFd>> {
+    fn open_by_openat2(
+        &self,
+        root: BorrowedFd<'_>,
+        path: &CStr,
+    ) -> Option<io::Result<(OwnedFd, libc::stat)>> {
         let path = match confine::check_request(path) {
             Ok(p) => p,
             Err(e) => return Some(Err(e)),
@@ -242,7 +246,7 @@ impl LinuxBackend {
                 Ok(got) if confine::same_file(&seen, &got) => {
                     // One ioctl clears the O_NONBLOCK of the open (where
                     // confine::finish_open uses fcntl F_GETFL + F_SETFL).
-                    return Some(clear_nonblocking(fd));
+                    return Some(clear_nonblocking(fd).map(|fd| (fd, got)));
                 }
                 // Another file was put there between the two opens.
                 Ok(_) => continue,
@@ -423,7 +427,7 @@ impl TransferBackend for LinuxBackend {
     /// `openat2` is missing (`ENOSYS`: Linux < 5.6 or a seccomp filter), and
     /// with [`LinuxOptions::force_walk`], the checked walk of
     /// [`confine::open_beneath_by_walk`] does the same job.
-    fn open_beneath(&self, root: BorrowedFd<'_>, path: &CStr) -> io::Result<OwnedFd> {
+    fn open_beneath(&self, root: BorrowedFd<'_>, path: &CStr) -> io::Result<(OwnedFd, libc::stat)> {
         if !self.opts.force_walk && !self.no_openat2.load(Ordering::Relaxed) {
             if let Some(r) = self.open_by_openat2(root, path) {
                 return r;

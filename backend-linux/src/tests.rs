@@ -451,8 +451,10 @@ fn tree() -> Tree {
 fn open_errno(b: &LinuxBackend, t: &Tree, p: &str) -> Result<Vec<u8>, i32> {
     let c = CString::new(p).expect("cstring");
     match b.open_beneath(t.root.as_fd(), &c) {
-        Ok(fd) => {
+        Ok((fd, given)) => {
             let st = sys::fstat(fd.as_fd()).expect("fstat");
+            assert!(confine::same_file(&given, &st), "{p}: stat of another file");
+            assert_eq!(given.st_size, st.st_size, "{p}: stale stat");
             if st.st_mode & libc::S_IFMT == libc::S_IFDIR {
                 return Ok(b"<dir>".to_vec());
             }
@@ -623,8 +625,17 @@ fn answer(
 
 fn check_table(root: BorrowedFd<'_>, cases: &[(String, errno_table::Expect)]) {
     let openat2 = LinuxBackend::new();
-    let by_openat2 = |r: BorrowedFd<'_>, p: &CStr| openat2.open_beneath(r, p);
-    let by_walk = |r: BorrowedFd<'_>, p: &CStr| confine::open_beneath_by_walk(r, p);
+    // Each open's stat must be the descriptor's own.
+    let checked = |r: io::Result<(OwnedFd, libc::stat)>| {
+        r.map(|(fd, given)| {
+            let st = sys::fstat(fd.as_fd()).expect("fstat");
+            assert!(confine::same_file(&given, &st), "stat of another file");
+            assert!(sys::is_regular(&given), "stat not of a regular file");
+            fd
+        })
+    };
+    let by_openat2 = |r: BorrowedFd<'_>, p: &CStr| checked(openat2.open_beneath(r, p));
+    let by_walk = |r: BorrowedFd<'_>, p: &CStr| checked(confine::open_beneath_by_walk(r, p));
     let mut wrong = Vec::new();
     for (p, want) in cases {
         let a = answer(&by_openat2, root, p);

@@ -140,7 +140,7 @@ impl TransferBackend for MacosBackend {
     }
 
     /// The checked walk of [`confine::open_beneath_by_walk`].
-    fn open_beneath(&self, root: BorrowedFd<'_>, path: &CStr) -> io::Result<OwnedFd> {
+    fn open_beneath(&self, root: BorrowedFd<'_>, path: &CStr) -> io::Result<(OwnedFd, libc::stat)> {
         confine::open_beneath_by_walk(root, path)
     }
 }

@@ -176,8 +176,11 @@ pub trait TransferBackend: Send + Sync + 'static {
     /// a regular file is opened: any other type (directory, FIFO, socket,
     /// device) is `EINVAL`, known before anything is opened for reading, so
     /// a FIFO's writers are never released. The descriptor is close-on-exec
-    /// and blocking.
-    fn open_beneath(&self, root: BorrowedFd<'_>, path: &CStr) -> io::Result<OwnedFd>;
+    /// and blocking. It comes back with the `fstat` of the descriptor itself,
+    /// which every backend already made for its type and identity checks (so
+    /// the server needs no `fstat` of its own for the file's size and
+    /// identity).
+    fn open_beneath(&self, root: BorrowedFd<'_>, path: &CStr) -> io::Result<(OwnedFd, libc::stat)>;
 
     /// Offers to enlarge a data pipe the daemon writes `len` bytes into (a
     /// Read's pipe), so that fewer, larger moves fill it. Best effort:

@@ -128,9 +128,12 @@ fn fstatat(dir: BorrowedFd<'_>, name: &CStr, flags: libc::c_int) -> io::Result<l
 }
 
 /// What the last component of a walk turned out to be.
+// One value, returned once per open: boxing the stat (large on FreeBSD)
+// would cost an allocation per request for nothing.
+#[allow(clippy::large_enum_variant)]
 enum Last {
-    /// A regular file, opened.
-    File(OwnedFd),
+    /// A regular file, opened, and its `fstat`.
+    File(OwnedFd, libc::stat),
     /// A symbolic link, to be resolved.
     Link,
 }
@@ -156,7 +159,7 @@ fn open_last(dir: BorrowedFd<'_>, name: &CStr) -> io::Result<Last> {
         };
         let got = crate::sys::fstat(fd.as_fd())?;
         if same_file(&seen, &got) && crate::sys::is_regular(&got) {
-            return finish_open(fd).map(Last::File);
+            return finish_open(fd).map(|fd| Last::File(fd, got));
         }
     }
     Err(err(libc::EAGAIN))
@@ -251,7 +254,12 @@ fn components(bytes: &[u8]) -> impl DoubleEndedIterator<Item = &[u8]> {
 ///
 /// Escapes return `EXDEV`; a missing component `ENOENT`; a non-directory used
 /// as a directory `ENOTDIR`; more than [`MAX_DEPTH`] levels `ENAMETOOLONG`.
-pub fn open_beneath_by_walk(root: BorrowedFd<'_>, path: &CStr) -> io::Result<OwnedFd> {
+/// The file comes back with the `fstat` of the open descriptor (the one its
+/// identity was checked with).
+pub fn open_beneath_by_walk(
+    root: BorrowedFd<'_>,
+    path: &CStr,
+) -> io::Result<(OwnedFd, libc::stat)> {
     let path = check_request(path)?.to_bytes();
     if path.is_empty() {
         return Err(err(libc::ENOENT));
@@ -282,7 +290,7 @@ pub fn open_beneath_by_walk(root: BorrowedFd<'_>, path: &CStr) -> io::Result<Own
         let cname = CString::new(name).map_err(|_| err(libc::EINVAL))?;
         let link_error = if last {
             match open_last(cur, &cname)? {
-                Last::File(fd) => return Ok(fd),
+                Last::File(fd, st) => return Ok((fd, st)),
                 // Gone or replaced before it could be read: as if it had
                 // been moved while we looked.
                 Last::Link => err(libc::EAGAIN),
@@ -372,7 +380,7 @@ mod tests {
 
     fn open(t: &Tree, p: &str) -> io::Result<OwnedFd> {
         let c = CString::new(p).expect("cstring");
-        open_beneath_by_walk(t.root.as_fd(), &c)
+        open_beneath_by_walk(t.root.as_fd(), &c).map(|(fd, _)| fd)
     }
 
     fn contents(fd: OwnedFd) -> Vec<u8> {

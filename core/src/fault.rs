@@ -42,7 +42,7 @@
 use std::collections::HashMap;
 use std::ffi::CStr;
 use std::io;
-use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::fd::{BorrowedFd, OwnedFd};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 
@@ -319,13 +319,13 @@ impl<B: TransferBackend> TransferBackend for FaultBackend<B> {
         }
     }
 
-    fn open_beneath(&self, root: BorrowedFd<'_>, path: &CStr) -> io::Result<OwnedFd> {
+    fn open_beneath(&self, root: BorrowedFd<'_>, path: &CStr) -> io::Result<(OwnedFd, libc::stat)> {
         let bytes = path.to_bytes();
         if let Some(FaultKind::Errno(e)) = self.check(FaultOp::Open, |_, tag| contains(bytes, tag))
         {
             return fail(e);
         }
-        let fd = self.inner.open_beneath(root, path)?;
+        let (fd, st) = self.inner.open_beneath(root, path)?;
         let mut bits = 0u64;
         for (i, f) in self.faults.iter().enumerate() {
             if f.tag.as_deref().is_some_and(|t| contains(bytes, t)) {
@@ -333,13 +333,11 @@ impl<B: TransferBackend> TransferBackend for FaultBackend<B> {
             }
         }
         if bits != 0 {
-            if let Ok(st) = crate::sys::fstat(fd.as_fd()) {
-                if let Ok(mut m) = self.tagged.lock() {
-                    m.insert(file_key(&st), bits);
-                }
+            if let Ok(mut m) = self.tagged.lock() {
+                m.insert(file_key(&st), bits);
             }
         }
-        Ok(fd)
+        Ok((fd, st))
     }
 
     fn prefetch(&self, file: BorrowedFd<'_>, offset: u64, len: usize) -> io::Result<()> {

@@ -112,7 +112,7 @@ impl TransferBackend for Fake {
         self.take(self.next(), &all, c.file.nowait)
     }
 
-    fn open_beneath(&self, _r: BorrowedFd<'_>, _p: &CStr) -> io::Result<OwnedFd> {
+    fn open_beneath(&self, _r: BorrowedFd<'_>, _p: &CStr) -> io::Result<(OwnedFd, libc::stat)> {
         Err(io::Error::from_raw_os_error(libc::ENOSYS))
     }
 }

@@ -432,7 +432,11 @@ mod tests {
             }
         }
 
-        fn open_beneath(&self, _root: BorrowedFd<'_>, _path: &CStr) -> io::Result<OwnedFd> {
+        fn open_beneath(
+            &self,
+            _root: BorrowedFd<'_>,
+            _path: &CStr,
+        ) -> io::Result<(OwnedFd, libc::stat)> {
             Err(io::Error::from_raw_os_error(libc::ENOSYS))
         }
     }
@@ -650,7 +654,11 @@ mod tests {
                 self.out.lock().unwrap().extend_from_slice(&all[..n]);
                 Ok(Moved::Bytes(n))
             }
-            fn open_beneath(&self, _r: BorrowedFd<'_>, _p: &CStr) -> io::Result<OwnedFd> {
+            fn open_beneath(
+                &self,
+                _r: BorrowedFd<'_>,
+                _p: &CStr,
+            ) -> io::Result<(OwnedFd, libc::stat)> {
                 Err(io::Error::from_raw_os_error(libc::ENOSYS))
             }
         }

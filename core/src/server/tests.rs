@@ -36,7 +36,7 @@ impl TransferBackend for Portable {
         ReadWriteCopy::send_file(chunk, dest)
     }
 
-    fn open_beneath(&self, root: BorrowedFd<'_>, path: &CStr) -> io::Result<OwnedFd> {
+    fn open_beneath(&self, root: BorrowedFd<'_>, path: &CStr) -> io::Result<(OwnedFd, libc::stat)> {
         crate::confine::open_beneath_by_walk(root, path)
     }
 }
