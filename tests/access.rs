@@ -16,9 +16,7 @@ mod common;
 use std::io::Read;
 use std::os::fd::AsFd;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
-use std::os::unix::process::CommandExt;
 use std::path::Path;
-use std::process::{Command, Stdio};
 
 use common::*;
 use sendfiled_core::client::{Client, Range, Response};
@@ -96,25 +94,7 @@ fn run_helper(op: &str, sock: &Path, arg: &str) -> String {
 /// Runs `op` against `d` as `uid`:`gid`; returns the RESULT line's words.
 fn as_user(d: &Daemon, uid: u32, gid: u32, op: &str, arg: &str) -> Vec<String> {
     let spec = format!("{op}|{}|{arg}", d.socket().display());
-    let out = Command::new(std::env::current_exe().unwrap())
-        .args(["--exact", "helper", "--nocapture", "--test-threads=1", "-q"])
-        .env(HELPER_ENV, spec)
-        .uid(uid)
-        .gid(gid)
-        .stdin(Stdio::null())
-        .output()
-        .expect("helper");
-    let text = String::from_utf8_lossy(&out.stdout);
-    let line = text
-        .lines()
-        .find_map(|l| l.strip_prefix("RESULT "))
-        .unwrap_or_else(|| {
-            panic!(
-                "helper as {uid}:{gid} said nothing: {text} {}",
-                String::from_utf8_lossy(&out.stderr)
-            )
-        });
-    line.split_whitespace().map(str::to_owned).collect()
+    run_helper_as(HELPER_ENV, &spec, uid, gid)
 }
 
 fn is_root() -> bool {

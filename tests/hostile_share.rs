@@ -16,9 +16,7 @@ mod common;
 use std::io::Read;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::fs::PermissionsExt;
-use std::os::unix::process::CommandExt;
 use std::path::Path;
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -85,30 +83,17 @@ fn victim(d: &Daemon, opens: usize) -> Victim {
 
 /// The helper as `uid` (and gid `uid`): OPENS held opens, then a Read.
 fn client_as(d: &Daemon, uid: u32, opens: usize) -> Victim {
-    let out = Command::new(std::env::current_exe().expect("test binary"))
-        .args(["--exact", "helper", "--nocapture", "--test-threads=1", "-q"])
-        .env(HELPER_ENV, format!("{opens}|{}", d.socket().display()))
-        .uid(uid)
-        .gid(uid)
-        .stdin(Stdio::null())
-        .output()
-        .expect("helper");
-    let text = String::from_utf8_lossy(&out.stdout);
-    let line = text
-        .lines()
-        .find_map(|l| l.strip_prefix("RESULT "))
-        .unwrap_or_else(|| {
-            panic!(
-                "victim said nothing: {text} {}",
-                String::from_utf8_lossy(&out.stderr)
-            )
-        });
-    let w: Vec<&str> = line.split_whitespace().collect();
+    let w = run_helper_as(
+        HELPER_ENV,
+        &format!("{opens}|{}", d.socket().display()),
+        uid,
+        uid,
+    );
     let num = |i: usize| w[i].parse::<i64>().expect("number");
     Victim {
         opens: num(0) as usize,
         first_err: num(1) as i32,
-        read: match w[2] {
+        read: match w[2].as_str() {
             "ok" => Ok(num(3) as usize),
             _ => Err(num(3) as i32),
         },

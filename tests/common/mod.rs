@@ -306,3 +306,29 @@ pub fn wait_until(when: Instant) {
         let _ = sys::wait_readable(r.as_fd(), left);
     }
 }
+
+/// Runs this test binary again as `uid`:`gid`, selecting its `helper` test
+/// with `env = spec`; returns the words of the `RESULT` line it prints.
+/// How other users are simulated: the daemon sees their credentials.
+pub fn run_helper_as(env: &str, spec: &str, uid: u32, gid: u32) -> Vec<String> {
+    use std::os::unix::process::CommandExt;
+    let out = Command::new(std::env::current_exe().expect("test binary"))
+        .args(["--exact", "helper", "--nocapture", "--test-threads=1", "-q"])
+        .env(env, spec)
+        .uid(uid)
+        .gid(gid)
+        .stdin(Stdio::null())
+        .output()
+        .expect("helper");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let line = text
+        .lines()
+        .find_map(|l| l.strip_prefix("RESULT "))
+        .unwrap_or_else(|| {
+            panic!(
+                "helper as {uid}:{gid} said nothing: {text} {}",
+                String::from_utf8_lossy(&out.stderr)
+            )
+        });
+    line.split_whitespace().map(str::to_owned).collect()
+}
