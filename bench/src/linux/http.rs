@@ -41,22 +41,7 @@ fn httpd_path() -> io::Result<PathBuf> {
         .and_then(Path::parent)
         .unwrap_or(Path::new("."));
     let bin = target.join("release").join("examples").join("tokio_httpd");
-    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    let ws = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    let status = Command::new(cargo)
-        .args(["build", "--quiet", "--release", "-p", "sendfiled"])
-        .args(["--example", "tokio_httpd"])
-        .env("CARGO_TARGET_DIR", target)
-        .current_dir(&ws)
-        .status();
-    match status {
-        Ok(s) if s.success() => {}
-        other => eprintln!("warning: building tokio_httpd failed ({other:?}); using what is there"),
-    }
-    if !bin.exists() {
-        return Err(other(format!("no tokio_httpd at {}", bin.display())));
-    }
-    Ok(bin)
+    super::build_release(target, &["--example", "tokio_httpd"], &bin, "tokio_httpd")
 }
 
 /// The two body modes, in the order of every table.

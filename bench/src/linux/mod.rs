@@ -205,29 +205,35 @@ fn daemon_path(explicit: Option<PathBuf>) -> io::Result<PathBuf> {
     let bin = target.join("release").join("sendfiled");
     // `cargo run -p sendfiled-bench` builds only this package: make sure the
     // daemon is built (and current) too.
+    build_release(target, &["--bin", "sendfiled"], &bin, "the daemon")
+}
+
+/// Builds a target of the `sendfiled` package in release mode into
+/// `target` (`cargo build --release -p sendfiled ARGS`) and returns `bin`,
+/// which that build makes. A failed build only warns while `bin` exists (a
+/// bench machine without the toolchain can still run what is there).
+pub(super) fn build_release(
+    target: &Path,
+    args: &[&str],
+    bin: &Path,
+    what: &str,
+) -> io::Result<PathBuf> {
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let ws = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
     let status = Command::new(cargo)
-        .args([
-            "build",
-            "--quiet",
-            "--release",
-            "-p",
-            "sendfiled",
-            "--bin",
-            "sendfiled",
-        ])
+        .args(["build", "--quiet", "--release", "-p", "sendfiled"])
+        .args(args)
         .env("CARGO_TARGET_DIR", target)
         .current_dir(&ws)
         .status();
     match status {
         Ok(s) if s.success() => {}
-        other => eprintln!("warning: building the daemon failed ({other:?}); using what is there"),
+        other => eprintln!("warning: building {what} failed ({other:?}); using what is there"),
     }
     if !bin.exists() {
-        return Err(io::Error::other(format!("no daemon at {}", bin.display())));
+        return Err(io::Error::other(format!("no {what} at {}", bin.display())));
     }
-    Ok(bin)
+    Ok(bin.to_path_buf())
 }
 
 /// A running daemon started for the benchmark.
