@@ -252,23 +252,21 @@ impl ReadWriteCopy {
     /// Moves up to `chunk.len` bytes with `pread` + `send(MSG_DONTWAIT)`:
     /// for a socket whose `O_NONBLOCK` its client cleared.
     pub fn send_file_dontwait(chunk: FileChunk<'_>, dest: BorrowedFd<'_>) -> io::Result<Moved> {
-        BUF.with(|buf| {
-            let mut buf = buf.borrow_mut();
-            let want = chunk.len.min(buf.len());
-            let got = crate::sys::pread(chunk.file, &mut buf[..want], chunk.offset)?;
-            if got == 0 {
-                return Ok(Moved::Bytes(0));
-            }
-            match crate::sys::send_dontwait(dest, &buf[..got], 0) {
-                Ok(n) => Ok(Moved::Bytes(n)),
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(Moved::DestinationFull),
-                Err(e) => Err(e),
-            }
-        })
+        Self::copy(chunk, dest, |d, b| crate::sys::send_dontwait(d, b, 0))
     }
 
     /// Moves up to `chunk.len` bytes with `pread` + `write`.
     pub fn send_file(chunk: FileChunk<'_>, dest: BorrowedFd<'_>) -> io::Result<Moved> {
+        Self::copy(chunk, dest, crate::sys::write)
+    }
+
+    /// `pread` into the thread's buffer, then `put` what was read; a full
+    /// destination is [`Moved::DestinationFull`].
+    fn copy(
+        chunk: FileChunk<'_>,
+        dest: BorrowedFd<'_>,
+        put: impl Fn(BorrowedFd<'_>, &[u8]) -> io::Result<usize>,
+    ) -> io::Result<Moved> {
         BUF.with(|buf| {
             let mut buf = buf.borrow_mut();
             let want = chunk.len.min(buf.len());
@@ -276,7 +274,7 @@ impl ReadWriteCopy {
             if got == 0 {
                 return Ok(Moved::Bytes(0));
             }
-            match crate::sys::write(dest, &buf[..got]) {
+            match put(dest, &buf[..got]) {
                 Ok(n) => Ok(Moved::Bytes(n)),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(Moved::DestinationFull),
                 Err(e) => Err(e),
