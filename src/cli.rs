@@ -4,6 +4,7 @@
 use std::path::PathBuf;
 
 use clap::{Parser, ValueEnum};
+use sendfiled_core::server::engine::EngineKind;
 
 /// Where log lines go.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -158,6 +159,18 @@ pub struct Args {
     /// Only these gids may make requests (with --allow-uid: either matches).
     #[arg(long = "allow-gid", value_name = "GID", value_delimiter = ',')]
     pub allow_gid: Vec<u32>,
+
+    /// The event loop's engine: uring (Linux's io_uring; fails to start if
+    /// the kernel refuses it), epoll (the readiness loop: epoll on Linux,
+    /// kqueue elsewhere), or auto (uring where allowed, else epoll, with one
+    /// log line saying why). The choice is logged at start.
+    #[arg(long = "engine", value_name = "ENGINE", env = "SENDFILED_ENGINE",
+          default_value = "auto", value_parser = parse_engine)]
+    pub engine: EngineKind,
+}
+
+fn parse_engine(s: &str) -> Result<EngineKind, String> {
+    s.parse()
 }
 
 fn parse_mode(s: &str) -> Result<u32, String> {
@@ -214,6 +227,9 @@ mod tests {
             .unwrap();
         assert_eq!(a.socket_mode, 0o660);
         assert_eq!(a.busy_poll_us, 0, "no spinning unless asked");
+        if std::env::var_os("SENDFILED_ENGINE").is_none() {
+            assert_eq!(a.engine, EngineKind::Auto);
+        }
         assert_eq!((a.uid_share, a.stall_timeout_ms), (50, 60_000));
         for bad in ["0", "101"] {
             assert!(
@@ -241,5 +257,21 @@ mod tests {
             Args::try_parse_from(["sendfiled", "-s", "x", "-r", "/", "--busy-poll", "20000"])
                 .is_err()
         );
+    }
+
+    #[test]
+    fn engine_is_chosen_by_name_and_unknown_names_are_refused() {
+        for (name, kind) in [
+            ("auto", EngineKind::Auto),
+            ("uring", EngineKind::Uring),
+            ("epoll", EngineKind::Epoll),
+        ] {
+            let a = Args::try_parse_from(["sendfiled", "-s", "x", "-r", "/", "--engine", name])
+                .unwrap();
+            assert_eq!(a.engine, kind);
+        }
+        let e = Args::try_parse_from(["sendfiled", "-s", "x", "-r", "/", "--engine", "select"])
+            .unwrap_err();
+        assert!(e.to_string().contains("unknown engine"), "{e}");
     }
 }

@@ -207,6 +207,7 @@ fn run(args: &Args, target: LogTarget) -> Result<(), StartError> {
         stall_timeout: Duration::from_millis(args.stall_timeout_ms),
         allow_uids: args.allow_uid.clone(),
         allow_gids: args.allow_gid.clone(),
+        engine: args.engine,
         ..Config::default()
     };
     let backend = platform::new_backend();

@@ -1,9 +1,10 @@
 //! The daemon's event loop.
 //!
-//! One thread runs an edge-triggered readiness loop (`mio`: epoll on Linux,
-//! kqueue on the BSDs and macOS) over the request socket, every transfer's
-//! status channel and destination, a shutdown descriptor and a waker for the
-//! disk I/O pool. Nothing on this thread blocks: destinations and status
+//! One thread runs a loop over the request socket, every transfer's status
+//! channel and destination, a shutdown descriptor and a waker for the disk
+//! I/O pool, on one of two [`engine`]s: io_uring on Linux where the kernel
+//! allows it, else an edge-triggered readiness loop (`mio`: epoll on Linux,
+//! kqueue on the BSDs and macOS). Nothing on this thread blocks: destinations and status
 //! pipes are non-blocking, each transfer moves at most a bounded quantum per
 //! turn so a fast reader cannot starve the others, and data missing from the
 //! page cache is brought in by [`disk`] threads.
@@ -24,6 +25,7 @@ pub mod admission;
 pub mod backstop;
 pub mod closer;
 pub mod disk;
+pub mod engine;
 pub mod listener;
 pub mod pump;
 pub mod share;
@@ -43,14 +45,12 @@ use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use mio::unix::SourceFd;
-use mio::{Events, Interest, Poll, Token, Waker};
-
 use crate::backend::TransferBackend;
 use crate::protocol as proto;
 use crate::sys::{self, Received};
 use closer::{CloseJob, Closer};
 use disk::DiskPool;
+use engine::{Engine, EngineKind, Event, Interest};
 use listener::RequestSocket;
 use share::UidCounts;
 use table::{Slot, TransferTable};
@@ -91,6 +91,8 @@ pub struct Config {
     pub allow_uids: Vec<u32>,
     /// If not empty, only these gids (or the uids above) may make requests.
     pub allow_gids: Vec<u32>,
+    /// The engine to run on.
+    pub engine: EngineKind,
 }
 
 impl Default for Config {
@@ -107,6 +109,7 @@ impl Default for Config {
             stall_timeout: Duration::from_secs(60),
             allow_uids: Vec::new(),
             allow_gids: Vec::new(),
+            engine: EngineKind::Auto,
         }
     }
 }
@@ -119,17 +122,17 @@ struct Counters {
     bytes: u64,
 }
 
-const LISTENER: Token = Token(0);
-const SHUTDOWN: Token = Token(1);
-const WAKER: Token = Token(2);
+const LISTENER: usize = 0;
+const SHUTDOWN: usize = 1;
+const WAKER: usize = 2;
 const FIRST_TRANSFER_TOKEN: usize = 3;
 
-fn status_token(slot: Slot) -> Token {
-    Token(FIRST_TRANSFER_TOKEN + slot * 2)
+fn status_token(slot: Slot) -> usize {
+    FIRST_TRANSFER_TOKEN + slot * 2
 }
 
-fn dest_token(slot: Slot) -> Token {
-    Token(FIRST_TRANSFER_TOKEN + slot * 2 + 1)
+fn dest_token(slot: Slot) -> usize {
+    FIRST_TRANSFER_TOKEN + slot * 2 + 1
 }
 
 /// How long shutdown waits for the disk and closer threads before it exits
@@ -145,7 +148,10 @@ pub struct Server<B: TransferBackend> {
     config: Config,
     root: OwnedFd,
     socket: RequestSocket,
-    poll: Poll,
+    engine: Engine,
+    /// Descriptors to close in order at this turn's end (see
+    /// [`Engine::close_in_order`]).
+    quick_closes: Vec<OwnedFd>,
     table: TransferTable<Transfer>,
     runq: VecDeque<Slot>,
     timers: OpenFileTimers,
@@ -193,30 +199,19 @@ impl<B: TransferBackend> Server<B> {
         socket: RequestSocket,
         shutdown: OwnedFd,
     ) -> io::Result<Server<B>> {
-        let poll = Poll::new()?;
+        let mut engine = Engine::new(config.engine, WAKER)?;
         let backend = Arc::new(backend);
-        let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
-        let wake: Arc<dyn Fn() + Send + Sync> = Arc::new(move || {
-            let _ = waker.wake();
-        });
-        let disk = DiskPool::start(config.disk_threads, Arc::clone(&backend), wake)?;
+        let disk = DiskPool::start(config.disk_threads, Arc::clone(&backend), engine.waker())?;
         sys::set_nonblocking(shutdown.as_fd(), true)?;
-        poll.registry().register(
-            &mut SourceFd(&socket.fd.as_raw_fd()),
-            LISTENER,
-            Interest::READABLE,
-        )?;
-        poll.registry().register(
-            &mut SourceFd(&shutdown.as_raw_fd()),
-            SHUTDOWN,
-            Interest::READABLE,
-        )?;
+        engine.register(socket.fd.as_raw_fd(), LISTENER, Interest::Readable)?;
+        engine.register(shutdown.as_raw_fd(), SHUTDOWN, Interest::Readable)?;
         Ok(Server {
             backend,
             config,
             root,
             socket,
-            poll,
+            engine,
+            quick_closes: Vec::new(),
             table: TransferTable::default(),
             runq: VecDeque::new(),
             timers: OpenFileTimers::default(),
@@ -242,11 +237,12 @@ impl<B: TransferBackend> Server<B> {
     /// live transfer and held open file (its status channel closes without a
     /// message) and returns; dropping the server removes the socket file.
     pub fn run(&mut self) -> io::Result<()> {
-        let mut events = Events::with_capacity(1024);
+        let mut events: Vec<Event> = Vec::with_capacity(1024);
         log::info!(
-            "serving with backend {}, at most {} transfers ({} per uid when full), \
+            "serving with backend {}, engine {}, at most {} transfers ({} per uid when full), \
              open-file timeout {} ms, stall timeout {} ms",
             self.backend.name(),
+            self.engine.name(),
             self.config.max_transfers,
             share::share_of(self.config.max_transfers, self.config.uid_share_percent),
             self.config.open_timeout.as_millis(),
@@ -274,7 +270,8 @@ impl<B: TransferBackend> Server<B> {
                 };
                 due.map(|t| t.saturating_duration_since(Instant::now()))
             };
-            match self.poll.poll(&mut events, timeout) {
+            events.clear();
+            match self.engine.wait(&mut events, timeout) {
                 Ok(()) => {}
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => return Err(e),
@@ -284,15 +281,14 @@ impl<B: TransferBackend> Server<B> {
             }
             let mut stop = false;
             for ev in events.iter() {
-                match ev.token() {
+                match ev.token {
                     LISTENER => self.listener_ready = true,
                     SHUTDOWN => stop = self.shutdown_requested(),
                     WAKER => self.disk_finished(),
-                    Token(t) => {
+                    t => {
                         let slot = (t - FIRST_TRANSFER_TOKEN) / 2;
                         let is_dest = (t - FIRST_TRANSFER_TOKEN) % 2 == 1;
-                        let closed = ev.is_error() || ev.is_write_closed();
-                        self.transfer_event(slot, is_dest, closed);
+                        self.transfer_event(slot, is_dest, ev.closed);
                     }
                 }
             }
@@ -309,6 +305,7 @@ impl<B: TransferBackend> Server<B> {
             }
             self.run_queue();
             self.closer.submit(&mut self.to_close);
+            self.engine.close_in_order(&mut self.quick_closes);
             self.table.recycle();
         }
     }
@@ -374,6 +371,7 @@ impl<B: TransferBackend> Server<B> {
             self.end(slot, Outcome::Cancelled);
             self.remove(slot);
         }
+        self.engine.close_in_order(&mut self.quick_closes);
         // Bounded: a lingering close or a write to a hung filesystem must
         // not keep the daemon from exiting.
         let deadline = Instant::now() + SHUTDOWN_GRACE;

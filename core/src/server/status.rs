@@ -237,6 +237,11 @@ impl StatusWriter {
     pub fn fd(&self) -> BorrowedFd<'_> {
         self.fd.as_fd()
     }
+
+    /// Gives up the channel's descriptor, to be closed.
+    pub fn into_fd(self) -> OwnedFd {
+        self.fd
+    }
 }
 
 /// The errno [`write_reply`] reports an interrupted write with (as a

@@ -98,6 +98,8 @@ impl Drop for Running {
 
 fn config() -> Config {
     Config {
+        // SENDFILED_ENGINE picks the engine, as it does for the daemon.
+        engine: super::engine::EngineKind::from_env().unwrap(),
         // The portable copy path reads; there is no cache probe.
         probe_cache: false,
         disk_threads: 1,

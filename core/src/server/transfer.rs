@@ -149,10 +149,13 @@ impl Transfer {
 
     /// Leaves the data part: the file and the destination are handed back
     /// (for deregistration and closing) and the state is [`State::Finishing`].
-    pub fn take_data_part(&mut self) -> Option<Dest> {
+    pub fn take_data_part(&mut self) -> (Option<Arc<OwnedFd>>, Option<Dest>) {
         match std::mem::replace(&mut self.state, State::Finishing) {
-            State::Running { dest, .. } | State::WaitingForDisk { dest, .. } => Some(dest),
-            State::Opened { .. } | State::WritingFile { .. } | State::Finishing => None,
+            State::Running { file, dest, .. } | State::WaitingForDisk { file, dest } => {
+                (Some(file), Some(dest))
+            }
+            State::Opened { file, .. } | State::WritingFile { file } => (Some(file), None),
+            State::Finishing => (None, None),
         }
     }
 }

@@ -13,14 +13,12 @@ use std::os::fd::{AsFd, AsRawFd};
 use std::sync::Arc;
 use std::time::Instant;
 
-use mio::unix::SourceFd;
-use mio::Interest;
-
 use crate::backend::{DestKind, TransferBackend};
 use crate::sys::{self, errno as errno_of};
 
 use super::closer::CloseJob;
 use super::disk::{DiskJob, Finished, Work};
+use super::engine::Interest;
 use super::pump::{pump, Cursor, Limits, PumpStop};
 use super::status::{Final, Flush};
 use super::table::Slot;
@@ -251,7 +249,6 @@ impl<B: TransferBackend> Server<B> {
         let Some(t) = self.table.get_mut(slot) else {
             return Ok(());
         };
-        let registry = self.poll.registry();
         let status_fd = t.status.fd().as_raw_fd();
         let data_on_status = matches!(
             t.state,
@@ -261,18 +258,12 @@ impl<B: TransferBackend> Server<B> {
             }
         );
         if !t.status_registered {
-            registry.register(
-                &mut SourceFd(&status_fd),
-                status_token(slot),
-                Interest::WRITABLE,
-            )?;
+            self.engine
+                .register(status_fd, status_token(slot), Interest::Writable)?;
             t.status_registered = true;
         } else if rearm && data_on_status {
-            registry.reregister(
-                &mut SourceFd(&status_fd),
-                status_token(slot),
-                Interest::WRITABLE,
-            )?;
+            self.engine
+                .reregister(status_fd, status_token(slot), Interest::Writable)?;
         }
         let mut retry_now = false;
         if let State::Running {
@@ -288,11 +279,13 @@ impl<B: TransferBackend> Server<B> {
         } = &mut t.state
         {
             if kind.is_pollable() && (!*registered || rearm) {
-                let source = &mut SourceFd(&fd.as_raw_fd());
+                let raw = fd.as_raw_fd();
                 if *registered {
-                    registry.reregister(source, dest_token(slot), Interest::WRITABLE)?;
+                    self.engine
+                        .reregister(raw, dest_token(slot), Interest::Writable)?;
                 } else {
-                    registry.register(source, dest_token(slot), Interest::WRITABLE)?;
+                    self.engine
+                        .register(raw, dest_token(slot), Interest::Writable)?;
                 }
                 *registered = true;
             }
@@ -377,18 +370,21 @@ impl<B: TransferBackend> Server<B> {
             return;
         }
         t.outcome = Some(outcome);
+        let (file, dest) = t.take_data_part();
+        // Closed with this turn's other quick closes; a disk job may still
+        // hold its own clone, which closes when the job is done.
+        if let Some(file) = file.and_then(|f| Arc::try_unwrap(f).ok()) {
+            self.quick_closes.push(file);
+        }
         if let Some(Dest::Fd {
             fd,
             kind,
             registered,
             ..
-        }) = t.take_data_part()
+        }) = dest
         {
             if registered {
-                let _ = self
-                    .poll
-                    .registry()
-                    .deregister(&mut SourceFd(&fd.as_raw_fd()));
+                let _ = self.engine.deregister(fd.as_raw_fd(), dest_token(slot));
             }
             // Closed when the transfer is removed, off the loop if it may
             // block (see `remove`).
@@ -432,9 +428,10 @@ impl<B: TransferBackend> Server<B> {
             return;
         };
         self.shares.give_back(t.peer_uid);
-        let registry = self.poll.registry();
         if t.status_registered {
-            let _ = registry.deregister(&mut SourceFd(&t.status.fd().as_raw_fd()));
+            let _ = self
+                .engine
+                .deregister(t.status.fd().as_raw_fd(), status_token(slot));
         }
         // The file and destination close before the status channel, so a
         // client that sees end of file there knows the daemon holds nothing
@@ -442,7 +439,11 @@ impl<B: TransferBackend> Server<B> {
         // (a socket's SO_LINGER, a file's flush) closes on a closer thread,
         // and the status channel after it there.
         let mut off_loop = None;
-        match t.take_data_part() {
+        let (file, dest) = t.take_data_part();
+        if let Some(file) = file.and_then(|f| Arc::try_unwrap(f).ok()) {
+            self.quick_closes.push(file);
+        }
+        match dest {
             Some(Dest::Fd {
                 fd,
                 kind,
@@ -450,10 +451,10 @@ impl<B: TransferBackend> Server<B> {
                 ..
             }) => {
                 if registered {
-                    let _ = registry.deregister(&mut SourceFd(&fd.as_raw_fd()));
+                    let _ = self.engine.deregister(fd.as_raw_fd(), dest_token(slot));
                 }
                 if closes_quickly(kind, &fd) {
-                    drop(fd);
+                    self.quick_closes.push(fd);
                 } else {
                     off_loop = Some(fd);
                 }
@@ -477,6 +478,8 @@ impl<B: TransferBackend> Server<B> {
             self.orphans.insert(txnid, t);
         } else if let Some(fd) = off_loop {
             self.to_close.push(Box::new((fd, t)) as CloseJob);
+        } else {
+            self.quick_closes.push(t.status.into_fd());
         }
     }
 
