@@ -52,7 +52,7 @@ pub enum Engine {
     Epoll(epoll::EpollEngine),
     /// The io_uring loop.
     #[cfg(target_os = "linux")]
-    Uring(uring::UringEngine),
+    Uring(Box<uring::UringEngine>),
 }
 
 impl Engine {
@@ -65,7 +65,7 @@ impl Engine {
             EngineKind::Epoll => Ok(Engine::Epoll(epoll::EpollEngine::new(waker)?)),
             #[cfg(target_os = "linux")]
             EngineKind::Uring => uring::UringEngine::new(waker)
-                .map(Engine::Uring)
+                .map(|u| Engine::Uring(Box::new(u)))
                 .map_err(|e| io::Error::new(e.kind(), format!("io_uring refused: {e}"))),
             #[cfg(not(target_os = "linux"))]
             EngineKind::Uring => Err(io::Error::new(
@@ -74,7 +74,7 @@ impl Engine {
             )),
             #[cfg(target_os = "linux")]
             EngineKind::Auto => match uring::UringEngine::new(waker) {
-                Ok(u) => Ok(Engine::Uring(u)),
+                Ok(u) => Ok(Engine::Uring(Box::new(u))),
                 Err(e) => {
                     log::warn!("io_uring refused ({e}): using the epoll engine");
                     Ok(Engine::Epoll(epoll::EpollEngine::new(waker)?))
@@ -116,6 +116,8 @@ impl Engine {
     /// Stops watching `fd`. When this returns the engine holds no reference
     /// to its open file, so closing `fd` afterwards is its last close.
     pub fn deregister(&mut self, fd: RawFd, token: usize) -> io::Result<()> {
+        // The readiness loop forgets by descriptor, the ring by token.
+        let _ = token;
         match self {
             Engine::Epoll(e) => e.deregister(fd),
             #[cfg(target_os = "linux")]
