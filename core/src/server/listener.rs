@@ -34,15 +34,11 @@ pub fn bind(path: &Path, mode: u32) -> io::Result<RequestSocket> {
             if !md.file_type().is_socket() {
                 return Err(io::Error::from_raw_os_error(libc::EEXIST));
             }
-            let probe = UnixDatagram::unbound()?;
-            match probe.connect(path) {
-                Ok(()) => return Err(io::Error::from_raw_os_error(libc::EADDRINUSE)),
-                Err(e) if e.raw_os_error() == Some(libc::ECONNREFUSED) => {
-                    log::info!("removing stale socket {}", path.display());
-                    std::fs::remove_file(path)?;
-                }
-                Err(e) => return Err(e),
+            if owner_is_alive(path)? {
+                return Err(io::Error::from_raw_os_error(libc::EADDRINUSE));
             }
+            log::info!("removing stale socket {}", path.display());
+            std::fs::remove_file(path)?;
         }
         Err(e) if e.kind() == io::ErrorKind::NotFound => {}
         Err(e) => return Err(e),
@@ -61,6 +57,32 @@ pub fn bind(path: &Path, mode: u32) -> io::Result<RequestSocket> {
         fd: sock.into(),
         path: Some(path.to_owned()),
     })
+}
+
+/// How long a socket file that still takes connections is watched for its
+/// owner's death before the name counts as in use.
+const STALE_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Whether a daemon still serves the socket at `path` (`connect(2)`
+/// succeeds) or it is stale (`ECONNREFUSED`). A daemon that has just died
+/// can keep its socket connectable for a moment: the kernel tears down a
+/// dead process's io_uring, whose polls hold the socket open, after the
+/// process is gone. So a connectable socket is asked again for up to
+/// [`STALE_GRACE`] before it counts as live; a live daemon stays
+/// connectable, so its name is never taken.
+fn owner_is_alive(path: &Path) -> io::Result<bool> {
+    let deadline = std::time::Instant::now() + STALE_GRACE;
+    loop {
+        let probe = UnixDatagram::unbound()?;
+        match probe.connect(path) {
+            Ok(()) if std::time::Instant::now() < deadline => {
+                std::thread::sleep(std::time::Duration::from_millis(10))
+            }
+            Ok(()) => return Ok(true),
+            Err(e) if e.raw_os_error() == Some(libc::ECONNREFUSED) => return Ok(false),
+            Err(e) => return Err(e),
+        }
+    }
 }
 
 /// Makes a request socket ready for the loop: non-blocking, a receive buffer

@@ -51,6 +51,10 @@ pub struct UringEngine {
     waker_token: usize,
     wake_fd: Arc<OwnedFd>,
     rearm: Vec<usize>,
+    /// Flags every close carries: `IOSQE_CQE_SKIP_SUCCESS` where the
+    /// kernel has it (5.17), so that a successful close posts nothing and
+    /// does not wake the wait that submitted it.
+    close_flags: squeue::Flags,
 }
 
 impl std::fmt::Debug for UringEngine {
@@ -124,7 +128,13 @@ impl UringEngine {
         }
         // SAFETY: `raw` is a fresh descriptor nobody else owns.
         let wake_fd = Arc::new(unsafe { OwnedFd::from_raw_fd(raw) });
+        let close_flags = if ring.params().is_feature_skip_cqe_on_success() {
+            squeue::Flags::SKIP_SUCCESS
+        } else {
+            squeue::Flags::empty()
+        };
         let mut engine = UringEngine {
+            close_flags,
             ring,
             watched: HashMap::new(),
             next_gen: 0,
@@ -266,12 +276,14 @@ impl UringEngine {
         }
         for (i, fd) in fds.drain(..).enumerate() {
             let raw = fd.into_raw_fd();
-            let mut entry = opcode::Close::new(types::Fd(raw))
-                .build()
-                .user_data(CLOSE_TAG);
+            let mut flags = self.close_flags;
             if i + 1 < n {
-                entry = entry.flags(squeue::Flags::IO_HARDLINK);
+                flags |= squeue::Flags::IO_HARDLINK;
             }
+            let entry = opcode::Close::new(types::Fd(raw))
+                .build()
+                .flags(flags)
+                .user_data(CLOSE_TAG);
             // SAFETY: a close carries a descriptor number only; there is
             // room (checked above), so the push cannot fail.
             if unsafe { self.ring.submission().push(&entry) }.is_err() {
