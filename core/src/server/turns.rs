@@ -386,9 +386,12 @@ impl<B: TransferBackend> Server<B> {
             if registered {
                 let _ = self.engine.deregister(fd.as_raw_fd(), dest_token(slot));
             }
-            // Closed when the transfer is removed, off the loop if it may
-            // block (see `remove`).
-            if !closes_quickly(kind, &fd) {
+            // One that may block on close waits for the transfer's removal
+            // and a closer thread (see `remove`); a quick one closes with
+            // this turn's other quick closes, before the status channel.
+            if closes_quickly(kind, &fd) {
+                self.quick_closes.push(fd);
+            } else {
                 self.ended_dests.insert(slot, fd);
             }
         }
