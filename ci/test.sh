@@ -1,8 +1,14 @@
 #!/usr/bin/env bash
 # Runs every test of sendfiled: the C library's suite when ci/c-tests.sh
-# exists, then the Rust workspace's unit, integration and doc tests (on Linux
-# a second time with the daemon forced onto the portable read/write copy path
-# and path walk that FreeBSD and macOS use).
+# exists, then the Rust workspace's unit, integration and doc tests, with the
+# engine the environment picks (auto, io_uring where the kernel allows it,
+# unless SENDFILED_ENGINE is set).
+# On Linux the Rust tests run a second time with the daemon forced onto the
+# portable read/write copy path and path walk that FreeBSD and macOS use, and
+# then the C suite and the Rust tests once more with SENDFILED_ENGINE=epoll,
+# so that every test runs on each engine (elsewhere the readiness loop,
+# kqueue, is the only engine). The last lines total the passes: the Rust
+# tests of all of them, and the C suite's.
 #
 # This is the README's test command. Extra arguments go to `cargo test`.
 set -euo pipefail
@@ -16,19 +22,26 @@ export SENDFILED_ALLOW_ROOT=1
 # captured; it runs here first, on its own, with its output shown.
 export SFD_SKIP_C_SUITE=1
 
-if [ -f ci/c-tests.sh ]; then
-  banner "C library tests (ci/c-tests.sh)"
-  "$BASH" ci/c-tests.sh
-else
-  echo "skipped: C tests (ci/c-tests.sh not present)"
-fi
-
 log=$(mktemp "${TMPDIR:-/tmp}/sfd-test.XXXXXX")
-trap 'rm -f "$log"' EXIT
+clog=$(mktemp "${TMPDIR:-/tmp}/sfd-ctest.XXXXXX")
+trap 'rm -f "$log" "$clog"' EXIT
+
+# The daemons the C tests start inherit the environment, SENDFILED_ENGINE
+# included.
+c_tests() {
+  if [ -f ci/c-tests.sh ]; then
+    banner "C library tests (ci/c-tests.sh)${1:+ with $1}"
+    "$BASH" ci/c-tests.sh 2>&1 | tee -a "$clog"
+  else
+    echo "skipped: C tests (ci/c-tests.sh not present)"
+  fi
+}
 
 cargo_tests() {
   cargo test --workspace ${1+"$@"} 2>&1 | tee -a "$log"
 }
+
+c_tests
 
 banner "cargo test --workspace"
 cargo_tests ${1+"$@"}
@@ -36,11 +49,18 @@ cargo_tests ${1+"$@"}
 if [ "$(host_os)" = Linux ]; then
   banner "cargo test --workspace with SENDFILED_FORCE_FALLBACK=1 (portable copy path and path walk)"
   SENDFILED_FORCE_FALLBACK=1 cargo_tests ${1+"$@"}
+
+  export SENDFILED_ENGINE=epoll
+  c_tests "SENDFILED_ENGINE=epoll"
+  banner "cargo test --workspace with SENDFILED_ENGINE=epoll (the readiness loop)"
+  cargo_tests ${1+"$@"}
 else
   echo "skipped: the forced-fallback pass (Linux only: elsewhere the fallback is the native path)"
+  echo "skipped: the SENDFILED_ENGINE=epoll pass (Linux only: elsewhere the readiness loop is the only engine)"
 fi
 
-# One line totalling every `test result:` line above (both passes).
+# One line totalling every `test result:` line above (every Rust pass), and
+# one totalling the C suite's `N passed, M failed` lines (every C pass).
 awk '/^test result:/ {
        for (i = 1; i <= NF; i++) {
          if ($i ~ /^passed;?$/)  p += $(i-1)
@@ -49,3 +69,7 @@ awk '/^test result:/ {
        }
      }
      END { printf "rust: %d passed, %d failed, %d skipped\n", p, f, s }' "$log"
+if [ -s "$clog" ]; then
+  awk '/^[0-9]+ passed, [0-9]+ failed$/ { p += $1; f += $3; n++ }
+       END { printf "c: %d passed, %d failed (%d runs of the suite)\n", p, f, n }' "$clog"
+fi

@@ -77,11 +77,43 @@ impl Daemon {
         extra: &[&str],
         env: &[(&str, &str)],
     ) -> Result<Daemon, String> {
+        Daemon::spawn(root, name, extra, env, |_| {})
+    }
+
+    /// [`Daemon::start_in_env`] with `hook` run in the daemon's process
+    /// between `fork` and `exec` (to confine it with a seccomp filter, say).
+    ///
+    /// # Safety
+    /// As for [`CommandExt::pre_exec`]: `hook` makes only
+    /// async-signal-safe calls and allocates nothing.
+    ///
+    /// [`CommandExt::pre_exec`]: std::os::unix::process::CommandExt::pre_exec
+    pub unsafe fn start_in_pre_exec(
+        root: tempfile::TempDir,
+        name: &str,
+        extra: &[&str],
+        env: &[(&str, &str)],
+        hook: impl FnMut() -> std::io::Result<()> + Send + Sync + 'static,
+    ) -> Result<Daemon, String> {
+        use std::os::unix::process::CommandExt;
+        Daemon::spawn(root, name, extra, env, |cmd| {
+            // SAFETY: per this function's contract.
+            unsafe { cmd.pre_exec(hook) };
+        })
+    }
+
+    fn spawn(
+        root: tempfile::TempDir,
+        name: &str,
+        extra: &[&str],
+        env: &[(&str, &str)],
+        configure: impl FnOnce(&mut Command),
+    ) -> Result<Daemon, String> {
         let logdir = tempfile::tempdir().expect("tempdir");
         let log = logdir.path().join("daemon.log");
         let logfile = std::fs::File::create(&log).expect("log file");
-        let mut child = Command::new(daemon_bin())
-            .args(["-s", name, "-r"])
+        let mut cmd = Command::new(daemon_bin());
+        cmd.args(["-s", name, "-r"])
             .arg(root.path())
             .args(["-p", "--log-level", "debug"])
             .args(extra)
@@ -89,9 +121,9 @@ impl Daemon {
             .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
-            .stderr(Stdio::from(logfile))
-            .spawn()
-            .expect("spawn sendfiled");
+            .stderr(Stdio::from(logfile));
+        configure(&mut cmd);
+        let mut child = cmd.spawn().expect("spawn sendfiled");
         let mut out = child.stdout.take().expect("stdout");
         assert!(
             sys::wait_readable(out.as_fd(), WAIT).unwrap(),
