@@ -320,6 +320,7 @@ fn uring_engine_does_not_start_when_seccomp_refuses_io_uring() {
         Some(errno),
         "exits with the errno it printed"
     );
+    assert_eq!(errno, libc::EPERM, "the refusal's errno, not a generic EIO");
     assert_eq!(
         refusals(&log).len(),
         1,

@@ -28,7 +28,18 @@ pub use sendfiled_client::sys::{
 /// The errno to report for `e`: its OS error code, or `EIO` for an error
 /// that did not come from the OS (every reply and exit status is an errno).
 pub fn errno(e: &io::Error) -> i32 {
-    e.raw_os_error().unwrap_or(libc::EIO)
+    // An error that wraps another (with context) keeps the errno of the
+    // first one in its chain of sources that has one.
+    let mut source: Option<&(dyn std::error::Error + 'static)> = e.get_ref().map(|r| r as _);
+    let mut found = e.raw_os_error();
+    while found.is_none() {
+        let Some(s) = source else { break };
+        found = s
+            .downcast_ref::<io::Error>()
+            .and_then(io::Error::raw_os_error);
+        source = s.source();
+    }
+    found.unwrap_or(libc::EIO)
 }
 
 /// What kind of descriptor a destination is; decides the copy path.
@@ -653,5 +664,27 @@ mod tests {
         if cfg!(target_os = "linux") {
             assert_eq!(fds.next(), Some(0));
         }
+    }
+
+    #[test]
+    fn errno_is_found_through_wrapping_errors() {
+        #[derive(Debug)]
+        struct Context(io::Error);
+        impl std::fmt::Display for Context {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                write!(f, "doing something: {}", self.0)
+            }
+        }
+        impl std::error::Error for Context {
+            fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+                Some(&self.0)
+            }
+        }
+        let raw = io::Error::from_raw_os_error(libc::EPERM);
+        assert_eq!(errno(&raw), libc::EPERM);
+        let wrapped = io::Error::new(io::ErrorKind::PermissionDenied, Context(raw));
+        assert_eq!(errno(&wrapped), libc::EPERM);
+        let plain = io::Error::other("no errno anywhere");
+        assert_eq!(errno(&plain), libc::EIO);
     }
 }

@@ -45,6 +45,23 @@ pub struct Event {
 /// Wakes the loop from another thread.
 pub type Wake = Arc<dyn Fn() + Send + Sync>;
 
+/// io_uring was refused: says so, and keeps the refusal (and its errno,
+/// for the daemon's exit status) as its source.
+#[derive(Debug)]
+pub struct Refused(pub io::Error);
+
+impl std::fmt::Display for Refused {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "io_uring refused: {}", self.0)
+    }
+}
+
+impl std::error::Error for Refused {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&self.0)
+    }
+}
+
 /// The engine a server runs on.
 #[derive(Debug)]
 pub enum Engine {
@@ -66,7 +83,7 @@ impl Engine {
             #[cfg(target_os = "linux")]
             EngineKind::Uring => uring::UringEngine::new(waker)
                 .map(|u| Engine::Uring(Box::new(u)))
-                .map_err(|e| io::Error::new(e.kind(), format!("io_uring refused: {e}"))),
+                .map_err(|e| io::Error::new(e.kind(), Refused(e))),
             #[cfg(not(target_os = "linux"))]
             EngineKind::Uring => Err(io::Error::new(
                 io::ErrorKind::Unsupported,
