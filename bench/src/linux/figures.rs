@@ -1,4 +1,7 @@
-//! The figures of issue 6, each measured through the daemon and in-process.
+//! The figures of issue 6, each measured through the daemon of every engine
+//! and in-process: the references without a daemon once per run, the
+//! daemons of the engines one after the other within each repetition, so
+//! that all see about the same load.
 
 use std::fs::File;
 use std::io;
@@ -12,7 +15,7 @@ use std::time::{Duration, Instant};
 use sendfiled_core::client::Client;
 use sendfiled_core::protocol::Range;
 
-use super::{os, pool, trace, Daemon, Files, Plan};
+use super::{os, pool, trace, Daemon, EngineKind, Files, Plan};
 
 // ----- statistics and the report -----
 
@@ -82,6 +85,9 @@ enum Goal {
 
 struct Row {
     figure: String,
+    /// The engine of the daemon measured; `None` for a figure without one
+    /// (the floor, the in-process references).
+    engine: Option<EngineKind>,
     daemon: f64,
     reference: Option<(f64, String)>,
     ratio: Option<f64>,
@@ -92,12 +98,11 @@ struct Row {
 /// Every figure measured, printed as one table at the end.
 #[derive(Default)]
 pub struct Report {
+    /// The engines measured, in the order of every table.
+    engines: Vec<EngineKind>,
     rows: Vec<Row>,
-    pub rss_idle_kib: u64,
-    /// Of which private (anonymous) memory.
-    pub rss_anon_idle_kib: u64,
-    /// 4 KiB Send, one client, daemon idle: p50 and p99 (µs).
-    idle_4k: Option<(f64, f64)>,
+    /// 4 KiB Send, one client, daemon idle: p50 and p99 (µs), per engine.
+    idle_4k: Vec<(EngineKind, f64, f64)>,
     /// The small-file figure, against the pool and in-process.
     small_rows: Vec<SmallRow>,
     /// Worker threads of the pool reference.
@@ -110,9 +115,15 @@ pub struct Report {
     pub sections: Vec<String>,
 }
 
+/// An engine's name for a table cell, blank for figures without a daemon.
+pub(super) fn engine_cell(e: Option<EngineKind>) -> String {
+    e.map_or(String::new(), |e| e.to_string())
+}
+
 /// The daemon's cost per request in one small-file configuration.
 struct CostRow {
     what: String,
+    engine: EngineKind,
     /// utime + stime (`/proc/PID/stat`) over the timed runs / requests (µs).
     cpu_us: f64,
     /// Of which stime.
@@ -130,13 +141,14 @@ struct CostRow {
 }
 
 impl CostRow {
-    const HEAD: &'static str = "| small Send | daemon CPU/request, utime+stime (µs) | of which system (µs) | daemon CPU/request, schedstat (µs) | pool workers' CPU/request (µs) | daemon syscr+syscw/request | daemon system calls/request, perf | same, strace |\n|---|---:|---:|---:|---:|---:|---:|---:|";
+    const HEAD: &'static str = "| small Send | engine | daemon CPU/request, utime+stime (µs) | of which system (µs) | daemon CPU/request, schedstat (µs) | pool workers' CPU/request (µs) | daemon syscr+syscw/request | daemon system calls/request, perf | same, strace |\n|---|---|---:|---:|---:|---:|---:|---:|---:|";
 
     fn line(&self) -> String {
         let opt = |v: Option<f64>| v.map_or("-".to_owned(), |v| format!("{v:.1}"));
         format!(
-            "| {} | {:.1} | {:.1} | {:.1} | {:.1} | {:.1} | {} | {} |",
+            "| {} | {} | {:.1} | {:.1} | {:.1} | {:.1} | {:.1} | {} | {} |",
             self.what,
+            self.engine,
             self.cpu_us,
             self.sys_us,
             self.sched_us,
@@ -148,13 +160,16 @@ impl CostRow {
     }
 }
 
-/// A row of the small-file table: the daemon beside the thread pool and the
-/// in-process reference; the goal is on the ratio to the pool.
+/// A row of the small-file table: one engine's daemon beside the thread
+/// pool and the in-process reference; the goal is on the ratio to the pool.
 struct SmallRow {
     figure: String,
+    engine: EngineKind,
     daemon: f64,
     pool: f64,
     inproc: f64,
+    /// On the uring row when epoll was measured too: uring / epoll.
+    vs_epoll: Option<f64>,
     goal: Goal,
 }
 
@@ -167,16 +182,23 @@ pub(super) fn cell(v: f64) -> String {
 }
 
 impl SmallRow {
-    fn line(&self) -> String {
+    /// The row; with `vs_column` it has the uring-vs-epoll cell.
+    fn line(&self, vs_column: bool) -> String {
         let vs_pool = self.daemon / self.pool;
         let goal = match self.goal {
             Goal::AtLeast(x) => verdict(vs_pool >= x, &format!(">= {x}x pool")),
             Goal::AtMost(x) => verdict(vs_pool <= x, &format!("<= {x}x pool")),
             _ => String::new(),
         };
+        let vs_epoll = match (vs_column, self.vs_epoll) {
+            (false, _) => String::new(),
+            (true, Some(r)) => format!(" {r:.2}x |"),
+            (true, None) => " |".to_owned(),
+        };
         format!(
-            "| {} | {} | {} | {vs_pool:.2}x | {} | {:.2}x | {goal} |",
+            "| {} | {} | {} | {} | {vs_pool:.2}x | {} | {:.2}x |{vs_epoll} {goal} |",
             self.figure,
+            self.engine,
             cell(self.daemon),
             cell(self.pool),
             cell(self.inproc),
@@ -186,9 +208,23 @@ impl SmallRow {
 }
 
 impl Report {
+    pub fn new(engines: Vec<EngineKind>) -> Report {
+        Report {
+            engines,
+            ..Report::default()
+        }
+    }
+
+    /// Whether both engines are measured, so that uring is also set
+    /// against epoll.
+    fn compares_engines(&self) -> bool {
+        self.engines.contains(&EngineKind::Uring) && self.engines.contains(&EngineKind::Epoll)
+    }
+
     fn row(
         &mut self,
         figure: impl Into<String>,
+        engine: Option<EngineKind>,
         daemon: f64,
         reference: Option<(f64, &str)>,
         ratio: Option<f64>,
@@ -198,6 +234,7 @@ impl Report {
         let digits = if daemon.abs() >= 100.0 { 0 } else { 1 };
         let r = Row {
             figure,
+            engine,
             daemon,
             reference: reference.map(|(v, m)| (v, m.to_owned())),
             ratio,
@@ -208,42 +245,59 @@ impl Report {
         self.rows.push(r);
     }
 
-    fn small_row(
+    /// One small-file figure: a row per engine (`daemon`, in the order of
+    /// the engines), each against the same pool and in-process values.
+    fn small_rows(
         &mut self,
-        figure: impl Into<String>,
-        daemon: f64,
+        figure: &str,
+        daemon: &[(EngineKind, f64)],
         pool: f64,
         inproc: f64,
         goal: Goal,
     ) {
-        let r = SmallRow {
-            figure: figure.into(),
-            daemon,
-            pool,
-            inproc,
-            goal,
-        };
-        println!("  {}", r.line());
-        self.small_rows.push(r);
+        let epoll = daemon
+            .iter()
+            .find(|(e, _)| *e == EngineKind::Epoll)
+            .map(|&(_, v)| v);
+        for &(engine, v) in daemon {
+            let r = SmallRow {
+                figure: figure.to_owned(),
+                engine,
+                daemon: v,
+                pool,
+                inproc,
+                vs_epoll: epoll.filter(|_| engine == EngineKind::Uring).map(|e| v / e),
+                goal,
+            };
+            println!("  {}", r.line(self.compares_engines()));
+            self.small_rows.push(r);
+        }
     }
 
     pub fn print(&self) {
         if !self.rows.is_empty() {
-            println!("| figure | sendfiled | in-process reference | ratio | goal |");
-            println!("|---|---:|---:|---:|---|");
+            println!("| figure | engine | sendfiled | in-process reference | ratio | goal |");
+            println!("|---|---|---:|---:|---:|---|");
         }
         for r in &self.rows {
             println!("{}", r.line());
         }
         if !self.small_rows.is_empty() {
             println!(
-                "\nsmall files against a {}-thread pool and in-process:\n",
+                "\nsmall files against a {}-thread pool and in-process (measured once, for every engine):\n",
                 self.pool_threads
             );
-            println!("| figure | sendfiled | pool | vs pool | in-process | vs in-process | goal |");
-            println!("|---|---:|---:|---:|---:|---:|---|");
+            let vs = self.compares_engines();
+            println!(
+                "| figure | engine | sendfiled | pool | vs pool | in-process | vs in-process |{} goal |",
+                if vs { " uring vs epoll |" } else { "" }
+            );
+            println!(
+                "|---|---|---:|---:|---:|---:|---:|{}---|",
+                if vs { "---:|" } else { "" }
+            );
             for r in &self.small_rows {
-                println!("{}", r.line());
+                println!("{}", r.line(vs));
             }
         }
         if !self.cost_rows.is_empty() {
@@ -275,8 +329,13 @@ impl Row {
             Goal::ValueAtMost(x) => verdict(self.daemon <= x, &format!("<= {x}")),
         };
         format!(
-            "| {} | {:.d$} | {} | {} | {} |",
-            self.figure, self.daemon, reference, ratio, goal
+            "| {} | {} | {:.d$} | {} | {} | {} |",
+            self.figure,
+            engine_cell(self.engine),
+            self.daemon,
+            reference,
+            ratio,
+            goal
         )
     }
 }
@@ -398,25 +457,31 @@ fn inproc_large(
     Ok(e)
 }
 
-pub fn large(plan: &Plan, d: &Daemon, files: &Files, report: &mut Report) -> io::Result<()> {
-    let client = d.client()?;
+pub fn large(plan: &Plan, ds: &[Daemon], files: &Files, report: &mut Report) -> io::Result<()> {
+    let clients = ds
+        .iter()
+        .map(Daemon::client)
+        .collect::<io::Result<Vec<_>>>()?;
     let path = files.path(Files::LARGE);
     let size = files.large;
     let resident = os::resident_fraction(&File::open(&path)?, size)?;
     println!(
-        "large: {} MiB file, {:.0}% in the page cache, {} repetitions",
+        "large: {} MiB file, {:.0}% in the page cache, {} repetitions (each: every engine's daemon, then in-process)",
         size >> 20,
         resident * 100.0,
         plan.large_reps
     );
     let mut buf = vec![0u8; 256 << 10];
     for dest in [Dest::Pipe, Dest::Unix, Dest::Tcp, Dest::Read] {
-        let (mut dm, mut zc, mut rw) = (Vec::new(), Vec::new(), Vec::new());
-        let mut cpu = Vec::new();
+        let mut dm = vec![Vec::new(); ds.len()];
+        let mut cpu = vec![Vec::new(); ds.len()];
+        let (mut zc, mut rw) = (Vec::new(), Vec::new());
         for _ in 0..plan.large_reps {
-            let c0 = d.cpu_ns();
-            dm.push(mib_s(size, daemon_large(&client, dest, size, &mut buf)?));
-            cpu.push((d.cpu_ns() - c0) as f64 / 1e6 * (1u64 << 30) as f64 / size as f64);
+            for (i, (d, client)) in ds.iter().zip(&clients).enumerate() {
+                let c0 = d.cpu_ns();
+                dm[i].push(mib_s(size, daemon_large(client, dest, size, &mut buf)?));
+                cpu[i].push((d.cpu_ns() - c0) as f64 / 1e6 * (1u64 << 30) as f64 / size as f64);
+            }
             rw.push(mib_s(
                 size,
                 inproc_large(&path, dest, size, Method::ReadWrite, &mut buf)?,
@@ -428,7 +493,6 @@ pub fn large(plan: &Plan, d: &Daemon, files: &Files, report: &mut Report) -> io:
                 ));
             }
         }
-        let daemon = median(dm);
         let (zc, rw) = (median(zc), median(rw));
         let (reference, method) = if dest == Dest::Read {
             (rw, "read")
@@ -444,20 +508,27 @@ pub fn large(plan: &Plan, d: &Daemon, files: &Files, report: &mut Report) -> io:
         } else {
             (rw, "read/write")
         };
-        report.row(
-            format!("large {} MiB: {} (MiB/s)", size >> 20, dest.name()),
-            daemon,
-            Some((reference, method)),
-            Some(daemon / reference),
-            Goal::AtLeast(0.9),
-        );
-        report.row(
-            format!("  daemon CPU per GiB, {} (ms)", dest.name()),
-            median(cpu),
-            None,
-            None,
-            Goal::None,
-        );
+        for (d, dm) in ds.iter().zip(dm) {
+            let daemon = median(dm);
+            report.row(
+                format!("large {} MiB: {} (MiB/s)", size >> 20, dest.name()),
+                Some(d.engine),
+                daemon,
+                Some((reference, method)),
+                Some(daemon / reference),
+                Goal::AtLeast(0.9),
+            );
+        }
+        for (d, cpu) in ds.iter().zip(cpu) {
+            report.row(
+                format!("  daemon CPU per GiB, {} (ms)", dest.name()),
+                Some(d.engine),
+                median(cpu),
+                None,
+                None,
+                Goal::None,
+            );
+        }
     }
     Ok(())
 }
@@ -614,35 +685,40 @@ struct DaemonCost {
     rw_calls: u64,
 }
 
-pub fn small(plan: &Plan, d: &Daemon, files: &Files, report: &mut Report) -> io::Result<()> {
+pub fn small(plan: &Plan, ds: &[Daemon], files: &Files, report: &mut Report) -> io::Result<()> {
     let w = plan.pool_threads;
     report.pool_threads = w;
     println!(
-        "small: {} x {:.1} s per configuration, each through the daemon, a {w}-thread pool and in-process",
+        "small: {} x {:.1} s per configuration, each through every engine's daemon, then a {w}-thread pool and in-process",
         plan.small_reps, plan.small_secs
     );
-    let mut idle_4k = None;
+    let mut idle_4k = Vec::new();
     for (rel, size, label) in [
         (Files::SMALL_4K, 4096u64, "4 KiB"),
         (Files::SMALL_64K, 64 << 10, "64 KiB"),
     ] {
         for clients in [1usize, 8] {
-            let (mut ds, mut ps, mut rs) = (Vec::new(), Vec::new(), Vec::new());
-            let mut cost = DaemonCost::default();
+            let mut ds_runs = vec![Vec::new(); ds.len()];
+            let mut costs: Vec<DaemonCost> = ds.iter().map(|_| DaemonCost::default()).collect();
+            let (mut ps, mut rs) = (Vec::new(), Vec::new());
             let mut pool_cpu_ns = 0u64;
             let mut pool_requests = 0u64;
             for _ in 0..plan.small_reps {
-                let (u0, s0) = os::proc_cpu_us(d.pid)?;
-                let c0 = d.cpu_ns();
-                let io0 = os::proc_rw_calls(d.pid).unwrap_or(0);
-                let run = small_run(Via::Daemon(d), files, rel, size, clients, plan.small_secs)?;
-                let (u1, s1) = os::proc_cpu_us(d.pid)?;
-                cost.sched_ns += d.cpu_ns() - c0;
-                cost.rw_calls += os::proc_rw_calls(d.pid).unwrap_or(0).saturating_sub(io0);
-                cost.user_us += u1 - u0;
-                cost.sys_us += s1 - s0;
-                cost.requests += run.stats.count as u64;
-                ds.push(run.stats);
+                for (i, d) in ds.iter().enumerate() {
+                    let cost = &mut costs[i];
+                    let (u0, s0) = os::proc_cpu_us(d.pid)?;
+                    let c0 = d.cpu_ns();
+                    let io0 = os::proc_rw_calls(d.pid).unwrap_or(0);
+                    let run =
+                        small_run(Via::Daemon(d), files, rel, size, clients, plan.small_secs)?;
+                    let (u1, s1) = os::proc_cpu_us(d.pid)?;
+                    cost.sched_ns += d.cpu_ns() - c0;
+                    cost.rw_calls += os::proc_rw_calls(d.pid).unwrap_or(0).saturating_sub(io0);
+                    cost.user_us += u1 - u0;
+                    cost.sys_us += s1 - s0;
+                    cost.requests += run.stats.count as u64;
+                    ds_runs[i].push(run.stats);
+                }
                 let run = small_run(Via::Pool(w), files, rel, size, clients, plan.small_secs)?;
                 pool_cpu_ns += run.pool_cpu_ns;
                 pool_requests += run.stats.count as u64;
@@ -650,11 +726,12 @@ pub fn small(plan: &Plan, d: &Daemon, files: &Files, report: &mut Report) -> io:
                 let run = small_run(Via::InProc, files, rel, size, clients, plan.small_secs)?;
                 rs.push(run.stats);
             }
-            let (dm, pm, rm) = (
-                RunStats::median_of(&ds),
-                RunStats::median_of(&ps),
-                RunStats::median_of(&rs),
-            );
+            let dm: Vec<(EngineKind, RunStats)> = ds
+                .iter()
+                .zip(&ds_runs)
+                .map(|(d, runs)| (d.engine, RunStats::median_of(runs)))
+                .collect();
+            let (pm, rm) = (RunStats::median_of(&ps), RunStats::median_of(&rs));
             let what = format!("small {label} Send, {clients} client{}", plural(clients));
             let rate_goal = if clients == 8 {
                 Goal::AtLeast(1.0)
@@ -666,53 +743,63 @@ pub fn small(plan: &Plan, d: &Daemon, files: &Files, report: &mut Report) -> io:
             } else {
                 Goal::None
             };
-            report.small_row(
-                format!("{what}: requests/s"),
-                dm.rate,
+            let of = |f: fn(&RunStats) -> f64| -> Vec<(EngineKind, f64)> {
+                dm.iter().map(|(e, r)| (*e, f(r))).collect()
+            };
+            report.small_rows(
+                &format!("{what}: requests/s"),
+                &of(|r| r.rate),
                 pm.rate,
                 rm.rate,
                 rate_goal,
             );
-            report.small_row(
-                format!("{what}: p50 latency (µs)"),
-                dm.p50_us,
+            report.small_rows(
+                &format!("{what}: p50 latency (µs)"),
+                &of(|r| r.p50_us),
                 pm.p50_us,
                 rm.p50_us,
                 p50_goal,
             );
-            report.small_row(
-                format!("{what}: p99 latency (µs)"),
-                dm.p99_us,
+            report.small_rows(
+                &format!("{what}: p99 latency (µs)"),
+                &of(|r| r.p99_us),
                 pm.p99_us,
                 rm.p99_us,
                 Goal::None,
             );
-            let n = cost.requests.max(1) as f64;
-            let (perf, strace) = syscalls_per_request(plan, d, files, rel, size, clients, report)?;
-            let c = CostRow {
-                what: format!("{label}, {clients} client{}", plural(clients)),
-                cpu_us: (cost.user_us + cost.sys_us) / n,
-                sys_us: cost.sys_us / n,
-                sched_us: cost.sched_ns as f64 / 1e3 / n,
-                pool_us: pool_cpu_ns as f64 / 1e3 / pool_requests.max(1) as f64,
-                rw_calls: cost.rw_calls as f64 / n,
-                perf,
-                strace,
-            };
-            println!("  {}", c.line());
-            report.cost_rows.push(c);
+            for (d, cost) in ds.iter().zip(&costs) {
+                let n = cost.requests.max(1) as f64;
+                let (perf, strace) =
+                    syscalls_per_request(plan, d, files, rel, size, clients, report)?;
+                let c = CostRow {
+                    what: format!("{label}, {clients} client{}", plural(clients)),
+                    engine: d.engine,
+                    cpu_us: (cost.user_us + cost.sys_us) / n,
+                    sys_us: cost.sys_us / n,
+                    sched_us: cost.sched_ns as f64 / 1e3 / n,
+                    pool_us: pool_cpu_ns as f64 / 1e3 / pool_requests.max(1) as f64,
+                    rw_calls: cost.rw_calls as f64 / n,
+                    perf,
+                    strace,
+                };
+                println!("  {}", c.line());
+                report.cost_rows.push(c);
+            }
             if size == 4096 && clients == 1 {
-                report.idle_4k = Some((dm.p50_us, dm.p99_us));
-                idle_4k = Some(dm.p50_us);
+                idle_4k = dm.iter().map(|(e, r)| (*e, r.p50_us, r.p99_us)).collect();
             }
         }
     }
-    floor(plan, idle_4k, report)
+    report.idle_4k.clone_from(&idle_4k);
+    floor(plan, &idle_4k, report)
 }
 
 /// The daemon's system calls per request in one extra, untimed run of the
 /// configuration: all of them with perf if it works here, and by name with
 /// strace in `--strace` mode. Returns (perf, strace) calls per request.
+/// Whatever the engine waits with (`epoll_wait`, `io_uring_enter`) counts
+/// like any other call; work the ring does without a call of its own (its
+/// closes) is not a system call and is not counted.
 fn syscalls_per_request(
     plan: &Plan,
     d: &Daemon,
@@ -731,7 +818,7 @@ fn syscalls_per_request(
             let failed = match p.enable() {
                 Ok(()) => {
                     let run =
-                        small_run(Via::Daemon(d), files, rel, size, clients, plan.small_secs)?;
+                        small_run(Via::Daemon(d), files, rel, size, clients, plan.count_secs)?;
                     match p.finish() {
                         Ok(calls) => {
                             perf = Some(calls as f64 / run.stats.count.max(1) as f64);
@@ -761,11 +848,12 @@ fn syscalls_per_request(
     if plan.strace {
         let out = files.root.join("strace.out");
         let s = trace::Strace::start(d.pid, &out)?;
-        let run = small_run(Via::Daemon(d), files, rel, size, clients, plan.small_secs)?;
+        let run = small_run(Via::Daemon(d), files, rel, size, clients, plan.count_secs)?;
         let (summary, calls) = s.finish()?;
         let n = run.stats.count.max(1) as f64;
         println!(
-            "  strace -c -f of the daemon, {what}: {} requests, {:.1} calls per request",
+            "  strace -c -f of the daemon [{}], {what}: {} requests, {:.1} calls per request",
+            d.engine,
             run.stats.count,
             calls as f64 / n
         );
@@ -778,8 +866,9 @@ fn syscalls_per_request(
 }
 
 /// The floor: a one-byte round trip to a child process over a pipe pair, the
-/// least a request to any other process can cost.
-fn floor(plan: &Plan, idle_4k_p50: Option<f64>, report: &mut Report) -> io::Result<()> {
+/// least a request to any other process can cost. `idle_4k` holds each
+/// engine's 4 KiB, 1-client p50 (and p99), set against the floor's p50.
+fn floor(plan: &Plan, idle_4k: &[(EngineKind, f64, f64)], report: &mut Report) -> io::Result<()> {
     let echo = pool::Echo::start()?;
     let mut runs = Vec::new();
     for _ in 0..plan.small_reps {
@@ -792,6 +881,7 @@ fn floor(plan: &Plan, idle_4k_p50: Option<f64>, report: &mut Report) -> io::Resu
     let f = RunStats::median_of(&runs);
     report.row(
         "floor: 1-byte round trip to a child process over two pipes: round trips/s",
+        None,
         f.rate,
         None,
         None,
@@ -799,6 +889,7 @@ fn floor(plan: &Plan, idle_4k_p50: Option<f64>, report: &mut Report) -> io::Resu
     );
     report.row(
         "floor: 1-byte round trip to a child process over two pipes: p50 (µs)",
+        None,
         f.p50_us,
         None,
         None,
@@ -806,14 +897,16 @@ fn floor(plan: &Plan, idle_4k_p50: Option<f64>, report: &mut Report) -> io::Resu
     );
     report.row(
         "floor: 1-byte round trip to a child process over two pipes: p99 (µs)",
+        None,
         f.p99_us,
         None,
         None,
         Goal::None,
     );
-    if let Some(p50) = idle_4k_p50 {
+    for &(engine, p50, _) in idle_4k {
         report.row(
             "small 4 KiB Send, 1 client: p50 vs the floor's p50 (µs)",
+            Some(engine),
             p50,
             Some((f.p50_us, "floor")),
             Some(p50 / f.p50_us),
@@ -875,6 +968,7 @@ pub fn open_cost(plan: &Plan, files: &Files, report: &mut Report) -> io::Result<
     lat.sort_unstable();
     report.row(
         "open+fstat+close, warm metadata, in-process: p50 (µs)",
+        None,
         quantile_us(&lat, 0.5),
         None,
         None,
@@ -882,6 +976,7 @@ pub fn open_cost(plan: &Plan, files: &Files, report: &mut Report) -> io::Result<
     );
     report.row(
         "open+fstat+close, warm metadata, in-process: p99 (µs)",
+        None,
         quantile_us(&lat, 0.99),
         None,
         None,
@@ -910,6 +1005,7 @@ pub fn open_cost(plan: &Plan, files: &Files, report: &mut Report) -> io::Result<
             for (q, name) in [(0.5, "p50"), (0.99, "p99"), (1.0, "max")] {
                 report.row(
                     format!("open+fstat+close, cold metadata (dentry/inode caches dropped): {name} (µs)"),
+                    None,
                     quantile_us(&lat, q),
                     None,
                     None,
@@ -955,49 +1051,76 @@ fn sorted(mut v: Vec<u64>) -> Vec<u64> {
     v
 }
 
-pub fn isolation(plan: &Plan, d: &Daemon, files: &Files, report: &mut Report) -> io::Result<()> {
-    let client = d.client()?;
+/// One engine's isolation figures over the repetitions.
+#[derive(Default)]
+struct IsoAcc {
+    idle50: Vec<f64>,
+    idle99: Vec<f64>,
+    busy50: Vec<f64>,
+    busy99: Vec<f64>,
+    rates: Vec<f64>,
+}
+
+/// Through the daemon: 4 KiB Sends idle, then while it streams the evicted
+/// file to another client.
+fn isolation_daemon(
+    plan: &Plan,
+    client: &Client,
+    files: &Files,
+    cold: &File,
+    acc: &mut IsoAcc,
+) -> io::Result<f64> {
+    let lat = sorted(timed_sends(Some(client), files, plan.iso_secs)?);
+    acc.idle50.push(quantile_us(&lat, 0.5));
+    acc.idle99.push(quantile_us(&lat, 0.99));
+    os::evict(cold)?;
+    let resident = os::resident_fraction(cold, files.cold)?;
+    let (w, r) = os::unix_stream_pair()?;
+    let st = client.send(Files::COLD, w.as_fd(), Range::WHOLE)?;
+    drop(w);
+    let info = os::wait_status(st.as_fd(), true)?;
+    let Some(txnid) = info.txnid else {
+        return Err(other(format!("cold stream refused: {info:?}")));
+    };
+    let stop = Arc::new(AtomicBool::new(false));
+    let reader = spawn_reader(r, Arc::clone(&stop));
+    let lat = sorted(timed_sends(Some(client), files, plan.iso_secs)?);
+    stop.store(true, Ordering::Relaxed);
+    let (streamed, took) = reader
+        .join()
+        .map_err(|_| other("reader panicked".into()))??;
+    client.cancel(txnid)?;
+    let _ = os::wait_status(st.as_fd(), false)?;
+    acc.busy50.push(quantile_us(&lat, 0.5));
+    acc.busy99.push(quantile_us(&lat, 0.99));
+    acc.rates.push(mib_s(streamed, took));
+    Ok(resident)
+}
+
+pub fn isolation(plan: &Plan, ds: &[Daemon], files: &Files, report: &mut Report) -> io::Result<()> {
+    let clients = ds
+        .iter()
+        .map(Daemon::client)
+        .collect::<io::Result<Vec<_>>>()?;
     let cold = File::options()
         .read(true)
         .write(true)
         .open(files.path(Files::COLD))?;
-    let (mut idle50, mut idle99, mut busy50, mut busy99) = (vec![], vec![], vec![], vec![]);
+    let mut accs: Vec<IsoAcc> = ds.iter().map(|_| IsoAcc::default()).collect();
     let (mut ref_idle99, mut ref_busy99) = (vec![], vec![]);
-    let mut rates = Vec::new();
     let mut resident_max = 0f64;
     println!(
-        "isolation: {} x ({:.1} s idle + {:.1} s during a cold {} MiB stream), daemon then in-process",
+        "isolation: {} x ({:.1} s idle + {:.1} s during a cold {} MiB stream), every engine's daemon then in-process",
         plan.iso_reps,
         plan.iso_secs,
         plan.iso_secs,
         files.cold >> 20
     );
     for _ in 0..plan.iso_reps {
-        // Through the daemon: idle, then while it streams the evicted file.
-        let lat = sorted(timed_sends(Some(&client), files, plan.iso_secs)?);
-        idle50.push(quantile_us(&lat, 0.5));
-        idle99.push(quantile_us(&lat, 0.99));
-        os::evict(&cold)?;
-        resident_max = resident_max.max(os::resident_fraction(&cold, files.cold)?);
-        let (w, r) = os::unix_stream_pair()?;
-        let st = client.send(Files::COLD, w.as_fd(), Range::WHOLE)?;
-        drop(w);
-        let info = os::wait_status(st.as_fd(), true)?;
-        let Some(txnid) = info.txnid else {
-            return Err(other(format!("cold stream refused: {info:?}")));
-        };
-        let stop = Arc::new(AtomicBool::new(false));
-        let reader = spawn_reader(r, Arc::clone(&stop));
-        let lat = sorted(timed_sends(Some(&client), files, plan.iso_secs)?);
-        stop.store(true, Ordering::Relaxed);
-        let (streamed, took) = reader
-            .join()
-            .map_err(|_| other("reader panicked".into()))??;
-        client.cancel(txnid)?;
-        let _ = os::wait_status(st.as_fd(), false)?;
-        busy50.push(quantile_us(&lat, 0.5));
-        busy99.push(quantile_us(&lat, 0.99));
-        rates.push(mib_s(streamed, took));
+        for (client, acc) in clients.iter().zip(&mut accs) {
+            let resident = isolation_daemon(plan, client, files, &cold, acc)?;
+            resident_max = resident_max.max(resident);
+        }
 
         // The same in-process: 4 KiB sends on this thread while another
         // thread streams the evicted file with blocking sendfile. What the
@@ -1033,39 +1156,46 @@ pub fn isolation(plan: &Plan, d: &Daemon, files: &Files, report: &mut Report) ->
             resident_max * 100.0
         );
     }
-    let (i50, i99, b50, b99) = (
-        median(idle50),
-        median(idle99),
-        median(busy50),
-        median(busy99),
-    );
-    report.row(
-        format!(
-            "isolation: cold stream (evicted, {:.0}% cached) rate (MiB/s)",
-            resident_max * 100.0
-        ),
-        median(rates),
-        None,
-        None,
-        Goal::None,
-    );
-    report.row(
-        "isolation: 4 KiB Send p50 during cold stream vs idle (µs)",
-        b50,
-        Some((i50, "idle")),
-        Some(b50 / i50),
-        Goal::None,
-    );
-    report.row(
-        "isolation: 4 KiB Send p99 during cold stream vs idle (µs)",
-        b99,
-        Some((i99, "idle")),
-        Some(b99 / i99),
-        Goal::AtMost(2.0),
-    );
+    for (d, acc) in ds.iter().zip(accs) {
+        let e = Some(d.engine);
+        let (i50, i99, b50, b99) = (
+            median(acc.idle50),
+            median(acc.idle99),
+            median(acc.busy50),
+            median(acc.busy99),
+        );
+        report.row(
+            format!(
+                "isolation: cold stream (evicted, {:.0}% cached) rate (MiB/s)",
+                resident_max * 100.0
+            ),
+            e,
+            median(acc.rates),
+            None,
+            None,
+            Goal::None,
+        );
+        report.row(
+            "isolation: 4 KiB Send p50 during cold stream vs idle (µs)",
+            e,
+            b50,
+            Some((i50, "idle")),
+            Some(b50 / i50),
+            Goal::None,
+        );
+        report.row(
+            "isolation: 4 KiB Send p99 during cold stream vs idle (µs)",
+            e,
+            b99,
+            Some((i99, "idle")),
+            Some(b99 / i99),
+            Goal::AtMost(2.0),
+        );
+    }
     let (ri, rb) = (median(ref_idle99), median(ref_busy99));
     report.row(
         "isolation, same in-process (thread streams, thread sends): p99 vs idle (µs)",
+        None,
         rb,
         Some((ri, "idle")),
         Some(rb / ri),
@@ -1076,12 +1206,25 @@ pub fn isolation(plan: &Plan, d: &Daemon, files: &Files, report: &mut Report) ->
 
 // ----- scale -----
 
-pub fn scale(plan: &Plan, d: &Daemon, files: &Files, report: &mut Report) -> io::Result<()> {
-    let n = plan.scale_n;
+pub fn scale(plan: &Plan, ds: &[Daemon], files: &Files, report: &mut Report) -> io::Result<()> {
     println!(
-        "scale: {n} Sends of the large file to pipes read 16 KiB per 100 ms each, {:.1} s timed",
-        plan.scale_secs
+        "scale: {} Sends of the large file to pipes read 16 KiB per 100 ms each, {:.1} s timed, each engine's daemon in turn",
+        plan.scale_n, plan.scale_secs
     );
+    for d in ds {
+        scale_one(plan, d, files, report)?;
+    }
+    for &(engine, p50, p99) in &report.idle_4k {
+        println!("  (small-file figure's idle 4 KiB [{engine}]: p50 {p50:.1} µs, p99 {p99:.1} µs)");
+    }
+    Ok(())
+}
+
+/// The scale figure through one daemon (its transfers would load any other
+/// daemon's CPU share, so the engines take turns).
+fn scale_one(plan: &Plan, d: &Daemon, files: &Files, report: &mut Report) -> io::Result<()> {
+    let n = plan.scale_n;
+    let e = Some(d.engine);
     let client = d.client()?;
     // The idle reference, measured now so that it is comparable.
     let mut idle = timed_sends(Some(&client), files, plan.scale_secs)?;
@@ -1119,7 +1262,7 @@ pub fn scale(plan: &Plan, d: &Daemon, files: &Files, report: &mut Report) -> io:
         }
         got
     });
-    thread::sleep(Duration::from_millis(300));
+    thread::sleep(plan.scale_settle);
     let live = client.server_status(Duration::from_secs(5))?.live;
     let rss1 = d.rss_kib();
     let mut lat = timed_sends(Some(&client), files, plan.scale_secs)?;
@@ -1131,7 +1274,8 @@ pub fn scale(plan: &Plan, d: &Daemon, files: &Files, report: &mut Report) -> io:
     let rss_after = d.rss_kib();
     lat.sort_unstable();
     println!(
-        "  {live} transfers live while timing; slow readers took {} MiB; {left} left after; RSS before {rss_before} KiB, under load {rss1}/{rss2} KiB, after {rss_after} KiB",
+        "  [{}] {live} transfers live while timing; slow readers took {} MiB; {left} left after; RSS before {rss_before} KiB, under load {rss1}/{rss2} KiB, after {rss_after} KiB",
+        d.engine,
         read >> 20
     );
     let rss_load = rss1.max(rss2);
@@ -1139,6 +1283,7 @@ pub fn scale(plan: &Plan, d: &Daemon, files: &Files, report: &mut Report) -> io:
     let (b50, b99) = (quantile_us(&lat, 0.5), quantile_us(&lat, 0.99));
     report.row(
         format!("scale: 4 KiB Send p50 with {n} slow transfers vs idle (µs)"),
+        e,
         b50,
         Some((i50, "idle")),
         Some(b50 / i50),
@@ -1146,6 +1291,7 @@ pub fn scale(plan: &Plan, d: &Daemon, files: &Files, report: &mut Report) -> io:
     );
     report.row(
         format!("scale: 4 KiB Send p99 with {n} slow transfers vs idle (µs)"),
+        e,
         b99,
         Some((i99, "idle")),
         Some(b99 / i99),
@@ -1153,20 +1299,23 @@ pub fn scale(plan: &Plan, d: &Daemon, files: &Files, report: &mut Report) -> io:
     );
     report.row(
         "memory: daemon idle RSS at start (KiB)",
-        report.rss_idle_kib as f64,
+        e,
+        d.rss_idle_kib as f64,
         None,
         None,
         Goal::ValueAtMost(2048.0),
     );
     report.row(
         "memory: of which private (RssAnon, KiB)",
-        report.rss_anon_idle_kib as f64,
+        e,
+        d.rss_anon_idle_kib as f64,
         None,
         None,
         Goal::None,
     );
     report.row(
         format!("memory: daemon RSS with {n} transfers (KiB)"),
+        e,
         rss_load as f64,
         Some((rss_before as f64, "before")),
         None,
@@ -1175,13 +1324,11 @@ pub fn scale(plan: &Plan, d: &Daemon, files: &Files, report: &mut Report) -> io:
     let per = (rss_load.saturating_sub(rss_before)) as f64 * 1024.0 / n as f64;
     report.row(
         format!("memory: daemon RSS per concurrent transfer at {n} (bytes)"),
+        e,
         per,
         None,
         None,
         Goal::ValueAtMost(2048.0),
     );
-    if let Some((p50, p99)) = report.idle_4k {
-        println!("  (small-file figure's idle 4 KiB: p50 {p50:.1} µs, p99 {p99:.1} µs)");
-    }
     Ok(())
 }

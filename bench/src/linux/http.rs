@@ -1,7 +1,9 @@
 //! The HTTP figure (issue 15): `examples/tokio_httpd` serving the bench
-//! files with bodies through the daemon (`--body sendfiled`) and with
-//! `tokio::fs` + `write_all` (`--body tokio-fs`), both against the bench's
-//! daemon, loaded by plain blocking keep-alive `GET`s from this process.
+//! files with bodies through the daemon (`--body sendfiled`, one server per
+//! engine's daemon) and with `tokio::fs` + `write_all` (`--body tokio-fs`,
+//! one server: it sends nothing through a daemon, so it is a reference
+//! measured once), loaded by plain blocking keep-alive `GET`s from this
+//! process.
 
 use std::fs::File;
 use std::io::{self, BufRead, BufReader, Read, Write};
@@ -14,8 +16,8 @@ use std::sync::{Arc, Barrier};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use super::figures::{cell, median, quantile_us, Report};
-use super::{make_file, os, pattern_byte, warm, Daemon, Files, Plan};
+use super::figures::{cell, engine_cell, median, quantile_us, Report};
+use super::{make_file, os, pattern_byte, warm, Daemon, EngineKind, Files, Plan};
 
 /// The 16 MiB file of this figure (the other two are the small figure's).
 const FILE_16M: &str = "http-16m.bin";
@@ -44,8 +46,9 @@ fn httpd_path() -> io::Result<PathBuf> {
     super::build_release(target, &["--example", "tokio_httpd"], &bin, "tokio_httpd")
 }
 
-/// The two body modes, in the order of every table.
-const MODES: [&str; 2] = ["sendfiled", "tokio-fs"];
+/// The body mode that goes through the daemon, and the one that does not.
+const SENDFILED: &str = "sendfiled";
+const TOKIO_FS: &str = "tokio-fs";
 
 /// One running `tokio_httpd`.
 struct Server {
@@ -221,7 +224,16 @@ struct Run {
     daemon_cpu: f64,
 }
 
-fn run(srv: &Server, d: &Daemon, path: &str, len: u64, conns: usize, secs: f64) -> io::Result<Run> {
+/// `d`: the daemon the server's bodies go through, whose CPU is counted
+/// (none for tokio-fs bodies).
+fn run(
+    srv: &Server,
+    d: Option<&Daemon>,
+    path: &str,
+    len: u64,
+    conns: usize,
+    secs: f64,
+) -> io::Result<Run> {
     let barrier = Arc::new(Barrier::new(conns + 1));
     let window = Duration::from_secs_f64(secs);
     let mut threads = Vec::new();
@@ -240,7 +252,8 @@ fn run(srv: &Server, d: &Daemon, path: &str, len: u64, conns: usize, secs: f64) 
             Ok(lat)
         }));
     }
-    let (s0, d0) = (cpu_us(srv.pid), cpu_us(d.pid));
+    let daemon_cpu = || d.map_or(0.0, |d| cpu_us(d.pid));
+    let (s0, d0) = (cpu_us(srv.pid), daemon_cpu());
     barrier.wait();
     let t = Instant::now();
     let mut lat = Vec::new();
@@ -253,7 +266,7 @@ fn run(srv: &Server, d: &Daemon, path: &str, len: u64, conns: usize, secs: f64) 
         }
     }
     let elapsed = t.elapsed();
-    let (s1, d1) = (cpu_us(srv.pid), cpu_us(d.pid));
+    let (s1, d1) = (cpu_us(srv.pid), daemon_cpu());
     if let Some(e) = err {
         return Err(e);
     }
@@ -294,7 +307,8 @@ impl Agg {
     }
 }
 
-/// A table with a sendfiled and a tokio-fs column and their ratio.
+/// A table with a sendfiled and a tokio-fs column and their ratio, a row
+/// per engine (the tokio-fs value, measured once, on each).
 struct Table {
     title: String,
     lines: Vec<String>,
@@ -305,16 +319,17 @@ impl Table {
         Table {
             title,
             lines: vec![
-                "| HTTP | sendfiled body | tokio-fs body | sendfiled / tokio-fs |".into(),
-                "|---|---:|---:|---:|".into(),
+                "| HTTP | engine | sendfiled body | tokio-fs body | sendfiled / tokio-fs |".into(),
+                "|---|---|---:|---:|---:|".into(),
             ],
         }
     }
 
-    fn row(&mut self, what: impl AsRef<str>, s: f64, t: f64) {
+    fn row(&mut self, what: impl AsRef<str>, engine: Option<EngineKind>, s: f64, t: f64) {
         let line = format!(
-            "| {} | {} | {} | {:.2}x |",
+            "| {} | {} | {} | {} | {:.2}x |",
             what.as_ref(),
+            engine_cell(engine),
             cell(s),
             cell(t),
             s / t
@@ -323,8 +338,8 @@ impl Table {
         self.lines.push(line);
     }
 
-    fn text_row(&mut self, what: &str, s: String, t: String) {
-        let line = format!("| {what} | {s} | {t} | |");
+    fn text_row(&mut self, what: &str, engine: Option<EngineKind>, s: String, t: String) {
+        let line = format!("| {what} | {} | {s} | {t} | |", engine_cell(engine));
         println!("  {line}");
         self.lines.push(line);
     }
@@ -336,7 +351,23 @@ impl Table {
     }
 }
 
-pub fn http(plan: &Plan, d: &Daemon, files: &Files, report: &mut Report) -> io::Result<()> {
+/// One server of the figure: sendfiled bodies through `daemon`, or
+/// tokio-fs bodies (`daemon` None).
+struct Side<'a> {
+    srv: Server,
+    daemon: Option<&'a Daemon>,
+}
+
+impl Side<'_> {
+    fn label(&self) -> String {
+        match self.daemon {
+            Some(d) => format!("{SENDFILED} [{}]", d.engine),
+            None => TOKIO_FS.to_owned(),
+        }
+    }
+}
+
+pub fn http(plan: &Plan, ds: &[Daemon], files: &Files, report: &mut Report) -> io::Result<()> {
     let bin = httpd_path()?;
     let mut sizes = vec![(Files::SMALL_4K, 4u64 << 10, "4 KiB")];
     if !plan.quick {
@@ -348,17 +379,34 @@ pub fn http(plan: &Plan, d: &Daemon, files: &Files, report: &mut Report) -> io::
     for (path, _, _) in &sizes {
         warm(&files.path(path))?;
     }
-    let servers = [
-        Server::start(&bin, d, MODES[0])?,
-        Server::start(&bin, d, MODES[1])?,
-    ];
+    // A sendfiled-body server on each engine's daemon, then the tokio-fs
+    // one, which needs a daemon to connect to but sends nothing through it.
+    let mut sides = Vec::with_capacity(ds.len() + 1);
+    for d in ds {
+        sides.push(Side {
+            srv: Server::start(&bin, d, SENDFILED)?,
+            daemon: Some(d),
+        });
+    }
+    sides.push(Side {
+        srv: Server::start(&bin, &ds[0], TOKIO_FS)?,
+        daemon: None,
+    });
     let load = os::loadavg();
+    let shown: Vec<String> = sides
+        .iter()
+        .map(|s| match s.daemon {
+            Some(d) => format!(
+                "pid {} --body {SENDFILED} on the {} daemon (pid {})",
+                s.srv.pid, d.engine, d.pid
+            ),
+            None => format!("pid {} --body {TOKIO_FS}", s.srv.pid),
+        })
+        .collect();
     println!(
-        "http: {} (pid {} --body sendfiled, pid {} --body tokio-fs, default tokio worker threads) on the bench daemon (pid {}); {} x {:.1} s per configuration, the two modes alternating; load average {load}",
+        "http: {} ({}; default tokio worker threads); {} x {:.1} s per configuration, the servers alternating; load average {load}",
         bin.display(),
-        servers[0].pid,
-        servers[1].pid,
-        d.pid,
+        shown.join(", "),
         plan.small_reps,
         plan.small_secs
     );
@@ -371,47 +419,69 @@ pub fn http(plan: &Plan, d: &Daemon, files: &Files, report: &mut Report) -> io::
     ));
     for &(path, len, label) in &sizes {
         for conns in [1usize, 8] {
-            let mut agg = [Agg::default(), Agg::default()];
+            let mut agg: Vec<Agg> = sides.iter().map(|_| Agg::default()).collect();
             for _ in 0..plan.small_reps {
-                for (m, srv) in servers.iter().enumerate() {
-                    agg[m].add(&run(srv, d, path, len, conns, plan.small_secs)?);
+                for (side, a) in sides.iter().zip(&mut agg) {
+                    a.add(&run(
+                        &side.srv,
+                        side.daemon,
+                        path,
+                        len,
+                        conns,
+                        plan.small_secs,
+                    )?);
                 }
             }
             let what = format!("{label}, {conns} conn{}", if conns == 1 { "" } else { "s" });
-            let [s, t] = &mut agg;
-            table.row(
-                format!("{what}: req/s"),
-                median(s.rate.clone()),
-                median(t.rate.clone()),
-            );
-            table.row(
-                format!("{what}: p50 (µs)"),
-                median(s.p50.clone()),
-                median(t.p50.clone()),
-            );
-            table.row(
-                format!("{what}: p99 (µs)"),
-                median(s.p99.clone()),
-                median(t.p99.clone()),
-            );
-            let ((ss, sd), (ts, _)) = (s.cpu(), t.cpu());
-            table.row(
-                format!("{what}: server CPU/request, example + daemon (µs)"),
-                ss + sd,
-                ts,
-            );
-            table.text_row(
-                &format!("{what}: of which the daemon (µs)"),
-                cell(sd),
-                "-".into(),
-            );
+            let (t, s) = agg.split_last().expect("the tokio-fs side is last");
+            let ts = t.cpu().0;
+            let engines = || ds.iter().map(|d| Some(d.engine)).zip(s);
+            for (e, s) in engines() {
+                table.row(
+                    format!("{what}: req/s"),
+                    e,
+                    median(s.rate.clone()),
+                    median(t.rate.clone()),
+                );
+            }
+            for (e, s) in engines() {
+                table.row(
+                    format!("{what}: p50 (µs)"),
+                    e,
+                    median(s.p50.clone()),
+                    median(t.p50.clone()),
+                );
+            }
+            for (e, s) in engines() {
+                table.row(
+                    format!("{what}: p99 (µs)"),
+                    e,
+                    median(s.p99.clone()),
+                    median(t.p99.clone()),
+                );
+            }
+            for (e, s) in engines() {
+                let (ss, sd) = s.cpu();
+                table.row(
+                    format!("{what}: server CPU/request, example + daemon (µs)"),
+                    e,
+                    ss + sd,
+                    ts,
+                );
+                table.text_row(
+                    &format!("{what}: of which the daemon (µs)"),
+                    e,
+                    cell(sd),
+                    "-".into(),
+                );
+            }
         }
     }
     let load_end = os::loadavg();
     table.title = table.title.replace("LOAD_END", &load_end);
     table.finish(report);
     if !plan.quick {
-        cold(plan, d, files, &servers, report)?;
+        cold(plan, files, &sides, report)?;
     }
     Ok(())
 }
@@ -462,13 +532,7 @@ fn timed_4k(srv: &Server, secs: f64) -> io::Result<Vec<u64>> {
     Ok(lat)
 }
 
-fn cold(
-    plan: &Plan,
-    d: &Daemon,
-    files: &Files,
-    servers: &[Server; 2],
-    report: &mut Report,
-) -> io::Result<()> {
+fn cold(plan: &Plan, files: &Files, sides: &[Side<'_>], report: &mut Report) -> io::Result<()> {
     let cold = File::options()
         .read(true)
         .write(true)
@@ -476,7 +540,7 @@ fn cold(
     let reps = plan.small_reps.max(plan.iso_reps);
     let load = os::loadavg();
     println!(
-        "http, cold stream: {reps} x ({:.1} s idle + {:.1} s during cold {} MiB GETs on another connection), the two modes alternating; load average {load}",
+        "http, cold stream: {reps} x ({:.1} s idle + {:.1} s during cold {} MiB GETs on another connection), the servers alternating; load average {load}",
         plan.iso_secs,
         plan.iso_secs,
         files.cold >> 20
@@ -492,10 +556,10 @@ fn cold(
         resident: f64,
         whole: Vec<f64>,
     }
-    let mut acc = [Cold::default(), Cold::default()];
+    let mut acc: Vec<Cold> = sides.iter().map(|_| Cold::default()).collect();
     for _ in 0..reps {
-        for (m, srv) in servers.iter().enumerate() {
-            let a = &mut acc[m];
+        for (side, a) in sides.iter().zip(&mut acc) {
+            let srv = &side.srv;
             let idle = timed_4k(srv, plan.iso_secs)?;
             os::evict(&cold)?;
             a.resident = a.resident.max(os::resident_fraction(&cold, files.cold)?);
@@ -525,7 +589,7 @@ fn cold(
             let (bytes, took, whole) = streamed?;
             // The aborted stream's transfer ends in the daemon before the
             // next measurement.
-            if m == 0 {
+            if let Some(d) = side.daemon {
                 d.wait_idle(Duration::from_secs(10))?;
             }
             thread::sleep(Duration::from_millis(100));
@@ -546,56 +610,49 @@ fn cold(
         plan.iso_secs,
         os::loadavg()
     ));
-    let [s, f] = &acc;
-    for (m, a) in acc.iter().enumerate() {
+    for (side, a) in sides.iter().zip(&acc) {
         if a.resident > 0.05 {
             println!(
                 "  warning ({}): eviction left {:.0}% of the cold file cached",
-                MODES[m],
+                side.label(),
                 a.resident * 100.0
             );
         }
     }
-    t.row(
-        "cold GETs read to the end per window (evicted again before each)",
-        median(s.whole.clone()),
-        median(f.whole.clone()),
-    );
-    t.row(
-        "cold stream rate over the window (MiB/s)",
-        median(s.rate.clone()),
-        median(f.rate.clone()),
-    );
-    t.row(
-        "4 KiB p50 idle (µs)",
-        median(s.i50.clone()),
-        median(f.i50.clone()),
-    );
-    t.row(
-        "4 KiB p50 during the cold stream (µs)",
-        median(s.b50.clone()),
-        median(f.b50.clone()),
-    );
-    t.row(
-        "4 KiB p99 idle (µs)",
-        median(s.i99.clone()),
-        median(f.i99.clone()),
-    );
-    t.row(
-        "4 KiB p99 during the cold stream (µs)",
-        median(s.b99.clone()),
-        median(f.b99.clone()),
-    );
-    t.row(
-        "4 KiB p99 during / idle (median of per-run ratios)",
-        median(s.ratio.clone()),
-        median(f.ratio.clone()),
-    );
-    t.text_row(
-        "cold file cached at eviction (max)",
-        format!("{:.0}%", s.resident * 100.0),
-        format!("{:.0}%", f.resident * 100.0),
-    );
+    let (f, engines) = acc.split_last().expect("the tokio-fs side is last");
+    type Field = fn(&Cold) -> &Vec<f64>;
+    let rows: [(&str, Field); 7] = [
+        (
+            "cold GETs read to the end per window (evicted again before each)",
+            |c| &c.whole,
+        ),
+        ("cold stream rate over the window (MiB/s)", |c| &c.rate),
+        ("4 KiB p50 idle (µs)", |c| &c.i50),
+        ("4 KiB p50 during the cold stream (µs)", |c| &c.b50),
+        ("4 KiB p99 idle (µs)", |c| &c.i99),
+        ("4 KiB p99 during the cold stream (µs)", |c| &c.b99),
+        ("4 KiB p99 during / idle (median of per-run ratios)", |c| {
+            &c.ratio
+        }),
+    ];
+    for (what, field) in rows {
+        for (side, s) in sides.iter().zip(engines) {
+            t.row(
+                what,
+                side.daemon.map(|d| d.engine),
+                median(field(s).clone()),
+                median(field(f).clone()),
+            );
+        }
+    }
+    for (side, s) in sides.iter().zip(engines) {
+        t.text_row(
+            "cold file cached at eviction (max)",
+            side.daemon.map(|d| d.engine),
+            format!("{:.0}%", s.resident * 100.0),
+            format!("{:.0}%", f.resident * 100.0),
+        );
+    }
     t.finish(report);
     Ok(())
 }

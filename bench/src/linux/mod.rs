@@ -10,8 +10,12 @@ use std::fs::File;
 use std::io::{self, BufRead, BufReader, Write};
 use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, ChildStderr, Command, Stdio};
+use std::sync::mpsc;
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
+
+pub use sendfiled_core::server::engine::EngineKind;
 
 /// How much work each figure does.
 #[derive(Debug, Clone)]
@@ -25,6 +29,10 @@ pub struct Plan {
     pub small_reps: usize,
     /// Length of one small-file run.
     pub small_secs: f64,
+    /// Length of each untimed run whose system calls are counted (perf,
+    /// strace): a count per request needs only enough requests, not the
+    /// timed runs' length.
+    pub count_secs: f64,
     /// Size of the evicted file streamed during the isolation figure.
     pub cold_size: u64,
     /// Repetitions of the isolation figure.
@@ -35,6 +43,8 @@ pub struct Plan {
     pub scale_n: usize,
     /// Length of the timed window of the scale figure.
     pub scale_secs: f64,
+    /// How long the scale figure's slow transfers run before it is timed.
+    pub scale_settle: Duration,
     /// Which figures to run.
     pub only: Vec<String>,
     /// Disk I/O threads for the daemon.
@@ -47,6 +57,9 @@ pub struct Plan {
     /// Also count the daemon's system calls with `strace -c -f` (slow; in
     /// extra untimed runs).
     pub strace: bool,
+    /// The engines to measure (`--engines`); `None`: every engine this
+    /// machine can run (uring and epoll, or epoll alone, said why).
+    pub engines: Option<Vec<EngineKind>>,
 }
 
 impl Plan {
@@ -57,16 +70,19 @@ impl Plan {
             large_reps: 5,
             small_reps: 5,
             small_secs: 1.0,
+            count_secs: 1.0,
             cold_size: 1 << 30,
             iso_reps: 3,
             iso_secs: 2.0,
             scale_n: 1000,
             scale_secs: 2.0,
+            scale_settle: Duration::from_millis(300),
             only: Vec::new(),
             disk_threads: 2,
             busy_poll_us: 0,
             pool_threads: 0,
             strace: false,
+            engines: None,
         }
     }
 
@@ -77,16 +93,24 @@ impl Plan {
             large_reps: 2,
             small_reps: 2,
             small_secs: 0.1,
+            // A thousand or so requests: enough for the shape of the
+            // counts, and eight of these runs per engine.
+            count_secs: 0.03,
             cold_size: 32 << 20,
             iso_reps: 1,
             iso_secs: 0.2,
             scale_n: 100,
             scale_secs: 0.2,
+            // One round of the slow readers (100 ms apart) instead of three:
+            // the quick figures are not meant to be steady, and the settle
+            // is paid once per engine.
+            scale_settle: Duration::from_millis(100),
             only: Vec::new(),
             disk_threads: 2,
             busy_poll_us: 0,
             pool_threads: 0,
             strace: false,
+            engines: None,
         }
     }
 
@@ -97,18 +121,41 @@ impl Plan {
 
 const USAGE: &str = "\
 usage: sendfiled-bench [--quick] [--only large,small,isolation,scale,open,http]
-                       [--dir DIR] [--daemon PATH] [--disk-threads N] [--busy-poll US]
-                       [--large-mib N] [--reps N] [--scale N] [--pool-threads N]
-                       [--strace]
+                       [--engines uring,epoll] [--dir DIR] [--daemon PATH]
+                       [--disk-threads N] [--busy-poll US] [--large-mib N] [--reps N]
+                       [--scale N] [--pool-threads N] [--strace]
 
-Starts the release sendfiled daemon and measures each figure beside the same
-work done in this process (the small files also beside a thread pool of
---pool-threads workers, default --disk-threads). --strace also names the
+Starts the release sendfiled daemon once per engine of --engines (default:
+uring,epoll where io_uring is usable, else epoll alone, saying why), each
+with --engine ENGINE, and measures each figure through every one of them
+beside the same work done in this process (the small files also beside a
+thread pool of --pool-threads workers, default --disk-threads). Every figure
+line names its engine; the references without a daemon (in-process, pool,
+floor, open) are measured once and each engine's figure is set against them,
+and the small files also print uring against epoll. --strace also names the
 daemon's system calls per small-file request (extra untimed runs under
-strace -c -f). The http group runs examples/tokio_httpd (built in release
-mode first) with both body modes. --quick runs in seconds (small sizes, few
-repetitions). Bench files go under DIR (default: $SENDFILED_BENCH_DIR, the
-temporary directory, or /var/tmp, whichever is on a disk-backed filesystem).";
+strace -c -f, per engine). The http group runs examples/tokio_httpd (built in
+release mode first): its sendfiled bodies through each engine, its tokio-fs
+bodies once. --quick runs in seconds (small sizes, few repetitions). Bench
+files go under DIR (default: $SENDFILED_BENCH_DIR, the temporary directory,
+or /var/tmp, whichever is on a disk-backed filesystem).";
+
+/// `--engines`: a comma-separated list of distinct engines, `auto` not among
+/// them (the point is to know which engine each figure is for).
+fn parse_engines(s: &str) -> Result<Vec<EngineKind>, String> {
+    let mut v = Vec::new();
+    for name in s.split(',') {
+        let e: EngineKind = name.parse()?;
+        if e == EngineKind::Auto {
+            return Err("--engines: name the engines (uring, epoll), not auto".into());
+        }
+        if v.contains(&e) {
+            return Err(format!("--engines: {e} given twice"));
+        }
+        v.push(e);
+    }
+    Ok(v)
+}
 
 fn parse_args() -> Result<(Plan, Option<PathBuf>, Option<PathBuf>), String> {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -146,6 +193,7 @@ fn parse_args() -> Result<(Plan, Option<PathBuf>, Option<PathBuf>), String> {
                 plan.pool_threads = val("--pool-threads")?.parse().map_err(|e| format!("{e}"))?
             }
             "--strace" => plan.strace = true,
+            "--engines" => plan.engines = Some(parse_engines(&val("--engines")?)?),
             "-h" | "--help" => return Err(String::new()),
             other => return Err(format!("unknown argument {other}")),
         }
@@ -242,45 +290,97 @@ pub struct Daemon {
     pub pid: i32,
     pub root: PathBuf,
     pub name: String,
+    /// The engine its start-up line says it runs (the one asked for).
+    pub engine: EngineKind,
+    /// `VmRSS` and `RssAnon` once it had settled after start (KiB).
+    pub rss_idle_kib: u64,
+    pub rss_anon_idle_kib: u64,
+    /// Reads its log lines until it exits.
+    log_reader: Option<JoinHandle<()>>,
 }
 
+/// The daemon's log line that names its engine, logged once the loop runs.
+const SERVING: &str = "serving with backend ";
+
 impl Daemon {
-    fn start(bin: &Path, root: &Path, plan: &Plan) -> io::Result<Daemon> {
-        let name = format!("bench-{}", std::process::id());
+    /// Starts the daemon with `--engine engine` and returns once it is
+    /// ready and its start-up line confirms that engine.
+    fn start(
+        bin: &Path,
+        root: &Path,
+        plan: &Plan,
+        engine: EngineKind,
+    ) -> Result<Daemon, StartFailure> {
+        // One daemon per engine runs side by side: the names must differ.
+        let name = format!("bench-{}-{engine}", std::process::id());
         let mut child = Command::new(bin)
             .arg("-s")
             .arg(&name)
             .arg("-r")
             .arg(root)
-            .args(["-p", "--log", "none", "-n", "4096", "--disk-threads"])
+            .arg("--engine")
+            .arg(engine.to_string())
+            // Info is the level of the start-up line that names the engine;
+            // nothing is logged at it per successful request, so the timed
+            // runs and the system call counts see no log writes.
+            .args(["-p", "--log", "stderr", "--log-level", "info"])
+            .args(["-n", "4096", "--disk-threads"])
             .arg(plan.disk_threads.to_string())
             .arg("--busy-poll")
             .arg(plan.busy_poll_us.to_string())
             .env("SENDFILED_ALLOW_ROOT", "1")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
-            .spawn()?;
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(|e| StartFailure::refused(engine, format!("{}: {e}", bin.display())))?;
         let pid = child.id() as i32;
-        let out = child
-            .stdout
-            .take()
-            .ok_or_else(|| io::Error::other("no stdout"))?;
-        if !sendfiled_core::sys::wait_readable(out.as_fd(), Duration::from_secs(30))? {
-            let _ = child.kill();
-            return Err(io::Error::other("daemon did not report ready"));
-        }
-        let mut line = String::new();
-        BufReader::new(out).read_line(&mut line)?;
-        if line.trim() != format!("ready {pid}") {
+        let fail = |child: &mut Child, msg: String| {
             let _ = child.kill();
             let _ = child.wait();
-            return Err(io::Error::other(format!("daemon said {line:?}")));
+            StartFailure::refused(engine, msg)
+        };
+        let (Some(out), Some(err)) = (child.stdout.take(), child.stderr.take()) else {
+            return Err(fail(&mut child, "no stdout or stderr".into()));
+        };
+        let (tx, rx) = mpsc::channel();
+        let log_reader = std::thread::spawn(move || read_log(err, engine, tx));
+        match sendfiled_core::sys::wait_readable(out.as_fd(), Duration::from_secs(30)) {
+            Ok(true) => {}
+            Ok(false) => return Err(fail(&mut child, "did not report ready".into())),
+            Err(e) => return Err(fail(&mut child, format!("waiting for ready: {e}"))),
+        }
+        let mut line = String::new();
+        if let Err(e) = BufReader::new(out).read_line(&mut line) {
+            return Err(fail(&mut child, format!("reading its ready line: {e}")));
+        }
+        if line.trim() != format!("ready {pid}") {
+            return Err(fail(&mut child, format!("said {:?}", line.trim())));
+        }
+        // The line comes right after "ready", from the loop itself; a
+        // daemon that stays silent or names another engine is not
+        // measured under the wrong name.
+        let wrong = match rx.recv_timeout(Duration::from_secs(10)) {
+            Ok(running) if running == engine.to_string() => None,
+            Ok(running) => Some(format!("its start-up line says engine {running}")),
+            Err(_) => Some(format!(
+                "no start-up line naming its engine ({SERVING}...) within 10 s"
+            )),
+        };
+        if let Some(msg) = wrong {
+            let mut f = fail(&mut child, msg);
+            f.came_up = true;
+            return Err(f);
         }
         Ok(Daemon {
             child,
             pid,
             root: root.to_owned(),
             name,
+            engine,
+            rss_idle_kib: 0,
+            rss_anon_idle_kib: 0,
+            log_reader: Some(log_reader),
         })
     }
 
@@ -323,12 +423,102 @@ impl Daemon {
     }
 }
 
+/// Why a daemon was not started. `came_up`: it did start, but its
+/// start-up line did not confirm the engine asked for, which is never a
+/// refused io_uring (that daemon does not come up) but a daemon that
+/// cannot be measured under that engine's name.
+struct StartFailure {
+    came_up: bool,
+    error: io::Error,
+}
+
+impl StartFailure {
+    fn refused(engine: EngineKind, msg: String) -> StartFailure {
+        StartFailure {
+            came_up: false,
+            error: io::Error::other(format!("daemon --engine {engine}: {msg}")),
+        }
+    }
+}
+
+impl From<StartFailure> for io::Error {
+    fn from(f: StartFailure) -> io::Error {
+        f.error
+    }
+}
+
 impl Drop for Daemon {
     fn drop(&mut self) {
         // SAFETY: signalling our own child by pid.
         unsafe { libc::kill(self.pid, libc::SIGTERM) };
         let _ = self.child.wait();
+        // Its last lines are out once the daemon is gone (end of file).
+        if let Some(r) = self.log_reader.take() {
+            let _ = r.join();
+        }
     }
+}
+
+/// Reads the daemon's log lines until end of file: sends the engine named by
+/// the start-up line, passes warnings and errors on to this process's
+/// standard error (they may explain a figure), and drops the info lines.
+/// Reading them all also keeps a full pipe from ever blocking the daemon.
+fn read_log(err: ChildStderr, engine: EngineKind, tx: mpsc::Sender<String>) {
+    for line in BufReader::new(err).lines() {
+        let Ok(line) = line else { break };
+        if let Some((_, rest)) = line.split_once(SERVING) {
+            let running = rest
+                .split_once("engine ")
+                .and_then(|(_, e)| e.split([',', ' ']).next())
+                .unwrap_or("?");
+            let _ = tx.send(running.to_owned());
+        } else if line.contains(": WARN: ") || line.contains(": ERROR: ") {
+            eprintln!("daemon --engine {engine}: {line}");
+        }
+    }
+}
+
+/// The engines to measure and one running daemon for each: those of
+/// `--engines`, where any that does not come up is an error; by default
+/// uring and epoll, or epoll alone (with a note) where io_uring is not
+/// usable.
+fn start_daemons(bin: &Path, root: &Path, plan: &Plan) -> io::Result<Vec<Daemon>> {
+    if let Some(engines) = &plan.engines {
+        return engines
+            .iter()
+            .map(|&e| Daemon::start(bin, root, plan, e).map_err(io::Error::from))
+            .collect();
+    }
+    let uring = match io_uring_disabled() {
+        Some(v) => {
+            println!(
+                "note: /proc/sys/kernel/io_uring_disabled is {v}: measuring the epoll engine only"
+            );
+            None
+        }
+        None => match Daemon::start(bin, root, plan, EngineKind::Uring) {
+            Ok(d) => Some(d),
+            Err(f) if f.came_up => return Err(f.into()),
+            Err(f) => {
+                println!(
+                    "note: io_uring is not usable here ({}): measuring the epoll engine only",
+                    f.error
+                );
+                None
+            }
+        },
+    };
+    let epoll = Daemon::start(bin, root, plan, EngineKind::Epoll)?;
+    Ok(uring.into_iter().chain([epoll]).collect())
+}
+
+/// The value of `kernel.io_uring_disabled` when it is set and not 0 (1:
+/// only for members of `kernel.io_uring_group`; 2: for nobody). Absent on
+/// kernels before 6.6, which have no such switch.
+fn io_uring_disabled() -> Option<String> {
+    let v = std::fs::read_to_string("/proc/sys/kernel/io_uring_disabled").ok()?;
+    let v = v.trim();
+    (v != "0").then(|| v.to_owned())
 }
 
 /// Writes `len` bytes of a non-zero pattern to `path`, `fsync`s it, and
@@ -472,36 +662,45 @@ fn run(plan: &Plan, dir: Option<PathBuf>, daemon: Option<PathBuf>) -> io::Result
     if plan.wants("isolation") || (plan.wants("http") && !plan.quick) {
         make_file(&files.path(Files::COLD), plan.cold_size)?;
     }
-    let d = Daemon::start(&bin, &root, plan)?;
-    std::thread::sleep(Duration::from_millis(200));
-    let rss_idle = d.rss_kib();
-    let anon_idle = d.rss_anon_kib();
+    let mut ds = start_daemons(&bin, &root, plan)?;
+    let engines: Vec<String> = ds
+        .iter()
+        .map(|d| format!("{} (pid {})", d.engine, d.pid))
+        .collect();
     println!(
-        "daemon pid {}, idle RSS at start {} KiB ({} KiB private)",
-        d.pid, rss_idle, anon_idle
+        "engines: {}; each daemon's start-up line names its engine",
+        engines.join(", ")
     );
-    let mut report = figures::Report::default();
-    report.rss_idle_kib = rss_idle;
-    report.rss_anon_idle_kib = anon_idle;
+    // One settling pause for all of them.
+    std::thread::sleep(Duration::from_millis(200));
+    for d in &mut ds {
+        d.rss_idle_kib = d.rss_kib();
+        d.rss_anon_idle_kib = d.rss_anon_kib();
+        println!(
+            "daemon [{}] pid {}, idle RSS at start {} KiB ({} KiB private)",
+            d.engine, d.pid, d.rss_idle_kib, d.rss_anon_idle_kib
+        );
+    }
+    let mut report = figures::Report::new(ds.iter().map(|d| d.engine).collect());
     if plan.wants("large") {
-        figures::large(plan, &d, &files, &mut report)?;
+        figures::large(plan, &ds, &files, &mut report)?;
     }
     if plan.wants("small") {
-        figures::small(plan, &d, &files, &mut report)?;
+        figures::small(plan, &ds, &files, &mut report)?;
     }
     if plan.wants("open") {
         figures::open_cost(plan, &files, &mut report)?;
     }
     if plan.wants("isolation") {
-        figures::isolation(plan, &d, &files, &mut report)?;
+        figures::isolation(plan, &ds, &files, &mut report)?;
     }
     if plan.wants("scale") {
-        figures::scale(plan, &d, &files, &mut report)?;
+        figures::scale(plan, &ds, &files, &mut report)?;
     }
     if plan.wants("http") {
-        http::http(plan, &d, &files, &mut report)?;
+        http::http(plan, &ds, &files, &mut report)?;
     }
-    drop(d);
+    drop(ds);
     println!();
     report.print();
     println!(
