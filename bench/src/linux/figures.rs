@@ -73,7 +73,7 @@ impl RunStats {
 
 /// Which way a goal points.
 #[derive(Debug, Clone, Copy)]
-enum Goal {
+pub(super) enum Goal {
     None,
     /// ratio >= x
     AtLeast(f64),
@@ -221,7 +221,7 @@ impl Report {
         self.engines.contains(&EngineKind::Uring) && self.engines.contains(&EngineKind::Epoll)
     }
 
-    fn row(
+    pub(super) fn row(
         &mut self,
         figure: impl Into<String>,
         engine: Option<EngineKind>,

@@ -4,6 +4,7 @@ mod figures;
 mod http;
 mod os;
 mod pool;
+mod ring;
 mod trace;
 
 use std::fs::File;
@@ -120,7 +121,7 @@ impl Plan {
 }
 
 const USAGE: &str = "\
-usage: sendfiled-bench [--quick] [--only large,small,isolation,scale,open,http]
+usage: sendfiled-bench [--quick] [--only large,small,isolation,scale,open,ring,http]
                        [--engines uring,epoll] [--dir DIR] [--daemon PATH]
                        [--disk-threads N] [--busy-poll US] [--large-mib N] [--reps N]
                        [--scale N] [--pool-threads N] [--strace]
@@ -690,6 +691,9 @@ fn run(plan: &Plan, dir: Option<PathBuf>, daemon: Option<PathBuf>) -> io::Result
     }
     if plan.wants("open") {
         figures::open_cost(plan, &files, &mut report)?;
+    }
+    if plan.wants("ring") {
+        ring::ring_ops(plan, &files, &mut report)?;
     }
     if plan.wants("isolation") {
         figures::isolation(plan, &ds, &files, &mut report)?;
