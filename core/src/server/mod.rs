@@ -4,10 +4,11 @@
 //! channel and destination, a shutdown descriptor and a waker for the disk
 //! I/O pool, on one of two [`engine`]s: io_uring on Linux where the kernel
 //! allows it, else an edge-triggered readiness loop (`mio`: epoll on Linux,
-//! kqueue on the BSDs and macOS). Nothing on this thread blocks: destinations and status
-//! pipes are non-blocking, each transfer moves at most a bounded quantum per
-//! turn so a fast reader cannot starve the others, and data missing from the
-//! page cache is brought in by [`disk`] threads.
+//! kqueue on the BSDs and macOS). Nothing on this thread blocks:
+//! destinations and status pipes are non-blocking, each transfer moves at
+//! most a bounded quantum per turn so a fast reader cannot starve the
+//! others, and data missing from the page cache is brought in by [`disk`]
+//! threads.
 //!
 //! The client shares every descriptor it passes, so "non-blocking" never
 //! rests on a flag it can clear: socket writes are non-blocking per call,

@@ -9,7 +9,7 @@
 //! closer threads.
 
 use std::io;
-use std::os::fd::{AsFd, AsRawFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -18,7 +18,7 @@ use crate::sys::{self, errno as errno_of};
 
 use super::closer::CloseJob;
 use super::disk::{DiskJob, Finished, Work};
-use super::engine::Interest;
+use super::engine::{Engine, Interest};
 use super::pump::{pump, Cursor, Limits, PumpStop};
 use super::status::{Final, Flush};
 use super::table::Slot;
@@ -35,6 +35,42 @@ fn closes_quickly(kind: DestKind, fd: &std::os::fd::OwnedFd) -> bool {
         DestKind::Pipe => true,
         DestKind::StreamSocket | DestKind::OtherSocket => sys::is_unix_socket(fd.as_fd()),
         DestKind::RegularFile | DestKind::Other => false,
+    }
+}
+
+/// Takes a transfer's file and destination out of it (see
+/// [`Transfer::take_data_part`]): the destination stops being watched, and
+/// what closes quickly goes to `quick_closes`, to close with the turn's
+/// other quick closes, before the status channel. A file a disk job still
+/// holds a clone of closes when the job is done. Returns a destination
+/// whose close may block, for the closer threads.
+fn release_data_part(
+    engine: &mut Engine,
+    quick_closes: &mut Vec<OwnedFd>,
+    slot: Slot,
+    t: &mut Transfer,
+) -> Option<OwnedFd> {
+    let (file, dest) = t.take_data_part();
+    if let Some(file) = file.and_then(|f| Arc::try_unwrap(f).ok()) {
+        quick_closes.push(file);
+    }
+    let Some(Dest::Fd {
+        fd,
+        kind,
+        registered,
+        ..
+    }) = dest
+    else {
+        return None;
+    };
+    if registered {
+        let _ = engine.deregister(fd.as_raw_fd(), dest_token(slot));
+    }
+    if closes_quickly(kind, &fd) {
+        quick_closes.push(fd);
+        None
+    } else {
+        Some(fd)
     }
 }
 
@@ -370,30 +406,10 @@ impl<B: TransferBackend> Server<B> {
             return;
         }
         t.outcome = Some(outcome);
-        let (file, dest) = t.take_data_part();
-        // Closed with this turn's other quick closes; a disk job may still
-        // hold its own clone, which closes when the job is done.
-        if let Some(file) = file.and_then(|f| Arc::try_unwrap(f).ok()) {
-            self.quick_closes.push(file);
-        }
-        if let Some(Dest::Fd {
-            fd,
-            kind,
-            registered,
-            ..
-        }) = dest
-        {
-            if registered {
-                let _ = self.engine.deregister(fd.as_raw_fd(), dest_token(slot));
-            }
-            // One that may block on close waits for the transfer's removal
-            // and a closer thread (see `remove`); a quick one closes with
-            // this turn's other quick closes, before the status channel.
-            if closes_quickly(kind, &fd) {
-                self.quick_closes.push(fd);
-            } else {
-                self.ended_dests.insert(slot, fd);
-            }
+        // A destination that may block on close waits for the transfer's
+        // removal and a closer thread (see `remove`).
+        if let Some(slow) = release_data_part(&mut self.engine, &mut self.quick_closes, slot, t) {
+            self.ended_dests.insert(slot, slow);
         }
         let fin = match outcome {
             _ if t.is_read() => Final::Close,
@@ -441,29 +457,8 @@ impl<B: TransferBackend> Server<B> {
         // of the transfer any more. A destination that may block on close
         // (a socket's SO_LINGER, a file's flush) closes on a closer thread,
         // and the status channel after it there.
-        let mut off_loop = None;
-        let (file, dest) = t.take_data_part();
-        if let Some(file) = file.and_then(|f| Arc::try_unwrap(f).ok()) {
-            self.quick_closes.push(file);
-        }
-        match dest {
-            Some(Dest::Fd {
-                fd,
-                kind,
-                registered,
-                ..
-            }) => {
-                if registered {
-                    let _ = self.engine.deregister(fd.as_raw_fd(), dest_token(slot));
-                }
-                if closes_quickly(kind, &fd) {
-                    self.quick_closes.push(fd);
-                } else {
-                    off_loop = Some(fd);
-                }
-            }
-            Some(Dest::Status) | None => off_loop = self.ended_dests.remove(&slot),
-        }
+        let off_loop = release_data_part(&mut self.engine, &mut self.quick_closes, slot, &mut t)
+            .or_else(|| self.ended_dests.remove(&slot));
         if log::log_enabled!(log::Level::Debug) {
             let outcome = t.outcome.unwrap_or(Outcome::Cancelled);
             let uid = t.peer_uid.map(|u| format!(" uid {u}")).unwrap_or_default();
