@@ -180,6 +180,12 @@ impl UringEngine {
         }
     }
 
+    /// Entries the submission queue can still take.
+    fn free_entries(&mut self) -> usize {
+        let sq = self.ring.submission();
+        sq.capacity() - sq.len()
+    }
+
     /// `io_uring_enter(2)` without waiting.
     fn submit(&mut self) -> io::Result<()> {
         match self.ring.submitter().submit() {
@@ -300,14 +306,14 @@ impl UringEngine {
     pub fn close_in_order(&mut self, fds: &mut Vec<OwnedFd>) {
         let n = fds.len();
         if n == 0 {
-            fds.clear();
             return;
         }
-        let free = |r: &mut IoUring| {
-            let sq = r.submission();
-            sq.capacity() - sq.len()
-        };
-        if free(&mut self.ring) < n && self.submit().is_err() || free(&mut self.ring) < n {
+        // A chain must go to the kernel in one submission.
+        if self.free_entries() < n {
+            let _ = self.submit();
+        }
+        if self.free_entries() < n {
+            // Still no room: close them here, in order.
             fds.clear();
             return;
         }
