@@ -514,6 +514,53 @@ fn finished_transfers_on_a_status_pipe_nobody_reads_are_closed_after_the_stall_t
     assert!(got.iter().all(|&b| b == 0x5a), "no message squeezed in");
 }
 
+/// Two transfers on one pipe: B's status channel is the pipe A writes its
+/// data to (two descriptors, one open file). Ending A must stop watching
+/// A's descriptor only: B still hears when the pipe drains and delivers
+/// its final messages (an engine that dropped every watch on the file
+/// would leave B to the stall timeout, a minute by default).
+#[test]
+fn ending_a_transfer_leaves_a_watch_on_the_same_pipe_to_its_owner() {
+    let s = Running::start(config());
+    s.write("small", b"0123456789");
+    s.write("big", &vec![1u8; 1 << 20]);
+    let c = s.client();
+    let (xr, xw) = sys::pipe().unwrap();
+    sys::set_nonblocking(xw.as_fd(), true).unwrap();
+    let junk = [0x5au8; 4096];
+    let mut filled = 0;
+    while sys::write(xw.as_fd(), &junk).is_ok() {
+        filled += junk.len();
+    }
+    // B: status on the full pipe, data to a pipe of its own.
+    let (yr, yw) = sys::pipe().unwrap();
+    send_with_status(&c, "small", xw.as_fd(), yw.as_fd());
+    drop(yw);
+    assert_eq!(read_fd_to_end(yr.as_fd()), b"0123456789", "B's data done");
+    // A: data to the full pipe, waiting for room; then cancelled.
+    let a = c.send("big", xw.as_fd(), Range::WHOLE).unwrap();
+    drop(xw);
+    let info = info_of(&a).unwrap();
+    c.cancel(info.txnid as u64).unwrap();
+    assert_eq!(a.recv_timeout(WAIT).unwrap(), None, "A cancelled");
+    // Drain the junk: B's file info and completion follow, in time.
+    let mut buf = [0u8; 4096];
+    let mut drained = 0;
+    while drained < filled {
+        assert!(sys::wait_readable(xr.as_fd(), WAIT).unwrap());
+        let n = sys::read(xr.as_fd(), &mut buf[..(filled - drained).min(4096)]).unwrap();
+        assert!(
+            n > 0 && buf[..n].iter().all(|&b| b == 0x5a),
+            "only junk first"
+        );
+        drained += n;
+    }
+    let b = client::StatusChannel::from_fd(xr);
+    let done = b.wait_complete(WAIT).unwrap();
+    assert_eq!(done.error, None, "{done:?}");
+    assert_eq!(done.info.map(|i| i.size), Some(10), "{done:?}");
+}
+
 #[test]
 fn the_stall_timeout_leaves_open_files_to_their_own_deadline() {
     let s = Running::start(Config {

@@ -239,7 +239,12 @@ impl UringEngine {
     /// descriptor's next close must be the last (a client waits for end of
     /// file on its status pipe, and a lingering socket must close on a
     /// closer thread, not in the ring's task work). Polls are matched by
-    /// file, as `EPOLL_CTL_DEL` matches by descriptor.
+    /// file, not by descriptor: another registration of the same file (a
+    /// client may pass one pipe as one transfer's destination and another's
+    /// status channel) loses its poll too, and gets it back when the
+    /// cancel's `ECANCELED` completion ends its multishot poll, which
+    /// `take_completions` re-arms (arming reports current
+    /// readiness, so no wake-up is missed).
     pub fn deregister(&mut self, token: usize) -> io::Result<()> {
         let Some(reg) = self.watched.remove(&token) else {
             return Ok(());
