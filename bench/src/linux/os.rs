@@ -69,6 +69,14 @@ pub fn drain(fd: BorrowedFd<'_>, total: u64, buf: &mut [u8]) -> io::Result<u64> 
     Ok(got)
 }
 
+/// `fcntl(2)` `F_SETPIPE_SZ`: asks for a pipe of `bytes`; a refusal
+/// (`EPERM` past the user's pipe pages) leaves the pipe as it was, as it
+/// does in the daemon.
+pub fn grow_pipe(pipe: BorrowedFd<'_>, bytes: libc::c_int) {
+    // SAFETY: plain fcntl on a borrowed descriptor.
+    let _ = unsafe { libc::fcntl(pipe.as_raw_fd(), libc::F_SETPIPE_SZ, bytes) };
+}
+
 /// `splice(2)` of `len` bytes of `file` from offset 0 into the (blocking)
 /// pipe `pipe`.
 pub fn splice_all(file: BorrowedFd<'_>, pipe: BorrowedFd<'_>, len: u64) -> io::Result<()> {
