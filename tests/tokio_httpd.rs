@@ -58,6 +58,9 @@ impl Httpd {
         let mut child = Command::new(example_bin())
             .args(args)
             .args(["--listen", "127.0.0.1:0", "--threads", "2"])
+            // The daemon it may spawn runs as this user, root on CI: the
+            // explicit allowance, here rather than left to the caller.
+            .env("SENDFILED_ALLOW_ROOT", "1")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .spawn()
