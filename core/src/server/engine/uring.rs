@@ -268,6 +268,15 @@ impl UringEngine {
         }
     }
 
+    /// Whether an enter without a wait would do nothing: no entry queued
+    /// and no task work flagged. Only meaningful with the TASKRUN flag
+    /// (`COOP_TASKRUN`); without it the kernel runs task work at every
+    /// return to user space, so completions reach the queue anyway.
+    fn nothing_to_enter_for(&mut self) -> bool {
+        let sq = self.ring.submission();
+        sq.is_empty() && !sq.taskrun()
+    }
+
     /// `io_uring_enter(2)` with `IORING_ENTER_GETEVENTS` and no wait: runs
     /// the ring's pending task work.
     fn run_task_work(&mut self) -> io::Result<()> {
@@ -346,6 +355,12 @@ impl UringEngine {
     /// `IORING_ENTER_EXT_ARG`).
     pub fn wait(&mut self, out: &mut Vec<Event>, timeout: Option<Duration>) -> io::Result<()> {
         let r = match timeout {
+            // Nothing to submit and no task work pending (the kernel sets
+            // the TASKRUN flag when a poll's completion waits to be
+            // posted): whatever is done is in the completion queue
+            // already, so no enter. This is the loop's every turn under
+            // load and its spin with --busy-poll.
+            Some(d) if d.is_zero() && self.nothing_to_enter_for() => Ok(0),
             // Completions asked for even without a wait, so that pending
             // task work (a poll's completion, the next close of a linked
             // chain) runs in this enter.
