@@ -9,7 +9,8 @@ mod trace;
 
 use std::fs::File;
 use std::io::{self, BufRead, BufReader, Write};
-use std::os::fd::AsFd;
+use std::os::fd::{AsFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStderr, Command, Stdio};
 use std::sync::mpsc;
@@ -337,9 +338,21 @@ impl Daemon {
             .map_err(|e| StartFailure::refused(engine, format!("{}: {e}", bin.display())))?;
         let pid = child.id() as i32;
         let fail = |child: &mut Child, msg: String| {
+            // A daemon that ended on its own by a signal or a panic (exit
+            // 101) crashed: that is never io_uring being refused (a
+            // refusal exits with its errno).
+            let crashed = match exit_status_within(child, Duration::from_secs(1)) {
+                Some(st) => st.signal().is_some() || st.code() == Some(101),
+                None => false,
+            };
             let _ = child.kill();
             let _ = child.wait();
-            StartFailure::refused(engine, msg)
+            let mut f = StartFailure::refused(engine, msg);
+            if crashed {
+                f.came_up = true;
+                f.error = io::Error::other(format!("{} (it crashed)", f.error));
+            }
+            f
         };
         let (Some(out), Some(err)) = (child.stdout.take(), child.stderr.take()) else {
             return Err(fail(&mut child, "no stdout or stderr".into()));
@@ -425,9 +438,10 @@ impl Daemon {
 }
 
 /// Why a daemon was not started. `came_up`: it did start, but its
-/// start-up line did not confirm the engine asked for, which is never a
-/// refused io_uring (that daemon does not come up) but a daemon that
-/// cannot be measured under that engine's name.
+/// start-up line did not confirm the engine asked for, or it crashed
+/// (a signal, a panic) — never a refused io_uring (that daemon exits with
+/// the refusal's errno) but a daemon that cannot be measured under that
+/// engine's name, and an error even by default.
 struct StartFailure {
     came_up: bool,
     error: io::Error,
@@ -477,6 +491,20 @@ fn read_log(err: ChildStderr, engine: EngineKind, tx: mpsc::Sender<String>) {
             eprintln!("daemon --engine {engine}: {line}");
         }
     }
+}
+
+/// How `child` ended, if it does within `limit` (its stdout closes a
+/// moment before it can be reaped, so one `try_wait` could miss it):
+/// `pidfd_open(2)` becomes readable when the process exits.
+fn exit_status_within(child: &mut Child, limit: Duration) -> Option<std::process::ExitStatus> {
+    // SAFETY: pidfd_open takes a pid and flags and returns a new descriptor.
+    let raw = unsafe { libc::syscall(libc::SYS_pidfd_open, child.id() as libc::pid_t, 0) };
+    if raw >= 0 {
+        // SAFETY: a fresh descriptor nobody else owns.
+        let pidfd = unsafe { OwnedFd::from_raw_fd(raw as RawFd) };
+        let _ = sendfiled_core::sys::wait_readable(pidfd.as_fd(), limit);
+    }
+    child.try_wait().ok().flatten()
 }
 
 /// The engines to measure and one running daemon for each: those of
