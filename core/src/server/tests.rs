@@ -311,10 +311,15 @@ fn send_with_status(c: &Client, path: &str, status: BorrowedFd<'_>, dest: Borrow
 }
 
 /// Fills a pipe's write end until it would block.
-fn fill(w: BorrowedFd<'_>) {
+/// Fills a pipe with 0x5a bytes, in whole 4 KiB writes; returns how many.
+fn fill(w: BorrowedFd<'_>) -> usize {
     sys::set_nonblocking(w, true).unwrap();
     let junk = [0x5au8; 4096];
-    while sys::write(w, &junk).is_ok() {}
+    let mut filled = 0;
+    while sys::write(w, &junk).is_ok() {
+        filled += junk.len();
+    }
+    filled
 }
 
 #[test]
@@ -526,12 +531,7 @@ fn ending_a_transfer_leaves_a_watch_on_the_same_pipe_to_its_owner() {
     s.write("big", &vec![1u8; 1 << 20]);
     let c = s.client();
     let (xr, xw) = sys::pipe().unwrap();
-    sys::set_nonblocking(xw.as_fd(), true).unwrap();
-    let junk = [0x5au8; 4096];
-    let mut filled = 0;
-    while sys::write(xw.as_fd(), &junk).is_ok() {
-        filled += junk.len();
-    }
+    let filled = fill(xw.as_fd());
     // B: status on the full pipe, data to a pipe of its own.
     let (yr, yw) = sys::pipe().unwrap();
     send_with_status(&c, "small", xw.as_fd(), yw.as_fd());
