@@ -464,11 +464,13 @@ fn inproc_large(
     Ok(e)
 }
 
+/// One client of each daemon, in order.
+fn clients_of(ds: &[Daemon]) -> io::Result<Vec<Client>> {
+    ds.iter().map(Daemon::client).collect()
+}
+
 pub fn large(plan: &Plan, ds: &[Daemon], files: &Files, report: &mut Report) -> io::Result<()> {
-    let clients = ds
-        .iter()
-        .map(Daemon::client)
-        .collect::<io::Result<Vec<_>>>()?;
+    let clients = clients_of(ds)?;
     let path = files.path(Files::LARGE);
     let size = files.large;
     let resident = os::resident_fraction(&File::open(&path)?, size)?;
@@ -1130,10 +1132,7 @@ fn isolation_daemon(
 }
 
 pub fn isolation(plan: &Plan, ds: &[Daemon], files: &Files, report: &mut Report) -> io::Result<()> {
-    let clients = ds
-        .iter()
-        .map(Daemon::client)
-        .collect::<io::Result<Vec<_>>>()?;
+    let clients = clients_of(ds)?;
     let cold = File::options()
         .read(true)
         .write(true)

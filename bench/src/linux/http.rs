@@ -279,6 +279,9 @@ fn run(
     })
 }
 
+/// Which of a side's per-run figures a table row shows.
+type Figure = fn(&Agg) -> &Vec<f64>;
+
 /// The medians over the repetitions of one mode in one configuration.
 #[derive(Default)]
 struct Agg {
@@ -436,29 +439,20 @@ pub fn http(plan: &Plan, ds: &[Daemon], files: &Files, report: &mut Report) -> i
             let (t, s) = agg.split_last().expect("the tokio-fs side is last");
             let ts = t.cpu().0;
             let engines = || ds.iter().map(|d| Some(d.engine)).zip(s);
-            for (e, s) in engines() {
-                table.row(
-                    format!("{what}: req/s"),
-                    e,
-                    median(s.rate.clone()),
-                    median(t.rate.clone()),
-                );
-            }
-            for (e, s) in engines() {
-                table.row(
-                    format!("{what}: p50 (µs)"),
-                    e,
-                    median(s.p50.clone()),
-                    median(t.p50.clone()),
-                );
-            }
-            for (e, s) in engines() {
-                table.row(
-                    format!("{what}: p99 (µs)"),
-                    e,
-                    median(s.p99.clone()),
-                    median(t.p99.clone()),
-                );
+            let figures: [(&str, Figure); 3] = [
+                ("req/s", |a| &a.rate),
+                ("p50 (µs)", |a| &a.p50),
+                ("p99 (µs)", |a| &a.p99),
+            ];
+            for (name, of) in figures {
+                for (e, s) in engines() {
+                    table.row(
+                        format!("{what}: {name}"),
+                        e,
+                        median(of(s).clone()),
+                        median(of(t).clone()),
+                    );
+                }
             }
             for (e, s) in engines() {
                 let (ss, sd) = s.cpu();
