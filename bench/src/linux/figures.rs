@@ -344,7 +344,7 @@ fn verdict(met: bool, goal: &str) -> String {
     format!("{goal} {}", if met { "met" } else { "NOT met" })
 }
 
-fn other(msg: String) -> io::Error {
+pub(super) fn other(msg: String) -> io::Error {
     io::Error::other(msg)
 }
 
@@ -565,7 +565,7 @@ pub fn large(plan: &Plan, ds: &[Daemon], files: &Files, report: &mut Report) -> 
 
 // ----- small -----
 
-fn small_daemon_once(
+pub(super) fn small_daemon_once(
     c: &Client,
     rel: &str,
     w: BorrowedFd<'_>,
@@ -957,7 +957,23 @@ fn plural(n: usize) -> &'static str {
 /// One client sending the 4 KiB file back to back for `secs` through the
 /// daemon (or, with `None`, doing the same in-process); latencies in
 /// nanoseconds.
-fn timed_sends(client: Option<&Client>, files: &Files, secs: f64) -> io::Result<Vec<u64>> {
+pub(super) fn timed_sends(
+    client: Option<&Client>,
+    files: &Files,
+    secs: f64,
+) -> io::Result<Vec<u64>> {
+    timed_sends_until(client, files, secs, None)
+}
+
+/// [`timed_sends`] that also ends early once `stop` is set: a window
+/// "during" a load that can run out (the cold-open tree) ends with it, so
+/// that no Send of the window is timed against an idle daemon.
+pub(super) fn timed_sends_until(
+    client: Option<&Client>,
+    files: &Files,
+    secs: f64,
+    stop: Option<&AtomicBool>,
+) -> io::Result<Vec<u64>> {
     let (w, r) = os::unix_stream_pair()?;
     let cpath = os::cpath(&files.path(Files::SMALL_4K));
     let mut buf = vec![0u8; 4096];
@@ -966,7 +982,7 @@ fn timed_sends(client: Option<&Client>, files: &Files, secs: f64) -> io::Result<
     let start = Instant::now();
     loop {
         let t = Instant::now();
-        if t - start >= dur {
+        if t - start >= dur || stop.is_some_and(|s| s.load(Ordering::Relaxed)) {
             break;
         }
         match client {
@@ -1076,7 +1092,7 @@ fn spawn_reader(
     })
 }
 
-fn sorted(mut v: Vec<u64>) -> Vec<u64> {
+pub(super) fn sorted(mut v: Vec<u64>) -> Vec<u64> {
     v.sort_unstable();
     v
 }

@@ -1,5 +1,6 @@
 //! The benchmark proper (Linux).
 
+mod coldopen;
 mod figures;
 mod http;
 mod os;
@@ -41,6 +42,13 @@ pub struct Plan {
     pub iso_reps: usize,
     /// Length of each isolation window (idle, then during the cold stream).
     pub iso_secs: f64,
+    /// Files of the cold-open tree (1 byte each, two levels of directories).
+    pub coldopen_files: usize,
+    /// Repetitions of the cold-open figure.
+    pub coldopen_reps: usize,
+    /// Length of each cold-open window (idle, then at most this long while
+    /// the cold client goes through the tree).
+    pub coldopen_secs: f64,
     /// Concurrent slow transfers of the scale figure.
     pub scale_n: usize,
     /// Length of the timed window of the scale figure.
@@ -76,6 +84,9 @@ impl Plan {
             cold_size: 1 << 30,
             iso_reps: 3,
             iso_secs: 2.0,
+            coldopen_files: 20_000,
+            coldopen_reps: 3,
+            coldopen_secs: 1.0,
             scale_n: 1000,
             scale_secs: 2.0,
             scale_settle: Duration::from_millis(300),
@@ -101,6 +112,9 @@ impl Plan {
             cold_size: 32 << 20,
             iso_reps: 1,
             iso_secs: 0.2,
+            coldopen_files: 1_000,
+            coldopen_reps: 1,
+            coldopen_secs: 0.2,
             scale_n: 100,
             scale_secs: 0.2,
             // One round of the slow readers (100 ms apart) instead of three:
@@ -122,7 +136,7 @@ impl Plan {
 }
 
 const USAGE: &str = "\
-usage: sendfiled-bench [--quick] [--only large,small,isolation,scale,open,ring,http]
+usage: sendfiled-bench [--quick] [--only large,small,isolation,coldopen,scale,open,ring,http]
                        [--engines uring,epoll] [--dir DIR] [--daemon PATH]
                        [--disk-threads N] [--busy-poll US] [--large-mib N] [--reps N]
                        [--scale N] [--pool-threads N] [--strace]
@@ -138,9 +152,12 @@ and the small files also print uring against epoll. --strace also names the
 daemon's system calls per small-file request (extra untimed runs under
 strace -c -f, per engine). The http group runs examples/tokio_httpd (built in
 release mode first): its sendfiled bodies through each engine, its tokio-fs
-bodies once. --quick runs in seconds (small sizes, few repetitions). Bench
-files go under DIR (default: $SENDFILED_BENCH_DIR, the temporary directory,
-or /var/tmp, whichever is on a disk-backed filesystem).";
+bodies once. The coldopen group times cached 4 KiB Sends while another
+client Sends files whose dentries and inodes were dropped (it writes 2 to
+/proc/sys/vm/drop_caches: root; skipped with a note where that fails).
+--quick runs in seconds (small sizes, few repetitions). Bench files go under
+DIR (default: $SENDFILED_BENCH_DIR, the temporary directory, or /var/tmp,
+whichever is on a disk-backed filesystem).";
 
 /// `--engines`: a comma-separated list of distinct engines, `auto` not among
 /// them (the point is to know which engine each figure is for).
@@ -189,6 +206,7 @@ fn parse_args() -> Result<(Plan, Option<PathBuf>, Option<PathBuf>), String> {
                 plan.large_reps = r;
                 plan.small_reps = r;
                 plan.iso_reps = r;
+                plan.coldopen_reps = r;
             }
             "--scale" => plan.scale_n = val("--scale")?.parse().map_err(|e| format!("{e}"))?,
             "--pool-threads" => {
@@ -725,6 +743,9 @@ fn run(plan: &Plan, dir: Option<PathBuf>, daemon: Option<PathBuf>) -> io::Result
     }
     if plan.wants("isolation") {
         figures::isolation(plan, &ds, &files, &mut report)?;
+    }
+    if plan.wants("coldopen") {
+        coldopen::cold_opens(plan, &ds, &files, &mut report)?;
     }
     if plan.wants("scale") {
         figures::scale(plan, &ds, &files, &mut report)?;
