@@ -305,3 +305,76 @@ fn a_bad_fault_spec_stops_the_daemon_at_start() {
         "{err}"
     );
 }
+
+#[test]
+fn opens_the_caches_cannot_answer_are_made_on_a_disk_thread_with_the_same_answers() {
+    // MISS makes the loop's cache-only open of a path containing "cold"
+    // say it would wait, as an evicted directory entry does; the open is
+    // then a disk thread's.
+    let (d, fds) = faulty("open:MISS*1000000:cold");
+    std::fs::create_dir_all(d.root.path().join("cold")).unwrap();
+    let data = pattern(MIB + 7);
+    d.write("cold/a.bin", &data);
+    let c = d.client();
+    // Send, with header and trailer, to a pipe.
+    let (r, w) = pipe();
+    let hdtr = HeaderTrailer {
+        header: b"HEAD".to_vec(),
+        trailer: b"TAIL".to_vec(),
+    };
+    let st = c
+        .send_hdtr("cold/a.bin", w.as_fd(), Range::WHOLE, hdtr)
+        .unwrap();
+    drop(w);
+    let reader = drain(r);
+    let done = complete(&st);
+    assert!(done.complete, "{done:?}");
+    assert_eq!(done.info.map(|i| i.size), Some(data.len()));
+    let got = reader.join().unwrap();
+    assert!(got.len() == data.len() + 8 && got[4..4 + data.len()] == data[..]);
+    assert!(got.starts_with(b"HEAD") && got.ends_with(b"TAIL"));
+    // Read, with a range.
+    let mut rd = c
+        .read(
+            "cold/a.bin",
+            Range {
+                offset: 10,
+                len: 100,
+            },
+        )
+        .unwrap();
+    let mut v = Vec::new();
+    rd.read_to_end(&mut v).unwrap();
+    assert!(v == data[10..110]);
+    // Open, then Send Open.
+    let ch = c.open("cold/a.bin", Range::WHOLE).unwrap();
+    let info = match ch.recv_timeout(WAIT).unwrap() {
+        Some(Response::FileInfo(i)) => i,
+        other => panic!("{other:?}"),
+    };
+    let (r, w) = pipe();
+    c.send_open(info.txnid as u64, w.as_fd()).unwrap();
+    drop(w);
+    let reader = drain(r);
+    assert!(complete(&ch).complete);
+    assert!(reader.join().unwrap() == data);
+    // Refusals: the same errno as on the loop, in place of the file info.
+    let (_r, w) = pipe();
+    let missing = c.send("cold/missing", w.as_fd(), Range::WHOLE).unwrap();
+    expect_error(&complete(&missing), libc::ENOENT, "missing");
+    let dir = c.send("cold", w.as_fd(), Range::WHOLE).unwrap();
+    expect_error(&complete(&dir), libc::EINVAL, "a directory");
+    let escape = c.send("cold/../../x", w.as_fd(), Range::WHOLE).unwrap();
+    expect_error(&complete(&escape), libc::EACCES, "an escape");
+    drop(w);
+    assert_back_to_baseline(&d, fds);
+    let log = d.log();
+    let handed = log
+        .matches("the lookup would wait; opening on a disk thread")
+        .count();
+    assert_eq!(
+        handed, 6,
+        "every cold request took the disk thread's open:\n{log}"
+    );
+    assert!(!log.contains("ok.txt: the lookup would wait"), "{log}");
+}

@@ -27,7 +27,9 @@ use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 
-use sendfiled_core::backend::{DestKind, FileChunk, Moved, ReadWriteCopy, TransferBackend};
+use sendfiled_core::backend::{
+    DestKind, FileChunk, Moved, OpenAttempt, ReadWriteCopy, TransferBackend,
+};
 use sendfiled_core::{confine, sys};
 
 #[cfg(test)]
@@ -75,6 +77,9 @@ pub struct LinuxBackend {
     nowait_refused: NoWaitMemory,
     /// `openat2` is missing (Linux < 5.6, or filtered): walk instead.
     no_openat2: AtomicBool,
+    /// `openat2` refused `RESOLVE_CACHED` (Linux < 5.12): every open is
+    /// made on the loop.
+    no_resolve_cached: AtomicBool,
     /// `/dev/null`, where [`prefetch`](TransferBackend::prefetch) sends
     /// file data to wait for it without copying it (absent in a chroot
     /// without `/dev`: the data is then read into a buffer).
@@ -199,61 +204,84 @@ impl LinuxBackend {
     /// `RESOLVE_BENEATH` alone refuses magic links (`/proc/self/root`) with
     /// `EXDEV`, like any escape, and that is what the walk answers for them;
     /// `RESOLVE_NO_MAGICLINKS` would make it `ELOOP`, which means a loop.
+    ///
+    /// With `cached`, both lookups also carry `RESOLVE_CACHED` (Linux 5.12):
+    /// the kernel answers `EAGAIN` instead of reading a directory or an
+    /// inode from disk, or asking a network filesystem to revalidate, and
+    /// that is [`OpenAttempt::WouldBlock`]. (`EAGAIN` also stands for a
+    /// rename racing the lookup; the blocking open retries that.) A kernel
+    /// without the flag answers `EINVAL` for it: remembered, and the lookup
+    /// is made as before.
     fn open_by_openat2(
         &self,
         root: BorrowedFd<'_>,
         path: &CStr,
-    ) -> Option<io::Result<(OwnedFd, libc::stat)>> {
+        cached: bool,
+    ) -> Option<OpenAttempt> {
         let path = match confine::check_request(path) {
             Ok(p) => p,
-            Err(e) => return Some(Err(e)),
+            Err(e) => return Some(OpenAttempt::Done(Err(e))),
         };
+        let cached = cached && !self.no_resolve_cached.load(Ordering::Relaxed);
+        let resolve = libc::RESOLVE_BENEATH | if cached { libc::RESOLVE_CACHED } else { 0 };
         let look = OpenHow {
             flags: (libc::O_PATH | libc::O_CLOEXEC) as u64,
             mode: 0,
-            resolve: libc::RESOLVE_BENEATH,
+            resolve,
         };
         let read = OpenHow {
             flags: confine::OPEN_FLAGS as u64,
             ..look
         };
+        let done = |r| Some(OpenAttempt::Done(r));
         // EAGAIN: a rename or mount raced with the lookup; the kernel asks
         // for a retry. Bounded, so a hostile renamer cannot keep us here.
         for _ in 0..16 {
             let seen = match openat2(root, path, &look) {
                 Ok(fd) => match sys::fstat(fd.as_fd()) {
                     Ok(st) => st,
-                    Err(e) => return Some(Err(e)),
+                    Err(e) => return done(Err(e)),
                 },
                 Err(e) if e.raw_os_error() == Some(libc::ENOSYS) => {
                     log::info!("openat2 unavailable; confining opens by a checked walk");
                     self.no_openat2.store(true, Ordering::Relaxed);
                     return None;
                 }
+                Err(e) if cached && e.raw_os_error() == Some(libc::EINVAL) => {
+                    log::info!("openat2 has no RESOLVE_CACHED; opens are made on the loop");
+                    self.no_resolve_cached.store(true, Ordering::Relaxed);
+                    return self.open_by_openat2(root, path, false);
+                }
+                Err(e) if cached && e.raw_os_error() == Some(libc::EAGAIN) => {
+                    return Some(OpenAttempt::WouldBlock)
+                }
                 Err(e) if retry(&e) => continue,
-                Err(e) => return Some(Err(e)),
+                Err(e) => return done(Err(e)),
             };
             if !sys::is_regular(&seen) {
-                return Some(Err(io::Error::from_raw_os_error(libc::EINVAL)));
+                return done(Err(io::Error::from_raw_os_error(libc::EINVAL)));
             }
             let fd = match openat2(root, path, &read) {
                 Ok(fd) => fd,
+                Err(e) if cached && e.raw_os_error() == Some(libc::EAGAIN) => {
+                    return Some(OpenAttempt::WouldBlock)
+                }
                 // A socket swapped in since the look.
                 Err(e) if retry(&e) || e.raw_os_error() == Some(libc::ENXIO) => continue,
-                Err(e) => return Some(Err(e)),
+                Err(e) => return done(Err(e)),
             };
             match sys::fstat(fd.as_fd()) {
                 Ok(got) if confine::same_file(&seen, &got) => {
                     // One ioctl clears the O_NONBLOCK of the open (where
                     // confine::finish_open uses fcntl F_GETFL + F_SETFL).
-                    return Some(clear_nonblocking(fd).map(|fd| (fd, got)));
+                    return done(clear_nonblocking(fd).map(|fd| (fd, got)));
                 }
                 // Another file was put there between the two opens.
                 Ok(_) => continue,
-                Err(e) => return Some(Err(e)),
+                Err(e) => return done(Err(e)),
             }
         }
-        Some(Err(io::Error::from_raw_os_error(libc::EAGAIN)))
+        done(Err(io::Error::from_raw_os_error(libc::EAGAIN)))
     }
 }
 
@@ -429,11 +457,24 @@ impl TransferBackend for LinuxBackend {
     /// [`confine::open_beneath_by_walk`] does the same job.
     fn open_beneath(&self, root: BorrowedFd<'_>, path: &CStr) -> io::Result<(OwnedFd, libc::stat)> {
         if !self.opts.force_walk && !self.no_openat2.load(Ordering::Relaxed) {
-            if let Some(r) = self.open_by_openat2(root, path) {
-                return r;
+            match self.open_by_openat2(root, path, false) {
+                Some(OpenAttempt::Done(r)) => return r,
+                // Not asked for: only a cached lookup would block.
+                Some(OpenAttempt::WouldBlock) | None => {}
             }
         }
         confine::open_beneath_by_walk(root, path)
+    }
+
+    /// The `openat2` path with `RESOLVE_CACHED` (see `open_by_openat2`);
+    /// the checked walk has no cache-only form, so it opens on the loop.
+    fn open_beneath_cached(&self, root: BorrowedFd<'_>, path: &CStr) -> OpenAttempt {
+        if !self.opts.force_walk && !self.no_openat2.load(Ordering::Relaxed) {
+            if let Some(attempt) = self.open_by_openat2(root, path, true) {
+                return attempt;
+            }
+        }
+        OpenAttempt::Done(confine::open_beneath_by_walk(root, path))
     }
 
     /// `F_SETPIPE_SZ` up to [`READ_PIPE_CAPACITY`] when more than a default

@@ -448,9 +448,18 @@ fn tree() -> Tree {
     Tree { tmp, root: fd }
 }
 
-fn open_errno(b: &LinuxBackend, t: &Tree, p: &str) -> Result<Vec<u8>, i32> {
+fn open_errno(b: &LinuxBackend, t: &Tree, p: &str, cached: bool) -> Result<Vec<u8>, i32> {
     let c = CString::new(p).expect("cstring");
-    match b.open_beneath(t.root.as_fd(), &c) {
+    let opened = if cached {
+        match b.open_beneath_cached(t.root.as_fd(), &c) {
+            OpenAttempt::Done(r) => r,
+            // Evicted meanwhile (memory pressure): the server's next step.
+            OpenAttempt::WouldBlock => b.open_beneath(t.root.as_fd(), &c),
+        }
+    } else {
+        b.open_beneath(t.root.as_fd(), &c)
+    };
+    match opened {
         Ok((fd, given)) => {
             let st = sys::fstat(fd.as_fd()).expect("fstat");
             assert!(confine::same_file(&given, &st), "{p}: stat of another file");
@@ -471,9 +480,9 @@ fn open_errno(b: &LinuxBackend, t: &Tree, p: &str) -> Result<Vec<u8>, i32> {
     }
 }
 
-fn check_confinement(b: &LinuxBackend) {
+fn check_confinement(b: &LinuxBackend, cached: bool) {
     let t = tree();
-    let o = |p: &str| open_errno(b, &t, p);
+    let o = |p: &str| open_errno(b, &t, p, cached);
     assert_eq!(o("file"), Ok(b"top".to_vec()));
     assert_eq!(o("/file"), Ok(b"top".to_vec()), "leading / is the root");
     assert_eq!(o("/dir/inner"), Ok(b"inner".to_vec()));
@@ -496,7 +505,52 @@ fn check_confinement(b: &LinuxBackend) {
 
 #[test]
 fn open_beneath_with_openat2() {
-    check_confinement(&LinuxBackend::new());
+    check_confinement(&LinuxBackend::new(), false);
+}
+
+/// The loop's cache-only attempt answers the same table (a tree just made
+/// is in the caches).
+#[test]
+fn open_beneath_cached_answers_as_open_beneath() {
+    check_confinement(&LinuxBackend::new(), true);
+    let walk = LinuxBackend::with_options(LinuxOptions {
+        force_walk: true,
+        force_read_write: false,
+    });
+    check_confinement(&walk, true);
+}
+
+/// With the directory entries and inodes dropped from memory
+/// (`drop_caches` 2, root only: skipped otherwise), the cache-only open
+/// opens nothing and says it would wait; the blocking open then opens the
+/// file and brings the path in, and the next cache-only attempt is done.
+#[test]
+fn a_lookup_not_in_the_caches_would_block_and_opens_nothing() {
+    let t = tree();
+    std::fs::create_dir_all(t.tmp.path().join("root/cold/deeper")).expect("mkdir");
+    std::fs::write(t.tmp.path().join("root/cold/deeper/f"), b"cold").expect("write");
+    if std::fs::write("/proc/sys/vm/drop_caches", "2").is_err() {
+        eprintln!("skipped: cannot write /proc/sys/vm/drop_caches (not root?)");
+        return;
+    }
+    let b = LinuxBackend::new();
+    let path = CString::new("cold/deeper/f").expect("cstring");
+    let fds_before = std::fs::read_dir("/proc/self/fd").expect("fd dir").count();
+    match b.open_beneath_cached(t.root.as_fd(), &path) {
+        OpenAttempt::WouldBlock => {}
+        OpenAttempt::Done(r) => panic!("answered from evicted caches: {:?}", r.map(|(fd, _)| fd)),
+    }
+    let fds_after = std::fs::read_dir("/proc/self/fd").expect("fd dir").count();
+    assert_eq!(fds_before, fds_after, "nothing left open");
+    let (fd, st) = b
+        .open_beneath(t.root.as_fd(), &path)
+        .expect("blocking open");
+    assert_eq!(st.st_size, 4);
+    drop(fd);
+    match b.open_beneath_cached(t.root.as_fd(), &path) {
+        OpenAttempt::Done(r) => assert_eq!(r.expect("cached open").1.st_size, 4),
+        OpenAttempt::WouldBlock => panic!("the path was just looked up"),
+    }
 }
 
 #[test]
@@ -505,7 +559,7 @@ fn open_beneath_with_forced_walk() {
         force_walk: true,
         force_read_write: false,
     });
-    check_confinement(&b);
+    check_confinement(&b, false);
 }
 
 #[test]

@@ -182,6 +182,16 @@ pub trait TransferBackend: Send + Sync + 'static {
     /// identity).
     fn open_beneath(&self, root: BorrowedFd<'_>, path: &CStr) -> io::Result<(OwnedFd, libc::stat)>;
 
+    /// [`TransferBackend::open_beneath`], made only if it cannot wait on a
+    /// disk or a file server: [`OpenAttempt::WouldBlock`] when answering it
+    /// would take more than the kernel's caches hold (a directory entry or
+    /// inode not in memory), and the server then makes the same open on a
+    /// disk thread. The loop calls this one. The default makes the whole
+    /// open: a system without a cache-only lookup opens on the loop.
+    fn open_beneath_cached(&self, root: BorrowedFd<'_>, path: &CStr) -> OpenAttempt {
+        OpenAttempt::Done(self.open_beneath(root, path))
+    }
+
     /// Offers to enlarge a data pipe the daemon writes `len` bytes into (a
     /// Read's pipe), so that fewer, larger moves fill it. Best effort:
     /// errors are ignored. Linux raises the pipe's capacity with
@@ -195,6 +205,19 @@ pub trait TransferBackend: Send + Sync + 'static {
     fn prefetch(&self, file: BorrowedFd<'_>, offset: u64, len: usize) -> io::Result<()> {
         crate::sys::prefetch_by_reading(file, offset, len)
     }
+}
+
+/// What [`TransferBackend::open_beneath_cached`] did.
+// Returned by value once per request and never stored: a `libc::stat` on
+// the stack is cheaper than a box per open.
+#[allow(clippy::large_enum_variant)]
+#[derive(Debug)]
+pub enum OpenAttempt {
+    /// The open was made (or refused) from what the kernel had cached: as
+    /// [`TransferBackend::open_beneath`] answers.
+    Done(io::Result<(OwnedFd, libc::stat)>),
+    /// The lookup would have had to wait: nothing was opened.
+    WouldBlock,
 }
 
 /// The portable [`TransferBackend::send_hdtr`]: the first part of `chunk`

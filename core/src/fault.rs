@@ -16,11 +16,13 @@
 //! - `OP`: `send` ([`TransferBackend::send_file`], file data), `write`
 //!   ([`TransferBackend::write_bytes`], header and trailer bytes),
 //!   `prefetch` ([`TransferBackend::prefetch`], on a disk thread) or `open`
-//!   ([`TransferBackend::open_beneath`]).
+//!   ([`TransferBackend::open_beneath_cached`], the loop's attempt; the
+//!   disk thread's open after a `MISS` counts for none).
 //! - `ERR`: an errno name (`EIO`, `EPIPE`, `ENOSPC`, `EAGAIN`, `EINTR`, ...,
-//!   see [`errno_from_name`]), a number, or `MISS` (`send` only: answer
+//!   see [`errno_from_name`]), a number, or `MISS` (`send`: answer
 //!   [`Moved::NotCached`] when the caller accepts it, which sends the chunk
-//!   to a disk thread).
+//!   to a disk thread; `open`: answer [`OpenAttempt::WouldBlock`], which
+//!   sends the open to a disk thread).
 //! - `@START`: the first call (1-based) that fails; default 1.
 //! - `*COUNT`: how many calls in a row fail from there; default 1.
 //! - `%PERIOD`: repeat the window every PERIOD calls; default never.
@@ -46,7 +48,7 @@ use std::os::fd::{BorrowedFd, OwnedFd};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 
-use crate::backend::{DestKind, FileChunk, Moved, TransferBackend};
+use crate::backend::{DestKind, FileChunk, Moved, OpenAttempt, TransferBackend};
 
 /// The environment variable the daemon reads its fault spec from.
 pub const FAULTS_ENV: &str = "SENDFILED_FAULTS";
@@ -156,7 +158,7 @@ fn parse_fault(item: &str) -> Result<Fault, String> {
     }
     let name_end = rest.find(['@', '*', '%']).unwrap_or(rest.len());
     let kind = match &rest[..name_end] {
-        "MISS" if op == FaultOp::Send => FaultKind::Miss,
+        "MISS" if matches!(op, FaultOp::Send | FaultOp::Open) => FaultKind::Miss,
         name => FaultKind::Errno(
             errno_from_name(name).ok_or_else(|| format!("{item:?}: unknown error {name:?}"))?,
         ),
@@ -282,6 +284,29 @@ impl<B: TransferBackend> FaultBackend<B> {
         let bits = self.tags_of_file(file);
         self.check(op, |i, _| bits & (1 << i) != 0)
     }
+
+    /// Remembers which tagged faults a file opened through `path` counts
+    /// for (by its identity, see `tags_of_file`).
+    fn tag_opened(
+        &self,
+        path: &CStr,
+        opened: io::Result<(OwnedFd, libc::stat)>,
+    ) -> io::Result<(OwnedFd, libc::stat)> {
+        let (fd, st) = opened?;
+        let bytes = path.to_bytes();
+        let mut bits = 0u64;
+        for (i, f) in self.faults.iter().enumerate() {
+            if f.tag.as_deref().is_some_and(|t| contains(bytes, t)) {
+                bits |= 1 << i;
+            }
+        }
+        if bits != 0 {
+            if let Ok(mut m) = self.tagged.lock() {
+                m.insert(file_key(&st), bits);
+            }
+        }
+        Ok((fd, st))
+    }
 }
 
 fn fail<T>(errno: i32) -> io::Result<T> {
@@ -319,25 +344,23 @@ impl<B: TransferBackend> TransferBackend for FaultBackend<B> {
         }
     }
 
+    /// The open a disk thread makes after [`OpenAttempt::WouldBlock`]: no
+    /// fault of its own (the loop's attempt counted the request).
     fn open_beneath(&self, root: BorrowedFd<'_>, path: &CStr) -> io::Result<(OwnedFd, libc::stat)> {
+        self.tag_opened(path, self.inner.open_beneath(root, path))
+    }
+
+    fn open_beneath_cached(&self, root: BorrowedFd<'_>, path: &CStr) -> OpenAttempt {
         let bytes = path.to_bytes();
-        if let Some(FaultKind::Errno(e)) = self.check(FaultOp::Open, |_, tag| contains(bytes, tag))
-        {
-            return fail(e);
+        match self.check(FaultOp::Open, |_, tag| contains(bytes, tag)) {
+            Some(FaultKind::Errno(e)) => return OpenAttempt::Done(fail(e)),
+            Some(FaultKind::Miss) => return OpenAttempt::WouldBlock,
+            None => {}
         }
-        let (fd, st) = self.inner.open_beneath(root, path)?;
-        let mut bits = 0u64;
-        for (i, f) in self.faults.iter().enumerate() {
-            if f.tag.as_deref().is_some_and(|t| contains(bytes, t)) {
-                bits |= 1 << i;
-            }
+        match self.inner.open_beneath_cached(root, path) {
+            OpenAttempt::Done(r) => OpenAttempt::Done(self.tag_opened(path, r)),
+            OpenAttempt::WouldBlock => OpenAttempt::WouldBlock,
         }
-        if bits != 0 {
-            if let Ok(mut m) = self.tagged.lock() {
-                m.insert(file_key(&st), bits);
-            }
-        }
-        Ok((fd, st))
     }
 
     fn prefetch(&self, file: BorrowedFd<'_>, offset: u64, len: usize) -> io::Result<()> {
@@ -373,11 +396,13 @@ mod tests {
         assert_eq!((f[3].period, f[3].count), (10, 3));
         assert_eq!(f[3].tag.as_deref(), Some(&b"bad/"[..]));
         assert_eq!(parse_spec("send:MISS").unwrap()[0].kind, FaultKind::Miss);
+        assert_eq!(parse_spec("open:MISS").unwrap()[0].kind, FaultKind::Miss);
         for bad in [
             "recv:EIO",
             "send",
             "send:EWHAT",
             "write:MISS",
+            "prefetch:MISS",
             "send:EIO@x",
             "send:EIO*5%2",
             "send:EIO:",

@@ -4,12 +4,13 @@
 //! This file decodes, pairs a request with the descriptors it must carry,
 //! checks the allow-list, the slot limit and the uid's share of it (taking
 //! a slot back from a uid above its share, [`super::share`]) and the
-//! destination, opens the file beneath the root, and answers what needs no
-//! transfer (Status, refusals).
+//! destination, opens the file beneath the root (on the loop when the
+//! kernel's caches answer the lookup, else on a disk thread, [`super::open`]),
+//! and answers what needs no transfer (Status, refusals).
 //! It writes only to the reply channel that came with a request, and only
 //! after checking that it is a pipe. Moving data is `turns.rs`'s.
 
-use std::ffi::{CStr, CString};
+use std::ffi::CString;
 use std::io;
 use std::os::fd::{AsFd, OwnedFd};
 use std::sync::Arc;
@@ -21,6 +22,8 @@ use crate::protocol::{
 };
 use crate::sys::{self, errno as errno_of, PeerCred, Received};
 
+use super::disk::{DiskJob, Work};
+use super::open::{self, Opened};
 use super::pump::Cursor;
 use super::share::{self, Admit, Loss};
 use super::status::{self, Flush, StatusWriter};
@@ -234,44 +237,11 @@ impl<B: TransferBackend> Server<B> {
         }
     }
 
-    /// Opens a regular file beneath the root and takes its shared lock;
-    /// the errno of a refusal as the contract names it.
-    fn open_file(&self, path: &CStr) -> Result<(OwnedFd, libc::stat), i32> {
-        let bytes = path.to_bytes();
-        if bytes.is_empty() {
-            return Err(libc::ENOENT);
-        }
-        if bytes.iter().all(|&b| b == b'/') {
-            // The root directory itself: not a regular file, as the
-            // original answers.
-            return Err(libc::EINVAL);
-        }
-        let (file, st) = self
-            .backend
-            .open_beneath(self.root.as_fd(), path)
-            .map_err(|e| {
-                match e.raw_os_error() {
-                    // An escape from the root is reported like any other file the
-                    // client may not have.
-                    Some(libc::EXDEV) => libc::EACCES,
-                    // open(2) of a socket (or a device without a driver): not a
-                    // regular file either.
-                    Some(libc::ENXIO) | Some(libc::EOPNOTSUPP) => libc::EINVAL,
-                    Some(n) => n,
-                    None => libc::EIO,
-                }
-            })?;
-        // `st` is the fstat the backend checked the type and identity with
-        // (no fstat of our own); the type is checked again here for free.
-        if !sys::is_regular(&st) {
-            return Err(libc::EINVAL);
-        }
-        sys::flock_shared_nonblocking(file.as_fd()).map_err(|e| errno_of(&e))?;
-        Ok((file, st))
-    }
-
     /// Admits a Read, Send or Open: a new transfer, or a refusal on its
-    /// status channel.
+    /// status channel. The open is the loop's only if the kernel's caches
+    /// answer it ([`open::on_loop`]); otherwise the request waits in the
+    /// table as [`State::Opening`] while a disk thread opens the file, and
+    /// [`Server::opened`] takes it from there.
     fn start(&mut self, req: StartRequest) {
         let StartRequest {
             command,
@@ -330,42 +300,138 @@ impl<B: TransferBackend> Server<B> {
                 }
             },
         };
-        let (file, st) = match self.open_file(&path) {
-            Ok(x) => x,
-            Err(errno) => {
-                log::info!(
-                    "{command:?} {shown}: {}",
-                    io::Error::from_raw_os_error(errno)
-                );
-                return refuse(status_fd, errno);
-            }
-        };
+        let opened = open::on_loop(&*self.backend, self.root.as_fd(), &path);
+        if let Some(Err(errno)) = opened {
+            log::info!(
+                "{command:?} {shown}: {}",
+                io::Error::from_raw_os_error(errno)
+            );
+            return refuse(status_fd, errno);
+        }
         let txnid = match self.new_txnid() {
             Ok(id) => id,
             Err(e) => return refuse(status_fd, errno_of(&e)),
         };
         if let Some(from) = take_back {
-            // Only now that the request is sure to be admitted.
+            // Only now that the request is sure to be admitted (or, for an
+            // open off the loop, to hold its slot while it waits).
             if !self.take_back_slot(from, uid, share) {
                 return refuse(status_fd, libc::EMFILE);
             }
         }
         let is_read = command == Command::Read;
+        let t = Transfer {
+            command,
+            state: State::Opening {
+                path,
+                dest,
+                hdtr,
+                range,
+            },
+            status: StatusWriter::new(status_fd, !is_read),
+            status_registered: false,
+            // Set once the file's size is known.
+            cursor: Cursor::new(Vec::new(), 0, 0, Vec::new()),
+            queued: false,
+            peer_uid: uid,
+            started: Instant::now(),
+            last_progress: Instant::now(),
+            outcome: None,
+        };
+        let slot = self.table.insert(txnid, t);
+        self.shares.take(uid);
+        match opened {
+            Some(Ok(file)) => self.run_opened(slot, txnid, file),
+            Some(Err(_)) => {}
+            None => {
+                let Some((_, t)) = self.table.get(slot) else {
+                    return;
+                };
+                let State::Opening { path, .. } = &t.state else {
+                    return;
+                };
+                log::debug!(
+                    "txn {txnid:x}: {command:?} {}: the lookup would wait; opening on a disk thread",
+                    path.to_string_lossy()
+                );
+                let job = DiskJob {
+                    slot,
+                    txnid,
+                    work: Work::Open {
+                        root: Arc::clone(&self.root),
+                        path: path.clone(),
+                    },
+                };
+                if !self.disk.submit(job) {
+                    log::error!("disk threads are gone");
+                    self.end(slot, Outcome::Failed(libc::EIO));
+                }
+            }
+        }
+    }
+
+    /// A disk thread's open of a transfer in [`State::Opening`] is done.
+    pub(super) fn opened(&mut self, slot: usize, txnid: u64, opened: Opened) {
+        let live = self.table.get(slot).is_some_and(|(id, t)| {
+            id == txnid && matches!(t.state, State::Opening { .. }) && t.outcome.is_none()
+        });
+        if !live {
+            // Ended meanwhile (shutdown, a share taken back): the file, if
+            // any, closes here.
+            return;
+        }
+        match opened {
+            Ok(file) => self.run_opened(slot, txnid, file),
+            Err(errno) => {
+                if let Some((_, t)) = self.table.get(slot) {
+                    if let State::Opening { path, .. } = &t.state {
+                        log::info!(
+                            "{:?} {}: {}",
+                            t.command,
+                            path.to_string_lossy(),
+                            io::Error::from_raw_os_error(errno)
+                        );
+                    }
+                }
+                self.end(slot, Outcome::Failed(errno));
+            }
+        }
+    }
+
+    /// A transfer in [`State::Opening`] has its file: the file info is
+    /// owed, and it waits for Send Open (Open) or runs its first turn.
+    fn run_opened(&mut self, slot: usize, txnid: u64, (file, st): (OwnedFd, libc::stat)) {
+        let Some(t) = self.table.get_mut(slot) else {
+            return;
+        };
+        let State::Opening {
+            path,
+            dest,
+            hdtr,
+            range,
+        } = std::mem::replace(&mut t.state, State::Finishing)
+        else {
+            return;
+        };
+        let command = t.command;
+        let is_read = t.is_read();
         let size = range.clip(st.st_size as u64);
         let info = FileInfo::ok(size, st.st_atime, st.st_mtime, st.st_ctime, txnid);
         if is_read {
-            self.backend.grow_pipe(status_fd.as_fd(), size);
+            self.backend.grow_pipe(t.status.fd(), size);
         }
-        let mut status = StatusWriter::new(status_fd, !is_read);
-        status.owe_info(info);
-        if is_read && status.flush() != Flush::Clear {
+        t.status.owe_info(info);
+        if is_read && t.status.flush() != Flush::Clear {
             // A fresh pipe always has room for the info; if not, the client
             // is gone.
-            log::info!("{command:?} {shown}: client gone before the file info");
-            return;
+            log::info!(
+                "{command:?} {}: client gone before the file info",
+                path.to_string_lossy()
+            );
+            return self.abandon(slot, "client gone before the file info");
         }
         let file = Arc::new(file);
-        let state = match (command, dest) {
+        t.state = match (command, dest) {
             (Command::Open, _) => State::Opened {
                 file,
                 deadline: Instant::now() + self.config.open_timeout,
@@ -376,25 +442,16 @@ impl<B: TransferBackend> Server<B> {
                 dest_ready: true,
             },
         };
-        let deadline = match &state {
+        t.cursor = Cursor::new(hdtr.header, range.offset, size, hdtr.trailer);
+        t.last_progress = Instant::now();
+        let deadline = match &t.state {
             State::Opened { deadline, .. } => Some(*deadline),
             _ => None,
         };
-        let t = Transfer {
-            command,
-            state,
-            status,
-            status_registered: false,
-            cursor: Cursor::new(hdtr.header, range.offset, size, hdtr.trailer),
-            queued: false,
-            peer_uid: uid,
-            started: Instant::now(),
-            last_progress: Instant::now(),
-            outcome: None,
-        };
-        let slot = self.table.insert(txnid, t);
-        self.shares.take(uid);
-        log::debug!("txn {txnid:x}: {command:?} {shown} ({size} bytes)");
+        log::debug!(
+            "txn {txnid:x}: {command:?} {} ({size} bytes)",
+            path.to_string_lossy()
+        );
         if let Some(deadline) = deadline {
             self.timers.push(deadline, txnid);
             let live = self.table.len();
@@ -475,7 +532,8 @@ impl<B: TransferBackend> Server<B> {
             }
             let loss = match t.state {
                 State::Finishing => Loss::FinalMessage,
-                State::Opened { .. } => Loss::UnsentOpen,
+                // Nothing sent yet either way: the client asks again.
+                State::Opened { .. } | State::Opening { .. } => Loss::UnsentOpen,
                 State::Running { .. }
                 | State::WaitingForDisk { .. }
                 | State::WritingFile { .. } => Loss::InFlight,

@@ -1,11 +1,13 @@
 //! The disk I/O pool: a few threads that do the work that may block on a
 //! filesystem while the event loop goes on with other transfers.
 //!
-//! Two kinds of [`Work`]: bringing a file's next chunk into the page cache
-//! (a transfer whose data is not cached), and writing a chunk to a
+//! Three kinds of [`Work`]: bringing a file's next chunk into the page cache
+//! (a transfer whose data is not cached), writing a chunk to a
 //! regular-file destination (`O_DSYNC`, a slow or hung NFS or FUSE mount:
-//! nothing bounds how long such a write takes). When a thread is done it
-//! posts a [`DiskDone`] and wakes the loop.
+//! nothing bounds how long such a write takes), and opening a requested
+//! file whose lookup the kernel could not answer from its caches
+//! ([`super::open`]). When a thread is done it posts a [`DiskDone`] and
+//! wakes the loop.
 //!
 //! Shutdown waits for the threads a bounded time ([`DiskPool::finish`]) and
 //! then leaves behind any that are stuck in the kernel: the process exit
@@ -13,6 +15,7 @@
 //!
 //! This file may block only on its own threads, never the loop's.
 
+use std::ffi::CString;
 use std::os::fd::{AsFd, OwnedFd};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{channel, Receiver, Sender};
@@ -22,6 +25,7 @@ use std::time::Instant;
 
 use crate::backend::{DestKind, TransferBackend};
 
+use super::open::{self, Opened};
 use super::pump::{pump, Cursor, Limits, PumpStop};
 
 /// Stack of a disk thread: it only waits on a channel and makes a few system
@@ -34,6 +38,9 @@ pub const DISK_THREAD_STACK: usize = 64 * 1024;
 pub enum Work {
     /// Bring `len` bytes at file offset `offset` into the page cache.
     Prefetch {
+        /// The file, shared so that a cancel meanwhile cannot close it
+        /// under the thread.
+        file: Arc<OwnedFd>,
         /// Where the missing data starts.
         offset: u64,
         /// How much to bring in.
@@ -43,12 +50,22 @@ pub enum Work {
     /// destination (the cursor and the destination come back in
     /// [`Finished::Wrote`]).
     Write {
+        /// The file (shared, as for a prefetch).
+        file: Arc<OwnedFd>,
         /// The transfer's cursor.
         cursor: Cursor,
         /// The destination.
         dest: OwnedFd,
         /// Bounds of this job.
         limits: Limits,
+    },
+    /// Open `path` beneath `root` ([`open::blocking`]): the loop's
+    /// cache-only attempt found the lookup would wait.
+    Open {
+        /// The server's root.
+        root: Arc<OwnedFd>,
+        /// As the request named it.
+        path: CString,
     },
 }
 
@@ -59,9 +76,6 @@ pub struct DiskJob {
     pub slot: usize,
     /// Its id (the slot may have changed hands when the job finishes).
     pub txnid: u64,
-    /// The file, shared so that a cancel meanwhile cannot close it under the
-    /// thread.
-    pub file: Arc<OwnedFd>,
     /// What to do.
     pub work: Work,
 }
@@ -89,6 +103,8 @@ pub enum Finished {
         /// Why the pump stopped.
         stop: PumpStop,
     },
+    /// A [`Work::Open`] is done: the file, or the errno for the client.
+    Opened(Opened),
 }
 
 /// A finished job.
@@ -128,14 +144,15 @@ impl std::fmt::Debug for DiskPool {
 
 fn run_job<B: TransferBackend>(backend: &B, job: DiskJob) -> DiskDone {
     let work = match job.work {
-        Work::Prefetch { offset, len } => {
-            let errno = match backend.prefetch(job.file.as_fd(), offset, len) {
+        Work::Prefetch { file, offset, len } => {
+            let errno = match backend.prefetch(file.as_fd(), offset, len) {
                 Ok(()) => 0,
                 Err(e) => crate::sys::errno(&e),
             };
             Finished::Prefetched { offset, len, errno }
         }
         Work::Write {
+            file,
             mut cursor,
             dest,
             limits,
@@ -143,7 +160,7 @@ fn run_job<B: TransferBackend>(backend: &B, job: DiskJob) -> DiskDone {
             let (moved, stop) = pump(
                 backend,
                 &mut cursor,
-                job.file.as_fd(),
+                file.as_fd(),
                 dest.as_fd(),
                 DestKind::RegularFile,
                 limits,
@@ -155,6 +172,7 @@ fn run_job<B: TransferBackend>(backend: &B, job: DiskJob) -> DiskDone {
                 stop,
             }
         }
+        Work::Open { root, path } => Finished::Opened(open::blocking(backend, root.as_fd(), &path)),
     };
     DiskDone {
         slot: job.slot,

@@ -28,6 +28,7 @@ pub mod closer;
 pub mod disk;
 pub mod engine;
 pub mod listener;
+pub mod open;
 pub mod pump;
 pub mod share;
 mod stall;
@@ -153,7 +154,9 @@ const REQUESTS_PER_TURN: usize = 64;
 pub struct Server<B: TransferBackend> {
     backend: Arc<B>,
     config: Config,
-    root: OwnedFd,
+    /// Shared with the disk threads, which open what the loop's cache-only
+    /// lookup could not.
+    root: Arc<OwnedFd>,
     socket: RequestSocket,
     engine: Engine,
     /// Descriptors to close in order at this turn's end (see
@@ -215,7 +218,7 @@ impl<B: TransferBackend> Server<B> {
         Ok(Server {
             backend,
             config,
-            root,
+            root: Arc::new(root),
             socket,
             engine,
             quick_closes: Vec::new(),
@@ -379,6 +382,11 @@ impl<B: TransferBackend> Server<B> {
             self.remove(slot);
         }
         self.engine.close_in_order(&mut self.quick_closes);
+        // The ring's closes go to the kernel now, not after the waits
+        // below: a client must not wait out a stuck disk thread to see its
+        // channel close.
+        let mut none = Vec::new();
+        let _ = self.engine.wait(&mut none, Some(Duration::ZERO));
         // Bounded: a lingering close or a write to a hung filesystem must
         // not keep the daemon from exiting.
         let deadline = Instant::now() + SHUTDOWN_GRACE;

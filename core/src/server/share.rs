@@ -78,7 +78,8 @@ pub enum Loss {
     /// Its data part is over and its final message waits for room in a
     /// status pipe nobody reads: nothing but that message.
     FinalMessage,
-    /// An opened file never sent yet: a fresh Open.
+    /// An opened file never sent yet, or a file still being opened: a
+    /// fresh request.
     UnsentOpen,
     /// Data on its way: the rest of the transfer.
     InFlight,

@@ -59,11 +59,12 @@ pub fn verdict(
     match state {
         State::Running { .. } => Verdict::TimeOut,
         State::Finishing => Verdict::Close,
-        // A disk thread's time (reading the file in, writing a regular-file
-        // destination) is not the client's stall.
-        State::Opened { .. } | State::WaitingForDisk { .. } | State::WritingFile { .. } => {
-            Verdict::Keep
-        }
+        // A disk thread's time (opening the file, reading it in, writing a
+        // regular-file destination) is not the client's stall.
+        State::Opened { .. }
+        | State::Opening { .. }
+        | State::WaitingForDisk { .. }
+        | State::WritingFile { .. } => Verdict::Keep,
     }
 }
 

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use super::listener;
 use super::{Config, Server};
-use crate::backend::{DestKind, FileChunk, Moved, ReadWriteCopy, TransferBackend};
+use crate::backend::{DestKind, FileChunk, Moved, OpenAttempt, ReadWriteCopy, TransferBackend};
 use crate::client::{self, Client, Response};
 use crate::protocol::{HeaderTrailer, Range, Request, SFD_FILE_INFO, SFD_XFER_STAT};
 use crate::sys;
@@ -49,8 +49,91 @@ struct Running {
     thread: Option<JoinHandle<io::Result<()>>>,
 }
 
+/// The portable backend, except that a path containing `slow` is never
+/// answered from the caches ([`OpenAttempt::WouldBlock`]) and its open on a
+/// disk thread says so on [`Gate::entered`], then waits until the test
+/// writes to [`Gate::go`] (or [`WAIT`] passes).
+struct SlowOpens {
+    go: OwnedFd,
+    entered: OwnedFd,
+}
+
+/// The test's ends of a [`SlowOpens`] backend's pipes.
+struct Gate {
+    go: OwnedFd,
+    entered: OwnedFd,
+}
+
+impl SlowOpens {
+    fn new() -> (SlowOpens, Gate) {
+        let (go_r, go_w) = sys::pipe().unwrap();
+        let (entered_r, entered_w) = sys::pipe().unwrap();
+        (
+            SlowOpens {
+                go: go_r,
+                entered: entered_w,
+            },
+            Gate {
+                go: go_w,
+                entered: entered_r,
+            },
+        )
+    }
+}
+
+impl Gate {
+    /// Lets every slow open go on.
+    fn open(&self) {
+        assert_eq!(sys::write(self.go.as_fd(), b"go").unwrap(), 2);
+    }
+
+    /// Waits until a disk thread is in a slow open.
+    fn wait_entered(&self) {
+        assert!(sys::wait_readable(self.entered.as_fd(), WAIT).unwrap());
+    }
+}
+
+fn is_slow(path: &CStr) -> bool {
+    path.to_bytes().windows(4).any(|w| w == b"slow")
+}
+
+impl TransferBackend for SlowOpens {
+    fn name(&self) -> &'static str {
+        "slow-opens-test"
+    }
+
+    fn send_file(
+        &self,
+        chunk: FileChunk<'_>,
+        dest: BorrowedFd<'_>,
+        kind: DestKind,
+    ) -> io::Result<Moved> {
+        Portable.send_file(chunk, dest, kind)
+    }
+
+    fn open_beneath(&self, root: BorrowedFd<'_>, path: &CStr) -> io::Result<(OwnedFd, libc::stat)> {
+        if is_slow(path) {
+            sys::write(self.entered.as_fd(), b"in")?;
+            // Readable once the test writes (it never reads it back).
+            sys::wait_readable(self.go.as_fd(), WAIT)?;
+        }
+        Portable.open_beneath(root, path)
+    }
+
+    fn open_beneath_cached(&self, root: BorrowedFd<'_>, path: &CStr) -> OpenAttempt {
+        if is_slow(path) {
+            return OpenAttempt::WouldBlock;
+        }
+        OpenAttempt::Done(Portable.open_beneath(root, path))
+    }
+}
+
 impl Running {
     fn start(config: Config) -> Running {
+        Running::start_with(Portable, config)
+    }
+
+    fn start_with<B: TransferBackend + Send + 'static>(backend: B, config: Config) -> Running {
         let root = tempfile::tempdir().unwrap();
         let socket = root.path().join("sock");
         let bound = listener::bind(&socket, 0o600).unwrap();
@@ -61,7 +144,7 @@ impl Running {
         let (stop_rx, stop_tx) = UnixStream::pair().unwrap();
         // The server is built on its thread: its receive batch is not Send.
         let thread = std::thread::spawn(move || {
-            let mut s = Server::new(Portable, config, root_fd, bound, stop_rx.into())?;
+            let mut s = Server::new(backend, config, root_fd, bound, stop_rx.into())?;
             s.run()
         });
         Running {
@@ -310,7 +393,6 @@ fn send_with_status(c: &Client, path: &str, status: BorrowedFd<'_>, dest: Borrow
     c.send_request(&req, &[status, dest]).unwrap();
 }
 
-/// Fills a pipe's write end until it would block.
 /// Fills a pipe with 0x5a bytes, in whole 4 KiB writes; returns how many.
 fn fill(w: BorrowedFd<'_>) -> usize {
     sys::set_nonblocking(w, true).unwrap();
@@ -588,4 +670,107 @@ fn the_stall_timeout_leaves_open_files_to_their_own_deadline() {
     drop(w);
     assert_eq!(read_fd_to_end(r.as_fd()).len(), 4 << 20);
     assert!(opened.wait_complete(WAIT).unwrap().complete);
+}
+
+#[test]
+fn an_open_that_would_wait_is_a_disk_threads_while_the_loop_serves_others() {
+    let (backend, gate) = SlowOpens::new();
+    let s = Running::start_with(backend, config());
+    std::fs::create_dir(s.root.path().join("slow")).unwrap();
+    s.write("slow/f", b"file");
+    s.write("quick", b"quick data");
+    let c = s.client();
+    let (r, w) = sys::pipe().unwrap();
+    let hdtr = HeaderTrailer {
+        header: b"head:".to_vec(),
+        trailer: b":tail".to_vec(),
+    };
+    let slow = c
+        .send_hdtr("slow/f", w.as_fd(), Range::WHOLE, hdtr)
+        .unwrap();
+    drop(w);
+    gate.wait_entered();
+    // The loop goes on: another request is served whole while the slow
+    // open waits at the gate.
+    let mut quick = c.read("quick", Range::WHOLE).unwrap();
+    let mut got = Vec::new();
+    quick.read_to_end(&mut got).unwrap();
+    assert_eq!(got, b"quick data");
+    assert!(
+        !sys::wait_readable(slow.as_fd(), Duration::ZERO).unwrap(),
+        "nothing on the slow request's channel before its open"
+    );
+    assert!(live_becomes(&c, 1), "the waiting open holds its slot");
+    gate.open();
+    let info = info_of(&slow).unwrap();
+    assert_eq!(info.size, 4);
+    assert!(matches!(
+        slow.recv_timeout(WAIT).unwrap(),
+        Some(Response::Complete)
+    ));
+    assert_eq!(read_fd_to_end(r.as_fd()), b"head:file:tail");
+    assert!(live_becomes(&c, 0));
+}
+
+#[test]
+fn an_open_off_the_loop_answers_refusals_in_place_of_the_file_info_and_serves_opens() {
+    let (backend, gate) = SlowOpens::new();
+    let s = Running::start_with(backend, config());
+    std::fs::create_dir(s.root.path().join("slow")).unwrap();
+    s.write("slow/f", b"opened");
+    gate.open();
+    let c = s.client();
+    let missing = c.open("slow/missing", Range::WHOLE).unwrap();
+    assert_eq!(
+        missing.recv_timeout(WAIT).unwrap(),
+        Some(Response::Error {
+            cmd: SFD_FILE_INFO,
+            errno: libc::ENOENT
+        })
+    );
+    assert_eq!(missing.recv_timeout(WAIT).unwrap(), None);
+    let dir = c.open("slow", Range::WHOLE).unwrap();
+    assert_eq!(info_of(&dir), Err(libc::EINVAL));
+    // A Read's refusal too comes in place of its file info.
+    let mut rd = c.read("slow/missing", Range::WHOLE).unwrap();
+    assert_eq!(
+        rd.file_info().unwrap_err().raw_os_error(),
+        Some(libc::ENOENT)
+    );
+    // An Open whose file a disk thread opened: Send Open as ever.
+    let ch = c.open("slow/f", Range::WHOLE).unwrap();
+    let info = info_of(&ch).unwrap();
+    assert_eq!(info.size, 6);
+    let (r, w) = sys::pipe().unwrap();
+    c.send_open(info.txnid as u64, w.as_fd()).unwrap();
+    drop(w);
+    assert!(matches!(
+        ch.recv_timeout(WAIT).unwrap(),
+        Some(Response::Complete)
+    ));
+    assert_eq!(read_fd_to_end(r.as_fd()), b"opened");
+    assert!(live_becomes(&c, 0));
+}
+
+#[test]
+fn shutdown_during_an_open_off_the_loop_closes_its_channel_silently() {
+    let (backend, gate) = SlowOpens::new();
+    let mut s = Running::start_with(backend, config());
+    std::fs::create_dir(s.root.path().join("slow")).unwrap();
+    s.write("slow/f", b"data");
+    let c = s.client();
+    let (r, w) = sys::pipe().unwrap();
+    let ch = c.send("slow/f", w.as_fd(), Range::WHOLE).unwrap();
+    drop(w);
+    gate.wait_entered();
+    {
+        use std::io::Write;
+        s.stop.as_mut().unwrap().write_all(b"x").unwrap();
+    }
+    assert_eq!(ch.recv_timeout(WAIT).unwrap(), None, "no message");
+    // The disk thread finishes its open after the transfer is gone: the
+    // file closes and the destination stays unwritten.
+    gate.open();
+    s.stop().expect("run returns Ok");
+    assert_eq!(read_fd_to_end(r.as_fd()), b"");
 }

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use crate::backend::DestKind;
-use crate::protocol::Command;
+use crate::protocol::{Command, HeaderTrailer, Range};
 
 use super::pump::Cursor;
 use super::status::StatusWriter;
@@ -38,6 +38,19 @@ pub enum Dest {
 /// What a transfer is doing.
 #[derive(Debug)]
 pub enum State {
+    /// A disk thread is opening the file (the loop's cache-only lookup
+    /// would have waited); the request's other parts wait here. Nothing has
+    /// been written on the status channel yet.
+    Opening {
+        /// As the request named it (for the log).
+        path: std::ffi::CString,
+        /// Where the data goes (Send); `None` for Read and Open.
+        dest: Option<Dest>,
+        /// Bytes around the range.
+        hdtr: HeaderTrailer,
+        /// The part of the file asked for.
+        range: Range,
+    },
     /// Opened, waiting for Send Open until `deadline`.
     Opened {
         /// The open file.
@@ -155,6 +168,7 @@ impl Transfer {
                 (Some(file), Some(dest))
             }
             State::Opened { file, .. } | State::WritingFile { file } => (Some(file), None),
+            State::Opening { dest, .. } => (None, dest),
             State::Finishing => (None, None),
         }
     }

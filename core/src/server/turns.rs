@@ -206,8 +206,11 @@ impl<B: TransferBackend> Server<B> {
                 let job = DiskJob {
                     slot,
                     txnid,
-                    file: Arc::clone(&file),
-                    work: Work::Prefetch { offset, len },
+                    work: Work::Prefetch {
+                        file: Arc::clone(&file),
+                        offset,
+                        len,
+                    },
                 };
                 t.state = State::WaitingForDisk { file, dest };
                 t.status.stopped_to_wait();
@@ -258,8 +261,8 @@ impl<B: TransferBackend> Server<B> {
         let job = DiskJob {
             slot,
             txnid,
-            file: Arc::clone(&file),
             work: Work::Write {
+                file: Arc::clone(&file),
                 cursor,
                 dest: fd,
                 limits,
@@ -406,12 +409,19 @@ impl<B: TransferBackend> Server<B> {
             return;
         }
         t.outcome = Some(outcome);
+        // Before the file info, an error takes its place, as a refusal's
+        // does, a Read's too.
+        let opening = matches!(t.state, State::Opening { .. });
         // A destination that may block on close waits for the transfer's
         // removal and a closer thread (see `remove`).
         if let Some(slow) = release_data_part(&mut self.engine, &mut self.quick_closes, slot, t) {
             self.ended_dests.insert(slot, slow);
         }
         let fin = match outcome {
+            Outcome::Failed(errno) if opening => Final::Error {
+                cmd: crate::protocol::SFD_FILE_INFO,
+                errno,
+            },
             _ if t.is_read() => Final::Close,
             Outcome::Complete => Final::Complete,
             Outcome::Failed(errno) => Final::Error {
@@ -430,7 +440,7 @@ impl<B: TransferBackend> Server<B> {
     }
 
     /// Drops a transfer whose client is gone; nothing more can be said.
-    fn abandon(&mut self, slot: Slot, why: &str) {
+    pub(super) fn abandon(&mut self, slot: Slot, why: &str) {
         if let Some(t) = self.table.get_mut(slot) {
             log::debug!("transfer in slot {slot}: {why}");
             if t.outcome.is_none() {
@@ -511,6 +521,7 @@ impl<B: TransferBackend> Server<B> {
                     moved,
                     stop,
                 } => self.wrote(done.slot, done.txnid, cursor, dest, moved, stop),
+                Finished::Opened(opened) => self.opened(done.slot, done.txnid, opened),
             }
         }
     }

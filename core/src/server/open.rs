@@ -1,0 +1,87 @@
+//! Opening a requested file beneath the root: the contract's errno for each
+//! refusal, the regular-file check and the shared lock.
+//!
+//! The loop's attempt ([`on_loop`]) is answered from the kernel's caches
+//! alone; when the lookup would have to wait (a directory or inode not in
+//! memory), the same open is made on a disk thread ([`blocking`]) and the
+//! request waits in the table meanwhile (`State::Opening`). DESIGN.md: an
+//! open that can block runs off the loop.
+//!
+//! This file makes no system call of its own beyond the lock; only
+//! [`blocking`] may block, and it runs on a disk thread.
+
+use std::ffi::CStr;
+use std::io;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+
+use crate::backend::{OpenAttempt, TransferBackend};
+use crate::sys::{self, errno as errno_of};
+
+/// An open file with the `fstat` of its descriptor, or the errno the
+/// client is answered with.
+pub type Opened = Result<(OwnedFd, libc::stat), i32>;
+
+/// The open, made only if the kernel's caches answer the lookup; `None`
+/// when it would wait, and [`blocking`] must make it off the loop.
+pub fn on_loop<B: TransferBackend + ?Sized>(
+    backend: &B,
+    root: BorrowedFd<'_>,
+    path: &CStr,
+) -> Option<Opened> {
+    if let Err(errno) = check_path(path) {
+        return Some(Err(errno));
+    }
+    match backend.open_beneath_cached(root, path) {
+        OpenAttempt::Done(r) => Some(finish(r)),
+        OpenAttempt::WouldBlock => None,
+    }
+}
+
+/// The same open, waiting as long as the filesystem takes. Disk threads
+/// only.
+pub fn blocking<B: TransferBackend + ?Sized>(
+    backend: &B,
+    root: BorrowedFd<'_>,
+    path: &CStr,
+) -> Opened {
+    check_path(path)?;
+    finish(backend.open_beneath(root, path))
+}
+
+/// What the path alone decides.
+fn check_path(path: &CStr) -> Result<(), i32> {
+    let bytes = path.to_bytes();
+    if bytes.is_empty() {
+        return Err(libc::ENOENT);
+    }
+    if bytes.iter().all(|&b| b == b'/') {
+        // The root directory itself: not a regular file, as the original
+        // answers.
+        return Err(libc::EINVAL);
+    }
+    Ok(())
+}
+
+/// The errno of a refusal as the contract names it, the type check, and
+/// the shared lock.
+fn finish(opened: io::Result<(OwnedFd, libc::stat)>) -> Opened {
+    let (file, st) = opened.map_err(|e| {
+        match e.raw_os_error() {
+            // An escape from the root is reported like any other file the
+            // client may not have.
+            Some(libc::EXDEV) => libc::EACCES,
+            // open(2) of a socket (or a device without a driver): not a
+            // regular file either.
+            Some(libc::ENXIO) | Some(libc::EOPNOTSUPP) => libc::EINVAL,
+            Some(n) => n,
+            None => libc::EIO,
+        }
+    })?;
+    // `st` is the fstat the backend checked the type and identity with (no
+    // fstat of our own); the type is checked again here for free.
+    if !sys::is_regular(&st) {
+        return Err(libc::EINVAL);
+    }
+    sys::flock_shared_nonblocking(file.as_fd()).map_err(|e| errno_of(&e))?;
+    Ok((file, st))
+}
