@@ -64,8 +64,9 @@ impl LinuxOptions {
 }
 
 /// The Linux backend. Cheap to share: its state remembers what the kernel
-/// turned out not to support (two flags) and which filesystems answer no
-/// page-cache probe ([`NoWaitMemory`]).
+/// turned out not to support (three flags), which filesystems answer no
+/// page-cache probe, and which answer opens without a server
+/// ([`DeviceSet`]s).
 #[derive(Debug, Default)]
 pub struct LinuxBackend {
     opts: LinuxOptions,
@@ -74,12 +75,21 @@ pub struct LinuxBackend {
     no_nowait: AtomicBool,
     /// The filesystems (by `st_dev`) that refused `RWF_NOWAIT` with
     /// `EOPNOTSUPP`: files there are not probed.
-    nowait_refused: NoWaitMemory,
+    nowait_refused: DeviceSet,
     /// `openat2` is missing (Linux < 5.6, or filtered): walk instead.
     no_openat2: AtomicBool,
     /// `openat2` refused `RESOLVE_CACHED` (Linux < 5.12): every open is
     /// made on the loop.
     no_resolve_cached: AtomicBool,
+    /// Filesystems (by `st_dev`) whose opens, stats and locks the local
+    /// kernel answers (ext4, xfs, btrfs, tmpfs, ...): a cached lookup there
+    /// opens on the loop. A filesystem not in it yet is learnt by the first
+    /// open, on a disk thread ([`LinuxBackend::learn_filesystem`]).
+    local_fs: DeviceSet,
+    /// Filesystems whose opens may wait on a server or a FUSE daemon (NFS,
+    /// CIFS, FUSE, anything not known to be local): every open there is a
+    /// disk thread's.
+    remote_fs: DeviceSet,
     /// `/dev/null`, where [`prefetch`](TransferBackend::prefetch) sends
     /// file data to wait for it without copying it (absent in a chroot
     /// without `/dev`: the data is then read into a buffer).
@@ -137,7 +147,7 @@ impl LinuxBackend {
     /// A filesystem without `RWF_NOWAIT` support (tmpfs, some FUSE and
     /// network filesystems) answers `EOPNOTSUPP`: the data then counts as
     /// cached, and that filesystem's `st_dev` is remembered so that its files
-    /// are not probed again ([`NoWaitMemory`]). Support is a fact about a
+    /// are not probed again ([`DeviceSet`]). Support is a fact about a
     /// filesystem, not about the daemon: one tmpfs under the root must not
     /// switch the probe off for the disk next to it. Only a kernel without
     /// the call or the flag (`ENOSYS`, `EINVAL`: before Linux 4.14) stops
@@ -211,7 +221,10 @@ impl LinuxBackend {
     /// that is [`OpenAttempt::WouldBlock`]. (`EAGAIN` also stands for a
     /// rename racing the lookup; the blocking open retries that.) A kernel
     /// without the flag answers `EINVAL` for it: remembered, and the lookup
-    /// is made as before.
+    /// is made as before. The look's type and identity then come from
+    /// [`stat_unsynced`] (no server asked), and a file on a filesystem not
+    /// known to answer opens locally is `WouldBlock` too: its open, `fstat`
+    /// and lock may each wait on a server or a FUSE daemon.
     fn open_by_openat2(
         &self,
         root: BorrowedFd<'_>,
@@ -238,6 +251,13 @@ impl LinuxBackend {
         // for a retry. Bounded, so a hostile renamer cannot keep us here.
         for _ in 0..16 {
             let seen = match openat2(root, path, &look) {
+                Ok(fd) if cached => match stat_unsynced(fd.as_fd()) {
+                    Ok(st) if !self.local_fs.contains(st.st_dev) => {
+                        return Some(OpenAttempt::WouldBlock)
+                    }
+                    Ok(st) => st,
+                    Err(e) => return done(Err(e)),
+                },
                 Ok(fd) => match sys::fstat(fd.as_fd()) {
                     Ok(st) => st,
                     Err(e) => return done(Err(e)),
@@ -272,6 +292,9 @@ impl LinuxBackend {
             };
             match sys::fstat(fd.as_fd()) {
                 Ok(got) if confine::same_file(&seen, &got) => {
+                    if !cached {
+                        self.learn_filesystem(fd.as_fd(), got.st_dev);
+                    }
                     // One ioctl clears the O_NONBLOCK of the open (where
                     // confine::finish_open uses fcntl F_GETFL + F_SETFL).
                     return done(clear_nonblocking(fd).map(|fd| (fd, got)));
@@ -283,6 +306,92 @@ impl LinuxBackend {
         }
         done(Err(io::Error::from_raw_os_error(libc::EAGAIN)))
     }
+
+    /// Learns, once per filesystem, whether the local kernel answers its
+    /// opens ([`opens_never_wait`] of its `fstatfs(2)` type): called after
+    /// an open off the loop, where the `fstatfs` itself may ask a server.
+    fn learn_filesystem(&self, file: BorrowedFd<'_>, dev: libc::dev_t) {
+        if self.local_fs.contains(dev) || self.remote_fs.contains(dev) {
+            return;
+        }
+        let mut sfs = std::mem::MaybeUninit::<libc::statfs>::zeroed();
+        // SAFETY: fstatfs writes one statfs through the pointer.
+        if unsafe { libc::fstatfs(file.as_raw_fd(), sfs.as_mut_ptr()) } < 0 {
+            return;
+        }
+        // SAFETY: written by the successful call (and zeroed before it).
+        let magic = unsafe { sfs.assume_init() }.f_type as u32;
+        if opens_never_wait(magic) {
+            self.local_fs.insert(dev);
+        } else if self.remote_fs.insert(dev) {
+            log::info!(
+                "opens on device {}:{} (filesystem type {magic:#x}) may wait on a server or \
+                 a FUSE daemon: they are made on the disk threads",
+                libc::major(dev),
+                libc::minor(dev)
+            );
+        }
+    }
+}
+
+/// Whether a filesystem of this `statfs` type (linux/magic.h) answers
+/// opens, stats and shared locks from the local kernel and its disks
+/// alone. Network filesystems (NFS, CIFS, 9p, Ceph) and FUSE may wait on a
+/// server or a daemon for each, and anything unknown counts as such.
+pub fn opens_never_wait(magic: u32) -> bool {
+    const LOCAL: &[u32] = &[
+        0xEF53,      // ext2, ext3, ext4
+        0x5846_5342, // xfs
+        0x9123_683E, // btrfs
+        0x0102_1994, // tmpfs
+        0x8584_58F6, // ramfs
+        0xF2F5_2010, // f2fs
+        0x794C_7630, // overlayfs
+        0x7371_7368, // squashfs
+        0xE0F5_E1E2, // erofs
+        0x9660,      // iso9660
+        0x2FC1_2FC1, // zfs
+        0xCA45_1A4E, // bcachefs
+        0x3153_464A, // jfs
+        0x5265_4973, // reiserfs
+        0x4D44,      // vfat, msdos
+        0x2011_BAB0, // exfat
+        0x5346_544E, // ntfs, ntfs3
+        0x1501_3346, // udf
+        0x3434,      // nilfs2
+        0x482B,      // hfsplus
+    ];
+    LOCAL.contains(&magic)
+}
+
+/// `statx(2)` of the descriptor itself with `AT_STATX_DONT_SYNC`: its type
+/// and identity as the kernel holds them, without asking a network
+/// filesystem's server or a FUSE daemon to revalidate (as `fstat` may).
+/// Only `st_dev`, `st_ino` and `st_mode` are filled in.
+fn stat_unsynced(fd: BorrowedFd<'_>) -> io::Result<libc::stat> {
+    let mut sx = std::mem::MaybeUninit::<libc::statx>::zeroed();
+    // SAFETY: the path is a NUL-terminated empty string (AT_EMPTY_PATH:
+    // the descriptor itself); statx writes one statx through the pointer.
+    let r = unsafe {
+        libc::statx(
+            fd.as_raw_fd(),
+            c"".as_ptr(),
+            libc::AT_EMPTY_PATH | libc::AT_STATX_DONT_SYNC,
+            libc::STATX_TYPE | libc::STATX_INO,
+            sx.as_mut_ptr(),
+        )
+    };
+    if r < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: written by the successful call (and zeroed before it).
+    let sx = unsafe { sx.assume_init() };
+    // SAFETY: an all-zero stat is a valid value.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    st.st_dev = libc::makedev(sx.stx_dev_major, sx.stx_dev_minor);
+    st.st_ino = sx.stx_ino as libc::ino_t;
+    st.st_mode = libc::mode_t::from(sx.stx_mode);
+    Ok(st)
 }
 
 /// Whether an `openat2` error asks for the call again.
@@ -290,24 +399,25 @@ fn retry(e: &io::Error) -> bool {
     e.raw_os_error() == Some(libc::EAGAIN) || e.kind() == io::ErrorKind::Interrupted
 }
 
-/// How many filesystems [`NoWaitMemory`] remembers. A daemon's root spans a
+/// How many filesystems a [`DeviceSet`] remembers. A daemon's root spans a
 /// handful of filesystems at most; past this many, files on further ones are
-/// still answered correctly (a refused probe counts as cached), only with one
-/// failed `preadv2` per chunk.
-pub const NOWAIT_MEMORY: usize = 16;
+/// still answered correctly, only more slowly: a refused probe counts as
+/// cached (one failed `preadv2` per chunk), and an open on a filesystem not
+/// learnt is a disk thread's.
+pub const DEVICE_SET_SLOTS: usize = 16;
 
-/// The devices (`st_dev`) of the filesystems that refused `RWF_NOWAIT`: a
-/// small fixed set of slots, lock-free for readers, filled once per
-/// filesystem. 0 marks a free slot (a device number of 0 is kept in a flag of
+/// A set of devices (`st_dev`), for facts about a filesystem (it refused
+/// `RWF_NOWAIT`; it answers opens locally): a small fixed set of slots,
+/// lock-free for readers, filled once per filesystem. 0 marks a free slot (a device number of 0 is kept in a flag of
 /// its own).
 #[derive(Debug, Default)]
-pub struct NoWaitMemory {
-    slots: [AtomicU64; NOWAIT_MEMORY],
+pub struct DeviceSet {
+    slots: [AtomicU64; DEVICE_SET_SLOTS],
     dev_zero: AtomicBool,
     used: AtomicUsize,
 }
 
-impl NoWaitMemory {
+impl DeviceSet {
     /// Whether no filesystem has been remembered yet (the common case: then
     /// the probe needs no `fstat`).
     pub fn is_empty(&self) -> bool {

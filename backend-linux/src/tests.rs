@@ -534,6 +534,15 @@ fn a_lookup_not_in_the_caches_would_block_and_opens_nothing() {
         return;
     }
     let b = LinuxBackend::new();
+    // The filesystem learnt first, so that only the caches decide below.
+    let (known, st) = b
+        .open_beneath(t.root.as_fd(), c"file")
+        .expect("open of a warm file");
+    drop(known);
+    if !b.local_fs.contains(st.st_dev) {
+        eprintln!("skipped: the temporary directory's filesystem is not a local one");
+        return;
+    }
     let path = CString::new("cold/deeper/f").expect("cstring");
     let fds_before = std::fs::read_dir("/proc/self/fd").expect("fd dir").count();
     match b.open_beneath_cached(t.root.as_fd(), &path) {
@@ -575,7 +584,7 @@ fn new_backend_for_test(fallback: bool) -> Backend {
 
 #[test]
 fn nowait_memory_remembers_each_device_once() {
-    let m = NoWaitMemory::default();
+    let m = DeviceSet::default();
     assert!(m.is_empty());
     assert!(!m.contains(7));
     assert!(m.insert(7), "first time");
@@ -589,7 +598,7 @@ fn nowait_memory_remembers_each_device_once() {
     assert!(m.contains(0));
     assert!(!m.insert(0));
     // Fill the rest; past the capacity nothing more is remembered.
-    for dev in 100..(100 + NOWAIT_MEMORY as libc::dev_t - 1) {
+    for dev in 100..(100 + DEVICE_SET_SLOTS as libc::dev_t - 1) {
         assert!(m.insert(dev), "{dev}");
     }
     assert!(!m.insert(5000), "full");
@@ -729,4 +738,61 @@ fn openat2_and_the_walk_answer_the_table_alike() {
 fn openat2_and_the_walk_answer_alike_under_slash() {
     let fd = sys::open_dir(c"/").expect("open /");
     check_table(fd.as_fd(), &errno_table::slash_cases());
+}
+
+/// A filesystem is learnt by its first open, off the loop: until then the
+/// cache-only attempt says it would wait; a local one (the temporary
+/// directory's) then opens on the loop.
+#[test]
+fn opens_stay_on_the_loop_once_the_filesystem_is_known_to_answer_locally() {
+    let t = tree();
+    let b = LinuxBackend::new();
+    let path = CString::new("file").expect("cstring");
+    assert!(matches!(
+        b.open_beneath_cached(t.root.as_fd(), &path),
+        OpenAttempt::WouldBlock
+    ));
+    let (fd, st) = b.open_beneath(t.root.as_fd(), &path).expect("open");
+    let mut sfs = std::mem::MaybeUninit::<libc::statfs>::zeroed();
+    // SAFETY: fstatfs writes one statfs through the pointer.
+    assert_eq!(
+        unsafe { libc::fstatfs(fd.as_raw_fd(), sfs.as_mut_ptr()) },
+        0
+    );
+    // SAFETY: written by the successful call.
+    let local = opens_never_wait(unsafe { sfs.assume_init() }.f_type as u32);
+    assert_eq!(
+        b.local_fs.contains(st.st_dev),
+        local,
+        "learnt as fstatfs says"
+    );
+    assert_eq!(
+        b.remote_fs.contains(st.st_dev),
+        !local,
+        "learnt as fstatfs says"
+    );
+    match b.open_beneath_cached(t.root.as_fd(), &path) {
+        OpenAttempt::Done(r) if local => assert_eq!(r.expect("open").1.st_size, 3),
+        OpenAttempt::WouldBlock if !local => {}
+        other => panic!("local {local}: {other:?}"),
+    }
+}
+
+#[test]
+fn only_filesystems_known_to_be_local_answer_opens_on_the_loop() {
+    for local in [0xEF53, 0x5846_5342, 0x9123_683E, 0x0102_1994, 0x794C_7630] {
+        assert!(opens_never_wait(local), "{local:#x}");
+    }
+    // NFS, CIFS/SMB2, FUSE, 9p, Ceph, procfs, and an unknown type.
+    for other in [
+        0x6969,
+        0xFE53_4D42,
+        0x6573_5546,
+        0x0102_1997,
+        0x00C3_6400,
+        0x9FA0,
+        0x1234_5678,
+    ] {
+        assert!(!opens_never_wait(other), "{other:#x}");
+    }
 }

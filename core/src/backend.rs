@@ -185,8 +185,9 @@ pub trait TransferBackend: Send + Sync + 'static {
     /// [`TransferBackend::open_beneath`], made only if it cannot wait on a
     /// disk or a file server: [`OpenAttempt::WouldBlock`] when answering it
     /// would take more than the kernel's caches hold (a directory entry or
-    /// inode not in memory), and the server then makes the same open on a
-    /// disk thread. The loop calls this one. The default makes the whole
+    /// inode not in memory) or the file is on a filesystem whose opens may
+    /// wait on a server or a FUSE daemon, and the server then makes the
+    /// same open on a disk thread. The loop calls this one. The default makes the whole
     /// open: a system without a cache-only lookup opens on the loop.
     fn open_beneath_cached(&self, root: BorrowedFd<'_>, path: &CStr) -> OpenAttempt {
         OpenAttempt::Done(self.open_beneath(root, path))

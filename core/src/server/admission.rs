@@ -351,7 +351,7 @@ impl<B: TransferBackend> Server<B> {
                     return;
                 };
                 log::debug!(
-                    "txn {txnid:x}: {command:?} {}: the lookup would wait; opening on a disk thread",
+                    "txn {txnid:x}: {command:?} {}: not answerable from the caches; opening on a disk thread",
                     path.to_string_lossy()
                 );
                 let job = DiskJob {

@@ -2,10 +2,11 @@
 //! refusal, the regular-file check and the shared lock.
 //!
 //! The loop's attempt ([`on_loop`]) is answered from the kernel's caches
-//! alone; when the lookup would have to wait (a directory or inode not in
-//! memory), the same open is made on a disk thread ([`blocking`]) and the
-//! request waits in the table meanwhile (`State::Opening`). DESIGN.md: an
-//! open that can block runs off the loop.
+//! alone; when the open would have to wait (a directory or inode not in
+//! memory, a filesystem whose opens ask a server), the same open is made
+//! on a disk thread ([`blocking`]) and the request waits in the table
+//! meanwhile (`State::Opening`). DESIGN.md: an open that can block runs off
+//! the loop.
 //!
 //! This file makes no system call of its own beyond the lock; only
 //! [`blocking`] may block, and it runs on a disk thread.
