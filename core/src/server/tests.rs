@@ -128,6 +128,16 @@ impl TransferBackend for SlowOpens {
     }
 }
 
+/// A server on a [`SlowOpens`] backend with `slow/f` holding `data`, and
+/// the gate of its slow opens.
+fn with_slow_file(data: &[u8]) -> (Running, Gate) {
+    let (backend, gate) = SlowOpens::new();
+    let s = Running::start_with(backend, config());
+    std::fs::create_dir(s.root.path().join("slow")).unwrap();
+    s.write("slow/f", data);
+    (s, gate)
+}
+
 impl Running {
     fn start(config: Config) -> Running {
         Running::start_with(Portable, config)
@@ -674,10 +684,7 @@ fn the_stall_timeout_leaves_open_files_to_their_own_deadline() {
 
 #[test]
 fn an_open_that_would_wait_is_a_disk_threads_while_the_loop_serves_others() {
-    let (backend, gate) = SlowOpens::new();
-    let s = Running::start_with(backend, config());
-    std::fs::create_dir(s.root.path().join("slow")).unwrap();
-    s.write("slow/f", b"file");
+    let (s, gate) = with_slow_file(b"file");
     s.write("quick", b"quick data");
     let c = s.client();
     let (r, w) = sys::pipe().unwrap();
@@ -714,10 +721,7 @@ fn an_open_that_would_wait_is_a_disk_threads_while_the_loop_serves_others() {
 
 #[test]
 fn an_open_off_the_loop_answers_refusals_in_place_of_the_file_info_and_serves_opens() {
-    let (backend, gate) = SlowOpens::new();
-    let s = Running::start_with(backend, config());
-    std::fs::create_dir(s.root.path().join("slow")).unwrap();
-    s.write("slow/f", b"opened");
+    let (s, gate) = with_slow_file(b"opened");
     gate.open();
     let c = s.client();
     let missing = c.open("slow/missing", Range::WHOLE).unwrap();
@@ -754,10 +758,7 @@ fn an_open_off_the_loop_answers_refusals_in_place_of_the_file_info_and_serves_op
 
 #[test]
 fn shutdown_during_an_open_off_the_loop_closes_its_channel_silently() {
-    let (backend, gate) = SlowOpens::new();
-    let mut s = Running::start_with(backend, config());
-    std::fs::create_dir(s.root.path().join("slow")).unwrap();
-    s.write("slow/f", b"data");
+    let (mut s, gate) = with_slow_file(b"data");
     let c = s.client();
     let (r, w) = sys::pipe().unwrap();
     let ch = c.send("slow/f", w.as_fd(), Range::WHOLE).unwrap();
