@@ -102,19 +102,8 @@ impl ColdTree {
     /// would keep it), then drops the dentry and inode caches. The 4 KiB
     /// file is read again after, so that the timed Sends stay cached.
     fn make_cold(&mut self, files: &Files) -> io::Result<()> {
-        let d = File::open(&self.dir)?;
-        // SAFETY: syncfs(2) on a descriptor we hold.
-        sendfiled_core::sys::cvt(unsafe { libc::syncfs(d.as_raw_fd()) })?;
-        for p in &self.paths[..self.touched] {
-            let f = os::open_ro(p)?;
-            // SAFETY: plain call on a descriptor we hold.
-            let r = unsafe { libc::posix_fadvise(f.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED) };
-            if r != 0 {
-                return Err(io::Error::from_raw_os_error(r));
-            }
-        }
         let before = cached_inodes();
-        drop_dentries_and_inodes()?;
+        evict_dentries_and_inodes(&self.dir, &self.paths[..self.touched])?;
         let freed = before.saturating_sub(cached_inodes());
         if self.looked_up > 0 {
             self.freed_min = self.freed_min.min(freed as f64 / self.looked_up as f64);
@@ -125,7 +114,22 @@ impl ColdTree {
     }
 }
 
-fn drop_dentries_and_inodes() -> io::Result<()> {
+/// Frees the dentries and inodes of `paths` (files under `dir`, which had
+/// data read or written): `syncfs` (a dirty inode is not freed), their data
+/// pages dropped (nor is an inode with cached pages), then "2" written to
+/// `/proc/sys/vm/drop_caches`. Needs root for the last step.
+pub(super) fn evict_dentries_and_inodes(dir: &Path, paths: &[CString]) -> io::Result<()> {
+    let d = File::open(dir)?;
+    // SAFETY: syncfs(2) on a descriptor we hold.
+    sendfiled_core::sys::cvt(unsafe { libc::syncfs(d.as_raw_fd()) })?;
+    for p in paths {
+        let f = os::open_ro(p)?;
+        // SAFETY: plain call on a descriptor we hold.
+        let r = unsafe { libc::posix_fadvise(f.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED) };
+        if r != 0 {
+            return Err(io::Error::from_raw_os_error(r));
+        }
+    }
     std::fs::write(DROP_CACHES, b"2")
 }
 
@@ -280,7 +284,7 @@ pub fn cold_opens(
     report: &mut Report,
 ) -> io::Result<()> {
     // Asked first, so that a machine where it cannot be done builds no tree.
-    if let Err(e) = drop_dentries_and_inodes() {
+    if let Err(e) = evict_dentries_and_inodes(&files.root, &[]) {
         println!(
             "note: cold opens skipped: cannot write \"2\" to {DROP_CACHES} ({e}); dropping the dentry and inode caches needs root and a writable /proc"
         );
