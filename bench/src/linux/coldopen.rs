@@ -345,30 +345,27 @@ pub fn cold_opens(
         let e = Some(d.engine);
         let (i50, i99, imax) = (median(acc.idle50), median(acc.idle99), median(acc.idle_max));
         let (b50, b99, bmax) = (median(acc.busy50), median(acc.busy99), median(acc.busy_max));
-        report.row(
+        report.vs_idle(
             "cold opens: 4 KiB Send p50 during cold opens vs idle (µs)",
             e,
             b50,
-            Some((i50, "idle")),
-            Some(b50 / i50),
+            i50,
             Goal::None,
         );
-        report.row(
+        report.vs_idle(
             "cold opens: 4 KiB Send p99 during cold opens vs idle (µs)",
             e,
             b99,
-            Some((i99, "idle")),
-            Some(b99 / i99),
+            i99,
             // The isolation figure's bar: another client's slow work must
             // not show in a cached Send's p99.
             Goal::AtMost(1.5),
         );
-        report.row(
+        report.vs_idle(
             "cold opens: 4 KiB Send max during cold opens vs idle max (µs)",
             e,
             bmax,
-            Some((imax, "idle")),
-            Some(bmax / imax),
+            imax,
             Goal::None,
         );
         report.row(
@@ -381,12 +378,11 @@ pub fn cold_opens(
         );
     }
     let (ri, rb) = (median(reference.idle99), median(reference.busy99));
-    report.row(
+    report.vs_idle(
         "cold opens, same in-process (thread opens+fstats+closes, thread sends): p99 vs idle (µs)",
         None,
         rb,
-        Some((ri, "idle")),
-        Some(rb / ri),
+        ri,
         Goal::None,
     );
     report.row(

@@ -221,6 +221,26 @@ impl Report {
         self.engines.contains(&EngineKind::Uring) && self.engines.contains(&EngineKind::Epoll)
     }
 
+    /// A figure measured during some load against the same measured idle:
+    /// the ratio is `during / idle`.
+    pub(super) fn vs_idle(
+        &mut self,
+        figure: impl Into<String>,
+        engine: Option<EngineKind>,
+        during: f64,
+        idle: f64,
+        goal: Goal,
+    ) {
+        self.row(
+            figure,
+            engine,
+            during,
+            Some((idle, "idle")),
+            Some(during / idle),
+            goal,
+        );
+    }
+
     pub(super) fn row(
         &mut self,
         figure: impl Into<String>,
@@ -1225,39 +1245,35 @@ pub fn isolation(plan: &Plan, ds: &[Daemon], files: &Files, report: &mut Report)
             None,
             Goal::None,
         );
-        report.row(
+        report.vs_idle(
             "isolation: 4 KiB Send p50 during cold stream vs idle (µs)",
             e,
             b50,
-            Some((i50, "idle")),
-            Some(b50 / i50),
+            i50,
             Goal::None,
         );
-        report.row(
+        report.vs_idle(
             "isolation: 4 KiB Send p99 during cold stream vs idle (µs)",
             e,
             b99,
-            Some((i99, "idle")),
-            Some(b99 / i99),
+            i99,
             // Issue 14's goal (it was 2x before).
             Goal::AtMost(1.5),
         );
-        report.row(
+        report.vs_idle(
             "isolation: 4 KiB Send max during cold stream vs idle max (µs, median of runs)",
             e,
             bmax,
-            Some((imax, "idle")),
-            Some(bmax / imax),
+            imax,
             Goal::AtMost(2.0),
         );
     }
     let (ri, rb) = (median(ref_idle99), median(ref_busy99));
-    report.row(
+    report.vs_idle(
         "isolation, same in-process (thread streams, thread sends): p99 vs idle (µs)",
         None,
         rb,
-        Some((ri, "idle")),
-        Some(rb / ri),
+        ri,
         Goal::None,
     );
     Ok(())
@@ -1340,21 +1356,19 @@ fn scale_one(plan: &Plan, d: &Daemon, files: &Files, report: &mut Report) -> io:
     let rss_load = rss1.max(rss2);
     let (i50, i99) = (quantile_us(&idle, 0.5), quantile_us(&idle, 0.99));
     let (b50, b99) = (quantile_us(&lat, 0.5), quantile_us(&lat, 0.99));
-    report.row(
+    report.vs_idle(
         format!("scale: 4 KiB Send p50 with {n} slow transfers vs idle (µs)"),
         e,
         b50,
-        Some((i50, "idle")),
-        Some(b50 / i50),
+        i50,
         // Issue 14: within 1.1x idle; a refused slow transfer fails the run.
         Goal::AtMost(1.1),
     );
-    report.row(
+    report.vs_idle(
         format!("scale: 4 KiB Send p99 with {n} slow transfers vs idle (µs)"),
         e,
         b99,
-        Some((i99, "idle")),
-        Some(b99 / i99),
+        i99,
         Goal::None,
     );
     report.row(
