@@ -300,14 +300,18 @@ impl<B: TransferBackend> Server<B> {
                 }
             },
         };
-        let opened = open::on_loop(&*self.backend, self.root.as_fd(), &path);
-        if let Some(Err(errno)) = opened {
-            log::info!(
-                "{command:?} {shown}: {}",
-                io::Error::from_raw_os_error(errno)
-            );
-            return refuse(status_fd, errno);
-        }
+        // `None`: the open is a disk thread's.
+        let opened = match open::on_loop(&*self.backend, self.root.as_fd(), &path) {
+            Some(Err(errno)) => {
+                log::info!(
+                    "{command:?} {shown}: {}",
+                    io::Error::from_raw_os_error(errno)
+                );
+                return refuse(status_fd, errno);
+            }
+            Some(Ok(file)) => Some(file),
+            None => None,
+        };
         let txnid = match self.new_txnid() {
             Ok(id) => id,
             Err(e) => return refuse(status_fd, errno_of(&e)),
@@ -341,8 +345,7 @@ impl<B: TransferBackend> Server<B> {
         let slot = self.table.insert(txnid, t);
         self.shares.take(uid);
         match opened {
-            Some(Ok(file)) => self.run_opened(slot, txnid, file),
-            Some(Err(_)) => {}
+            Some(file) => self.run_opened(slot, txnid, file),
             None => {
                 let Some((_, t)) = self.table.get(slot) else {
                     return;
