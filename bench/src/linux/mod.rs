@@ -1,5 +1,6 @@
 //! The benchmark proper (Linux).
 
+mod ceiling;
 mod coldopen;
 mod figures;
 mod http;
@@ -136,7 +137,7 @@ impl Plan {
 }
 
 const USAGE: &str = "\
-usage: sendfiled-bench [--quick] [--only large,small,isolation,coldopen,scale,open,ring,http]
+usage: sendfiled-bench [--quick] [--only large,small,ceiling,isolation,coldopen,scale,open,ring,http]
                        [--engines uring,epoll] [--dir DIR] [--daemon PATH]
                        [--disk-threads N] [--busy-poll US] [--large-mib N] [--reps N]
                        [--scale N] [--pool-threads N] [--strace]
@@ -152,7 +153,10 @@ and the small files also print uring against epoll. --strace also names the
 daemon's system calls per small-file request (extra untimed runs under
 strace -c -f, per engine). The http group runs examples/tokio_httpd (built in
 release mode first): its sendfiled bodies through each engine, its tokio-fs
-bodies once. The coldopen group times cached 4 KiB Sends while another
+bodies once. The ceiling group sets the small Sends beside minimal servers
+in another process that do only the pool's work, speaking sendfiled's
+protocol or a connection per client (the least any daemon speaking each
+can cost). The coldopen group times cached 4 KiB Sends while another
 client Sends files whose dentries and inodes were dropped (it writes 2 to
 /proc/sys/vm/drop_caches: root; skipped with a note where that fails).
 --quick runs in seconds (small sizes, few repetitions). Bench files go under
@@ -641,6 +645,9 @@ pub fn main() -> i32 {
     if std::env::args().nth(1).as_deref() == Some(pool::ECHO_CHILD) {
         return pool::echo_child();
     }
+    if std::env::args().nth(1).as_deref() == Some(ceiling::CEILING_CHILD) {
+        return ceiling::ceiling_child(std::env::args().nth(2).as_deref());
+    }
     let (plan, dir, daemon) = match parse_args() {
         Ok(x) => x,
         Err(e) => {
@@ -734,6 +741,9 @@ fn run(plan: &Plan, dir: Option<PathBuf>, daemon: Option<PathBuf>) -> io::Result
     }
     if plan.wants("small") {
         figures::small(plan, &ds, &files, &mut report)?;
+    }
+    if plan.wants("ceiling") {
+        figures::protocol_ceiling(plan, &ds, &files, &mut report)?;
     }
     if plan.wants("open") {
         figures::open_cost(plan, &files, &mut report)?;

@@ -434,3 +434,23 @@ pub fn proc_rw_calls(pid: i32) -> io::Result<u64> {
     };
     Ok(field("syscr:")? + field("syscw:")?)
 }
+
+/// Context switches of every thread of a process so far (voluntary: it
+/// waited; involuntary: it was preempted), from `/proc/PID/task/*/status`.
+pub fn ctx_switches(pid: i32) -> io::Result<(u64, u64)> {
+    let mut total = (0, 0);
+    for t in std::fs::read_dir(format!("/proc/{pid}/task"))? {
+        let Ok(s) = std::fs::read_to_string(t?.path().join("status")) else {
+            continue; // the thread ended meanwhile
+        };
+        let field = |name: &str| {
+            s.lines()
+                .find_map(|l| l.strip_prefix(name))
+                .and_then(|v| v.trim().parse::<u64>().ok())
+                .unwrap_or(0)
+        };
+        total.0 += field("voluntary_ctxt_switches:");
+        total.1 += field("nonvoluntary_ctxt_switches:");
+    }
+    Ok(total)
+}
