@@ -83,8 +83,10 @@ pub struct LinuxBackend {
     no_resolve_cached: AtomicBool,
     /// Filesystems (by `st_dev`) whose opens, stats and locks the local
     /// kernel answers (ext4, xfs, btrfs, tmpfs, ...): a cached lookup there
-    /// opens on the loop. A filesystem not in it yet is learnt by the first
-    /// open, on a disk thread ([`LinuxBackend::learn_filesystem`]).
+    /// opens on the loop, and a file opened there keeps the `O_NONBLOCK` of
+    /// its open (its reads ignore it). A filesystem not in it yet is learnt
+    /// by the first open, on a disk thread
+    /// ([`LinuxBackend::learn_filesystem`]).
     local_fs: DeviceSet,
     /// Filesystems whose opens may wait on a server or a FUSE daemon (NFS,
     /// CIFS, FUSE, anything not known to be local): every open there is a
@@ -295,8 +297,16 @@ impl LinuxBackend {
                     if !cached {
                         self.learn_filesystem(fd.as_fd(), got.st_dev);
                     }
-                    // One ioctl clears the O_NONBLOCK of the open (where
-                    // confine::finish_open uses fcntl F_GETFL + F_SETFL).
+                    // A local filesystem's regular files ignore O_NONBLOCK
+                    // (reads, sendfile and splice from them never say
+                    // EAGAIN for it), so the flag stays and costs no call.
+                    // Elsewhere (FUSE passes it to its daemon with every
+                    // read, procfs and tracefs files honour it) one ioctl
+                    // clears it, where confine::finish_open uses fcntl
+                    // F_GETFL + F_SETFL.
+                    if self.local_fs.contains(got.st_dev) {
+                        return done(Ok((fd, got)));
+                    }
                     return done(clear_nonblocking(fd).map(|fd| (fd, got)));
                 }
                 // Another file was put there between the two opens.

@@ -540,6 +540,72 @@ fn tree() -> Tree {
     Tree { tmp, root: fd }
 }
 
+/// Whether `fd` has `O_NONBLOCK` on its open file description.
+fn is_nonblocking(fd: BorrowedFd<'_>) -> bool {
+    // SAFETY: plain fcntl on a borrowed descriptor.
+    let fl = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_GETFL) };
+    assert!(fl >= 0, "F_GETFL");
+    fl & libc::O_NONBLOCK != 0
+}
+
+/// Whether `fd`'s filesystem is one [`opens_never_wait`] counts as local.
+fn on_local_fs(fd: BorrowedFd<'_>) -> bool {
+    let mut sfs = std::mem::MaybeUninit::<libc::statfs>::zeroed();
+    // SAFETY: fstatfs writes one statfs through the pointer.
+    assert_eq!(
+        unsafe { libc::fstatfs(fd.as_raw_fd(), sfs.as_mut_ptr()) },
+        0
+    );
+    // SAFETY: written by the successful call.
+    opens_never_wait(unsafe { sfs.assume_init() }.f_type as u32)
+}
+
+/// An opened file may keep `O_NONBLOCK` only on a local filesystem, whose
+/// regular files ignore it; anywhere else its reads could answer `EAGAIN`.
+fn assert_blocking_where_it_matters(fd: BorrowedFd<'_>, p: &str) {
+    assert!(
+        !is_nonblocking(fd) || on_local_fs(fd),
+        "{p}: O_NONBLOCK left on a file whose filesystem may honour it"
+    );
+}
+
+#[test]
+fn a_file_on_a_local_filesystem_keeps_its_o_nonblock_and_one_elsewhere_loses_it() {
+    let t = tree();
+    let c = CString::new("file").expect("cstring");
+    let b = LinuxBackend::new();
+    let (fd, st) = b.open_beneath(t.root.as_fd(), &c).expect("open");
+    let mut buf = [0u8; 8];
+    if !on_local_fs(fd.as_fd()) {
+        eprintln!("note: the temporary directory is not on a local filesystem");
+        assert!(!is_nonblocking(fd.as_fd()), "O_NONBLOCK left on");
+        return;
+    }
+    // The open learnt the filesystem: the loop's cached open keeps the flag
+    // (no ioctl), and the file reads as any other.
+    assert!(b.local_fs.contains(st.st_dev));
+    let fd = match b.open_beneath_cached(t.root.as_fd(), &c) {
+        OpenAttempt::Done(r) => r.expect("cached open").0,
+        // Evicted meanwhile (memory pressure): the server's next step.
+        OpenAttempt::WouldBlock => b.open_beneath(t.root.as_fd(), &c).expect("open").0,
+    };
+    assert!(
+        is_nonblocking(fd.as_fd()),
+        "the flag was cleared with a call"
+    );
+    assert_eq!(sys::pread(fd.as_fd(), &mut buf, 0).expect("pread"), 3);
+    assert_eq!(&buf[..3], b"top");
+    // A filesystem counted as remote (as NFS or FUSE would be) clears it.
+    let remote = LinuxBackend::new();
+    remote.remote_fs.insert(st.st_dev);
+    let (fd, _) = remote.open_beneath(t.root.as_fd(), &c).expect("open");
+    assert!(!remote.local_fs.contains(st.st_dev));
+    assert!(
+        !is_nonblocking(fd.as_fd()),
+        "O_NONBLOCK left on a remote file"
+    );
+}
+
 fn open_errno(b: &LinuxBackend, t: &Tree, p: &str, cached: bool) -> Result<Vec<u8>, i32> {
     let c = CString::new(p).expect("cstring");
     let opened = if cached {
@@ -559,9 +625,9 @@ fn open_errno(b: &LinuxBackend, t: &Tree, p: &str, cached: bool) -> Result<Vec<u
             if st.st_mode & libc::S_IFMT == libc::S_IFDIR {
                 return Ok(b"<dir>".to_vec());
             }
+            assert_blocking_where_it_matters(fd.as_fd(), p);
             // SAFETY: plain fcntl on our descriptor.
             let fl = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_GETFL) };
-            assert_eq!(fl & libc::O_NONBLOCK, 0, "O_NONBLOCK left on");
             assert_eq!(fl & libc::O_ACCMODE, libc::O_RDONLY);
             let mut buf = vec![0u8; 64];
             let n = sys::pread(fd.as_fd(), &mut buf, 0).expect("pread");
@@ -761,9 +827,7 @@ fn answer(
         Ok(fd) => {
             let st = sys::fstat(fd.as_fd()).expect("fstat");
             assert!(sys::is_regular(&st), "{p}: not a regular file opened");
-            // SAFETY: plain fcntl on our descriptor.
-            let fl = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_GETFL) };
-            assert_eq!(fl & libc::O_NONBLOCK, 0, "{p}: O_NONBLOCK left on");
+            assert_blocking_where_it_matters(fd.as_fd(), p);
             let mut buf = vec![0u8; 64];
             let n = sys::pread(fd.as_fd(), &mut buf, 0).expect("pread");
             buf.truncate(n);
