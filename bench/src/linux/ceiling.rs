@@ -263,7 +263,10 @@ pub fn ceiling_child(mode: Option<&str>) -> i32 {
 #[repr(C, align(8))]
 struct TwoFds([u8; 64]);
 
-/// Blocking `recvmsg(2)` of one datagram and at most two descriptors.
+/// Blocking `recvmsg(2)` of one datagram and at most two descriptors. Not
+/// the daemon's `sys::recv_with_fds`: that one never blocks (a loop waits
+/// first) and zeroes a control buffer sized for credentials and a group
+/// list on every call; the ceiling is the least a server can do.
 fn recv_two(sock: RawFd, buf: &mut [u8]) -> io::Result<(usize, Vec<OwnedFd>)> {
     let mut ctl = TwoFds([0; 64]);
     let mut iov = libc::iovec {
