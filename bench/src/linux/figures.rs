@@ -851,7 +851,7 @@ pub fn small(plan: &Plan, ds: &[Daemon], files: &Files, report: &mut Report) -> 
 
 /// The protocol's ceiling (`--only ceiling`, [`ceiling`]): in each
 /// repetition of each small-file configuration, every engine's daemon, the
-/// two minimal servers and the pool, back to back. Printed against the pool
+/// minimal servers and the pool, back to back. Printed against the pool
 /// (the goal's reference), each daemon also against the minimal server that
 /// speaks its protocol, and for each the CPU per request of the server and
 /// of this process (the clients; for the pool, its workers too).
@@ -867,6 +867,8 @@ pub fn protocol_ceiling(
         /// The process serving the requests, if not this one.
         server: Option<i32>,
         engine: Option<EngineKind>,
+        /// The protocol of a minimal server.
+        protocol: Option<ceiling::Protocol>,
         name: String,
         runs: Vec<RunStats>,
         server_us: f64,
@@ -891,10 +893,11 @@ pub fn protocol_ceiling(
         (Files::SMALL_64K, 64 << 10, "64 KiB"),
     ] {
         for clients in [1usize, 8] {
-            let new = |via, server, engine, name: String| Subject {
+            let new = |via, server, engine, protocol, name: String| Subject {
                 via,
                 server,
                 engine,
+                protocol,
                 name,
                 runs: Vec::new(),
                 server_us: 0.0,
@@ -909,15 +912,26 @@ pub fn protocol_ceiling(
                         Via::Daemon(d),
                         Some(d.pid),
                         Some(d.engine),
+                        None,
                         "sendfiled".into(),
                     )
                 })
-                .chain(
-                    servers
-                        .iter()
-                        .map(|(p, c)| new(Via::Ceiling(c), Some(c.pid()), None, p.label().into())),
-                )
-                .chain([new(Via::Pool(w), None, None, format!("{w}-thread pool"))])
+                .chain(servers.iter().map(|(p, c)| {
+                    new(
+                        Via::Ceiling(c),
+                        Some(c.pid()),
+                        None,
+                        Some(*p),
+                        p.label().into(),
+                    )
+                }))
+                .chain([new(
+                    Via::Pool(w),
+                    None,
+                    None,
+                    None,
+                    format!("{w}-thread pool"),
+                )])
                 .collect();
             for _ in 0..plan.small_reps {
                 for s in &mut subjects {
@@ -933,15 +947,15 @@ pub fn protocol_ceiling(
                     s.runs.push(run.stats);
                 }
             }
-            let median_of = |name: &str| {
+            let median_where = |f: &dyn Fn(&Subject<'_>) -> bool| {
                 subjects
                     .iter()
-                    .find(|s| s.name == name)
+                    .find(|s| f(s))
                     .map(|s| RunStats::median_of(&s.runs))
             };
             let (Some(pm), Some(dm)) = (
-                median_of(&format!("{w}-thread pool")),
-                median_of(ceiling::Protocol::Descriptors.label()),
+                median_where(&|s| matches!(s.via, Via::Pool(_))),
+                median_where(&|s| s.protocol == Some(ceiling::Protocol::Descriptors)),
             ) else {
                 continue;
             };
@@ -967,30 +981,26 @@ pub fn protocol_ceiling(
                         Some(m.p50_us / pm.p50_us),
                         Goal::None,
                     );
-                    report.row(
-                        format!("{who}: server CPU per request (µs)"),
-                        s.engine,
-                        s.server_us / n,
-                        None,
-                        None,
-                        Goal::None,
-                    );
-                    report.row(
-                        format!("{who}: server's voluntary context switches per request"),
-                        s.engine,
-                        s.switches.0 as f64 / n,
-                        None,
-                        None,
-                        Goal::None,
-                    );
-                    report.row(
-                        format!("{who}: server's involuntary context switches per request"),
-                        s.engine,
-                        s.switches.1 as f64 / n,
-                        None,
-                        None,
-                        Goal::None,
-                    );
+                    for (figure, per_request) in [
+                        ("server CPU per request (µs)", s.server_us),
+                        (
+                            "server's voluntary context switches per request",
+                            s.switches.0 as f64,
+                        ),
+                        (
+                            "server's involuntary context switches per request",
+                            s.switches.1 as f64,
+                        ),
+                    ] {
+                        report.row(
+                            format!("{who}: {figure}"),
+                            s.engine,
+                            per_request / n,
+                            None,
+                            None,
+                            Goal::None,
+                        );
+                    }
                 }
                 if s.engine.is_some() {
                     report.row(
