@@ -246,6 +246,19 @@ fn a_live_name_is_refused_and_a_dead_ones_socket_replaced() {
     let st = child.wait().unwrap();
     assert_eq!(st.signal(), Some(libc::SIGKILL));
     assert!(victim.socket().exists());
+    // The kernel tears down a dead daemon's io_uring after the process is
+    // gone, and its polls keep the socket connectable until then; the next
+    // start waits a bounded grace for that, which a loaded machine can
+    // outlast. What this test asks is that a refusing socket file is
+    // replaced, so it waits for the refusal first.
+    let socket = victim.socket();
+    assert!(
+        eventually(|| UnixDatagram::unbound()
+            .unwrap()
+            .connect(&socket)
+            .is_err_and(|e| e.raw_os_error() == Some(libc::ECONNREFUSED))),
+        "a killed daemon's socket still takes connections"
+    );
     let root2 = std::mem::replace(&mut victim.root, tempfile::tempdir().unwrap());
     let again = Daemon::start_in(root2, "dead", &[]).expect("stale socket replaced");
     again.write("f", b"1");

@@ -220,9 +220,13 @@ mod tests {
             io::ErrorKind::Interrupted
         );
         assert!(t0.elapsed() < Duration::from_secs(5), "{:?}", t0.elapsed());
-        // A quick call afterwards is not reported as interrupted.
+        // A quick call afterwards is not reported as interrupted. Only a
+        // call seen by two ticks is, so one the scheduler stretched past a
+        // tick may rightly be; one shorter than a tick never.
+        let t1 = Instant::now();
         let (res, fired) = guarded(|| sys::is_nonblocking(w.as_fd()));
-        assert!(!fired);
+        let took = t1.elapsed();
+        assert!(!fired || took >= TICK, "reported after {took:?}");
         assert!(!res.unwrap());
         drop(r);
     }

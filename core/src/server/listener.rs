@@ -44,12 +44,20 @@ pub fn bind(path: &Path, mode: u32) -> io::Result<RequestSocket> {
         Err(e) => return Err(e),
     }
     // Bind under a restrictive umask so the socket never exists with wider
-    // permissions than asked, not even between bind and chmod.
-    // SAFETY: umask only changes this process's file-creation mask.
-    let old = unsafe { libc::umask(0o177) };
-    let bound = UnixDatagram::bind(path);
-    // SAFETY: as above, restoring it.
-    unsafe { libc::umask(old) };
+    // permissions than asked, not even between bind and chmod. The mask is
+    // the process's: two servers binding at once in one process (the
+    // tests, an embedding program) would otherwise restore each other's
+    // 0o177 for good.
+    static UMASK_WINDOW: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let bound = {
+        let _window = UMASK_WINDOW.lock().unwrap_or_else(|e| e.into_inner());
+        // SAFETY: umask only changes this process's file-creation mask.
+        let old = unsafe { libc::umask(0o177) };
+        let bound = UnixDatagram::bind(path);
+        // SAFETY: as above, restoring it.
+        unsafe { libc::umask(old) };
+        bound
+    };
     let sock = bound?;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))?;
     prepare(sock.as_fd())?;
