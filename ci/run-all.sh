@@ -95,6 +95,39 @@ step_machete() {
   cargo machete
 }
 
+# One way down (README, "Architecture"): nothing a client links depends on
+# the server, and the system calls both sides make are written once, in the
+# leaf crate sendfiled-sys.
+step_layering() {
+  local p bad=0 found
+  for p in sendfiled-sys sendfiled-client sendfiled-client-c sfd; do
+    echo "+ cargo tree -e normal -p $p"
+    found=$(cargo tree -e normal -p "$p" --prefix none --format '{p}' |
+      awk '{print $1}' | sort -u |
+      grep -E '^(sendfiled-core|sendfiled-backend-.*|sendfiled|mio|io-uring)$' || true)
+    if [ -n "$found" ]; then
+      echo "FAIL: $p depends on server code: $found"
+      bad=1
+    fi
+  done
+  echo "+ cargo tree -e normal -p sendfiled-sys: no other crate of ours"
+  if cargo tree -e normal -p sendfiled-sys --prefix none --format '{p}' |
+    awk '{print $1}' | grep '^sendfiled' | grep -qv '^sendfiled-sys$'; then
+    echo "FAIL: sendfiled-sys depends on a crate of ours"
+    bad=1
+  fi
+  # No control-message walk and no openat2 call in Rust outside the leaf
+  # crate (the C suite's fake servers are C and walk their own).
+  echo "+ grep for CMSG_FIRSTHDR / ControlMessageOwned / SYS_openat2 outside sys/"
+  found=$(grep -rlE 'CMSG_FIRSTHDR|CMSG_NXTHDR|ControlMessageOwned|SYS_openat2' \
+    --include='*.rs' . | grep -vE '^\./(sys|target|fuzz/target)/' || true)
+  if [ -n "$found" ]; then
+    echo "FAIL: system calls of the leaf crate written again in: $found"
+    bad=1
+  fi
+  return $bad
+}
+
 # The client crate's documentation (every public item has docs and examples)
 # builds without a warning, with the tokio feature.
 step_doc() {
@@ -142,7 +175,7 @@ step_install_test() { run_hook install-test.sh; }
 step_cinstall() { run_hook cinstall-test.sh; }
 step_man_lint() { run_hook man-lint.sh; }
 
-ALL_STEPS="yaml fmt clippy machete doc test c-tests-valgrind quickstart"
+ALL_STEPS="yaml fmt clippy machete layering doc test c-tests-valgrind quickstart"
 ALL_STEPS="$ALL_STEPS cross-freebsd cross-macos-x86_64 cross-macos-aarch64"
 ALL_STEPS="$ALL_STEPS bench-quick fuzz-smoke install-test cinstall man-lint"
 

@@ -25,8 +25,8 @@ use std::process::ExitCode;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use sendfiled_core::client::{Client, Range};
-use sendfiled_core::sys;
+use sendfiled_client::client::{Client, Range};
+use sendfiled_client::sys;
 
 /// How long to wait for any one status message before giving up.
 const TIMEOUT: Duration = Duration::from_secs(30);

@@ -19,7 +19,7 @@ use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::Path;
 
 use common::*;
-use sendfiled_core::client::{Client, Range, Response};
+use sendfiled_client::client::{Client, Range, Response};
 use sendfiled_core::sys;
 
 const HELPER_ENV: &str = "SFD_ACCESS_HELPER";

@@ -11,8 +11,8 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use sendfiled_core::client::Client;
-use sendfiled_core::protocol::Range;
+use sendfiled_client::client::Client;
+use sendfiled_client::protocol::Range;
 
 const DAEMON: &str = env!("CARGO_BIN_EXE_sendfiled");
 

@@ -26,7 +26,7 @@ use std::sync::Arc;
 
 use common::*;
 use rstest::rstest;
-use sendfiled_core::client::{Range, Response};
+use sendfiled_client::client::{Range, Response};
 
 const INSIDE: &[u8] = b"inside the root\n";
 const SECRET: &[u8] = b"OUTSIDE SECRET - must never be served\n";

@@ -14,7 +14,7 @@ use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::process::{Child, Command, ExitStatus, Stdio};
 
 use common::*;
-use sendfiled_core::client::Range;
+use sendfiled_client::client::Range;
 use sendfiled_core::sys;
 
 /// The start-up line that names the backend and the engine.

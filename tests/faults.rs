@@ -12,8 +12,8 @@ use std::os::fd::{AsFd, OwnedFd};
 use std::thread::JoinHandle;
 
 use common::*;
-use sendfiled_core::client::{Completion, HeaderTrailer, Range, Response, StatusChannel};
-use sendfiled_core::protocol::Request;
+use sendfiled_client::client::{Completion, HeaderTrailer, Range, Response, StatusChannel};
+use sendfiled_client::protocol::Request;
 use sendfiled_core::sys;
 
 const MIB: usize = 1 << 20;

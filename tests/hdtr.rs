@@ -8,8 +8,8 @@ use std::os::unix::net::UnixStream;
 
 use common::*;
 use rstest::rstest;
-use sendfiled_core::client::{HeaderTrailer, Range, Response};
-use sendfiled_core::protocol::MAX_HDTR_LEN;
+use sendfiled_client::client::{HeaderTrailer, Range, Response};
+use sendfiled_client::protocol::MAX_HDTR_LEN;
 
 fn hdtr(h: &[u8], t: &[u8]) -> HeaderTrailer {
     HeaderTrailer {

@@ -15,7 +15,7 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use common::*;
-use sendfiled_core::client::Range;
+use sendfiled_client::client::Range;
 
 #[path = "common/errno_table.rs"]
 mod errno_table;
@@ -282,8 +282,8 @@ fn fifo_is_never_opened(fallback: bool) {
         .expect("send");
     assert_eq!(
         st.recv_timeout(WAIT).expect("status"),
-        Some(sendfiled_core::client::Response::Error {
-            cmd: sendfiled_core::protocol::SFD_FILE_INFO,
+        Some(sendfiled_client::client::Response::Error {
+            cmd: sendfiled_client::protocol::SFD_FILE_INFO,
             errno: libc::EINVAL
         })
     );
@@ -469,9 +469,9 @@ fn a_flood_of_bad_requests_is_rate_limited_in_the_log() {
 
 // ----- row 6: datagram destinations -----
 
-fn refused_einval(st: &sendfiled_core::client::StatusChannel) {
-    use sendfiled_core::client::Response;
-    use sendfiled_core::protocol::SFD_FILE_INFO;
+fn refused_einval(st: &sendfiled_client::client::StatusChannel) {
+    use sendfiled_client::client::Response;
+    use sendfiled_client::protocol::SFD_FILE_INFO;
     assert_eq!(
         st.recv_timeout(WAIT).expect("status"),
         Some(Response::Error {
@@ -488,7 +488,7 @@ fn datagram_and_seqpacket_destinations_are_refused_before_any_byte() {
     let d = Daemon::start();
     d.write("f", b"0123456789");
     let c = d.client();
-    let hdtr = sendfiled_core::client::HeaderTrailer {
+    let hdtr = sendfiled_client::client::HeaderTrailer {
         header: b"HEAD".to_vec(),
         trailer: Vec::new(),
     };
@@ -529,8 +529,8 @@ fn datagram_and_seqpacket_destinations_are_refused_before_any_byte() {
 
 #[test]
 fn a_destination_connected_to_the_daemons_own_socket_cannot_speak_for_the_daemon() {
-    use sendfiled_core::client::Response;
-    use sendfiled_core::protocol::Request;
+    use sendfiled_client::client::Response;
+    use sendfiled_client::protocol::Request;
     use std::os::fd::AsFd;
     let d = Daemon::start();
     d.write("f", b"victim data");
@@ -549,7 +549,7 @@ fn a_destination_connected_to_the_daemons_own_socket_cannot_speak_for_the_daemon
     }
     .encode()
     .expect("encode");
-    let hdtr = sendfiled_core::client::HeaderTrailer {
+    let hdtr = sendfiled_client::client::HeaderTrailer {
         header: cancel,
         trailer: Vec::new(),
     };
@@ -573,7 +573,7 @@ fn a_destination_connected_to_the_daemons_own_socket_cannot_speak_for_the_daemon
 
 #[test]
 fn open_file_timers_are_dropped_with_their_transfers() {
-    use sendfiled_core::client::Response;
+    use sendfiled_client::client::Response;
     use std::os::fd::AsFd;
     // A long open-file timeout: without compaction every Open's deadline
     // would stay for a minute after its Send Open.
@@ -644,7 +644,7 @@ fn open_file_timers_are_dropped_with_their_transfers() {
 
 #[test]
 fn a_status_reply_goes_to_a_pipe_and_nowhere_else() {
-    use sendfiled_core::protocol::Request;
+    use sendfiled_client::protocol::Request;
     use std::os::fd::AsFd;
     use std::os::unix::net::UnixStream;
     let d = Daemon::start();

@@ -21,8 +21,8 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use common::*;
-use sendfiled_core::client::Range;
-use sendfiled_core::protocol::{self as proto, HeaderTrailer, Request, Response};
+use sendfiled_client::client::Range;
+use sendfiled_client::protocol::{self as proto, HeaderTrailer, Request, Response};
 use sendfiled_core::sys;
 
 /// How long an attack holds before the attacker lets go (drains).
@@ -295,7 +295,7 @@ fn linger(fd: BorrowedFd<'_>, secs: i32) {
 /// A Send to a TCP socket with `SO_LINGER {1, 10}` whose peer never reads;
 /// the client's own copy closed. Returns the status channel, the transfer
 /// id and the peer (kept open, never read).
-fn lingering_send(d: &Daemon) -> (sendfiled_core::client::StatusChannel, u64, OwnedFd) {
+fn lingering_send(d: &Daemon) -> (sendfiled_client::client::StatusChannel, u64, OwnedFd) {
     let (dest, peer) = tcp_pair();
     linger(dest.as_fd(), 10);
     let st = d

@@ -20,8 +20,8 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use common::*;
-use sendfiled_core::client::{Client, Range, Response, StatusChannel};
-use sendfiled_core::protocol::{HeaderTrailer, Request, SFD_XFER_STAT};
+use sendfiled_client::client::{Client, Range, Response, StatusChannel};
+use sendfiled_client::protocol::{HeaderTrailer, Request, SFD_XFER_STAT};
 use sendfiled_core::sys;
 
 const HELPER_ENV: &str = "SFD_SHARE_HELPER";

@@ -9,8 +9,8 @@ use std::os::unix::net::UnixStream;
 
 use common::*;
 use rstest::rstest;
-use sendfiled_core::client::{HeaderTrailer, Range, Response};
-use sendfiled_core::protocol::{SFD_FILE_INFO, SFD_XFER_STAT};
+use sendfiled_client::client::{HeaderTrailer, Range, Response};
+use sendfiled_client::protocol::{SFD_FILE_INFO, SFD_XFER_STAT};
 
 #[rstest]
 #[case::whole(0, 0, 0, 1000)]
@@ -308,7 +308,7 @@ fn emfile_at_the_limit_and_slots_come_back_after_cancel_and_completion() {
     d.write("f", b"abc");
     let c = d.client();
     let open_info =
-        |ch: &sendfiled_core::client::StatusChannel| match ch.recv_timeout(WAIT).unwrap() {
+        |ch: &sendfiled_client::client::StatusChannel| match ch.recv_timeout(WAIT).unwrap() {
             Some(Response::FileInfo(i)) => Ok(i),
             Some(Response::Error { errno, .. }) => Err(errno),
             other => panic!("{other:?}"),
@@ -431,7 +431,7 @@ fn status_report_counts_transfers() {
     assert_eq!(s.completed, 1);
     assert_eq!(s.bytes, 5);
     assert_eq!(s.live, 0);
-    assert_eq!(s.version, sendfiled_core::protocol::PROTOCOL_VERSION);
+    assert_eq!(s.version, sendfiled_client::protocol::PROTOCOL_VERSION);
 }
 
 #[test]
@@ -475,7 +475,7 @@ fn paths_resolve_beneath_the_root() {
 
 #[test]
 fn a_small_send_says_file_info_then_completion_and_nothing_else() {
-    use sendfiled_core::protocol::{FILE_INFO_LEN, XFER_STAT_LEN};
+    use sendfiled_client::protocol::{FILE_INFO_LEN, XFER_STAT_LEN};
     let d = Daemon::start();
     d.write("small", b"0123456789");
     let (r, w) = pipe();
@@ -496,7 +496,7 @@ fn a_small_send_says_file_info_then_completion_and_nothing_else() {
 
 #[test]
 fn send_open_of_a_small_file_writes_one_completion() {
-    use sendfiled_core::protocol::XFER_STAT_LEN;
+    use sendfiled_client::protocol::XFER_STAT_LEN;
     let d = Daemon::start();
     d.write("small", b"abc");
     let c = d.client();

@@ -10,8 +10,8 @@ use std::os::unix::process::ExitStatusExt;
 use std::process::{Command, Stdio};
 
 use common::*;
-use sendfiled_core::client::{Range, Response};
-use sendfiled_core::protocol::{self as proto, Request, SFD_FILE_INFO};
+use sendfiled_client::client::{Range, Response};
+use sendfiled_client::protocol::{self as proto, Request, SFD_FILE_INFO};
 use sendfiled_core::sys;
 
 /// A seeded xorshift64 generator: the same datagrams on every run.
@@ -439,7 +439,7 @@ fn daemonised_server_detaches_reports_ready_and_shuts_down() {
     );
     // SAFETY: pidfd_open returned a new descriptor we now own.
     let pidfd = unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(pidfd) };
-    let c = sendfiled_core::client::Client::connect(root.path(), &name).unwrap();
+    let c = sendfiled_client::client::Client::connect(root.path(), &name).unwrap();
     let mut ch = c.read("f", Range::WHOLE).unwrap();
     let mut v = Vec::new();
     ch.read_to_end(&mut v).unwrap();
@@ -468,7 +468,7 @@ fn mutated_valid_requests_mixed_with_good_ones_never_hurt_the_daemon() {
     let before_list = d.fd_list();
     let s = raw_socket(&d);
     let mut next = xorshift(0xD1B5_4A32_D192_ED03);
-    let hdtr = sendfiled_core::client::HeaderTrailer {
+    let hdtr = sendfiled_client::client::HeaderTrailer {
         header: b"H".to_vec(),
         trailer: b"T".to_vec(),
     };

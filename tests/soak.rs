@@ -29,7 +29,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::*;
-use sendfiled_core::client::{Client, HeaderTrailer, Range, Response, StatusChannel};
+use sendfiled_client::client::{Client, HeaderTrailer, Range, Response, StatusChannel};
 use sendfiled_core::sys;
 
 const HELPER_ENV: &str = "SFD_SOAK_HELPER";

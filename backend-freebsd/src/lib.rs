@@ -22,15 +22,20 @@
 
 use std::ffi::CStr;
 use std::io;
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+use std::os::fd::{BorrowedFd, OwnedFd};
 
 use nix::sys::sendfile::SfFlags;
 use sendfiled_core::backend::{send_parts, DestKind, FileChunk, HdtrChunk, Moved, TransferBackend};
-use sendfiled_core::{bsd_sendfile, confine, sys};
+use sendfiled_core::bsd_sendfile;
+use sendfiled_core::sys::beneath::{self, OpenAttempt, Resolve};
+use sendfiled_core::sys::fsfacts::FsFacts;
 
 /// The FreeBSD backend. Stateless.
 #[derive(Debug, Default)]
-pub struct FreeBsdBackend;
+pub struct FreeBsdBackend {
+    /// What the kernel lacks (nothing learnt per filesystem here yet).
+    facts: FsFacts,
+}
 
 /// The backend of this system, under the name every backend crate exports
 /// (see [`sendfiled_core::backend`]'s "What a backend crate exports").
@@ -39,7 +44,7 @@ pub type Backend = FreeBsdBackend;
 /// The backend as the daemon runs it (the same contract in every backend
 /// crate).
 pub fn new_backend() -> Backend {
-    FreeBsdBackend
+    FreeBsdBackend::default()
 }
 
 /// Sends what fits of `header`, the file part and (if the file covers the
@@ -123,83 +128,16 @@ impl TransferBackend for FreeBsdBackend {
         }
     }
 
-    /// `openat(O_RESOLVE_BENEATH)`, with the semantics of [`confine`]:
-    /// leading `/` dropped, relative links inside the root followed, only a
-    /// regular file opened. The type comes first, from
-    /// `fstatat(AT_RESOLVE_BENEATH)`, so that nothing else (a FIFO above
-    /// all) is ever opened (`EINVAL`); the open that follows uses
-    /// `O_NONBLOCK` and must give the file just seen, or the lookup starts
-    /// again. FreeBSD reports an escape as `ENOTCAPABLE`; it is returned as
-    /// `EXDEV`, as on Linux. `O_RESOLVE_BENEATH` needs FreeBSD 13 or later.
+    /// `openat(O_RESOLVE_BENEATH)` after `fstatat(AT_RESOLVE_BENEATH)`
+    /// ([`beneath::open_beneath`]): the rules of [`beneath`], with
+    /// `ENOTCAPABLE` reported as `EXDEV`, as on Linux. Needs FreeBSD 13.
     fn open_beneath(&self, root: BorrowedFd<'_>, path: &CStr) -> io::Result<(OwnedFd, libc::stat)> {
-        let path = confine::check_request(path)?;
-        if path.is_empty() {
-            return Err(io::Error::from_raw_os_error(libc::ENOENT));
+        match beneath::open_beneath(root, path, Resolve::default(), &self.facts) {
+            OpenAttempt::Done(r) => r,
+            // Not asked for: only a cached lookup answers it.
+            OpenAttempt::WouldBlock => Err(io::Error::from_raw_os_error(libc::EAGAIN)),
         }
-        for _ in 0..confine::SWAP_RETRIES {
-            let seen = match fstatat_beneath(root, path) {
-                Ok(st) => st,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(beneath_errno(e)),
-            };
-            if !sys::is_regular(&seen) {
-                return Err(io::Error::from_raw_os_error(libc::EINVAL));
-            }
-            let fd = match openat(root, path, confine::OPEN_FLAGS | libc::O_RESOLVE_BENEATH) {
-                Ok(fd) => fd,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                // A socket swapped in since the look.
-                Err(e) if e.raw_os_error() == Some(libc::EOPNOTSUPP) => continue,
-                Err(e) => return Err(beneath_errno(e)),
-            };
-            let got = sys::fstat(fd.as_fd())?;
-            if confine::same_file(&seen, &got) {
-                return confine::finish_open(fd).map(|fd| (fd, got));
-            }
-        }
-        Err(io::Error::from_raw_os_error(libc::EAGAIN))
     }
-}
-
-/// `ENOTCAPABLE` (an escape under `O_RESOLVE_BENEATH`) as `EXDEV`, the
-/// errno of every other backend; other errors as they are.
-fn beneath_errno(e: io::Error) -> io::Error {
-    if e.raw_os_error() == Some(libc::ENOTCAPABLE) {
-        io::Error::from_raw_os_error(libc::EXDEV)
-    } else {
-        e
-    }
-}
-
-/// `fstatat(AT_RESOLVE_BENEATH)`: the type and identity of what `path`
-/// names beneath `dir`, symbolic links followed, without opening it.
-fn fstatat_beneath(dir: BorrowedFd<'_>, path: &CStr) -> io::Result<libc::stat> {
-    let mut st = std::mem::MaybeUninit::<libc::stat>::uninit();
-    // SAFETY: path is NUL-terminated; st is written by a successful call.
-    let r = unsafe {
-        libc::fstatat(
-            dir.as_raw_fd(),
-            path.as_ptr(),
-            st.as_mut_ptr(),
-            libc::AT_RESOLVE_BENEATH,
-        )
-    };
-    if r != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: fstatat succeeded, so st is initialised.
-    Ok(unsafe { st.assume_init() })
-}
-
-/// `openat(2)`.
-fn openat(dir: BorrowedFd<'_>, path: &CStr, flags: libc::c_int) -> io::Result<OwnedFd> {
-    // SAFETY: path is NUL-terminated; no mode without O_CREAT.
-    let fd = unsafe { libc::openat(dir.as_raw_fd(), path.as_ptr(), flags) };
-    if fd < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: openat returned a new descriptor we now own.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
 /// `sendfile(2)` (through nix) of `len` (> 0) bytes of `file` at `offset` to

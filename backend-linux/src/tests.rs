@@ -1,4 +1,5 @@
 use super::*;
+use sendfiled_core::sys::linux::{opens_never_wait, preadv2_nowait};
 
 use std::ffi::CString;
 use std::io::{Read, Seek, SeekFrom, Write};
@@ -603,7 +604,7 @@ fn a_file_on_a_local_filesystem_keeps_its_o_nonblock_and_one_elsewhere_loses_it(
     }
     // The open learnt the filesystem: the loop's cached open keeps the flag
     // (no ioctl), and the file reads as any other.
-    assert!(b.local_fs.contains(st.st_dev));
+    assert!(b.facts().opens_never_wait(st.st_dev));
     let fd = match b.open_beneath_cached(t.root.as_fd(), &c) {
         OpenAttempt::Done(r) => r.expect("cached open").0,
         // Evicted meanwhile (memory pressure): the server's next step.
@@ -617,9 +618,9 @@ fn a_file_on_a_local_filesystem_keeps_its_o_nonblock_and_one_elsewhere_loses_it(
     assert_eq!(&buf[..3], b"top");
     // A filesystem counted as remote (as NFS or FUSE would be) clears it.
     let remote = LinuxBackend::new();
-    remote.remote_fs.insert(st.st_dev);
+    remote.facts().mark_remote(st.st_dev);
     let (fd, _) = remote.open_beneath(t.root.as_fd(), &c).expect("open");
-    assert!(!remote.local_fs.contains(st.st_dev));
+    assert!(!remote.facts().opens_never_wait(st.st_dev));
     assert!(
         !is_nonblocking(fd.as_fd()),
         "O_NONBLOCK left on a remote file"
@@ -640,7 +641,7 @@ fn open_errno(b: &LinuxBackend, t: &Tree, p: &str, cached: bool) -> Result<Vec<u
     match opened {
         Ok((fd, given)) => {
             let st = sys::fstat(fd.as_fd()).expect("fstat");
-            assert!(confine::same_file(&given, &st), "{p}: stat of another file");
+            assert!(beneath::same_file(&given, &st), "{p}: stat of another file");
             assert_eq!(given.st_size, st.st_size, "{p}: stale stat");
             if st.st_mode & libc::S_IFMT == libc::S_IFDIR {
                 return Ok(b"<dir>".to_vec());
@@ -717,7 +718,7 @@ fn a_lookup_not_in_the_caches_would_block_and_opens_nothing() {
         .open_beneath(t.root.as_fd(), c"file")
         .expect("open of a warm file");
     drop(known);
-    if !b.local_fs.contains(st.st_dev) {
+    if !b.facts().opens_never_wait(st.st_dev) {
         eprintln!("skipped: the temporary directory's filesystem is not a local one");
         return;
     }
@@ -780,30 +781,6 @@ fn new_backend_for_test(fallback: bool) -> Backend {
     Backend::with_options(LinuxOptions::from_env_value(Some(OsStr::new(v))))
 }
 
-#[test]
-fn nowait_memory_remembers_each_device_once() {
-    let m = DeviceSet::default();
-    assert!(m.is_empty());
-    assert!(!m.contains(7));
-    assert!(m.insert(7), "first time");
-    assert!(!m.is_empty());
-    assert!(m.contains(7));
-    assert!(!m.insert(7), "already there");
-    assert!(!m.contains(8), "another device is not refused");
-    // Device 0 is not confused with a free slot.
-    assert!(!m.contains(0));
-    assert!(m.insert(0));
-    assert!(m.contains(0));
-    assert!(!m.insert(0));
-    // Fill the rest; past the capacity nothing more is remembered.
-    for dev in 100..(100 + DEVICE_SET_SLOTS as libc::dev_t - 1) {
-        assert!(m.insert(dev), "{dev}");
-    }
-    assert!(!m.insert(5000), "full");
-    assert!(!m.contains(5000));
-    assert!(m.contains(7) && m.contains(100));
-}
-
 /// A refusal remembered for one filesystem stops the probe for files there
 /// and only there: a cold file elsewhere is still answered `NotCached`.
 #[test]
@@ -824,7 +801,7 @@ fn a_refusing_filesystem_does_not_switch_the_probe_off_elsewhere() {
     // This filesystem refused: its files count as cached, unprobed.
     let here = LinuxBackend::new();
     let (r, w) = nonblocking_pipe();
-    assert!(here.nowait_refused.insert(dev));
+    assert!(here.facts().set_nowait_refused(dev));
     assert!(!resident(&f, 0), "still cold before the send");
     assert_eq!(
         here.send_file(c, w.as_fd(), DestKind::Pipe).expect("send"),
@@ -836,7 +813,7 @@ fn a_refusing_filesystem_does_not_switch_the_probe_off_elsewhere() {
 
     // Another filesystem refused: this one is still probed.
     let elsewhere = LinuxBackend::new();
-    assert!(elsewhere.nowait_refused.insert(dev.wrapping_add(1)));
+    assert!(elsewhere.facts().set_nowait_refused(dev.wrapping_add(1)));
     let seen = cold_probe(
         &f,
         0,
@@ -848,7 +825,7 @@ fn a_refusing_filesystem_does_not_switch_the_probe_off_elsewhere() {
                 .expect("send")
         },
     );
-    assert!(!elsewhere.no_nowait.load(Ordering::Relaxed));
+    assert!(!elsewhere.facts().no_nowait());
     cold_probe_missed(seen, "the probe on the other filesystem");
 }
 
@@ -889,13 +866,13 @@ fn check_table(root: BorrowedFd<'_>, cases: &[(String, errno_table::Expect)]) {
     let checked = |r: io::Result<(OwnedFd, libc::stat)>| {
         r.map(|(fd, given)| {
             let st = sys::fstat(fd.as_fd()).expect("fstat");
-            assert!(confine::same_file(&given, &st), "stat of another file");
+            assert!(beneath::same_file(&given, &st), "stat of another file");
             assert!(sys::is_regular(&given), "stat not of a regular file");
             fd
         })
     };
     let by_openat2 = |r: BorrowedFd<'_>, p: &CStr| checked(openat2.open_beneath(r, p));
-    let by_walk = |r: BorrowedFd<'_>, p: &CStr| checked(confine::open_beneath_by_walk(r, p));
+    let by_walk = |r: BorrowedFd<'_>, p: &CStr| checked(beneath::open_beneath_by_walk(r, p));
     let mut wrong = Vec::new();
     for (p, want) in cases {
         let a = answer(&by_openat2, root, p);
@@ -959,12 +936,13 @@ fn opens_stay_on_the_loop_once_the_filesystem_is_known_to_answer_locally() {
     // SAFETY: written by the successful call.
     let local = opens_never_wait(unsafe { sfs.assume_init() }.f_type as u32);
     assert_eq!(
-        b.local_fs.contains(st.st_dev),
+        b.facts().opens_never_wait(st.st_dev),
         local,
         "learnt as fstatfs says"
     );
+    assert!(b.facts().knows(st.st_dev), "learnt");
     assert_eq!(
-        b.remote_fs.contains(st.st_dev),
+        b.facts().knows(st.st_dev) && !b.facts().opens_never_wait(st.st_dev),
         !local,
         "learnt as fstatfs says"
     );

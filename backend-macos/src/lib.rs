@@ -1,7 +1,7 @@
 //! The macOS [`TransferBackend`]: `sendfile(2)` with native headers/trailers
 //! (`sf_hdtr`) to stream sockets, the portable [`ReadWriteCopy`] to
 //! everything else, and the checked walk of
-//! [`confine::open_beneath_by_walk`] for path confinement (macOS has no
+//! [`beneath::open_beneath_by_walk`] for path confinement (macOS has no
 //! `RESOLVE_BENEATH`).
 //!
 //! | destination | file data | header + file + trailer |
@@ -33,7 +33,8 @@ use std::os::fd::{BorrowedFd, OwnedFd};
 use sendfiled_core::backend::{
     send_parts, DestKind, FileChunk, HdtrChunk, Moved, ReadWriteCopy, TransferBackend,
 };
-use sendfiled_core::{bsd_sendfile, confine};
+use sendfiled_core::bsd_sendfile;
+use sendfiled_core::sys::beneath;
 
 /// The macOS backend. Stateless.
 #[derive(Debug, Default)]
@@ -139,9 +140,9 @@ impl TransferBackend for MacosBackend {
         }
     }
 
-    /// The checked walk of [`confine::open_beneath_by_walk`].
+    /// The checked walk of [`beneath::open_beneath_by_walk`].
     fn open_beneath(&self, root: BorrowedFd<'_>, path: &CStr) -> io::Result<(OwnedFd, libc::stat)> {
-        confine::open_beneath_by_walk(root, path)
+        beneath::open_beneath_by_walk(root, path)
     }
 }
 

@@ -4,8 +4,8 @@
 //! `include/sendfiled.h` and `include/responses.h` declare; those headers and
 //! the manual page `man/sendfiled.3` (at the top of the repository) are the
 //! contract and document every function. They are thin shells over the Rust
-//! client in `sendfiled_core::client` and the one request encoder in
-//! `sendfiled_core::protocol`:
+//! client in `sendfiled_client::client` and the one request encoder in
+//! `sendfiled_client::protocol`:
 //!
 //! 1. check the arguments (`NULL` -> `EINVAL`, negative descriptor ->
 //!    `EBADF`, negative offset -> `EINVAL`, ...);
@@ -27,12 +27,12 @@ use std::panic::{self, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
 use std::sync::Once;
 
-use sendfiled_core::client::{self, SpawnOptions, Spawned};
-use sendfiled_core::protocol::{
+use sendfiled_client::client::{self, SpawnOptions, Spawned};
+use sendfiled_client::protocol::{
     self as proto, FileInfo, HeaderTrailer, Range, Request, XferStat, SFD_FILE_INFO, SFD_HDR_SIZE,
     SFD_STAT_OK, SFD_XFER_STAT,
 };
-use sendfiled_core::sys;
+use sendfiled_sys as sys;
 
 pub mod errno;
 

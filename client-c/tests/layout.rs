@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use sendfiled::{SFD_MAX_HDTR_LEN, SFD_MAX_PATH_LEN};
-use sendfiled_core::protocol::{
+use sendfiled_client::protocol::{
     FileInfo, XferStat, MAX_RESPONSE_LEN, SFD_FILE_INFO, SFD_HDR_SIZE, SFD_STAT_OK, SFD_XFER_STAT,
 };
 

@@ -30,7 +30,9 @@
 
 pub mod client;
 pub mod protocol;
-pub mod sys;
+/// The system-call layer (`sendfiled-sys`), which the client shares with the
+/// daemon.
+pub use sendfiled_sys as sys;
 #[cfg(feature = "tokio")]
 pub mod tokio_client;
 

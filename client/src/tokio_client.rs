@@ -952,23 +952,9 @@ mod tests {
     }
 
     fn recv_fds(b: &UnixDatagram, buf: &mut [u8]) -> Vec<OwnedFd> {
-        use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags, UnixAddr};
-        use std::os::fd::{AsRawFd, FromRawFd};
-        let mut iov = [io::IoSliceMut::new(buf)];
-        let mut space = nix::cmsg_space!([std::os::fd::RawFd; 4]);
-        let msg = recvmsg::<UnixAddr>(b.as_raw_fd(), &mut iov, Some(&mut space), MsgFlags::empty())
-            .unwrap();
-        let mut out = Vec::new();
-        for c in msg.cmsgs().unwrap() {
-            if let ControlMessageOwned::ScmRights(fds) = c {
-                // SAFETY: the kernel just gave us these descriptors.
-                out.extend(
-                    fds.into_iter()
-                        .map(|fd| unsafe { OwnedFd::from_raw_fd(fd) }),
-                );
-            }
-        }
-        out
+        use std::os::fd::AsFd;
+        assert!(crate::sys::wait_readable(b.as_fd(), std::time::Duration::from_secs(5)).unwrap());
+        crate::sys::recv_with_fds(b.as_fd(), buf).unwrap().fds
     }
 
     #[test]

@@ -167,12 +167,12 @@ pub trait TransferBackend: Send + Sync + 'static {
 
     /// Opens `path` read-only, confined beneath `root`: no `..` or symlink may
     /// lead outside it. The semantics, the same in every backend, are those
-    /// of [`crate::confine`]: leading `/` are ignored (request paths are
+    /// of [`crate::sys::beneath`]: leading `/` are ignored (request paths are
     /// relative to the root); `..` and relative symbolic links are allowed
     /// while they stay beneath the root; an escape (including any absolute
     /// symbolic link) is `EXDEV`; too many links `ELOOP`; a missing file
     /// `ENOENT`; too deep or too long `ENAMETOOLONG`
-    /// ([`crate::confine::check_request`]); and any error of `open(2)`. Only
+    /// ([`crate::sys::beneath::check_request`]); and any error of `open(2)`. Only
     /// a regular file is opened: any other type (directory, FIFO, socket,
     /// device) is `EINVAL`, known before anything is opened for reading, so
     /// a FIFO's writers are never released. The descriptor is close-on-exec
@@ -208,18 +208,9 @@ pub trait TransferBackend: Send + Sync + 'static {
     }
 }
 
-/// What [`TransferBackend::open_beneath_cached`] did.
-// Returned by value once per request and never stored: a `libc::stat` on
-// the stack is cheaper than a box per open.
-#[allow(clippy::large_enum_variant)]
-#[derive(Debug)]
-pub enum OpenAttempt {
-    /// The open was made (or refused) from what the kernel had cached: as
-    /// [`TransferBackend::open_beneath`] answers.
-    Done(io::Result<(OwnedFd, libc::stat)>),
-    /// The lookup would have had to wait: nothing was opened.
-    WouldBlock,
-}
+/// What [`TransferBackend::open_beneath_cached`] did: the system-call
+/// layer's answer, as it is.
+pub use crate::sys::beneath::OpenAttempt;
 
 /// The portable [`TransferBackend::send_hdtr`]: the first part of `chunk`
 /// not yet sent (the header; else the file part; else the trailer) with one

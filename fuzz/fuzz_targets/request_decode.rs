@@ -3,7 +3,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use sendfiled_core::protocol::Request;
+use sendfiled_client::protocol::Request;
 
 fuzz_target!(|data: &[u8]| {
     if let Ok(req) = Request::decode(data) {

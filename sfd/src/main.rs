@@ -16,8 +16,8 @@ use std::time::Duration;
 
 use clap::{CommandFactory, Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
-use sendfiled_core::client::{Client, Response};
-use sendfiled_core::protocol::Range;
+use sendfiled_client::client::{Client, Response};
+use sendfiled_client::protocol::Range;
 
 use dest::Dest;
 use failure::{Failure, EXIT_FAILURE, EXIT_UNAVAILABLE, EXIT_USAGE};
@@ -229,7 +229,7 @@ impl Ctx {
 
     /// Waits for the daemon's first answer on `fd`.
     fn wait_answer(&self, fd: BorrowedFd<'_>) -> Result<(), Failure> {
-        match sendfiled_core::sys::wait_readable(fd, self.timeout) {
+        match sendfiled_sys::wait_readable(fd, self.timeout) {
             Ok(true) => Ok(()),
             Ok(false) => Err(Failure::other(
                 EXIT_UNAVAILABLE,

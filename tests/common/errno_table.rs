@@ -19,7 +19,7 @@ pub enum Expect {
     Errno(i32),
 }
 
-/// `MAX_DEPTH` of `sendfiled_core::confine`, repeated here so that the
+/// `MAX_DEPTH` of `sendfiled_core::sys::beneath`, repeated here so that the
 /// table stays std-only.
 pub const DEPTH: usize = 128;
 

@@ -9,7 +9,7 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use sendfiled_core::client::{Client, StatusChannel};
+use sendfiled_client::client::{Client, StatusChannel};
 use sendfiled_core::sys;
 
 /// Longest any test waits on one descriptor.
@@ -304,7 +304,7 @@ pub fn pipe() -> (OwnedFd, OwnedFd) {
 }
 
 /// Waits for a status channel's whole story.
-pub fn complete(ch: &StatusChannel) -> sendfiled_core::client::Completion {
+pub fn complete(ch: &StatusChannel) -> sendfiled_client::client::Completion {
     ch.wait_complete(WAIT).expect("status channel")
 }
 

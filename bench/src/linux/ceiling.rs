@@ -35,7 +35,7 @@ use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::process::{Child, Command, Stdio};
 
-use sendfiled_core::sys::{cvt, cvt_len, send_with_fds};
+use sendfiled_sys::{self as sys, cvt, send_with_fds};
 
 use super::os;
 
@@ -259,51 +259,16 @@ pub fn ceiling_child(mode: Option<&str>) -> i32 {
     }
 }
 
-/// Room for the control message of exactly two descriptors.
-#[repr(C, align(8))]
-struct TwoFds([u8; 64]);
-
-/// Blocking `recvmsg(2)` of one datagram and at most two descriptors. Not
-/// the daemon's `sys::recv_with_fds`: that one never blocks (a loop waits
-/// first) and zeroes a control buffer sized for credentials and a group
-/// list on every call; the ceiling is the least a server can do.
+/// Blocking receive of one datagram and at most two descriptors
+/// ([`sys::recv_few_blocking`]). Not the daemon's `sys::recv_with_fds`: that
+/// one never blocks (a loop waits first) and zeroes a control buffer sized
+/// for credentials and a group list on every call; the ceiling is the least
+/// a server can do.
 fn recv_two(sock: RawFd, buf: &mut [u8]) -> io::Result<(usize, Vec<OwnedFd>)> {
-    let mut ctl = TwoFds([0; 64]);
-    let mut iov = libc::iovec {
-        iov_base: buf.as_mut_ptr().cast(),
-        iov_len: buf.len(),
-    };
-    // SAFETY: an all-zero msghdr is a valid empty header.
-    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
-    msg.msg_iov = &mut iov;
-    msg.msg_iovlen = 1;
-    msg.msg_control = ctl.0.as_mut_ptr().cast();
-    // SAFETY: CMSG_SPACE is a pure computation.
-    msg.msg_controllen = unsafe { libc::CMSG_SPACE(2 * size_of::<RawFd>() as u32) } as _;
-    let n = loop {
-        // SAFETY: msg points at iov, buf and ctl, live and writable.
-        match cvt_len(unsafe { libc::recvmsg(sock, &mut msg, libc::MSG_CMSG_CLOEXEC) }) {
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            r => break r?,
-        }
-    };
-    let mut fds = Vec::with_capacity(2);
-    // SAFETY: recvmsg filled the control buffer; the walk stays within it.
-    unsafe {
-        let mut c = libc::CMSG_FIRSTHDR(&msg);
-        while !c.is_null() {
-            if (*c).cmsg_level == libc::SOL_SOCKET && (*c).cmsg_type == libc::SCM_RIGHTS {
-                let data = libc::CMSG_DATA(c).cast::<RawFd>();
-                let count =
-                    ((*c).cmsg_len as usize - libc::CMSG_LEN(0) as usize) / size_of::<RawFd>();
-                for i in 0..count {
-                    fds.push(OwnedFd::from_raw_fd(data.add(i).read_unaligned()));
-                }
-            }
-            c = libc::CMSG_NXTHDR(&msg, c);
-        }
-    }
-    Ok((n, fds))
+    // SAFETY: the caller's socket stays open for the call.
+    let sock = unsafe { BorrowedFd::borrow_raw(sock) };
+    let got = sys::recv_few_blocking(sock, buf)?;
+    Ok((got.len, got.fds))
 }
 
 /// `open` + `fstat` + `sendfile` + `close`; the answer's bytes.
@@ -345,7 +310,7 @@ fn serve_descriptors() -> io::Result<()> {
             .map_err(|_| io::Error::other("a request without its two descriptors"))?;
         let len = serve_one(&path[..n], dest.as_fd(), &mut answer);
         // A client that went away has nobody to tell.
-        let _ = sendfiled_core::sys::write(status.as_fd(), &answer[..len]);
+        let _ = sendfiled_sys::write(status.as_fd(), &answer[..len]);
     }
 }
 
@@ -412,7 +377,7 @@ fn serve_connections() -> io::Result<()> {
                 return Err(io::Error::other("a request without a destination"));
             };
             let out = serve_one(&path[..len], dest, &mut answer);
-            let _ = sendfiled_core::sys::write(conn.as_fd(), &answer[..out]);
+            let _ = sendfiled_sys::write(conn.as_fd(), &answer[..out]);
         }
     }
 }

@@ -16,7 +16,7 @@ use std::sync::{Arc, Barrier};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use sendfiled_core::client::Client;
+use sendfiled_client::client::Client;
 
 use super::figures::{
     median, other, quantile_us, small_daemon_once, sorted, timed_sends, timed_sends_until, Goal,
@@ -121,7 +121,7 @@ impl ColdTree {
 pub(super) fn evict_dentries_and_inodes(dir: &Path, paths: &[CString]) -> io::Result<()> {
     let d = File::open(dir)?;
     // SAFETY: syncfs(2) on a descriptor we hold.
-    sendfiled_core::sys::cvt(unsafe { libc::syncfs(d.as_raw_fd()) })?;
+    sendfiled_sys::cvt(unsafe { libc::syncfs(d.as_raw_fd()) })?;
     for p in paths {
         let f = os::open_ro(p)?;
         // SAFETY: plain call on a descriptor we hold.

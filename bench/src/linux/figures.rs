@@ -12,8 +12,8 @@ use std::sync::{Arc, Barrier};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use sendfiled_core::client::Client;
-use sendfiled_core::protocol::Range;
+use sendfiled_client::client::Client;
+use sendfiled_client::protocol::Range;
 
 use super::{ceiling, os, pool, trace, Daemon, EngineKind, Files, Plan};
 
@@ -1289,7 +1289,7 @@ fn spawn_reader(
         let mut got = 0u64;
         let t = Instant::now();
         while !stop.load(Ordering::Relaxed) {
-            if sendfiled_core::sys::wait_readable(r.as_fd(), Duration::from_millis(20))? {
+            if sendfiled_sys::wait_readable(r.as_fd(), Duration::from_millis(20))? {
                 let n = os::read(r.as_fd(), &mut buf)?;
                 if n == 0 {
                     break;
@@ -1505,8 +1505,8 @@ fn scale_one(plan: &Plan, d: &Daemon, files: &Files, report: &mut Report) -> io:
         if o.txnid.is_none() {
             return Err(other(format!("a slow transfer was refused: {o:?}")));
         }
-        sendfiled_core::sys::set_nonblocking(r.as_fd(), true)?;
-        sendfiled_core::sys::set_nonblocking(st.as_fd(), true)?;
+        sendfiled_sys::set_nonblocking(r.as_fd(), true)?;
+        sendfiled_sys::set_nonblocking(st.as_fd(), true)?;
     }
     let stop = Arc::new(AtomicBool::new(false));
     let stop2 = Arc::clone(&stop);

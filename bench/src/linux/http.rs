@@ -76,7 +76,7 @@ impl Server {
             .stdout
             .take()
             .ok_or_else(|| other("no stdout".into()))?;
-        let ready = sendfiled_core::sys::wait_readable(out.as_fd(), Duration::from_secs(30))?;
+        let ready = sendfiled_sys::wait_readable(out.as_fd(), Duration::from_secs(30))?;
         let mut out = BufReader::new(out);
         let mut line = String::new();
         if ready {

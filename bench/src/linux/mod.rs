@@ -381,7 +381,7 @@ impl Daemon {
         };
         let (tx, rx) = mpsc::channel();
         let log_reader = std::thread::spawn(move || read_log(err, engine, tx));
-        match sendfiled_core::sys::wait_readable(out.as_fd(), Duration::from_secs(30)) {
+        match sendfiled_sys::wait_readable(out.as_fd(), Duration::from_secs(30)) {
             Ok(true) => {}
             Ok(false) => return Err(fail(&mut child, "did not report ready".into())),
             Err(e) => return Err(fail(&mut child, format!("waiting for ready: {e}"))),
@@ -420,8 +420,8 @@ impl Daemon {
         })
     }
 
-    pub fn client(&self) -> io::Result<sendfiled_core::client::Client> {
-        sendfiled_core::client::Client::connect(&self.root, &self.name)
+    pub fn client(&self) -> io::Result<sendfiled_client::client::Client> {
+        sendfiled_client::client::Client::connect(&self.root, &self.name)
     }
 
     pub fn rss_kib(&self) -> u64 {
@@ -524,7 +524,7 @@ fn exit_status_within(child: &mut Child, limit: Duration) -> Option<std::process
     if raw >= 0 {
         // SAFETY: a fresh descriptor nobody else owns.
         let pidfd = unsafe { OwnedFd::from_raw_fd(raw as RawFd) };
-        let _ = sendfiled_core::sys::wait_readable(pidfd.as_fd(), limit);
+        let _ = sendfiled_sys::wait_readable(pidfd.as_fd(), limit);
     }
     child.try_wait().ok().flatten()
 }

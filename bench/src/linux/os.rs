@@ -8,13 +8,13 @@ use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
-use sendfiled_core::protocol::Response;
+use sendfiled_client::protocol::Response;
 
-use sendfiled_core::sys::{cvt, cvt_len};
+use sendfiled_sys::{cvt, cvt_len};
 
 /// A pipe, both ends close-on-exec: (read end, write end).
 pub fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
-    sendfiled_core::sys::pipe()
+    sendfiled_sys::pipe()
 }
 
 /// A connected pair of UNIX stream sockets.
@@ -161,7 +161,7 @@ pub fn open_ro(path: &CString) -> io::Result<OwnedFd> {
 
 /// `fstat(2)`; returns the size.
 pub fn fstat_size(fd: BorrowedFd<'_>) -> io::Result<u64> {
-    Ok(sendfiled_core::sys::fstat(fd)?.st_size as u64)
+    Ok(sendfiled_sys::fstat(fd)?.st_size as u64)
 }
 
 /// The path as a C string.

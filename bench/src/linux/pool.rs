@@ -227,7 +227,7 @@ impl Echo {
             if t - start >= dur {
                 return Ok(lat);
             }
-            if sendfiled_core::sys::write(self.to.as_fd(), &b)? != 1
+            if sendfiled_sys::write(self.to.as_fd(), &b)? != 1
                 || os::read(self.from.as_fd(), &mut b)? != 1
             {
                 return Err(io::Error::other("echo child went away"));

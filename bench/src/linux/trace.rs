@@ -94,8 +94,8 @@ impl Perf {
     }
 
     fn command(&mut self, what: &str) -> io::Result<()> {
-        sendfiled_core::sys::write_message(self.ctl.as_fd(), format!("{what}\n").as_bytes())?;
-        if !sendfiled_core::sys::wait_readable(self.ack.as_fd(), Duration::from_secs(10))? {
+        sendfiled_sys::write_message(self.ctl.as_fd(), format!("{what}\n").as_bytes())?;
+        if !sendfiled_sys::wait_readable(self.ack.as_fd(), Duration::from_secs(10))? {
             return Err(io::Error::from(io::ErrorKind::TimedOut));
         }
         let mut b = [0u8; 16];
@@ -155,7 +155,7 @@ impl Strace {
             .split_once("attached")
             .is_some_and(|(_, after)| after.contains('\n'))
         {
-            if !sendfiled_core::sys::wait_readable(err.as_fd(), Duration::from_secs(10))? {
+            if !sendfiled_sys::wait_readable(err.as_fd(), Duration::from_secs(10))? {
                 let _ = signal_and_wait(&mut child, libc::SIGKILL);
                 return Err(io::Error::other(format!("strace did not attach: {seen:?}")));
             }

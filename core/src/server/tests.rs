@@ -13,9 +13,9 @@ use std::time::{Duration, Instant};
 use super::listener;
 use super::{Config, Server};
 use crate::backend::{DestKind, FileChunk, Moved, OpenAttempt, ReadWriteCopy, TransferBackend};
-use crate::client::{self, Client, Response};
 use crate::protocol::{HeaderTrailer, Range, Request, SFD_FILE_INFO, SFD_XFER_STAT};
 use crate::sys;
+use sendfiled_client::client::{self, Client, Response};
 
 const WAIT: Duration = Duration::from_secs(10);
 
@@ -37,7 +37,7 @@ impl TransferBackend for Portable {
     }
 
     fn open_beneath(&self, root: BorrowedFd<'_>, path: &CStr) -> io::Result<(OwnedFd, libc::stat)> {
-        crate::confine::open_beneath_by_walk(root, path)
+        crate::sys::beneath::open_beneath_by_walk(root, path)
     }
 }
 

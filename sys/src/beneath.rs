@@ -1,4 +1,6 @@
-//! Opening a path confined beneath a root directory, portably.
+//! Opening a regular file confined beneath a root directory, portably:
+//! [`open_beneath`] takes the system's own confined lookup where it has one
+//! (`os/`) and the checked walk of [`open_beneath_by_walk`] elsewhere.
 //!
 //! Linux has `openat2(RESOLVE_BENEATH)` and FreeBSD `O_RESOLVE_BENEATH`; where
 //! neither exists (macOS, Linux before 5.6) [`open_beneath_by_walk`] resolves
@@ -49,6 +51,8 @@ use std::ffi::{CStr, CString};
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 
+use crate::fsfacts::FsFacts;
+
 /// Most symbolic links followed while resolving one path (Linux's limit).
 pub const MAX_SYMLINKS: usize = 40;
 
@@ -69,6 +73,61 @@ pub const SWAP_RETRIES: usize = 8;
 /// Longest request path, in bytes without the NUL (Linux's `PATH_MAX` less
 /// one, which the protocol also allows at most).
 pub const MAX_PATH_BYTES: usize = 4095;
+
+/// How [`open_beneath`] may resolve a path.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Resolve {
+    /// Only from the kernel's caches (Linux `RESOLVE_CACHED`), and only on
+    /// a filesystem known to answer opens locally ([`FsFacts`]): anything
+    /// else is [`OpenAttempt::WouldBlock`].
+    pub cached_only: bool,
+    /// Without crossing a mount point (Linux `RESOLVE_NO_XDEV`): a path
+    /// that does, and any `EXDEV`, is [`OpenAttempt::WouldBlock`].
+    pub same_mount: bool,
+    /// With `cached_only`, where the system has no cache-only lookup, make
+    /// the whole open anyway (the daemon's loop does, on systems without
+    /// one) rather than answer `WouldBlock` (a client's attempt).
+    pub else_open: bool,
+    /// Use the checked walk even where the system has its own lookup (the
+    /// daemon's forced fallback, tests).
+    pub force_walk: bool,
+}
+
+/// What [`open_beneath`] did.
+// Returned by value once per request and never stored: a `libc::stat` on
+// the stack is cheaper than a box per open.
+#[allow(clippy::large_enum_variant)]
+#[derive(Debug)]
+pub enum OpenAttempt {
+    /// The open was made (or refused): the file with the `fstat` its type
+    /// and identity checks made, or the errno.
+    Done(io::Result<(OwnedFd, libc::stat)>),
+    /// Answering would have waited (a disk read, a server, another mount):
+    /// nothing was opened.
+    WouldBlock,
+}
+
+/// Opens the regular file `path` names beneath `root`, by the rules at the
+/// top of this file, as `how` allows: the system's confined lookup
+/// (`openat2(2)` on Linux 5.6+, `O_RESOLVE_BENEATH` on FreeBSD 13+), else the
+/// checked walk (which has no cache-only form: with `how.cached_only` it is
+/// made only if `how.else_open`).
+pub fn open_beneath(
+    root: BorrowedFd<'_>,
+    path: &CStr,
+    how: Resolve,
+    facts: &FsFacts,
+) -> OpenAttempt {
+    if !how.force_walk {
+        if let Some(attempt) = crate::os::open_beneath(root, path, how, facts) {
+            return attempt;
+        }
+    }
+    if how.cached_only && !how.else_open {
+        return OpenAttempt::WouldBlock;
+    }
+    OpenAttempt::Done(open_beneath_by_walk(root, path))
+}
 
 fn err(code: libc::c_int) -> io::Error {
     io::Error::from_raw_os_error(code)
@@ -157,8 +216,8 @@ fn open_last(dir: BorrowedFd<'_>, name: &CStr) -> io::Result<Last> {
             Err(e) if may_be_symlink(&e) || e.raw_os_error() == Some(libc::ENXIO) => continue,
             Err(e) => return Err(e),
         };
-        let got = crate::sys::fstat(fd.as_fd())?;
-        if same_file(&seen, &got) && crate::sys::is_regular(&got) {
+        let got = crate::fd::fstat(fd.as_fd())?;
+        if same_file(&seen, &got) && crate::fd::is_regular(&got) {
             return finish_open(fd).map(|fd| Last::File(fd, got));
         }
     }
@@ -178,7 +237,7 @@ pub fn strip_leading_slashes(path: &CStr) -> &CStr {
 /// server's reads from the file (`sendfile`, `splice`, `pread`) must not see
 /// it.
 pub fn finish_open(fd: OwnedFd) -> io::Result<OwnedFd> {
-    crate::sys::set_nonblocking(fd.as_fd(), false)?;
+    crate::fd::set_nonblocking(fd.as_fd(), false)?;
     Ok(fd)
 }
 
@@ -370,7 +429,7 @@ mod tests {
         symlink("loop_a", root.join("loop_b")).expect("symlink");
         symlink("nowhere", root.join("dangling")).expect("symlink");
         let c = CString::new(root.as_os_str().as_encoded_bytes()).expect("cstring");
-        let root = crate::sys::open_dir(&c).expect("open root");
+        let root = crate::fd::open_dir(&c).expect("open root");
         Tree {
             _tmp: tmp,
             outside,
@@ -385,7 +444,7 @@ mod tests {
 
     fn contents(fd: OwnedFd) -> Vec<u8> {
         let mut buf = vec![0u8; 64];
-        let n = crate::sys::pread(fd.as_fd(), &mut buf, 0).expect("pread");
+        let n = crate::fd::pread(fd.as_fd(), &mut buf, 0).expect("pread");
         buf.truncate(n);
         buf
     }
