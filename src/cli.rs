@@ -167,6 +167,15 @@ pub struct Args {
     #[arg(long = "engine", value_name = "ENGINE", env = "SENDFILED_ENGINE",
           default_value = "auto", value_parser = parse_engine)]
     pub engine: EngineKind,
+
+    /// Tell clients not to attempt transfers in their own process: every
+    /// request comes here whole. By default a client first does in its own
+    /// process what cannot wait (a file in the page cache, a destination
+    /// with room) and hands on only the rest; that needs nothing it could
+    /// not do already (it opens files beneath the root with its own
+    /// credentials), so this is for measuring and for debugging.
+    #[arg(long = "no-inline")]
+    pub no_inline: bool,
 }
 
 fn parse_engine(s: &str) -> Result<EngineKind, String> {

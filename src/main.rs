@@ -208,6 +208,10 @@ fn run(args: &Args, target: LogTarget) -> Result<(), StartError> {
         allow_uids: args.allow_uid.clone(),
         allow_gids: args.allow_gid.clone(),
         engine: args.engine,
+        allow_inline: !args.no_inline,
+        // The path as the clients see it, before any chroot: they open it
+        // themselves and check it is the same directory.
+        root_path: Some(root.clone()),
         ..Config::default()
     };
     let backend = platform::new_backend();

@@ -58,6 +58,9 @@ use crate::sys;
 #[derive(Debug)]
 pub struct Client {
     sock: UnixDatagram,
+    /// The handshake's result, made on the first Send
+    /// ([`crate::inline`]); `None` inside: every request goes whole.
+    inline: std::sync::OnceLock<Option<crate::inline::Inline>>,
 }
 
 /// The path of a daemon's request socket: `SOCKDIR/NAME`.
@@ -82,13 +85,17 @@ impl Client {
         // larger send buffer for the largest request.
         sys::raise_socket_buffer(sock.as_fd(), libc::SO_SNDBUF, 2 * proto::MAX_REQUEST_LEN);
         sock.connect(path)?;
-        Ok(Client { sock })
+        Ok(Client {
+            sock,
+            inline: std::sync::OnceLock::new(),
+        })
     }
 
     /// Wraps an already-connected datagram socket.
     pub fn from_fd(fd: OwnedFd) -> Client {
         Client {
             sock: UnixDatagram::from(fd),
+            inline: std::sync::OnceLock::new(),
         }
     }
 
@@ -134,14 +141,19 @@ impl Client {
         range: Range,
         hdtr: HeaderTrailer,
     ) -> io::Result<StatusChannel> {
-        let req = Request::Send {
-            path: path_arg(path)?,
+        let path = path_arg(path)?;
+        let inline = self
+            .inline
+            .get_or_init(|| crate::inline::Inline::handshake(self.sock.as_fd()));
+        let fd = crate::inline::send(
+            self.sock.as_fd(),
+            inline.as_ref(),
+            &path,
             range,
-            hdtr,
-        };
-        let (r, w) = sys::pipe()?;
-        self.send_request(&req, &[w.as_fd(), dest])?;
-        Ok(StatusChannel { fd: r })
+            &hdtr,
+            dest,
+        )?;
+        Ok(StatusChannel { fd })
     }
 
     /// Open File: the file info with a transfer id arrives on the returned
@@ -637,7 +649,7 @@ mod tests {
     #[test]
     fn encode_errors_fail_before_sending() {
         let (a, _b) = UnixDatagram::pair().unwrap();
-        let c = Client { sock: a };
+        let c = Client::from_fd(a.into());
         let long = "a".repeat(proto::MAX_PATH_LEN + 1);
         let err = c.read(&long, Range::WHOLE).unwrap_err();
         assert_eq!(err.raw_os_error(), Some(libc::ENAMETOOLONG));

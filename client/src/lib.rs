@@ -29,6 +29,7 @@
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 pub mod client;
+pub mod inline;
 pub mod protocol;
 /// The system-call layer (`sendfiled-sys`), which the client shares with the
 /// daemon.

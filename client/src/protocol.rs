@@ -51,7 +51,7 @@ pub const MAX_HDTR_LEN: usize = 8192;
 pub const MAX_REQUEST_LEN: usize = REQUEST_FIXED_LEN + MAX_PATH_LEN + 1 + MAX_HDTR_LEN;
 
 /// The most descriptors any request carries.
-pub const MAX_REQUEST_FDS: usize = 2;
+pub const MAX_REQUEST_FDS: usize = 3;
 
 /// `size` of a transfer-status message that marks completion.
 pub const XFER_COMPLETE: usize = usize::MAX;
@@ -74,6 +74,16 @@ pub enum Command {
     Cancel = 5,
     /// Ask for the daemon's counters: fds = `[reply pipe]`.
     Status = 6,
+    /// Hand-off of a Send the client began in its own process ("inline
+    /// first"): fds = `[status pipe, destination, file]`. The range is the
+    /// request's as the application made it; the transfer-id field carries
+    /// the file bytes already written to the destination, the header field
+    /// the header bytes not yet written, the trailer field the trailer. The
+    /// daemon writes the file info (with its own id) and continues from
+    /// there.
+    Continue = 7,
+    /// The handshake: fds = `[reply pipe]`; answered with a [`Hello`].
+    Hello = 8,
 }
 
 impl Command {
@@ -86,6 +96,8 @@ impl Command {
             4 => Command::SendOpen,
             5 => Command::Cancel,
             6 => Command::Status,
+            7 => Command::Continue,
+            8 => Command::Hello,
             _ => return None,
         })
     }
@@ -93,8 +105,13 @@ impl Command {
     /// How many descriptors a request of this kind carries.
     pub fn fd_count(self) -> usize {
         match self {
-            Command::Read | Command::Open | Command::SendOpen | Command::Status => 1,
+            Command::Read
+            | Command::Open
+            | Command::SendOpen
+            | Command::Status
+            | Command::Hello => 1,
             Command::Send => 2,
+            Command::Continue => 3,
             Command::Cancel => 0,
         }
     }
@@ -112,7 +129,12 @@ impl Command {
 
     /// Whether requests of this kind may carry header and trailer bytes.
     pub fn has_hdtr(self) -> bool {
-        matches!(self, Command::Send | Command::SendOpen)
+        matches!(self, Command::Send | Command::SendOpen | Command::Continue)
+    }
+
+    /// Whether requests of this kind carry a range.
+    pub fn has_range(self) -> bool {
+        self.has_path() || self == Command::Continue
     }
 }
 
@@ -169,6 +191,17 @@ pub enum Request {
     Cancel { txnid: u64 },
     /// See [`Command::Status`].
     Status,
+    /// See [`Command::Continue`].
+    Continue {
+        /// The range the application asked for.
+        range: Range,
+        /// File bytes already written to the destination.
+        done: u64,
+        /// The header bytes not yet written, and the trailer.
+        hdtr: HeaderTrailer,
+    },
+    /// See [`Command::Hello`].
+    Hello,
 }
 
 /// Why a request could not be encoded (client side).
@@ -276,6 +309,8 @@ impl Request {
             Request::SendOpen { .. } => Command::SendOpen,
             Request::Cancel { .. } => Command::Cancel,
             Request::Status => Command::Status,
+            Request::Continue { .. } => Command::Continue,
+            Request::Hello => Command::Hello,
         }
     }
 
@@ -290,7 +325,8 @@ impl Request {
                 Request::Send { path, range, hdtr } => (Some(path), *range, 0, Some(hdtr)),
                 Request::SendOpen { txnid, hdtr } => (None, Range::WHOLE, *txnid, Some(hdtr)),
                 Request::Cancel { txnid } => (None, Range::WHOLE, *txnid, None),
-                Request::Status => (None, Range::WHOLE, 0, None),
+                Request::Status | Request::Hello => (None, Range::WHOLE, 0, None),
+                Request::Continue { range, done, hdtr } => (None, *range, *done, Some(hdtr)),
             };
         let path = path.map(CStr::to_bytes_with_nul);
         // The empty path is sent as it is: the daemon answers ENOENT, as the
@@ -384,7 +420,7 @@ impl Request {
         if !cmd.has_hdtr() && hdr_len + trl_len != 0 {
             return Err(DecodeError::BadHdtr);
         }
-        if !cmd.has_path() && range != Range::WHOLE {
+        if !cmd.has_range() && range != Range::WHOLE {
             return Err(DecodeError::BadRange);
         }
         if range.offset > i64::MAX as u64 || range.offset.checked_add(range.len).is_none() {
@@ -410,6 +446,12 @@ impl Request {
             (Command::SendOpen, None) => Request::SendOpen { txnid, hdtr },
             (Command::Cancel, None) => Request::Cancel { txnid },
             (Command::Status, None) => Request::Status,
+            (Command::Continue, None) => Request::Continue {
+                range,
+                done: txnid,
+                hdtr,
+            },
+            (Command::Hello, None) => Request::Hello,
             _ => return Err(DecodeError::UnexpectedPath),
         })
     }
@@ -422,6 +464,8 @@ pub const SFD_XFER_STAT: u8 = 0x82;
 /// Response command id of a daemon-status message (an addition; not in the
 /// original API).
 pub const SFD_SERVER_STAT: u8 = 0x83;
+/// Response command id of the handshake's answer (an addition).
+pub const SFD_HELLO: u8 = 0x84;
 /// Status byte of a successful message (`SFD_STAT_OK`).
 pub const SFD_STAT_OK: u8 = 0;
 /// Size of the message header: command id and status (`SFD_HDR_SIZE`).
@@ -480,6 +524,8 @@ pub struct ServerStat {
     pub bytes: u64,
     /// Seconds since start.
     pub uptime_secs: u64,
+    /// Sends clients began in their own process and handed on (Continue).
+    pub handoffs: u64,
 }
 
 /// Size of an encoded [`FileInfo`].
@@ -490,6 +536,85 @@ pub const XFER_STAT_LEN: usize = size_of::<XferStat>();
 pub const SERVER_STAT_LEN: usize = size_of::<ServerStat>();
 /// The largest response message (`SFD_MAX_RESP_SIZE`).
 pub const MAX_RESPONSE_LEN: usize = FILE_INFO_LEN;
+
+/// The daemon's answer to [`Request::Hello`], for a client's in-process
+/// attempt: what it needs to open files beneath the same root itself.
+///
+/// | offset | size | field |
+/// |---|---|---|
+/// | 0 | 1 | [`SFD_HELLO`] |
+/// | 1 | 1 | [`SFD_STAT_OK`] |
+/// | 2 | 1 | protocol version |
+/// | 3 | 1 | flags: bit 0, in-process attempts allowed for this caller |
+/// | 4 | 4 | root path length in bytes, no NUL |
+/// | 8 | 8 | the root's `st_dev` |
+/// | 16 | 8 | the root's `st_ino` |
+/// | 24 | n | the root's path, as the daemon was given it |
+///
+/// Little-endian; one pipe write (below `PIPE_BUF`, so the path is at
+/// most [`HELLO_MAX_PATH`] bytes: a longer root answers "not allowed").
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Hello {
+    /// Protocol version the daemon speaks.
+    pub version: u8,
+    /// Whether this caller may attempt transfers in its own process.
+    pub inline_allowed: bool,
+    /// The root's device.
+    pub root_dev: u64,
+    /// The root's inode.
+    pub root_ino: u64,
+    /// The root's path (bytes, no NUL).
+    pub root_path: Vec<u8>,
+}
+
+/// Fixed part of an encoded [`Hello`].
+pub const HELLO_FIXED_LEN: usize = 24;
+/// The longest root path a [`Hello`] carries.
+pub const HELLO_MAX_PATH: usize = 4000;
+const _: () = assert!(HELLO_FIXED_LEN + HELLO_MAX_PATH < libc::PIPE_BUF);
+
+impl Hello {
+    /// Encodes; a root path longer than [`HELLO_MAX_PATH`] is sent empty,
+    /// with attempts not allowed.
+    pub fn encode(&self) -> Vec<u8> {
+        let (path, allowed) = if self.root_path.len() > HELLO_MAX_PATH {
+            (&[][..], false)
+        } else {
+            (&self.root_path[..], self.inline_allowed)
+        };
+        let mut out = Vec::with_capacity(HELLO_FIXED_LEN + path.len());
+        out.extend_from_slice(&[SFD_HELLO, SFD_STAT_OK, self.version, u8::from(allowed)]);
+        out.extend_from_slice(&(path.len() as u32).to_le_bytes());
+        out.extend_from_slice(&self.root_dev.to_le_bytes());
+        out.extend_from_slice(&self.root_ino.to_le_bytes());
+        out.extend_from_slice(path);
+        out
+    }
+
+    /// Decodes one whole answer; `None` for anything else.
+    pub fn decode(buf: &[u8]) -> Option<Hello> {
+        let fixed = buf.get(..HELLO_FIXED_LEN)?;
+        if fixed[0] != SFD_HELLO || fixed[1] != SFD_STAT_OK || fixed[3] & !1 != 0 {
+            return None;
+        }
+        let le = |at: usize, n: usize| {
+            let mut b = [0u8; 8];
+            b[..n].copy_from_slice(&fixed[at..at + n]);
+            u64::from_le_bytes(b)
+        };
+        let path_len = le(4, 4) as usize;
+        if path_len > HELLO_MAX_PATH || buf.len() != HELLO_FIXED_LEN + path_len {
+            return None;
+        }
+        Some(Hello {
+            version: fixed[2],
+            inline_allowed: fixed[3] & 1 != 0,
+            root_dev: le(8, 8),
+            root_ino: le(16, 8),
+            root_path: buf[HELLO_FIXED_LEN..].to_vec(),
+        })
+    }
+}
 
 // Responses must be written atomically to a pipe.
 const _: () = assert!(MAX_RESPONSE_LEN < libc::PIPE_BUF);
@@ -634,6 +759,7 @@ impl ServerStat {
             offset_of!(ServerStat, uptime_secs),
             self.uptime_secs,
         );
+        put_u64(&mut b, offset_of!(ServerStat, handoffs), self.handoffs);
         b
     }
 
@@ -651,6 +777,7 @@ impl ServerStat {
             failed: get_u64(buf, offset_of!(ServerStat, failed)),
             bytes: get_u64(buf, offset_of!(ServerStat, bytes)),
             uptime_secs: get_u64(buf, offset_of!(ServerStat, uptime_secs)),
+            handoffs: get_u64(buf, offset_of!(ServerStat, handoffs)),
         })
     }
 }
@@ -948,6 +1075,7 @@ mod tests {
             failed: 3,
             bytes: 4,
             uptime_secs: 5,
+            handoffs: 6,
         };
         assert_eq!(Response::decode(&s.encode()), Some(Response::ServerStat(s)));
     }
@@ -1007,5 +1135,54 @@ mod tests {
         fn prop_responses_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..64)) {
             let _ = Response::decode(&bytes);
         }
+    }
+
+    #[test]
+    fn continue_and_hello_round_trip() {
+        let c = Request::Continue {
+            range: Range {
+                offset: 10,
+                len: 100,
+            },
+            done: 42,
+            hdtr: HeaderTrailer {
+                header: b"ad".to_vec(),
+                trailer: b"end".to_vec(),
+            },
+        };
+        assert_eq!(Request::decode(&c.encode().unwrap()), Ok(c));
+        assert_eq!(Command::Continue.fd_count(), 3);
+        assert_eq!(
+            Request::decode(&Request::Hello.encode().unwrap()),
+            Ok(Request::Hello)
+        );
+        // A Hello with a range is malformed, as for any command without one.
+        let mut bad = Request::Hello.encode().unwrap();
+        bad[8] = 1;
+        assert_eq!(Request::decode(&bad), Err(DecodeError::BadRange));
+
+        let h = Hello {
+            version: PROTOCOL_VERSION,
+            inline_allowed: true,
+            root_dev: 0x801,
+            root_ino: 2,
+            root_path: b"/srv/www".to_vec(),
+        };
+        assert_eq!(Hello::decode(&h.encode()), Some(h.clone()));
+        // Truncated, padded, or a refusal in its place: not a Hello.
+        let e = h.encode();
+        assert_eq!(Hello::decode(&e[..e.len() - 1]), None);
+        assert_eq!(Hello::decode(&[&e[..], b"x"].concat()), None);
+        assert_eq!(
+            Hello::decode(&error_header(SFD_SERVER_STAT, libc::EACCES)),
+            None
+        );
+        // A root too long for one pipe write is sent empty, not allowed.
+        let long = Hello {
+            root_path: vec![b'a'; HELLO_MAX_PATH + 1],
+            ..h
+        };
+        let d = Hello::decode(&long.encode()).unwrap();
+        assert!(!d.inline_allowed && d.root_path.is_empty());
     }
 }

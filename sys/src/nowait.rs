@@ -81,6 +81,20 @@ pub fn pipe_free_space(fd: BorrowedFd<'_>) -> Option<usize> {
     crate::os::pipe_free_space(fd)
 }
 
+/// Moves up to `len` bytes of `file` at `*offset` (advanced) into the pipe
+/// `pipe` without waiting for the pipe, whatever its `O_NONBLOCK`: Linux
+/// `splice(2)` with `SPLICE_F_NONBLOCK`, `EAGAIN` when the pipe is full.
+/// The file side may still wait for the disk: probe it first
+/// ([`crate::cache::probe`]). `ENOSYS` elsewhere.
+pub fn file_to_pipe_nowait(
+    file: BorrowedFd<'_>,
+    offset: &mut u64,
+    pipe: BorrowedFd<'_>,
+    len: usize,
+) -> io::Result<usize> {
+    crate::os::file_to_pipe_nowait(file, offset, pipe, len)
+}
+
 /// The signal that interrupts a call blocked on a client's descriptor: sent
 /// to one thread only, with a handler that does nothing, installed without
 /// `SA_RESTART` so that the call returns (`EINTR`, or a short count).

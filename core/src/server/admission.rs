@@ -48,6 +48,9 @@ pub struct StartRequest {
     pub hdtr: HeaderTrailer,
     /// The requesting uid, where the OS reports one.
     pub uid: Option<u32>,
+    /// A Continue: the file the client opened itself, and the file bytes
+    /// it already wrote.
+    pub handed_on: Option<(OwnedFd, u64)>,
 }
 
 /// A decoded request with the descriptors it carries.
@@ -63,6 +66,9 @@ enum Job {
         txnid: u64,
     },
     Status {
+        reply: OwnedFd,
+    },
+    Hello {
         reply: OwnedFd,
     },
 }
@@ -81,6 +87,7 @@ fn into_job(req: Request, fds: Vec<OwnedFd>, uid: Option<u32>) -> Result<Job, Ve
             dest,
             hdtr,
             uid,
+            handed_on: None,
         })
     };
     Ok(match (req, first, second, extra) {
@@ -108,6 +115,19 @@ fn into_job(req: Request, fds: Vec<OwnedFd>, uid: Option<u32>) -> Result<Job, Ve
         }
         (Request::Cancel { txnid }, None, None, None) => Job::Cancel { txnid },
         (Request::Status, Some(reply), None, None) => Job::Status { reply },
+        (Request::Hello, Some(reply), None, None) => Job::Hello { reply },
+        (Request::Continue { range, done, hdtr }, Some(st), Some(dest), Some(file)) => {
+            Job::Start(StartRequest {
+                command: Command::Send,
+                path: CString::from(c"(handed on)"),
+                range,
+                status: st,
+                dest: Some(dest),
+                hdtr,
+                uid,
+                handed_on: Some((file, done)),
+            })
+        }
         (_, first, second, extra) => {
             return Err(first
                 .into_iter()
@@ -174,9 +194,12 @@ impl<B: TransferBackend> Server<B> {
         if !self.peer_allowed(cred) {
             log::warn!("refused {cmd:?} from {who}: not in the allow-list");
             let fds = match job {
-                Job::Start(s) => [Some(s.status), s.dest].into_iter().flatten().collect(),
+                Job::Start(s) => [Some(s.status), s.dest, s.handed_on.map(|(f, _)| f)]
+                    .into_iter()
+                    .flatten()
+                    .collect(),
                 Job::SendOpen { dest, .. } => vec![dest],
-                Job::Status { reply } => vec![reply],
+                Job::Status { reply } | Job::Hello { reply } => vec![reply],
                 Job::Cancel { .. } => Vec::new(),
             };
             refuse_on_reply_channel(Some(cmd), fds, libc::EACCES);
@@ -188,6 +211,34 @@ impl<B: TransferBackend> Server<B> {
             Job::SendOpen { txnid, dest, hdtr } => self.send_open(txnid, dest, hdtr, uid),
             Job::Cancel { txnid } => self.cancel(txnid, uid),
             Job::Status { reply } => self.report_status(reply),
+            Job::Hello { reply } => self.answer_hello(reply),
+        }
+    }
+
+    /// Answers the handshake, on a pipe only: what a client needs to open
+    /// files beneath the root itself, and whether it may (the allow-list
+    /// was checked before: a refused caller got `EACCES` instead).
+    fn answer_hello(&mut self, reply: OwnedFd) {
+        if !sys::fstat(reply.as_fd()).is_ok_and(|st| sys::is_fifo(&st)) {
+            log::warn!("handshake: reply channel is not a pipe; closed unanswered");
+            return;
+        }
+        let root = sys::fstat(self.root.as_fd()).ok();
+        let path = self
+            .config
+            .root_path
+            .as_ref()
+            .map(|p| std::os::unix::ffi::OsStrExt::as_bytes(p.as_os_str()).to_vec());
+        let hello = proto::Hello {
+            version: proto::PROTOCOL_VERSION,
+            inline_allowed: self.config.allow_inline && root.is_some() && path.is_some(),
+            root_dev: root.map_or(0, |st| st.st_dev as u64),
+            root_ino: root.map_or(0, |st| st.st_ino as u64),
+            root_path: path.unwrap_or_default(),
+        };
+        let _ = sys::set_nonblocking(reply.as_fd(), true);
+        if let Err(e) = status::write_reply(reply.as_fd(), &hello.encode()) {
+            log::debug!("handshake reply not delivered: {e}");
         }
     }
 
@@ -220,6 +271,7 @@ impl<B: TransferBackend> Server<B> {
             failed: self.counters.failed,
             bytes: self.counters.bytes,
             uptime_secs: self.started.elapsed().as_secs(),
+            handoffs: self.counters.handoffs,
         };
         let _ = sys::set_nonblocking(reply.as_fd(), true);
         if let Err(e) = status::write_reply(reply.as_fd(), &s.encode()) {
@@ -230,7 +282,10 @@ impl<B: TransferBackend> Server<B> {
     fn new_txnid(&mut self) -> io::Result<u64> {
         loop {
             // size_t on the C side: keep ids within it on 32-bit systems.
-            let id = self.ids.take()? & (usize::MAX as u64);
+            // The top bit is clear: ids a client gives the transfers it
+            // finishes in its own process have it set, so the two never
+            // collide.
+            let id = self.ids.take()? & (usize::MAX as u64 >> 1);
             if id != 0 && !self.table.contains_id(id) {
                 return Ok(id);
             }
@@ -251,6 +306,7 @@ impl<B: TransferBackend> Server<B> {
             dest,
             hdtr,
             uid,
+            handed_on,
         } = req;
         let shown = path.to_string_lossy();
         if !sys::fstat(status_fd.as_fd()).is_ok_and(|st| sys::is_fifo(&st)) {
@@ -300,8 +356,16 @@ impl<B: TransferBackend> Server<B> {
                 }
             },
         };
+        let done = handed_on.as_ref().map_or(0, |(_, d)| *d);
         // `None`: the open is a disk thread's.
-        let opened = match open::on_loop(&*self.backend, self.root.as_fd(), &path) {
+        let attempt = match handed_on {
+            Some((file, _)) => {
+                self.counters.handoffs += 1;
+                Some(open::adopt(file))
+            }
+            None => open::on_loop(&*self.backend, self.root.as_fd(), &path),
+        };
+        let opened = match attempt {
             Some(Err(errno)) => {
                 log::info!(
                     "{command:?} {shown}: {}",
@@ -331,6 +395,7 @@ impl<B: TransferBackend> Server<B> {
                 dest,
                 hdtr,
                 range,
+                done,
             },
             status: StatusWriter::new(status_fd, !is_read),
             status_registered: false,
@@ -412,6 +477,7 @@ impl<B: TransferBackend> Server<B> {
             dest,
             hdtr,
             range,
+            done,
         } = std::mem::replace(&mut t.state, State::Finishing)
         else {
             return;
@@ -419,6 +485,15 @@ impl<B: TransferBackend> Server<B> {
         let command = t.command;
         let is_read = t.is_read();
         let size = range.clip(st.st_size as u64);
+        if done > size {
+            // A hand-off claiming more than the file holds (it shrank since
+            // the client's attempt, or the request lies).
+            log::info!(
+                "{command:?} {}: {done} bytes handed on of {size} (EINVAL)",
+                path.to_string_lossy()
+            );
+            return self.end(slot, Outcome::Failed(libc::EINVAL));
+        }
         let info = FileInfo::ok(size, st.st_atime, st.st_mtime, st.st_ctime, txnid);
         if is_read {
             self.backend.grow_pipe(t.status.fd(), size);
@@ -445,7 +520,9 @@ impl<B: TransferBackend> Server<B> {
                 dest_ready: true,
             },
         };
-        t.cursor = Cursor::new(hdtr.header, range.offset, size, hdtr.trailer);
+        // A hand-off continues where the client stopped: its header bytes
+        // are the ones not yet written, its file part what is left.
+        t.cursor = Cursor::new(hdtr.header, range.offset + done, size - done, hdtr.trailer);
         t.last_progress = Instant::now();
         let deadline = match &t.state {
             State::Opened { deadline, .. } => Some(*deadline),

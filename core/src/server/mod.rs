@@ -95,6 +95,14 @@ pub struct Config {
     pub allow_gids: Vec<u32>,
     /// The engine to run on.
     pub engine: EngineKind,
+    /// Whether clients may attempt transfers in their own process first
+    /// ("inline first", DESIGN.md), as the handshake tells them
+    /// (`--no-inline` turns it off for all).
+    pub allow_inline: bool,
+    /// The root's path as the daemon was given it, told to clients in the
+    /// handshake so that they can open it themselves (`None`: attempts not
+    /// allowed, there is nothing to open).
+    pub root_path: Option<std::path::PathBuf>,
 }
 
 impl Default for Config {
@@ -118,6 +126,8 @@ impl Default for Config {
             allow_uids: Vec::new(),
             allow_gids: Vec::new(),
             engine: EngineKind::Auto,
+            allow_inline: true,
+            root_path: None,
         }
     }
 }
@@ -128,6 +138,8 @@ struct Counters {
     completed: u64,
     failed: u64,
     bytes: u64,
+    /// Sends a client began in its own process and handed on.
+    handoffs: u64,
 }
 
 const LISTENER: usize = 0;

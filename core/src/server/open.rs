@@ -49,6 +49,14 @@ pub fn blocking<B: TransferBackend + ?Sized>(
     finish(backend.open_beneath(root, path))
 }
 
+/// A file a client opened itself and handed on with a Continue request:
+/// the same type check and shared lock as a file the daemon opened. Never
+/// waits: `fstat` of an open descriptor and `flock(LOCK_NB)`.
+pub fn adopt(file: OwnedFd) -> Opened {
+    let st = sys::fstat(file.as_fd()).map_err(|e| errno_of(&e))?;
+    finish(Ok((file, st)))
+}
+
 /// What the path alone decides.
 fn check_path(path: &CStr) -> Result<(), i32> {
     let bytes = path.to_bytes();

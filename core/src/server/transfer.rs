@@ -50,6 +50,10 @@ pub enum State {
         hdtr: HeaderTrailer,
         /// The part of the file asked for.
         range: Range,
+        /// File bytes of the range a client already wrote to the
+        /// destination before handing the transfer on (Continue); 0
+        /// otherwise.
+        done: u64,
     },
     /// Opened, waiting for Send Open until `deadline`.
     Opened {

@@ -190,3 +190,13 @@ fn openat(dir: BorrowedFd<'_>, path: &CStr, flags: libc::c_int) -> io::Result<Ow
     // SAFETY: openat returned a new descriptor we now own.
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
+
+/// No `splice`: `ENOSYS`.
+pub fn file_to_pipe_nowait(
+    _file: BorrowedFd<'_>,
+    _offset: &mut u64,
+    _pipe: BorrowedFd<'_>,
+    _len: usize,
+) -> io::Result<usize> {
+    Err(io::Error::from_raw_os_error(libc::ENOSYS))
+}

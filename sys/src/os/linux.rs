@@ -463,3 +463,17 @@ fn offset_of(offset: u64) -> io::Result<i64> {
 pub fn read_cached(file: BorrowedFd<'_>, buf: &mut [u8], offset: u64) -> io::Result<usize> {
     preadv2_nowait(file, buf, offset)
 }
+
+/// [`crate::nowait::file_to_pipe_nowait`]: `splice(2)` with
+/// `SPLICE_F_NONBLOCK`, which makes the pipe side non-blocking for this call.
+pub fn file_to_pipe_nowait(
+    file: BorrowedFd<'_>,
+    offset: &mut u64,
+    pipe: BorrowedFd<'_>,
+    len: usize,
+) -> io::Result<usize> {
+    let mut off = offset_of(*offset)?;
+    let n = splice(file, &mut off, pipe, len, libc::SPLICE_F_NONBLOCK)?;
+    *offset += n as u64;
+    Ok(n)
+}

@@ -80,3 +80,13 @@ pub fn open_beneath(
 ) -> Option<OpenAttempt> {
     None
 }
+
+/// No `splice`: `ENOSYS`.
+pub fn file_to_pipe_nowait(
+    _file: BorrowedFd<'_>,
+    _offset: &mut u64,
+    _pipe: BorrowedFd<'_>,
+    _len: usize,
+) -> io::Result<usize> {
+    Err(io::Error::from_raw_os_error(libc::ENOSYS))
+}

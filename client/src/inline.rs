@@ -1,0 +1,391 @@
+//! Inline first (DESIGN.md, "Inline first"; spec/c-api.md, "where a
+//! transfer runs"): a Send does in the caller's process what cannot wait,
+//! and hands the daemon only what would.
+//!
+//! Rule: nothing here waits. Every call is one the kernel answers from
+//! memory or refuses at once: the open beneath the root from the kernel's
+//! caches only (`RESOLVE_CACHED`, `RESOLVE_NO_XDEV`, and only on a
+//! filesystem whose opens never wait), the data only from the page cache
+//! (`preadv2(RWF_NOWAIT)`, or a probe before `splice`), the destination only
+//! as far as it takes without waiting whatever its `O_NONBLOCK`
+//! (`MSG_DONTWAIT` for sockets, `SPLICE_F_NONBLOCK` for pipes). Whatever did
+//! not finish goes to the daemon as one Continue request carrying the file
+//! already opened, the offset reached and the header bytes not yet written,
+//! on a status channel the daemon writes exactly as for a Send. A transfer
+//! finished here gets its file info and completion written into a fresh
+//! pipe, so the caller reads the same bytes either way.
+//!
+//! The one wait is the handshake, once per connection ([`Inline::handshake`]):
+//! the daemon says where its root is and whether attempts are allowed; the
+//! client opens the root itself (with its own credentials) and checks that
+//! it is the same directory. Nothing of the daemon's is passed.
+//!
+//! What runs here: Send and Send with header and trailer to a stream
+//! socket, Send to a pipe. Everything else (Read, Open, Send Open, other
+//! destinations, other systems than Linux) goes to the daemon whole.
+
+use std::ffi::{CStr, CString};
+use std::io;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use crate::protocol::{self as proto, FileInfo, HeaderTrailer, Range, Request, XferStat};
+use crate::sys::beneath::{open_beneath, OpenAttempt, Resolve};
+use crate::sys::cache::{self, Residency};
+use crate::sys::fsfacts::FsFacts;
+use crate::sys::{self, DestKind};
+
+/// The environment variable that, set to `0`, turns the attempt off in a
+/// process: every request goes to the daemon whole.
+pub const INLINE_ENV: &str = "SENDFILED_INLINE";
+
+/// How long the handshake waits for the daemon's answer.
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Bytes read from the page cache per step of a Send to a socket.
+const STEP: usize = 64 * 1024;
+
+static FINISHED: AtomicU64 = AtomicU64::new(0);
+static HANDED_ON_PARTIAL: AtomicU64 = AtomicU64::new(0);
+static HANDED_ON_WHOLE: AtomicU64 = AtomicU64::new(0);
+static IDS: AtomicU64 = AtomicU64::new(1);
+
+/// What this process's attempts came to, since it started.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct InlineStats {
+    /// Transfers finished in this process.
+    pub finished: u64,
+    /// Transfers handed to the daemon after part was written here.
+    pub handed_on_partial: u64,
+    /// Transfers attempted here that went to the daemon with nothing
+    /// written (a file not in the caches, a full destination, ...).
+    pub handed_on_whole: u64,
+}
+
+/// This process's counters.
+pub fn stats() -> InlineStats {
+    InlineStats {
+        finished: FINISHED.load(Ordering::Relaxed),
+        handed_on_partial: HANDED_ON_PARTIAL.load(Ordering::Relaxed),
+        handed_on_whole: HANDED_ON_WHOLE.load(Ordering::Relaxed),
+    }
+}
+
+/// Whether [`INLINE_ENV`] allows attempts (unset, or anything but `0`).
+pub fn enabled_by_env() -> bool {
+    std::env::var_os(INLINE_ENV).is_none_or(|v| v != "0")
+}
+
+/// What one connection needs for attempts: the root, opened by this
+/// process, and what it learnt of its filesystem.
+#[derive(Debug)]
+pub struct Inline {
+    root: OwnedFd,
+    facts: FsFacts,
+}
+
+impl Inline {
+    /// The handshake on the request socket `sock`: `None` (every request
+    /// then goes to the daemon) when [`INLINE_ENV`] is `0`, on a system
+    /// without a page-cache probe, when the daemon does not answer within
+    /// [`HANDSHAKE_TIMEOUT`], refuses (`--no-inline`, the allow-list), or
+    /// names a root this process cannot open or that is not the directory
+    /// the daemon serves, or whose filesystem's opens may wait.
+    pub fn handshake(sock: BorrowedFd<'_>) -> Option<Inline> {
+        if !enabled_by_env() || !cfg!(target_os = "linux") {
+            return None;
+        }
+        let hello = ask_hello(sock).ok()??;
+        if !hello.inline_allowed {
+            return None;
+        }
+        let path = CString::new(hello.root_path).ok()?;
+        let root = sys::open_dir(&path).ok()?;
+        let st = sys::fstat(root.as_fd()).ok()?;
+        #[allow(clippy::unnecessary_cast)]
+        if st.st_dev as u64 != hello.root_dev || st.st_ino as u64 != hello.root_ino {
+            return None;
+        }
+        let facts = FsFacts::new();
+        facts.learn_filesystem(root.as_fd(), st.st_dev);
+        if !facts.opens_never_wait(st.st_dev) {
+            return None;
+        }
+        Some(Inline { root, facts })
+    }
+
+    /// The attempt itself; see the top of this file.
+    fn attempt(
+        &self,
+        path: &CStr,
+        range: Range,
+        hdtr: &HeaderTrailer,
+        dest: BorrowedFd<'_>,
+    ) -> Attempt {
+        let to_socket = match sys::dest_kind(dest) {
+            Ok(DestKind::StreamSocket) => true,
+            Ok(DestKind::Pipe) if hdtr.header.is_empty() && hdtr.trailer.is_empty() => false,
+            _ => return Attempt::Whole,
+        };
+        let how = Resolve {
+            cached_only: true,
+            same_mount: true,
+            else_open: false,
+            force_walk: false,
+        };
+        // Every refusal goes to the daemon, which answers it: the same
+        // errno as a client that never tried (and a file only the daemon
+        // may read is its to send).
+        let (file, st) = match open_beneath(self.root.as_fd(), path, how, &self.facts) {
+            OpenAttempt::Done(Ok(opened)) => opened,
+            OpenAttempt::Done(Err(_)) | OpenAttempt::WouldBlock => return Attempt::Whole,
+        };
+        if sys::flock_shared_nonblocking(file.as_fd()).is_err() {
+            return Attempt::Whole;
+        }
+        let size = range.clip(st.st_size as u64);
+        let mut w = Progress {
+            hdr_done: 0,
+            done: 0,
+        };
+        let finished = if to_socket {
+            w.to_socket(file.as_fd(), dest, range.offset, size, hdtr)
+        } else {
+            w.to_pipe(file.as_fd(), dest, range.offset, size)
+        };
+        if !finished {
+            return Attempt::HandOn {
+                file,
+                done: w.done,
+                hdr_done: w.hdr_done,
+            };
+        }
+        match finished_channel(size, &st) {
+            Ok(status) => Attempt::Finished(status),
+            // Out of descriptors for the channel: the data went out, and
+            // the daemon cannot be asked to report it. The error stands.
+            Err(e) => Attempt::Failed(e),
+        }
+    }
+}
+
+/// Sends Hello and reads the answer; `Ok(None)` for a refusal or an answer
+/// that is not a [`proto::Hello`] (an older daemon says `EINVAL`).
+fn ask_hello(sock: BorrowedFd<'_>) -> io::Result<Option<proto::Hello>> {
+    let (r, w) = sys::pipe()?;
+    let bytes = Request::Hello.encode()?;
+    crate::client::send_request_bytes(sock, &bytes, &[w.as_fd()])?;
+    drop(w);
+    if !sys::wait_readable(r.as_fd(), HANDSHAKE_TIMEOUT)? {
+        return Ok(None);
+    }
+    let mut buf = vec![0u8; libc::PIPE_BUF];
+    let n = sys::read(r.as_fd(), &mut buf)?;
+    Ok(proto::Hello::decode(&buf[..n]))
+}
+
+/// How far an attempt got.
+struct Progress {
+    hdr_done: usize,
+    done: u64,
+}
+
+impl Progress {
+    /// Header, file and trailer to a stream socket with `MSG_DONTWAIT`, the
+    /// file read from the page cache only. True when all of it went.
+    fn to_socket(
+        &mut self,
+        file: BorrowedFd<'_>,
+        sock: BorrowedFd<'_>,
+        offset: u64,
+        size: u64,
+        hdtr: &HeaderTrailer,
+    ) -> bool {
+        let more = if size > 0 || !hdtr.trailer.is_empty() {
+            more_flag()
+        } else {
+            0
+        };
+        while self.hdr_done < hdtr.header.len() {
+            match sys::send_dontwait(sock, &hdtr.header[self.hdr_done..], more) {
+                Ok(n) => self.hdr_done += n,
+                Err(_) => return false,
+            }
+        }
+        let mut buf = vec![0u8; (size.min(STEP as u64)) as usize];
+        while self.done < size {
+            let want = (size - self.done).min(buf.len() as u64) as usize;
+            let got = match cache::read_cached(file, &mut buf[..want], offset + self.done) {
+                // 0 before the size: the file shrank, or the early zero of
+                // some kernels for a page not cached. The daemon decides.
+                Ok(0) | Err(_) => return false,
+                Ok(n) => n,
+            };
+            let last = self.done + got as u64 == size && hdtr.trailer.is_empty();
+            let flags = if last { 0 } else { more_flag() };
+            match sys::send_dontwait(sock, &buf[..got], flags) {
+                Ok(n) => {
+                    self.done += n as u64;
+                    if n < got {
+                        // A short send: the socket is full.
+                        return false;
+                    }
+                }
+                Err(_) => return false,
+            }
+        }
+        let mut trl_done = 0;
+        while trl_done < hdtr.trailer.len() {
+            match sys::send_dontwait(sock, &hdtr.trailer[trl_done..], 0) {
+                Ok(n) => trl_done += n,
+                Err(_) => {
+                    // The trailer cannot be handed on in part: what is
+                    // left of it is the daemon's whole.
+                    return false;
+                }
+            }
+        }
+        true
+    }
+
+    /// The file to a pipe: each step probed in the page cache, then moved
+    /// with `splice(SPLICE_F_NONBLOCK)`. True when all of it went.
+    fn to_pipe(
+        &mut self,
+        file: BorrowedFd<'_>,
+        pipe: BorrowedFd<'_>,
+        offset: u64,
+        size: u64,
+    ) -> bool {
+        let facts = FsFacts::new();
+        while self.done < size {
+            let want = (size - self.done).min(STEP as u64) as usize;
+            let at = offset + self.done;
+            match cache::probe(file, at, want, &facts) {
+                Ok(Residency::Cached) => {}
+                _ => return false,
+            }
+            let mut off = at;
+            match sys::file_to_pipe_nowait(file, &mut off, pipe, want) {
+                Ok(0) | Err(_) => return false,
+                Ok(n) => self.done += n as u64,
+            }
+        }
+        true
+    }
+}
+
+/// `MSG_MORE` where the system has it: more bytes follow this send.
+fn more_flag() -> libc::c_int {
+    #[cfg(target_os = "linux")]
+    return libc::MSG_MORE;
+    #[cfg(not(target_os = "linux"))]
+    return 0;
+}
+
+/// A fresh pipe holding what the daemon would have written for a Send that
+/// went out without waiting: the file info and the completion, in one
+/// write; its read end.
+fn finished_channel(size: u64, st: &libc::stat) -> io::Result<OwnedFd> {
+    let (r, w) = sys::pipe()?;
+    let info = FileInfo::ok(size, st.st_atime, st.st_mtime, st.st_ctime, inline_id());
+    let mut msg = Vec::with_capacity(proto::FILE_INFO_LEN + proto::XFER_STAT_LEN);
+    msg.extend_from_slice(&info.encode());
+    msg.extend_from_slice(&XferStat::complete().encode());
+    sys::write_message(w.as_fd(), &msg)?;
+    Ok(r)
+}
+
+/// An id for a transfer finished here: the top bit set, which the daemon's
+/// ids never have, so the two never collide (a Cancel of it finds nothing).
+fn inline_id() -> u64 {
+    let top = 1u64 << (usize::BITS - 1);
+    top | (IDS.fetch_add(1, Ordering::Relaxed) & (top - 1))
+}
+
+/// What an attempt came to.
+enum Attempt {
+    /// All of it went; the status channel to hand the caller.
+    Finished(OwnedFd),
+    /// The data went but no channel could be made.
+    Failed(io::Error),
+    /// Part (maybe none) went; the rest is the daemon's, from here.
+    HandOn {
+        file: OwnedFd,
+        done: u64,
+        hdr_done: usize,
+    },
+    /// Nothing was tried that the daemon must know of.
+    Whole,
+}
+
+/// Send File through `sock`, attempted here first when `inline` allows:
+/// the status channel's read end, which carries what the daemon's would.
+pub fn send(
+    sock: BorrowedFd<'_>,
+    inline: Option<&Inline>,
+    path: &CStr,
+    range: Range,
+    hdtr: &HeaderTrailer,
+    dest: BorrowedFd<'_>,
+) -> io::Result<OwnedFd> {
+    let attempt = match inline {
+        Some(i) => i.attempt(path, range, hdtr, dest),
+        None => return send_whole(sock, path, range, hdtr, dest),
+    };
+    match attempt {
+        Attempt::Finished(status) => {
+            FINISHED.fetch_add(1, Ordering::Relaxed);
+            Ok(status)
+        }
+        Attempt::Failed(e) => Err(e),
+        Attempt::HandOn {
+            file,
+            done,
+            hdr_done,
+        } => {
+            let partial = done > 0 || hdr_done > 0;
+            let req = Request::Continue {
+                range,
+                done,
+                hdtr: HeaderTrailer {
+                    header: hdtr.header[hdr_done..].to_vec(),
+                    trailer: hdtr.trailer.clone(),
+                },
+            };
+            let bytes = req.encode()?;
+            let (r, w) = sys::pipe()?;
+            crate::client::send_request_bytes(sock, &bytes, &[w.as_fd(), dest, file.as_fd()])?;
+            if partial {
+                HANDED_ON_PARTIAL.fetch_add(1, Ordering::Relaxed);
+            } else {
+                HANDED_ON_WHOLE.fetch_add(1, Ordering::Relaxed);
+            }
+            Ok(r)
+        }
+        Attempt::Whole => {
+            HANDED_ON_WHOLE.fetch_add(1, Ordering::Relaxed);
+            send_whole(sock, path, range, hdtr, dest)
+        }
+    }
+}
+
+/// The daemon's Send, as before inline first.
+fn send_whole(
+    sock: BorrowedFd<'_>,
+    path: &CStr,
+    range: Range,
+    hdtr: &HeaderTrailer,
+    dest: BorrowedFd<'_>,
+) -> io::Result<OwnedFd> {
+    let req = Request::Send {
+        path: path.to_owned(),
+        range,
+        hdtr: hdtr.clone(),
+    };
+    let bytes = req.encode()?;
+    let (r, w) = sys::pipe()?;
+    crate::client::send_request_bytes(sock, &bytes, &[w.as_fd(), dest])?;
+    Ok(r)
+}
