@@ -7,8 +7,12 @@
 # portable read/write copy path and path walk that FreeBSD and macOS use, and
 # then the C suite and the Rust tests once more with SENDFILED_ENGINE=epoll,
 # so that every test runs on each engine (elsewhere the readiness loop,
-# kqueue, is the only engine). The last lines total the passes: the Rust
-# tests of all of them, and the C suite's.
+# kqueue, is the only engine). The first passes run with the client's
+# in-process attempt on (the default: a cached Send finishes in the client,
+# the rest is handed on); the forced-fallback and epoll passes run with
+# SENDFILED_INLINE=0, so that every request reaches the daemon and its copy
+# paths and engine are what the suites test. The last lines total the
+# passes: the Rust tests of all of them, and the C suite's.
 #
 # This is the README's test command. Extra arguments go to `cargo test`.
 set -euo pipefail
@@ -47,12 +51,13 @@ banner "cargo test --workspace"
 cargo_tests ${1+"$@"}
 
 if [ "$(host_os)" = Linux ]; then
-  banner "cargo test --workspace with SENDFILED_FORCE_FALLBACK=1 (portable copy path and path walk)"
+  export SENDFILED_INLINE=0
+  banner "cargo test --workspace with SENDFILED_FORCE_FALLBACK=1 SENDFILED_INLINE=0 (portable copy path and path walk, every request the daemon's)"
   SENDFILED_FORCE_FALLBACK=1 cargo_tests ${1+"$@"}
 
   export SENDFILED_ENGINE=epoll
-  c_tests "SENDFILED_ENGINE=epoll"
-  banner "cargo test --workspace with SENDFILED_ENGINE=epoll (the readiness loop)"
+  c_tests "SENDFILED_ENGINE=epoll SENDFILED_INLINE=0"
+  banner "cargo test --workspace with SENDFILED_ENGINE=epoll SENDFILED_INLINE=0 (the readiness loop)"
   cargo_tests ${1+"$@"}
 else
   echo "skipped: the forced-fallback pass (Linux only: elsewhere the fallback is the native path)"

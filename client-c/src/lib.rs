@@ -21,13 +21,14 @@
 use std::cell::Cell;
 use std::ffi::{c_char, c_int, c_void, CStr, CString, OsStr};
 use std::io;
-use std::os::fd::{AsFd, BorrowedFd, IntoRawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, IntoRawFd};
 use std::os::unix::ffi::OsStrExt;
 use std::panic::{self, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
-use std::sync::Once;
+use std::sync::{Arc, Mutex, Once};
 
 use sendfiled_client::client::{self, SpawnOptions, Spawned};
+use sendfiled_client::inline::{self, Inline};
 use sendfiled_client::protocol::{
     self as proto, FileInfo, HeaderTrailer, Range, Request, XferStat, SFD_FILE_INFO, SFD_HDR_SIZE,
     SFD_STAT_OK, SFD_XFER_STAT,
@@ -301,7 +302,9 @@ pub unsafe extern "C" fn sfd_connect(
             return Err(libc::ENAMETOOLONG);
         }
         let c = client::Client::connect_path(&path).map_err(os)?;
-        Ok(c.into_fd().into_raw_fd())
+        let fd = c.into_fd();
+        register_connection(fd.as_fd());
+        Ok(fd.into_raw_fd())
     })
 }
 
@@ -401,9 +404,70 @@ pub unsafe extern "C" fn sfd_send_hdtr(
         let range = range_arg(offset, len)?;
         // SAFETY: per this function's contract.
         let hdtr = unsafe { hdtr_arg(hdr, hdr_len, trl, trl_len)? };
-        let req = Request::Send { path, range, hdtr };
-        submit_with_channel(srv, &req, Some(dest), nonblock)
+        // The limits fail before anything is sent, the handshake included.
+        proto::check_send_limits(&path, &hdtr).map_err(|e| e.errno())?;
+        let inline = inline_for(srv);
+        let status = inline::send(srv, inline.as_deref(), &path, range, &hdtr, dest).map_err(os)?;
+        if nonblock {
+            sys::set_nonblocking(status.as_fd(), true).map_err(os)?;
+        }
+        Ok(status.into_raw_fd())
     })
+}
+
+/// Per request socket made by [`sfd_connect`], the handshake's result
+/// (`sendfiled_client::inline`), made on the first Send through it. Kept by
+/// descriptor number, and checked against the socket's identity (`st_dev`,
+/// `st_ino`) on every use: an application may close a descriptor and get
+/// the same number back for another socket, which is then the daemon's
+/// alone. A socket the library did not connect (one the application made
+/// itself, a test's fake server) never sees a handshake.
+type InlineEntry = (
+    c_int,
+    (libc::dev_t, libc::ino_t),
+    Option<Option<Arc<Inline>>>,
+);
+static INLINE: Mutex<Vec<InlineEntry>> = Mutex::new(Vec::new());
+
+/// The identity of the socket `fd`.
+fn socket_id(fd: BorrowedFd<'_>) -> Option<(libc::dev_t, libc::ino_t)> {
+    sys::fstat(fd).ok().map(|st| (st.st_dev, st.st_ino))
+}
+
+/// Remembers a socket [`sfd_connect`] made; its handshake comes later.
+fn register_connection(fd: BorrowedFd<'_>) {
+    let Some(id) = socket_id(fd) else { return };
+    let raw = fd.as_raw_fd();
+    let mut table = INLINE.lock().unwrap_or_else(|e| e.into_inner());
+    table.retain(|(n, _, _)| *n != raw);
+    table.push((raw, id, None));
+}
+
+fn inline_for(srv: BorrowedFd<'_>) -> Option<Arc<Inline>> {
+    if !inline::enabled_by_env() {
+        return None;
+    }
+    let id = socket_id(srv)?;
+    let raw = srv.as_raw_fd();
+    {
+        let mut table = INLINE.lock().unwrap_or_else(|e| e.into_inner());
+        let at = table.iter().position(|(fd, _, _)| *fd == raw)?;
+        if table[at].1 != id {
+            // The number was closed and reused for another socket.
+            table.swap_remove(at);
+            return None;
+        }
+        if let Some(known) = &table[at].2 {
+            return known.clone();
+        }
+    }
+    // Outside the lock: the handshake waits for the daemon.
+    let made = Inline::handshake(srv).map(Arc::new);
+    let mut table = INLINE.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(e) = table.iter_mut().find(|(fd, i, _)| *fd == raw && *i == id) {
+        e.2 = Some(made.clone());
+    }
+    made
 }
 
 /// Open File: returns the status pipe (the file info with the transfer id

@@ -60,7 +60,7 @@ pub struct Client {
     sock: UnixDatagram,
     /// The handshake's result, made on the first Send
     /// ([`crate::inline`]); `None` inside: every request goes whole.
-    inline: std::sync::OnceLock<Option<crate::inline::Inline>>,
+    inline: std::sync::OnceLock<Option<Box<crate::inline::Inline>>>,
 }
 
 /// The path of a daemon's request socket: `SOCKDIR/NAME`.
@@ -142,12 +142,13 @@ impl Client {
         hdtr: HeaderTrailer,
     ) -> io::Result<StatusChannel> {
         let path = path_arg(path)?;
+        proto::check_send_limits(&path, &hdtr)?;
         let inline = self
             .inline
-            .get_or_init(|| crate::inline::Inline::handshake(self.sock.as_fd()));
+            .get_or_init(|| crate::inline::Inline::handshake(self.sock.as_fd()).map(Box::new));
         let fd = crate::inline::send(
             self.sock.as_fd(),
-            inline.as_ref(),
+            inline.as_deref(),
             &path,
             range,
             &hdtr,

@@ -74,7 +74,7 @@ pub fn stats() -> InlineStats {
 
 /// Whether [`INLINE_ENV`] allows attempts (unset, or anything but `0`).
 pub fn enabled_by_env() -> bool {
-    std::env::var_os(INLINE_ENV).is_none_or(|v| v != "0")
+    std::env::var_os(INLINE_ENV).map_or(true, |v| v != "0")
 }
 
 /// What one connection needs for attempts: the root, opened by this
@@ -150,9 +150,9 @@ impl Inline {
             done: 0,
         };
         let finished = if to_socket {
-            w.to_socket(file.as_fd(), dest, range.offset, size, hdtr)
+            w.write_socket(file.as_fd(), dest, range.offset, size, hdtr)
         } else {
-            w.to_pipe(file.as_fd(), dest, range.offset, size)
+            w.write_pipe(file.as_fd(), dest, range.offset, size)
         };
         if !finished {
             return Attempt::HandOn {
@@ -194,7 +194,7 @@ struct Progress {
 impl Progress {
     /// Header, file and trailer to a stream socket with `MSG_DONTWAIT`, the
     /// file read from the page cache only. True when all of it went.
-    fn to_socket(
+    fn write_socket(
         &mut self,
         file: BorrowedFd<'_>,
         sock: BorrowedFd<'_>,
@@ -251,7 +251,7 @@ impl Progress {
 
     /// The file to a pipe: each step probed in the page cache, then moved
     /// with `splice(SPLICE_F_NONBLOCK)`. True when all of it went.
-    fn to_pipe(
+    fn write_pipe(
         &mut self,
         file: BorrowedFd<'_>,
         pipe: BorrowedFd<'_>,

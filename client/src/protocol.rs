@@ -204,6 +204,19 @@ pub enum Request {
     Hello,
 }
 
+/// The limits a Send's path and header/trailer must keep, checked before
+/// anything is sent (the handshake included): what
+/// [`Request::encode_into`] refuses for them.
+pub fn check_send_limits(path: &CStr, hdtr: &HeaderTrailer) -> Result<(), EncodeError> {
+    if path.to_bytes().len() > MAX_PATH_LEN {
+        return Err(EncodeError::PathTooLong);
+    }
+    if hdtr.header.len() + hdtr.trailer.len() > MAX_HDTR_LEN {
+        return Err(EncodeError::HdtrTooLong);
+    }
+    Ok(())
+}
+
 /// Why a request could not be encoded (client side).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum EncodeError {
@@ -569,8 +582,9 @@ pub struct Hello {
 
 /// Fixed part of an encoded [`Hello`].
 pub const HELLO_FIXED_LEN: usize = 24;
-/// The longest root path a [`Hello`] carries.
-pub const HELLO_MAX_PATH: usize = 4000;
+/// The longest root path a [`Hello`] carries: what fits one atomic pipe
+/// write (`PIPE_BUF` is 4096 bytes on Linux, 512 on FreeBSD and macOS).
+pub const HELLO_MAX_PATH: usize = libc::PIPE_BUF - HELLO_FIXED_LEN - 8;
 const _: () = assert!(HELLO_FIXED_LEN + HELLO_MAX_PATH < libc::PIPE_BUF);
 
 impl Hello {

@@ -218,6 +218,8 @@ impl<B: TransferBackend> Server<B> {
     /// Answers the handshake, on a pipe only: what a client needs to open
     /// files beneath the root itself, and whether it may (the allow-list
     /// was checked before: a refused caller got `EACCES` instead).
+    // dev_t and ino_t are not u64 everywhere (macOS).
+    #[allow(clippy::unnecessary_cast)]
     fn answer_hello(&mut self, reply: OwnedFd) {
         if !sys::fstat(reply.as_fd()).is_ok_and(|st| sys::is_fifo(&st)) {
             log::warn!("handshake: reply channel is not a pipe; closed unanswered");

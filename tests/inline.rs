@@ -1,0 +1,209 @@
+//! Inline first, end to end: Sends a client finishes in its own process,
+//! Sends it hands on part-way, and the switches that turn the attempt off,
+//! against the real daemon. What went where is told by the daemon's own
+//! counters (a Send finished in the client never reaches it) and by the
+//! client's (`sendfiled_client::inline::stats`).
+
+mod common;
+
+use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::net::UnixStream;
+use std::sync::mpsc;
+use std::time::Duration;
+
+use common::*;
+use sendfiled_client::client::{Client, Range};
+use sendfiled_client::inline;
+use sendfiled_client::protocol::{FileInfo, FILE_INFO_LEN, SFD_XFER_STAT, XFER_STAT_LEN};
+use sendfiled_core::sys;
+
+/// The daemon's (completed, handoffs) counters.
+fn counters(c: &Client) -> (u64, u64) {
+    let s = c.server_status(WAIT).expect("status");
+    (s.completed, s.handoffs)
+}
+
+/// Reads what the peer socket got until `n` bytes or end of file.
+fn drain(sock: &UnixStream, n: usize) -> Vec<u8> {
+    read_exact_or_eof(sock.as_fd(), n)
+}
+
+/// Every byte of a status channel until end of file.
+fn status_bytes(ch: OwnedFd) -> Vec<u8> {
+    read_to_end(ch.as_fd())
+}
+
+#[test]
+fn a_cached_send_finishes_in_the_client_with_the_daemons_bytes() {
+    let inlined = Daemon::start();
+    let whole = Daemon::start_with(&["--no-inline"]);
+    let data = pattern(4096);
+    for d in [&inlined, &whole] {
+        d.write("f.bin", &data);
+    }
+    let mut seen = Vec::new();
+    for d in [&inlined, &whole] {
+        let c = d.client();
+        let before = counters(&c);
+        let (a, b) = UnixStream::pair().unwrap();
+        let ch = c.send("f.bin", a.as_fd(), Range::WHOLE).expect("send");
+        assert_eq!(drain(&b, data.len()), data);
+        let bytes = status_bytes(ch.into_fd());
+        // File info and completion, nothing else, as the daemon writes them.
+        assert_eq!(bytes.len(), FILE_INFO_LEN + XFER_STAT_LEN, "{bytes:?}");
+        let info = FileInfo::decode(&bytes).expect("file info");
+        assert_eq!(info.size, data.len());
+        assert_ne!(info.txnid, 0);
+        assert_eq!(bytes[FILE_INFO_LEN], SFD_XFER_STAT);
+        seen.push((info, bytes[FILE_INFO_LEN..].to_vec(), before, counters(&c)));
+    }
+    let (inl, whl) = (&seen[0], &seen[1]);
+    // The same message but for the transfer id: an id from the client has
+    // the top bit set, the daemon's never.
+    assert_eq!((inl.0.size, inl.0.mtime), (whl.0.size, whl.0.mtime));
+    assert_eq!(inl.1, whl.1, "the completion");
+    assert_ne!(inl.0.txnid >> (usize::BITS - 1), 0);
+    assert_eq!(whl.0.txnid >> (usize::BITS - 1), 0);
+    // Where it ran: the daemon with --no-inline did the work itself.
+    assert_eq!(
+        whl.3 .0,
+        whl.2 .0 + 1,
+        "--no-inline: the daemon completed it"
+    );
+    assert_eq!(whl.3 .1, 0, "--no-inline: nothing handed on");
+    if inline::enabled_by_env() {
+        assert_eq!(inl.3 .0, inl.2 .0, "finished in the client, not the daemon");
+    }
+}
+
+#[test]
+fn a_destination_that_fills_is_finished_by_the_daemon_byte_for_byte() {
+    let d = Daemon::start();
+    let data = pattern(4 << 20);
+    d.write("big.bin", &data);
+    // Read once so that the file is in the page cache.
+    let c = d.client();
+    let (a, b) = UnixStream::pair().unwrap();
+    let ch = c.send("big.bin", a.as_fd(), Range::WHOLE).expect("send");
+    let reader = std::thread::spawn(move || drain(&b, 4 << 20));
+    assert!(complete(&ch).complete);
+    assert_eq!(reader.join().unwrap(), data);
+
+    // A small socket buffer and nobody reading yet: the attempt writes what
+    // fits and hands on the rest; the daemon continues from there once the
+    // reader drains.
+    let before = counters(&c);
+    let stats_before = inline::stats();
+    let (a, b) = UnixStream::pair().unwrap();
+    sys::raise_socket_buffer(a.as_fd(), libc::SO_SNDBUF, 4096);
+    let ch = c
+        .send(
+            "big.bin",
+            a.as_fd(),
+            Range {
+                offset: 1000,
+                len: 3 << 20,
+            },
+        )
+        .expect("send");
+    let got = drain(&b, 3 << 20);
+    assert_eq!(got.len(), 3 << 20);
+    assert!(
+        got == data[1000..1000 + (3 << 20)],
+        "bytes lost or sent twice"
+    );
+    let done = complete(&ch);
+    assert!(done.complete, "{done:?}");
+    assert_eq!(done.info.map(|i| i.size), Some(3 << 20));
+    assert!(done.progress < 3 << 20, "progress sums below the size");
+    // Nothing more arrives after the range.
+    drop(a);
+    assert!(drain(&b, 1).is_empty());
+    if inline::enabled_by_env() {
+        let after = counters(&c);
+        assert_eq!(after.1, before.1 + 1, "one hand-off received");
+        assert_eq!(after.0, before.0 + 1, "the daemon completed it");
+        assert!(inline::stats().handed_on_partial > stats_before.handed_on_partial);
+    }
+}
+
+#[test]
+fn a_blocking_destination_never_blocks_the_caller() {
+    let d = Daemon::start();
+    let data = pattern(8 << 20);
+    d.write("big.bin", &data);
+    let c = d.client();
+    let (a, b) = UnixStream::pair().unwrap();
+    // The application's descriptor is blocking and nobody reads yet.
+    sys::set_nonblocking(a.as_fd(), false).unwrap();
+    let (tx, rx) = mpsc::channel();
+    let sender = std::thread::spawn(move || {
+        let ch = c.send("big.bin", a.as_fd(), Range::WHOLE);
+        tx.send(()).unwrap();
+        (ch, a, c)
+    });
+    // send() returns while the socket is full: the rest is the daemon's.
+    assert!(
+        rx.recv_timeout(Duration::from_secs(10)).is_ok(),
+        "send blocked on a full, blocking destination"
+    );
+    let (ch, _a, _c) = sender.join().unwrap();
+    let ch = ch.expect("send");
+    assert_eq!(drain(&b, data.len()), data);
+    assert!(complete(&ch).complete);
+}
+
+#[test]
+fn a_pipe_destination_gets_the_same_bytes_and_messages() {
+    let d = Daemon::start();
+    let data = pattern(100_000);
+    d.write("f.bin", &data);
+    let c = d.client();
+    for _ in 0..2 {
+        let (r, w) = pipe();
+        let ch = c.send("f.bin", w.as_fd(), Range::WHOLE).expect("send");
+        let reader = std::thread::spawn(move || read_exact_or_eof(r.as_fd(), 100_000));
+        let done = complete(&ch);
+        assert!(done.complete, "{done:?}");
+        assert_eq!(done.info.map(|i| i.size), Some(100_000));
+        drop(w);
+        assert_eq!(reader.join().unwrap(), data);
+    }
+}
+
+#[test]
+fn refusals_are_the_daemons_answers() {
+    let d = Daemon::start();
+    d.write("f.bin", b"x");
+    std::fs::create_dir(d.root().join("dir")).unwrap();
+    let c = d.client();
+    for (path, errno) in [
+        ("missing", libc::ENOENT),
+        ("dir", libc::EINVAL),
+        ("/", libc::EINVAL),
+        ("", libc::ENOENT),
+        ("../f.bin", libc::EACCES),
+        ("f.bin/x", libc::ENOTDIR),
+    ] {
+        let (a, _b) = UnixStream::pair().unwrap();
+        let ch = c.send(path, a.as_fd(), Range::WHOLE).expect("send");
+        assert_eq!(complete(&ch).error, Some(errno), "{path:?}");
+    }
+}
+
+#[test]
+fn no_inline_sends_everything_to_the_daemon() {
+    let d = Daemon::start_with(&["--no-inline"]);
+    d.write("f.bin", &pattern(4096));
+    let c = d.client();
+    let before = counters(&c);
+    for _ in 0..3 {
+        let (a, b) = UnixStream::pair().unwrap();
+        let ch = c.send("f.bin", a.as_fd(), Range::WHOLE).expect("send");
+        assert_eq!(drain(&b, 4096).len(), 4096);
+        assert!(complete(&ch).complete);
+    }
+    let after = counters(&c);
+    assert_eq!(after.0, before.0 + 3, "the daemon completed all three");
+    assert_eq!(after.1, 0);
+}
