@@ -207,3 +207,34 @@ fn no_inline_sends_everything_to_the_daemon() {
     assert_eq!(after.0, before.0 + 3, "the daemon completed all three");
     assert_eq!(after.1, 0);
 }
+
+#[tokio::test(flavor = "current_thread")]
+async fn the_async_client_makes_the_same_attempt() {
+    use sendfiled_client::AsyncClient;
+    let d = Daemon::start();
+    let data = pattern(4096);
+    d.write("f.bin", &data);
+    let big = pattern(2 << 20);
+    d.write("big.bin", &big);
+    let c = AsyncClient::new(d.client()).expect("async client");
+    let before = counters(c.client());
+    let (a, b) = UnixStream::pair().unwrap();
+    let sent = c.send("f.bin", a.as_fd(), Range::WHOLE).await.expect("send");
+    assert_eq!(sent.info.size, 4096);
+    assert_eq!(drain(&b, 4096), data);
+    // A destination that fills: handed on, finished by the daemon while a
+    // thread drains it.
+    let (a, b) = UnixStream::pair().unwrap();
+    sys::raise_socket_buffer(a.as_fd(), libc::SO_SNDBUF, 4096);
+    let reader = std::thread::spawn(move || drain(&b, 2 << 20));
+    let sent = c.send("big.bin", a.as_fd(), Range::WHOLE).await.expect("send");
+    assert_eq!(sent.info.size, 2 << 20);
+    assert!(reader.join().unwrap() == big, "bytes lost or sent twice");
+    let after = counters(c.client());
+    if inline::enabled_by_env() {
+        assert_eq!(after.0, before.0 + 1, "only the big one reached the daemon");
+        assert_eq!(after.1, before.1 + 1, "as a hand-off");
+    } else {
+        assert_eq!(after.0, before.0 + 2);
+    }
+}

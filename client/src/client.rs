@@ -91,12 +91,33 @@ impl Client {
         })
     }
 
-    /// Wraps an already-connected datagram socket.
+    /// Wraps an already-connected datagram socket. Such a client makes no
+    /// in-process attempt (the socket may be anything, a test's fake server
+    /// say): every request goes to the other end whole.
     pub fn from_fd(fd: OwnedFd) -> Client {
         Client {
             sock: UnixDatagram::from(fd),
-            inline: std::sync::OnceLock::new(),
+            inline: std::sync::OnceLock::from(None),
         }
+    }
+
+    /// This client with the in-process attempt off: every request goes to
+    /// the daemon whole (as with `SENDFILED_INLINE=0`, for this client
+    /// only; benchmarks and tests compare the two).
+    pub fn daemon_only(self) -> Client {
+        Client {
+            sock: self.sock,
+            inline: std::sync::OnceLock::from(None),
+        }
+    }
+
+    /// The handshake's result for this connection, made on first use
+    /// ([`crate::inline::Inline::handshake`]); `None` when every request
+    /// goes to the daemon whole.
+    pub fn inline(&self) -> Option<&crate::inline::Inline> {
+        self.inline
+            .get_or_init(|| crate::inline::Inline::handshake(self.sock.as_fd()).map(Box::new))
+            .as_deref()
     }
 
     /// Gives the socket back.
@@ -143,17 +164,7 @@ impl Client {
     ) -> io::Result<StatusChannel> {
         let path = path_arg(path)?;
         proto::check_send_limits(&path, &hdtr)?;
-        let inline = self
-            .inline
-            .get_or_init(|| crate::inline::Inline::handshake(self.sock.as_fd()).map(Box::new));
-        let fd = crate::inline::send(
-            self.sock.as_fd(),
-            inline.as_deref(),
-            &path,
-            range,
-            &hdtr,
-            dest,
-        )?;
+        let fd = crate::inline::send(self.sock.as_fd(), self.inline(), &path, range, &hdtr, dest)?;
         Ok(StatusChannel { fd })
     }
 

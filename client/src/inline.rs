@@ -320,6 +320,87 @@ enum Attempt {
     Whole,
 }
 
+/// What a Send came to after the attempt.
+#[derive(Debug)]
+pub enum Begun {
+    /// Finished here: the status channel's read end, holding the file info
+    /// and the completion.
+    Finished(OwnedFd),
+    /// The daemon's, from where the attempt stopped: the request to send
+    /// with a new status pipe's write end, the destination and, when the
+    /// attempt opened it, the file (in that order).
+    Ask {
+        /// The encoded request: Continue, or Send when nothing was opened.
+        bytes: Vec<u8>,
+        /// The file the attempt opened, passed on so that nothing is
+        /// opened twice.
+        file: Option<OwnedFd>,
+    },
+}
+
+/// Send File, attempted here first when `inline` allows; what is left to
+/// ask the daemon, if anything. Counts what happened ([`stats`]).
+pub fn begin(
+    inline: Option<&Inline>,
+    path: &CStr,
+    range: Range,
+    hdtr: &HeaderTrailer,
+    dest: BorrowedFd<'_>,
+) -> io::Result<Begun> {
+    let attempt = match inline {
+        Some(i) => i.attempt(path, range, hdtr, dest),
+        None => return whole(path, range, hdtr),
+    };
+    match attempt {
+        Attempt::Finished(status) => {
+            FINISHED.fetch_add(1, Ordering::Relaxed);
+            Ok(Begun::Finished(status))
+        }
+        Attempt::Failed(e) => Err(e),
+        Attempt::HandOn {
+            file,
+            done,
+            hdr_done,
+        } => {
+            let req = Request::Continue {
+                range,
+                done,
+                hdtr: HeaderTrailer {
+                    header: hdtr.header[hdr_done..].to_vec(),
+                    trailer: hdtr.trailer.clone(),
+                },
+            };
+            let bytes = req.encode()?;
+            if done > 0 || hdr_done > 0 {
+                HANDED_ON_PARTIAL.fetch_add(1, Ordering::Relaxed);
+            } else {
+                HANDED_ON_WHOLE.fetch_add(1, Ordering::Relaxed);
+            }
+            Ok(Begun::Ask {
+                bytes,
+                file: Some(file),
+            })
+        }
+        Attempt::Whole => {
+            HANDED_ON_WHOLE.fetch_add(1, Ordering::Relaxed);
+            whole(path, range, hdtr)
+        }
+    }
+}
+
+/// The daemon's Send, as before inline first.
+fn whole(path: &CStr, range: Range, hdtr: &HeaderTrailer) -> io::Result<Begun> {
+    let req = Request::Send {
+        path: path.to_owned(),
+        range,
+        hdtr: hdtr.clone(),
+    };
+    Ok(Begun::Ask {
+        bytes: req.encode()?,
+        file: None,
+    })
+}
+
 /// Send File through `sock`, attempted here first when `inline` allows:
 /// the status channel's read end, which carries what the daemon's would.
 pub fn send(
@@ -330,62 +411,14 @@ pub fn send(
     hdtr: &HeaderTrailer,
     dest: BorrowedFd<'_>,
 ) -> io::Result<OwnedFd> {
-    let attempt = match inline {
-        Some(i) => i.attempt(path, range, hdtr, dest),
-        None => return send_whole(sock, path, range, hdtr, dest),
-    };
-    match attempt {
-        Attempt::Finished(status) => {
-            FINISHED.fetch_add(1, Ordering::Relaxed);
-            Ok(status)
-        }
-        Attempt::Failed(e) => Err(e),
-        Attempt::HandOn {
-            file,
-            done,
-            hdr_done,
-        } => {
-            let partial = done > 0 || hdr_done > 0;
-            let req = Request::Continue {
-                range,
-                done,
-                hdtr: HeaderTrailer {
-                    header: hdtr.header[hdr_done..].to_vec(),
-                    trailer: hdtr.trailer.clone(),
-                },
-            };
-            let bytes = req.encode()?;
+    match begin(inline, path, range, hdtr, dest)? {
+        Begun::Finished(status) => Ok(status),
+        Begun::Ask { bytes, file } => {
             let (r, w) = sys::pipe()?;
-            crate::client::send_request_bytes(sock, &bytes, &[w.as_fd(), dest, file.as_fd()])?;
-            if partial {
-                HANDED_ON_PARTIAL.fetch_add(1, Ordering::Relaxed);
-            } else {
-                HANDED_ON_WHOLE.fetch_add(1, Ordering::Relaxed);
-            }
+            let mut fds = vec![w.as_fd(), dest];
+            fds.extend(file.as_ref().map(|f| f.as_fd()));
+            crate::client::send_request_bytes(sock, &bytes, &fds)?;
             Ok(r)
         }
-        Attempt::Whole => {
-            HANDED_ON_WHOLE.fetch_add(1, Ordering::Relaxed);
-            send_whole(sock, path, range, hdtr, dest)
-        }
     }
-}
-
-/// The daemon's Send, as before inline first.
-fn send_whole(
-    sock: BorrowedFd<'_>,
-    path: &CStr,
-    range: Range,
-    hdtr: &HeaderTrailer,
-    dest: BorrowedFd<'_>,
-) -> io::Result<OwnedFd> {
-    let req = Request::Send {
-        path: path.to_owned(),
-        range,
-        hdtr: hdtr.clone(),
-    };
-    let bytes = req.encode()?;
-    let (r, w) = sys::pipe()?;
-    crate::client::send_request_bytes(sock, &bytes, &[w.as_fd(), dest])?;
-    Ok(r)
 }

@@ -76,7 +76,7 @@ use tokio::io::{AsyncRead, Interest, ReadBuf};
 
 use crate::client::{path_arg, read_message, send_request_bytes, Client};
 use crate::protocol::{self as proto, FileInfo, HeaderTrailer, Range, Request, Response};
-use crate::sys;
+use crate::{inline, sys};
 
 fn errno(e: i32) -> io::Error {
     io::Error::from_raw_os_error(e)
@@ -159,6 +159,10 @@ impl AsyncClient {
     ///
     /// Outside a tokio runtime with its I/O driver enabled.
     pub fn new(client: Client) -> io::Result<AsyncClient> {
+        // The handshake for the in-process attempt, once, here where waiting
+        // for the daemon's answer is expected (crate::inline): a future must
+        // not wait for it later.
+        let _ = client.inline();
         sys::set_nonblocking(client.as_fd(), true)?;
         // SAFETY: the client owns its socket, which stays open and the same
         // until the AsyncFd (which owns the client) is dropped.
@@ -202,9 +206,18 @@ impl AsyncClient {
         range: Range,
         hdtr: HeaderTrailer,
     ) -> Transfer<'a> {
+        // The attempt runs here, before the future: it never waits
+        // (crate::inline), and a Send it finished needs no request at all.
         let start = path_arg(path).and_then(|path| {
-            let bytes = Request::Send { path, range, hdtr }.encode()?;
-            Channel::with_request(bytes, Some(dest))
+            proto::check_send_limits(&path, &hdtr)?;
+            match inline::begin(self.client().inline(), &path, range, &hdtr, dest)? {
+                inline::Begun::Finished(status) => Ok((Channel::new(status)?, Outgoing::none())),
+                inline::Begun::Ask { bytes, file } => {
+                    let (ch, mut out) = Channel::with_request(bytes, Some(dest))?;
+                    out.file = file;
+                    Ok((ch, out))
+                }
+            }
         });
         Transfer::new(self.clone(), start, None)
     }
@@ -319,6 +332,8 @@ struct Outgoing<'a> {
     /// request; ours closes once it is sent).
     status_w: Option<OwnedFd>,
     dest: Option<BorrowedFd<'a>>,
+    /// A file the client's attempt opened and hands on (Continue).
+    file: Option<OwnedFd>,
 }
 
 /// A request on its way out: the send, boxed so that the futures that
@@ -332,13 +347,30 @@ impl<'a> Outgoing<'a> {
     fn start(self, client: &AsyncClient) -> Sending<'a> {
         let client = client.clone();
         Box::pin(async move {
-            let w = self.status_w.as_ref().map(|w| w.as_fd());
-            match (w, self.dest) {
-                (Some(w), Some(d)) => client.send_request(&self.bytes, &[w, d]).await,
-                (Some(x), None) | (None, Some(x)) => client.send_request(&self.bytes, &[x]).await,
-                (None, None) => client.send_request(&self.bytes, &[]).await,
+            if self.bytes.is_empty() {
+                // Finished in this process: nothing to ask.
+                return Ok(());
             }
+            let fds: Vec<BorrowedFd<'_>> = [
+                self.status_w.as_ref().map(|w| w.as_fd()),
+                self.dest,
+                self.file.as_ref().map(|f| f.as_fd()),
+            ]
+            .into_iter()
+            .flatten()
+            .collect();
+            client.send_request(&self.bytes, &fds).await
         })
+    }
+
+    /// Nothing to send: the transfer finished in this process.
+    fn none() -> Outgoing<'a> {
+        Outgoing {
+            bytes: Vec::new(),
+            status_w: None,
+            dest: None,
+            file: None,
+        }
     }
 }
 
@@ -367,6 +399,7 @@ impl Channel {
             bytes,
             status_w: Some(w),
             dest,
+            file: None,
         };
         Ok((Channel::new(r)?, out))
     }
@@ -752,6 +785,7 @@ impl OpenFile {
                 bytes,
                 status_w: None,
                 dest: Some(dest),
+                file: None,
             };
             Ok((ch, out))
         });
