@@ -219,7 +219,10 @@ async fn the_async_client_makes_the_same_attempt() {
     let c = AsyncClient::new(d.client()).expect("async client");
     let before = counters(c.client());
     let (a, b) = UnixStream::pair().unwrap();
-    let sent = c.send("f.bin", a.as_fd(), Range::WHOLE).await.expect("send");
+    let sent = c
+        .send("f.bin", a.as_fd(), Range::WHOLE)
+        .await
+        .expect("send");
     assert_eq!(sent.info.size, 4096);
     assert_eq!(drain(&b, 4096), data);
     // A destination that fills: handed on, finished by the daemon while a
@@ -227,7 +230,10 @@ async fn the_async_client_makes_the_same_attempt() {
     let (a, b) = UnixStream::pair().unwrap();
     sys::raise_socket_buffer(a.as_fd(), libc::SO_SNDBUF, 4096);
     let reader = std::thread::spawn(move || drain(&b, 2 << 20));
-    let sent = c.send("big.bin", a.as_fd(), Range::WHOLE).await.expect("send");
+    let sent = c
+        .send("big.bin", a.as_fd(), Range::WHOLE)
+        .await
+        .expect("send");
     assert_eq!(sent.info.size, 2 << 20);
     assert!(reader.join().unwrap() == big, "bytes lost or sent twice");
     let after = counters(c.client());
@@ -236,5 +242,52 @@ async fn the_async_client_makes_the_same_attempt() {
         assert_eq!(after.1, before.1 + 1, "as a hand-off");
     } else {
         assert_eq!(after.0, before.0 + 2);
+    }
+}
+
+#[test]
+fn reads_finish_in_the_client_or_are_handed_on_byte_for_byte() {
+    use std::io::Read;
+    let d = Daemon::start();
+    let small = pattern(10_000);
+    let big = pattern(3 << 20);
+    d.write("small.bin", &small);
+    d.write("big.bin", &big);
+    let c = d.client();
+    // Warm the big file's pages through the daemon first.
+    let mut warm = Vec::new();
+    c.read("big.bin", Range::WHOLE)
+        .unwrap()
+        .read_to_end(&mut warm)
+        .unwrap();
+    assert!(warm == big);
+    let before = counters(&c);
+    let stats_before = inline::stats();
+    for (name, data, range) in [
+        ("small.bin", &small, Range { offset: 100, len: 5000 }),
+        ("big.bin", &big, Range::WHOLE),
+        ("big.bin", &big, Range { offset: 12345, len: 2 << 20 }),
+    ] {
+        let mut ch = c.read(name, range).expect("read");
+        let info = ch.file_info().expect("file info");
+        let want = &data[range.offset as usize..][..info.size];
+        assert_eq!(info.size as u64, range.clip(data.len() as u64));
+        let mut got = Vec::new();
+        ch.read_to_end(&mut got).unwrap();
+        assert!(got == want, "{name} {range:?}: bytes lost or sent twice");
+    }
+    // Refusals are the daemon's.
+    for (path, errno) in [("missing", libc::ENOENT), ("/", libc::EINVAL), ("../x", libc::EACCES)] {
+        let mut ch = c.read(path, Range::WHOLE).expect("read");
+        assert_eq!(ch.file_info().unwrap_err().raw_os_error(), Some(errno), "{path:?}");
+    }
+    if inline::enabled_by_env() {
+        let after = counters(&c);
+        let s = inline::stats();
+        // The small one finished here; a 3 MiB Read overflows even a grown
+        // pipe (1 MiB) and is handed on part-way.
+        assert!(s.finished > stats_before.finished);
+        assert!(s.handed_on_partial >= stats_before.handed_on_partial + 2);
+        assert_eq!(after.1, before.1 + 2, "two Reads handed on");
     }
 }

@@ -24,7 +24,7 @@
 
 use std::ffi::{CStr, OsStr};
 use std::io;
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 
 use sendfiled_core::backend::{
     DestKind, FileChunk, Moved, OpenAttempt, ReadWriteCopy, TransferBackend,
@@ -33,7 +33,7 @@ use sendfiled_core::sys;
 use sendfiled_core::sys::beneath::{self, Resolve};
 use sendfiled_core::sys::cache::{self, Residency};
 use sendfiled_core::sys::fsfacts::{FsFacts, Note};
-use sendfiled_core::sys::linux::{readahead, sendfile, splice};
+use sendfiled_core::sys::linux::{readahead, sendfile, set_pipe_size, splice};
 
 #[cfg(test)]
 mod tests;
@@ -321,9 +321,7 @@ impl TransferBackend for LinuxBackend {
         if len <= DEFAULT_PIPE_CAPACITY {
             return;
         }
-        let want = len.min(READ_PIPE_CAPACITY as u64) as libc::c_int;
-        // SAFETY: plain fcntl on a descriptor we borrow.
-        let _ = unsafe { libc::fcntl(pipe.as_raw_fd(), libc::F_SETPIPE_SZ, want) };
+        let _ = set_pipe_size(pipe, len.min(READ_PIPE_CAPACITY as u64) as usize);
     }
 
     /// `readahead(2)` queues the whole range for reading in one request, then

@@ -3,7 +3,7 @@ use sendfiled_core::sys::linux::{opens_never_wait, preadv2_nowait};
 
 use std::ffi::CString;
 use std::io::{Read, Seek, SeekFrom, Write};
-use std::os::fd::AsFd;
+use std::os::fd::{AsFd, AsRawFd};
 use std::os::unix::fs::symlink;
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};

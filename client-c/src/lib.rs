@@ -342,7 +342,16 @@ pub unsafe extern "C" fn sfd_read(
         let path = unsafe { cstr(path)? }.to_owned();
         let srv = fd_arg(srv)?;
         let range = range_arg(offset, len)?;
-        submit_with_channel(srv, &Request::Read { path, range }, None, nonblock)
+        // The limit fails before anything is sent, the handshake included.
+        if path.to_bytes().len() > SFD_MAX_PATH_LEN {
+            return Err(libc::ENAMETOOLONG);
+        }
+        let inline = inline_for(srv);
+        let data = inline::read(srv, inline.as_deref(), &path, range).map_err(os)?;
+        if nonblock {
+            sys::set_nonblocking(data.as_fd(), true).map_err(os)?;
+        }
+        Ok(data.into_raw_fd())
     })
 }
 

@@ -133,13 +133,12 @@ impl Client {
 
     /// Read File: the file info, then the data, arrive on the returned pipe.
     pub fn read(&self, path: &str, range: Range) -> io::Result<DataChannel> {
-        let req = Request::Read {
-            path: path_arg(path)?,
-            range,
-        };
-        let (r, w) = sys::pipe()?;
-        self.send_request(&req, &[w.as_fd()])?;
-        Ok(DataChannel { fd: r, info: None })
+        let path = path_arg(path)?;
+        if path.to_bytes().len() > proto::MAX_PATH_LEN {
+            return Err(io::Error::from_raw_os_error(libc::ENAMETOOLONG));
+        }
+        let fd = crate::inline::read(self.sock.as_fd(), self.inline(), &path, range)?;
+        Ok(DataChannel { fd, info: None })
     }
 
     /// Send File: the data goes to `dest`; file info, progress and completion

@@ -128,22 +128,9 @@ impl Inline {
             Ok(DestKind::Pipe) if hdtr.header.is_empty() && hdtr.trailer.is_empty() => false,
             _ => return Attempt::Whole,
         };
-        let how = Resolve {
-            cached_only: true,
-            same_mount: true,
-            else_open: false,
-            force_walk: false,
-        };
-        // Every refusal goes to the daemon, which answers it: the same
-        // errno as a client that never tried (and a file only the daemon
-        // may read is its to send).
-        let (file, st) = match open_beneath(self.root.as_fd(), path, how, &self.facts) {
-            OpenAttempt::Done(Ok(opened)) => opened,
-            OpenAttempt::Done(Err(_)) | OpenAttempt::WouldBlock => return Attempt::Whole,
-        };
-        if sys::flock_shared_nonblocking(file.as_fd()).is_err() {
+        let Some((file, st)) = self.open(path) else {
             return Attempt::Whole;
-        }
+        };
         let size = range.clip(st.st_size as u64);
         let mut w = Progress {
             hdr_done: 0,
@@ -168,6 +155,151 @@ impl Inline {
             Err(e) => Attempt::Failed(e),
         }
     }
+}
+
+impl Inline {
+    /// The Read attempt: the file info and as much of the range as the
+    /// page cache holds and a fresh pipe takes, spliced without waiting.
+    fn attempt_read(&self, path: &CStr, range: Range) -> ReadAttempt {
+        let (file, st) = match self.open(path) {
+            Some(opened) => opened,
+            None => return ReadAttempt::Whole,
+        };
+        let size = range.clip(st.st_size as u64);
+        let Ok((r, w)) = sys::pipe() else {
+            return ReadAttempt::Whole;
+        };
+        // The data pipe's first message, as the daemon writes it. A fresh
+        // pipe has room for it: this write cannot wait.
+        let info = FileInfo::ok(size, st.st_atime, st.st_mtime, st.st_ctime, inline_id());
+        if sys::write_message(w.as_fd(), &info.encode()).is_err() {
+            return ReadAttempt::Whole;
+        }
+        grow_pipe(w.as_fd(), size);
+        let mut p = Progress {
+            hdr_done: 0,
+            done: 0,
+        };
+        if p.write_pipe(file.as_fd(), w.as_fd(), range.offset, size) {
+            // All of it: the write end closes here, end of file follows the
+            // data.
+            return ReadAttempt::Finished(r);
+        }
+        ReadAttempt::HandOn {
+            data: r,
+            pipe_w: w,
+            file,
+            done: p.done,
+        }
+    }
+
+    /// The open an attempt makes: beneath this process's root handle, from
+    /// the kernel's caches only, on this mount only, then the shared lock
+    /// the daemon takes. `None` for anything else: the daemon then opens
+    /// and answers (the same errno as a client that never tried, and a
+    /// file only the daemon may read is its to send).
+    fn open(&self, path: &CStr) -> Option<(OwnedFd, libc::stat)> {
+        let how = Resolve {
+            cached_only: true,
+            same_mount: true,
+            else_open: false,
+            force_walk: false,
+        };
+        let (file, st) = match open_beneath(self.root.as_fd(), path, how, &self.facts) {
+            OpenAttempt::Done(Ok(opened)) => opened,
+            OpenAttempt::Done(Err(_)) | OpenAttempt::WouldBlock => return None,
+        };
+        sys::flock_shared_nonblocking(file.as_fd()).ok()?;
+        Some((file, st))
+    }
+}
+
+/// What a Read attempt came to.
+enum ReadAttempt {
+    Finished(OwnedFd),
+    HandOn {
+        data: OwnedFd,
+        pipe_w: OwnedFd,
+        file: OwnedFd,
+        done: u64,
+    },
+    Whole,
+}
+
+/// A Read after the attempt: the data pipe's read end for the caller, and
+/// what is left to ask the daemon, if anything.
+#[derive(Debug)]
+pub struct ReadBegun {
+    /// The data pipe's read end: the file info, the data, end of file.
+    pub data: OwnedFd,
+    /// The request and the descriptors to pass with it, in order: the data
+    /// pipe's write end, then (a Read handed on) the file. `None`: all of
+    /// it is in the pipe already.
+    pub ask: Option<(Vec<u8>, Vec<OwnedFd>)>,
+}
+
+/// Read File, attempted here first when `inline` allows. Counts what
+/// happened ([`stats`]).
+pub fn begin_read(inline: Option<&Inline>, path: &CStr, range: Range) -> io::Result<ReadBegun> {
+    let attempt = match inline {
+        Some(i) => i.attempt_read(path, range),
+        None => ReadAttempt::Whole,
+    };
+    match attempt {
+        ReadAttempt::Finished(data) => {
+            FINISHED.fetch_add(1, Ordering::Relaxed);
+            Ok(ReadBegun { data, ask: None })
+        }
+        ReadAttempt::HandOn {
+            data,
+            pipe_w,
+            file,
+            done,
+        } => {
+            let bytes = Request::ContinueRead { range, done }.encode()?;
+            if done > 0 {
+                HANDED_ON_PARTIAL.fetch_add(1, Ordering::Relaxed);
+            } else {
+                HANDED_ON_WHOLE.fetch_add(1, Ordering::Relaxed);
+            }
+            Ok(ReadBegun {
+                data,
+                ask: Some((bytes, vec![pipe_w, file])),
+            })
+        }
+        ReadAttempt::Whole => {
+            if inline.is_some() {
+                HANDED_ON_WHOLE.fetch_add(1, Ordering::Relaxed);
+            }
+            let bytes = Request::Read {
+                path: path.to_owned(),
+                range,
+            }
+            .encode()?;
+            let (r, w) = sys::pipe()?;
+            Ok(ReadBegun {
+                data: r,
+                ask: Some((bytes, vec![w])),
+            })
+        }
+    }
+}
+
+/// Read File through `sock`, attempted here first when `inline` allows:
+/// the data pipe's read end, carrying the file info, the data and end of
+/// file as the daemon's would.
+pub fn read(
+    sock: BorrowedFd<'_>,
+    inline: Option<&Inline>,
+    path: &CStr,
+    range: Range,
+) -> io::Result<OwnedFd> {
+    let begun = begin_read(inline, path, range)?;
+    if let Some((bytes, fds)) = &begun.ask {
+        let fds: Vec<BorrowedFd<'_>> = fds.iter().map(|f| f.as_fd()).collect();
+        crate::client::send_request_bytes(sock, bytes, &fds)?;
+    }
+    Ok(begun.data)
 }
 
 /// Sends Hello and reads the answer; `Ok(None)` for a refusal or an answer
@@ -274,6 +406,19 @@ impl Progress {
         }
         true
     }
+}
+
+/// Offers a Read's pipe room for `size` more bytes, up to 1 MiB, as the
+/// daemon does for its Reads: a default pipe (64 KiB) would hand every
+/// larger Read on. Linux only; best effort.
+fn grow_pipe(pipe: BorrowedFd<'_>, size: u64) {
+    #[cfg(target_os = "linux")]
+    if size + proto::FILE_INFO_LEN as u64 > 64 * 1024 {
+        let _ =
+            sys::linux::set_pipe_size(pipe, (size as usize + proto::FILE_INFO_LEN).min(1 << 20));
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = (pipe, size);
 }
 
 /// `MSG_MORE` where the system has it: more bytes follow this send.

@@ -84,6 +84,11 @@ pub enum Command {
     Continue = 7,
     /// The handshake: fds = `[reply pipe]`; answered with a [`Hello`].
     Hello = 8,
+    /// Hand-off of a Read the client began in its own process: fds =
+    /// `[data pipe, file]`. The client wrote the file info and the first
+    /// bytes into the data pipe; the transfer-id field carries the file
+    /// bytes written. The daemon writes the rest of the range.
+    ContinueRead = 9,
 }
 
 impl Command {
@@ -98,6 +103,7 @@ impl Command {
             6 => Command::Status,
             7 => Command::Continue,
             8 => Command::Hello,
+            9 => Command::ContinueRead,
             _ => return None,
         })
     }
@@ -110,7 +116,7 @@ impl Command {
             | Command::SendOpen
             | Command::Status
             | Command::Hello => 1,
-            Command::Send => 2,
+            Command::Send | Command::ContinueRead => 2,
             Command::Continue => 3,
             Command::Cancel => 0,
         }
@@ -134,7 +140,7 @@ impl Command {
 
     /// Whether requests of this kind carry a range.
     pub fn has_range(self) -> bool {
-        self.has_path() || self == Command::Continue
+        self.has_path() || matches!(self, Command::Continue | Command::ContinueRead)
     }
 }
 
@@ -202,6 +208,13 @@ pub enum Request {
     },
     /// See [`Command::Hello`].
     Hello,
+    /// See [`Command::ContinueRead`].
+    ContinueRead {
+        /// The range the application asked for.
+        range: Range,
+        /// File bytes already written to the data pipe.
+        done: u64,
+    },
 }
 
 /// The limits a Send's path and header/trailer must keep, checked before
@@ -324,6 +337,7 @@ impl Request {
             Request::Status => Command::Status,
             Request::Continue { .. } => Command::Continue,
             Request::Hello => Command::Hello,
+            Request::ContinueRead { .. } => Command::ContinueRead,
         }
     }
 
@@ -340,6 +354,7 @@ impl Request {
                 Request::Cancel { txnid } => (None, Range::WHOLE, *txnid, None),
                 Request::Status | Request::Hello => (None, Range::WHOLE, 0, None),
                 Request::Continue { range, done, hdtr } => (None, *range, *done, Some(hdtr)),
+                Request::ContinueRead { range, done } => (None, *range, *done, None),
             };
         let path = path.map(CStr::to_bytes_with_nul);
         // The empty path is sent as it is: the daemon answers ENOENT, as the
@@ -465,6 +480,7 @@ impl Request {
                 hdtr,
             },
             (Command::Hello, None) => Request::Hello,
+            (Command::ContinueRead, None) => Request::ContinueRead { range, done: txnid },
             _ => return Err(DecodeError::UnexpectedPath),
         })
     }
@@ -1166,6 +1182,11 @@ mod tests {
         };
         assert_eq!(Request::decode(&c.encode().unwrap()), Ok(c));
         assert_eq!(Command::Continue.fd_count(), 3);
+        let r = Request::ContinueRead {
+            range: Range { offset: 5, len: 0 },
+            done: 7,
+        };
+        assert_eq!(Request::decode(&r.encode().unwrap()), Ok(r));
         assert_eq!(
             Request::decode(&Request::Hello.encode().unwrap()),
             Ok(Request::Hello)

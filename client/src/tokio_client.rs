@@ -260,9 +260,20 @@ impl AsyncClient {
     /// # Ok(()) }
     /// ```
     pub fn read(&self, path: &str, range: Range) -> Reading {
+        // The attempt runs here, before the future, as for send_hdtr.
         let start = path_arg(path).and_then(|path| {
-            let bytes = Request::Read { path, range }.encode()?;
-            Channel::with_request(bytes, None)
+            if path.to_bytes().len() > proto::MAX_PATH_LEN {
+                return Err(errno(libc::ENAMETOOLONG));
+            }
+            let begun = inline::begin_read(self.client().inline(), &path, range)?;
+            let mut out = Outgoing::none();
+            if let Some((bytes, fds)) = begun.ask {
+                let mut fds = fds.into_iter();
+                out.bytes = bytes;
+                out.status_w = fds.next();
+                out.file = fds.next();
+            }
+            Ok((Channel::new(begun.data)?, out))
         });
         Reading {
             first: FirstInfo::new(self.clone(), start),

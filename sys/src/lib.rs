@@ -36,8 +36,8 @@ cfg_if::cfg_if! {
         /// in-process attempt.
         pub mod linux {
             pub use crate::os::{
-                opens_never_wait, openat2, preadv2_nowait, readahead, sendfile, splice, stat_unsynced,
-                OpenHow,
+                opens_never_wait, openat2, preadv2_nowait, readahead, sendfile, set_pipe_size, splice,
+                stat_unsynced, OpenHow,
             };
         }
     } else if #[cfg(target_os = "freebsd")] {

@@ -116,6 +116,18 @@ fn into_job(req: Request, fds: Vec<OwnedFd>, uid: Option<u32>) -> Result<Job, Ve
         (Request::Cancel { txnid }, None, None, None) => Job::Cancel { txnid },
         (Request::Status, Some(reply), None, None) => Job::Status { reply },
         (Request::Hello, Some(reply), None, None) => Job::Hello { reply },
+        (Request::ContinueRead { range, done }, Some(pipe), Some(file), None) => {
+            Job::Start(StartRequest {
+                command: Command::Read,
+                path: CString::from(c"(handed on)"),
+                range,
+                status: pipe,
+                dest: None,
+                hdtr: HeaderTrailer::default(),
+                uid,
+                handed_on: Some((file, done)),
+            })
+        }
         (Request::Continue { range, done, hdtr }, Some(st), Some(dest), Some(file)) => {
             Job::Start(StartRequest {
                 command: Command::Send,
@@ -311,6 +323,9 @@ impl<B: TransferBackend> Server<B> {
             handed_on,
         } = req;
         let shown = path.to_string_lossy();
+        let handed_on_flag = handed_on.is_some();
+        // A Read a client began has its file info in the pipe already.
+        let info_written = handed_on_flag && command == Command::Read;
         if !sys::fstat(status_fd.as_fd()).is_ok_and(|st| sys::is_fifo(&st)) {
             log::warn!("{command:?} {shown}: status channel is not a pipe");
             return;
@@ -345,7 +360,7 @@ impl<B: TransferBackend> Server<B> {
                     self.table.len(),
                     Uid(uid)
                 );
-                return refuse(status_fd, libc::EMFILE);
+                return refuse_start(status_fd, info_written, libc::EMFILE);
             }
         };
         let dest = match dest {
@@ -354,7 +369,7 @@ impl<B: TransferBackend> Server<B> {
                 Ok(d) => Some(d),
                 Err(errno) => {
                     log::info!("{command:?} {shown}: destination unusable (errno {errno})");
-                    return refuse(status_fd, errno);
+                    return refuse_start(status_fd, info_written, errno);
                 }
             },
         };
@@ -373,20 +388,20 @@ impl<B: TransferBackend> Server<B> {
                     "{command:?} {shown}: {}",
                     io::Error::from_raw_os_error(errno)
                 );
-                return refuse(status_fd, errno);
+                return refuse_start(status_fd, info_written, errno);
             }
             Some(Ok(file)) => Some(file),
             None => None,
         };
         let txnid = match self.new_txnid() {
             Ok(id) => id,
-            Err(e) => return refuse(status_fd, errno_of(&e)),
+            Err(e) => return refuse_start(status_fd, info_written, errno_of(&e)),
         };
         if let Some(from) = take_back {
             // Only now that the request is sure to be admitted (or, for an
             // open off the loop, to hold its slot while it waits).
             if !self.take_back_slot(from, uid, share) {
-                return refuse(status_fd, libc::EMFILE);
+                return refuse_start(status_fd, info_written, libc::EMFILE);
             }
         }
         let is_read = command == Command::Read;
@@ -398,6 +413,7 @@ impl<B: TransferBackend> Server<B> {
                 hdtr,
                 range,
                 done,
+                handed_on: handed_on_flag,
             },
             status: StatusWriter::new(status_fd, !is_read),
             status_registered: false,
@@ -480,6 +496,7 @@ impl<B: TransferBackend> Server<B> {
             hdtr,
             range,
             done,
+            handed_on,
         } = std::mem::replace(&mut t.state, State::Finishing)
         else {
             return;
@@ -500,7 +517,12 @@ impl<B: TransferBackend> Server<B> {
         if is_read {
             self.backend.grow_pipe(t.status.fd(), size);
         }
-        t.status.owe_info(info);
+        // A Read handed on by a client carries the client's file info
+        // already (it is the data pipe's first message); a Send handed on
+        // does not (the client wrote nothing on its status channel).
+        if !(is_read && handed_on) {
+            t.status.owe_info(info);
+        }
         if is_read && t.status.flush() != Flush::Clear {
             // A fresh pipe always has room for the info; if not, the client
             // is gone.
@@ -712,6 +734,15 @@ fn prepare_dest(fd: OwnedFd) -> Result<Dest, i32> {
 }
 
 /// Answers a refused request with an error in place of the file info.
+/// [`refuse`], unless the channel already carries the client's file info
+/// (a Read handed on): then it just ends, as a Read's data pipe does on a
+/// failure after the start.
+fn refuse_start(status: OwnedFd, info_written: bool, errno: i32) {
+    if !info_written {
+        refuse(status, errno);
+    }
+}
+
 fn refuse(status: OwnedFd, errno: i32) {
     let _ = sys::set_nonblocking(status.as_fd(), true);
     let _ = status::write_reply(

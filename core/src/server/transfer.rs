@@ -54,6 +54,9 @@ pub enum State {
         /// destination before handing the transfer on (Continue); 0
         /// otherwise.
         done: u64,
+        /// Whether a client began it in its own process (Continue,
+        /// ContinueRead).
+        handed_on: bool,
     },
     /// Opened, waiting for Send Open until `deadline`.
     Opened {

@@ -477,3 +477,12 @@ pub fn file_to_pipe_nowait(
     *offset += n as u64;
     Ok(n)
 }
+
+/// `fcntl(F_SETPIPE_SZ)`: asks for a pipe of at least `bytes`; the
+/// kernel's answer (it rounds up to pages; `EPERM` past the user's pipe
+/// pages).
+pub fn set_pipe_size(pipe: BorrowedFd<'_>, bytes: usize) -> io::Result<usize> {
+    let want = libc::c_int::try_from(bytes).unwrap_or(libc::c_int::MAX);
+    // SAFETY: plain fcntl on a descriptor we borrow.
+    cvt(unsafe { libc::fcntl(pipe.as_raw_fd(), libc::F_SETPIPE_SZ, want) }).map(|n| n as usize)
+}
