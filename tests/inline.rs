@@ -264,9 +264,23 @@ fn reads_finish_in_the_client_or_are_handed_on_byte_for_byte() {
     let before = counters(&c);
     let stats_before = inline::stats();
     for (name, data, range) in [
-        ("small.bin", &small, Range { offset: 100, len: 5000 }),
+        (
+            "small.bin",
+            &small,
+            Range {
+                offset: 100,
+                len: 5000,
+            },
+        ),
         ("big.bin", &big, Range::WHOLE),
-        ("big.bin", &big, Range { offset: 12345, len: 2 << 20 }),
+        (
+            "big.bin",
+            &big,
+            Range {
+                offset: 12345,
+                len: 2 << 20,
+            },
+        ),
     ] {
         let mut ch = c.read(name, range).expect("read");
         let info = ch.file_info().expect("file info");
@@ -277,9 +291,17 @@ fn reads_finish_in_the_client_or_are_handed_on_byte_for_byte() {
         assert!(got == want, "{name} {range:?}: bytes lost or sent twice");
     }
     // Refusals are the daemon's.
-    for (path, errno) in [("missing", libc::ENOENT), ("/", libc::EINVAL), ("../x", libc::EACCES)] {
+    for (path, errno) in [
+        ("missing", libc::ENOENT),
+        ("/", libc::EINVAL),
+        ("../x", libc::EACCES),
+    ] {
         let mut ch = c.read(path, Range::WHOLE).expect("read");
-        assert_eq!(ch.file_info().unwrap_err().raw_os_error(), Some(errno), "{path:?}");
+        assert_eq!(
+            ch.file_info().unwrap_err().raw_os_error(),
+            Some(errno),
+            "{path:?}"
+        );
     }
     if inline::enabled_by_env() {
         let after = counters(&c);
@@ -290,4 +312,52 @@ fn reads_finish_in_the_client_or_are_handed_on_byte_for_byte() {
         assert!(s.handed_on_partial >= stats_before.handed_on_partial + 2);
         assert_eq!(after.1, before.1 + 2, "two Reads handed on");
     }
+}
+
+/// A hand-off is a request like any other: a hostile client can pass any
+/// file it opened. The daemon takes only a regular file on the root's own
+/// filesystem (where a real attempt opens) and a claim within the file.
+#[test]
+fn a_hand_off_of_a_foreign_or_overstated_file_is_refused() {
+    use sendfiled_client::protocol::{HeaderTrailer, Request};
+    let d = Daemon::start_with(&["--no-inline"]);
+    let inside = d.write("f.bin", &pattern(1000));
+    let c = d.client();
+    let root_dev = std::fs::metadata(d.root()).map(|m| {
+        use std::os::unix::fs::MetadataExt;
+        m.dev()
+    });
+    let shm = tempfile::NamedTempFile::new_in("/dev/shm").ok();
+    let foreign = shm
+        .as_ref()
+        .filter(|f| {
+            use std::os::unix::fs::MetadataExt;
+            f.as_file().metadata().map(|m| m.dev()).ok() != root_dev.as_ref().ok().copied()
+        })
+        .map(|f| std::fs::File::open(f.path()).unwrap());
+    let own = std::fs::File::open(&inside).unwrap();
+    let dir = std::fs::File::open(d.root()).unwrap();
+    let mut cases: Vec<(&str, std::fs::File, u64, i32)> = vec![
+        ("more done than the file holds", own, 1001, libc::EINVAL),
+        ("a directory", dir, 0, libc::EINVAL),
+    ];
+    match foreign {
+        Some(f) => cases.push(("a file on another filesystem", f, 0, libc::EXDEV)),
+        None => eprintln!("note: /dev/shm is not another filesystem here; that case not checked"),
+    }
+    for (what, file, done, errno) in cases {
+        let (a, _b) = UnixStream::pair().unwrap();
+        let (r, w) = pipe();
+        let req = Request::Continue {
+            range: Range::WHOLE,
+            done,
+            hdtr: HeaderTrailer::default(),
+        };
+        c.send_request(&req, &[w.as_fd(), a.as_fd(), file.as_fd()])
+            .expect("request");
+        drop(w);
+        let ch = sendfiled_client::client::StatusChannel::from_fd(r);
+        assert_eq!(complete(&ch).error, Some(errno), "{what}");
+    }
+    assert!(eventually(|| d.live() == 0));
 }

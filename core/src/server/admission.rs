@@ -378,7 +378,8 @@ impl<B: TransferBackend> Server<B> {
         let attempt = match handed_on {
             Some((file, _)) => {
                 self.counters.handoffs += 1;
-                Some(open::adopt(file))
+                let root_dev = sys::fstat(self.root.as_fd()).map_or(0, |st| st.st_dev);
+                Some(open::adopt(file, root_dev))
             }
             None => open::on_loop(&*self.backend, self.root.as_fd(), &path),
         };

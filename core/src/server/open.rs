@@ -49,11 +49,19 @@ pub fn blocking<B: TransferBackend + ?Sized>(
     finish(backend.open_beneath(root, path))
 }
 
-/// A file a client opened itself and handed on with a Continue request:
-/// the same type check and shared lock as a file the daemon opened. Never
-/// waits: `fstat` of an open descriptor and `flock(LOCK_NB)`.
-pub fn adopt(file: OwnedFd) -> Opened {
+/// A file a client opened itself and handed on (Continue, ContinueRead):
+/// the same type check and shared lock as a file the daemon opened, and it
+/// must live on the root's own filesystem (`root_dev`), which is where a
+/// client's attempt opens (`RESOLVE_NO_XDEV`) and which the handshake
+/// offered only if its opens and reads never wait on a server: a file from
+/// anywhere else (a FUSE mount that never answers, say) could hold the
+/// loop. `EXDEV` for it. Never waits: `fstat` of an open descriptor and
+/// `flock(LOCK_NB)`.
+pub fn adopt(file: OwnedFd, root_dev: libc::dev_t) -> Opened {
     let st = sys::fstat(file.as_fd()).map_err(|e| errno_of(&e))?;
+    if st.st_dev != root_dev {
+        return Err(libc::EXDEV);
+    }
     finish(Ok((file, st)))
 }
 
