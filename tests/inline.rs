@@ -361,3 +361,30 @@ fn a_hand_off_of_a_foreign_or_overstated_file_is_refused() {
     }
     assert!(eventually(|| d.live() == 0));
 }
+
+/// A Read handed on keeps the id the client wrote in its file info: a
+/// Cancel by that id reaches the daemon's transfer (the pipe then ends with
+/// a prefix of the file), as it would had the daemon begun it.
+#[test]
+fn a_handed_on_read_is_cancelled_by_the_id_its_caller_saw() {
+    use std::io::Read;
+    let d = Daemon::start();
+    let data = pattern(8 << 20);
+    d.write("big.bin", &data);
+    let c = d.client();
+    let mut warm = Vec::new();
+    c.read("big.bin", Range::WHOLE)
+        .unwrap()
+        .read_to_end(&mut warm)
+        .unwrap();
+    let mut ch = c.read("big.bin", Range::WHOLE).expect("read");
+    let info = ch.file_info().expect("info");
+    assert_eq!(info.size, 8 << 20);
+    assert!(eventually(|| d.live() == 1), "the rest is the daemon's");
+    c.cancel(info.txnid as u64).expect("cancel");
+    assert!(eventually(|| d.live() == 0), "cancelled by the caller's id");
+    let mut got = Vec::new();
+    ch.read_to_end(&mut got).unwrap();
+    assert!(got.len() < data.len(), "ended early");
+    assert!(got == data[..got.len()], "a prefix of the file");
+}

@@ -171,7 +171,8 @@ impl Inline {
         };
         // The data pipe's first message, as the daemon writes it. A fresh
         // pipe has room for it: this write cannot wait.
-        let info = FileInfo::ok(size, st.st_atime, st.st_mtime, st.st_ctime, inline_id());
+        let id = inline_id();
+        let info = FileInfo::ok(size, st.st_atime, st.st_mtime, st.st_ctime, id);
         if sys::write_message(w.as_fd(), &info.encode()).is_err() {
             return ReadAttempt::Whole;
         }
@@ -189,7 +190,11 @@ impl Inline {
             data: r,
             pipe_w: w,
             file,
-            done: p.done,
+            rest: Range {
+                offset: range.offset + p.done,
+                len: size - p.done,
+            },
+            id,
         }
     }
 
@@ -221,7 +226,8 @@ enum ReadAttempt {
         data: OwnedFd,
         pipe_w: OwnedFd,
         file: OwnedFd,
-        done: u64,
+        rest: Range,
+        id: u64,
     },
     Whole,
 }
@@ -254,10 +260,11 @@ pub fn begin_read(inline: Option<&Inline>, path: &CStr, range: Range) -> io::Res
             data,
             pipe_w,
             file,
-            done,
+            rest,
+            id,
         } => {
-            let bytes = Request::ContinueRead { range, done }.encode()?;
-            if done > 0 {
+            let bytes = Request::ContinueRead { rest, txnid: id }.encode()?;
+            if rest.offset > range.offset {
                 HANDED_ON_PARTIAL.fetch_add(1, Ordering::Relaxed);
             } else {
                 HANDED_ON_WHOLE.fetch_add(1, Ordering::Relaxed);
@@ -442,11 +449,21 @@ fn finished_channel(size: u64, st: &libc::stat) -> io::Result<OwnedFd> {
     Ok(r)
 }
 
-/// An id for a transfer finished here: the top bit set, which the daemon's
-/// ids never have, so the two never collide (a Cancel of it finds nothing).
+/// An id for a transfer begun here: random, with the top bit set, which
+/// the daemon's ids never have ([`proto::is_client_id`]). A Read handed on
+/// keeps it (the daemon adopts it, so that a Cancel by it works); a Cancel
+/// of a transfer finished here finds nothing, as for any finished one.
 fn inline_id() -> u64 {
     let top = 1u64 << (usize::BITS - 1);
-    top | (IDS.fetch_add(1, Ordering::Relaxed) & (top - 1))
+    let mut b = [0u8; 8];
+    let random = match sys::random_bytes(&mut b) {
+        Ok(()) => u64::from_ne_bytes(b),
+        // No entropy: a counter is unique within this process still.
+        Err(_) => IDS.fetch_add(1, Ordering::Relaxed),
+    };
+    let id = top | (random & (top - 1));
+    debug_assert!(proto::is_client_id(id));
+    id
 }
 
 /// What an attempt came to.

@@ -85,9 +85,10 @@ pub enum Command {
     /// The handshake: fds = `[reply pipe]`; answered with a [`Hello`].
     Hello = 8,
     /// Hand-off of a Read the client began in its own process: fds =
-    /// `[data pipe, file]`. The client wrote the file info and the first
-    /// bytes into the data pipe; the transfer-id field carries the file
-    /// bytes written. The daemon writes the rest of the range.
+    /// `[data pipe, file]`. The client wrote the file info (with its own
+    /// transfer id, which the daemon adopts, so that a Cancel by it works)
+    /// and the first bytes into the data pipe; the range is what is left
+    /// to write, the transfer-id field the client's id.
     ContinueRead = 9,
 }
 
@@ -210,10 +211,11 @@ pub enum Request {
     Hello,
     /// See [`Command::ContinueRead`].
     ContinueRead {
-        /// The range the application asked for.
-        range: Range,
-        /// File bytes already written to the data pipe.
-        done: u64,
+        /// What is left of the range (never "to the end": a length).
+        rest: Range,
+        /// The id the client gave the transfer in its file info (top bit
+        /// set: [`is_client_id`]).
+        txnid: u64,
     },
 }
 
@@ -228,6 +230,13 @@ pub fn check_send_limits(path: &CStr, hdtr: &HeaderTrailer) -> Result<(), Encode
         return Err(EncodeError::HdtrTooLong);
     }
     Ok(())
+}
+
+/// Whether `id` is one a client gives the transfers it begins in its own
+/// process: the top bit of a `size_t` set, which the daemon's own ids never
+/// have, so the two never collide.
+pub fn is_client_id(id: u64) -> bool {
+    id >> (usize::BITS - 1) & 1 == 1 && id <= usize::MAX as u64
 }
 
 /// Why a request could not be encoded (client side).
@@ -354,7 +363,7 @@ impl Request {
                 Request::Cancel { txnid } => (None, Range::WHOLE, *txnid, None),
                 Request::Status | Request::Hello => (None, Range::WHOLE, 0, None),
                 Request::Continue { range, done, hdtr } => (None, *range, *done, Some(hdtr)),
-                Request::ContinueRead { range, done } => (None, *range, *done, None),
+                Request::ContinueRead { rest, txnid } => (None, *rest, *txnid, None),
             };
         let path = path.map(CStr::to_bytes_with_nul);
         // The empty path is sent as it is: the daemon answers ENOENT, as the
@@ -480,7 +489,7 @@ impl Request {
                 hdtr,
             },
             (Command::Hello, None) => Request::Hello,
-            (Command::ContinueRead, None) => Request::ContinueRead { range, done: txnid },
+            (Command::ContinueRead, None) => Request::ContinueRead { rest: range, txnid },
             _ => return Err(DecodeError::UnexpectedPath),
         })
     }
@@ -1183,8 +1192,8 @@ mod tests {
         assert_eq!(Request::decode(&c.encode().unwrap()), Ok(c));
         assert_eq!(Command::Continue.fd_count(), 3);
         let r = Request::ContinueRead {
-            range: Range { offset: 5, len: 0 },
-            done: 7,
+            rest: Range { offset: 5, len: 9 },
+            txnid: 1 << 63 | 7,
         };
         assert_eq!(Request::decode(&r.encode().unwrap()), Ok(r));
         assert_eq!(

@@ -51,6 +51,8 @@ pub struct StartRequest {
     /// A Continue: the file the client opened itself, and the file bytes
     /// it already wrote.
     pub handed_on: Option<(OwnedFd, u64)>,
+    /// A ContinueRead: the id the client already gave the transfer.
+    pub client_id: Option<u64>,
 }
 
 /// A decoded request with the descriptors it carries.
@@ -88,6 +90,7 @@ fn into_job(req: Request, fds: Vec<OwnedFd>, uid: Option<u32>) -> Result<Job, Ve
             hdtr,
             uid,
             handed_on: None,
+            client_id: None,
         })
     };
     Ok(match (req, first, second, extra) {
@@ -116,16 +119,17 @@ fn into_job(req: Request, fds: Vec<OwnedFd>, uid: Option<u32>) -> Result<Job, Ve
         (Request::Cancel { txnid }, None, None, None) => Job::Cancel { txnid },
         (Request::Status, Some(reply), None, None) => Job::Status { reply },
         (Request::Hello, Some(reply), None, None) => Job::Hello { reply },
-        (Request::ContinueRead { range, done }, Some(pipe), Some(file), None) => {
+        (Request::ContinueRead { rest, txnid }, Some(pipe), Some(file), None) => {
             Job::Start(StartRequest {
                 command: Command::Read,
                 path: CString::from(c"(handed on)"),
-                range,
+                range: rest,
                 status: pipe,
                 dest: None,
                 hdtr: HeaderTrailer::default(),
                 uid,
-                handed_on: Some((file, done)),
+                handed_on: Some((file, 0)),
+                client_id: Some(txnid),
             })
         }
         (Request::Continue { range, done, hdtr }, Some(st), Some(dest), Some(file)) => {
@@ -138,6 +142,7 @@ fn into_job(req: Request, fds: Vec<OwnedFd>, uid: Option<u32>) -> Result<Job, Ve
                 hdtr,
                 uid,
                 handed_on: Some((file, done)),
+                client_id: None,
             })
         }
         (_, first, second, extra) => {
@@ -321,6 +326,7 @@ impl<B: TransferBackend> Server<B> {
             hdtr,
             uid,
             handed_on,
+            client_id,
         } = req;
         let shown = path.to_string_lossy();
         let handed_on_flag = handed_on.is_some();
@@ -394,9 +400,18 @@ impl<B: TransferBackend> Server<B> {
             Some(Ok(file)) => Some(file),
             None => None,
         };
-        let txnid = match self.new_txnid() {
-            Ok(id) => id,
-            Err(e) => return refuse_start(status_fd, info_written, errno_of(&e)),
+        let txnid = match client_id {
+            // The client's id, already in the file info it wrote: kept, so
+            // that a Cancel by it reaches this transfer.
+            Some(id) if proto::is_client_id(id) && !self.table.contains_id(id) => id,
+            Some(id) => {
+                log::info!("{command:?} {shown}: client id {id:x} unusable (EINVAL)");
+                return refuse_start(status_fd, info_written, libc::EINVAL);
+            }
+            None => match self.new_txnid() {
+                Ok(id) => id,
+                Err(e) => return refuse_start(status_fd, info_written, errno_of(&e)),
+            },
         };
         if let Some(from) = take_back {
             // Only now that the request is sure to be admitted (or, for an
