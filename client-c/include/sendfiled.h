@@ -67,6 +67,22 @@
  * example ECONNREFUSED when the daemon is gone, EMFILE when this process is
  * out of descriptors).
  *
+ * WHERE A TRANSFER RUNS
+ *
+ * sfd_send(), sfd_send_hdtr() and sfd_read() on a socket sfd_connect() made
+ * are first attempted in the calling process, with calls that never block:
+ * the open from the kernel's caches beneath the library's own handle of the
+ * served root (named by the daemon in a handshake, once per connection, and
+ * checked to be the same directory), the data from the page cache, the
+ * destination only as far as it takes now. Whatever is left goes to the
+ * daemon, which continues where the attempt stopped. The channels carry the
+ * same bytes either way. The attempt uses the caller's own permissions: a
+ * file only the daemon may read goes to the daemon; a file only the caller
+ * may read can be sent in-process. SENDFILED_INLINE=0 in the environment
+ * turns the attempt off for the process, the daemon's --no-inline for all
+ * its clients. sfd_open(), sfd_send_open() and sockets the application
+ * connected itself always go to the daemon. See sendfiled(3).
+ *
  * DESCRIPTORS
  *
  * Every descriptor returned is new, owned by the caller (close(2) it) and
