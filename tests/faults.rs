@@ -4,6 +4,9 @@
 //! byte-exact prefix; the others are unaffected; `EINTR`/`EAGAIN` storms and
 //! a full status pipe only delay; and the daemon's descriptors and transfer
 //! table return to where they started.
+//!
+//! The subject is the daemon: every client here makes no in-process attempt
+//! (`Client::daemon_only`); inline first has its own tests (tests/inline.rs).
 
 mod common;
 
@@ -28,7 +31,11 @@ fn faulty(faults: &str) -> (Daemon, usize) {
 
 fn read_ok(d: &Daemon) {
     d.write("ok.txt", b"still serving");
-    let mut ch = d.client().read("ok.txt", Range::WHOLE).unwrap();
+    let mut ch = d
+        .client()
+        .daemon_only()
+        .read("ok.txt", Range::WHOLE)
+        .unwrap();
     let mut v = Vec::new();
     ch.read_to_end(&mut v).unwrap();
     assert_eq!(v, b"still serving");
@@ -103,7 +110,7 @@ fn each_failure_ends_its_transfer_with_its_errno_and_spares_the_others() {
     ] {
         d.write(f, &data);
     }
-    let c = d.client();
+    let c = d.client().daemon_only();
 
     // A healthy transfer to a pipe runs alongside the failing ones.
     let (r, w) = pipe();
@@ -180,7 +187,7 @@ fn a_failed_disk_read_is_eio_and_misses_are_served_by_the_disk_threads() {
     let data = pattern(3 * MIB + 123);
     d.write("miss-bad.bin", &data);
     d.write("miss-ok.bin", &data);
-    let c = d.client();
+    let c = d.client().daemon_only();
     let (bad, bad_out) = send_to_file(&d, "miss-bad.bin", HeaderTrailer::default());
     let (r, w) = pipe();
     let ok = c.send("miss-ok.bin", w.as_fd(), Range::WHOLE).unwrap();
@@ -210,7 +217,7 @@ fn eintr_and_eagain_storms_only_delay() {
     for f in ["intr.bin", "again.bin", "flap.bin"] {
         d.write(f, &data);
     }
-    let c = d.client();
+    let c = d.client().daemon_only();
     let mut running = Vec::new();
     for f in ["intr.bin", "again.bin", "flap.bin"] {
         let (r, w) = pipe();
@@ -268,6 +275,7 @@ fn a_status_pipe_kept_full_delays_only_the_report() {
         hdtr: HeaderTrailer::default(),
     };
     d.client()
+        .daemon_only()
         .send_request(&req, &[sw.as_fd(), w.as_fd()])
         .unwrap();
     drop(sw);
@@ -315,7 +323,7 @@ fn opens_the_caches_cannot_answer_are_made_on_a_disk_thread_with_the_same_answer
     std::fs::create_dir_all(d.root.path().join("cold")).unwrap();
     let data = pattern(MIB + 7);
     d.write("cold/a.bin", &data);
-    let c = d.client();
+    let c = d.client().daemon_only();
     // Send, with header and trailer, to a pipe.
     let (r, w) = pipe();
     let hdtr = HeaderTrailer {

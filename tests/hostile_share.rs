@@ -9,6 +9,9 @@
 //! `helper` test then makes its requests and prints one `RESULT` line.
 //! Tests skip (with a note) unless run as root. Each runs with the native
 //! Linux paths and with the portable ones (`SENDFILED_FORCE_FALLBACK=1`).
+//!
+//! The subject is the daemon: every client here makes no in-process attempt
+//! (`Client::daemon_only`); inline first has its own tests (tests/inline.rs).
 #![cfg(target_os = "linux")]
 
 mod common;
@@ -42,7 +45,9 @@ fn helper() {
         return;
     };
     let (opens, sock) = spec.split_once('|').expect("OPENS|SOCKET");
-    let c = Client::connect_path(Path::new(sock)).expect("connect");
+    let c = Client::connect_path(Path::new(sock))
+        .expect("connect")
+        .daemon_only();
     let mut held = Vec::new();
     let mut first_err = 0;
     for _ in 0..opens.parse::<usize>().expect("OPENS") {
@@ -143,7 +148,7 @@ const JUNK: u8 = 0x5a;
 /// Makes `each` requests of each kind as this uid, then, with `fill`,
 /// opens files until refused. Returns once every request was handled.
 fn attack(d: &Daemon, each: usize, fill: bool) -> Attack {
-    let c = d.client();
+    let c = d.client().daemon_only();
     let (dest, dw) = pipe();
     let stalled = (0..each)
         .map(|_| {
@@ -288,7 +293,7 @@ fn the_victim_is_served_while_the_attack_holds(fallback: bool) {
     // 8 of the attacker's, 7 of the victim's (its Read is done).
     assert_eq!(d.live(), 15);
     // The attacker may take the free slot, but not take one back.
-    let c = d.client();
+    let c = d.client().daemon_only();
     let ch = c.open("small.bin", Range::WHOLE).expect("open");
     assert!(matches!(
         ch.recv_timeout(WAIT),
@@ -393,7 +398,11 @@ fn stalled_transfers_give_their_slots_back(fallback: bool) {
     for ch in &a.opens {
         assert!(quiet(ch), "open files are -t's business");
     }
-    let stat = d.client().server_status(WAIT).expect("status");
+    let stat = d
+        .client()
+        .daemon_only()
+        .server_status(WAIT)
+        .expect("status");
     assert_eq!((stat.completed, stat.failed), (4, 4), "{stat:?}");
     let v = victim(&d, 0);
     assert_eq!(v.read, Ok(10), "{v:?}");

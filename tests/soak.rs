@@ -16,6 +16,9 @@
 //! ```text
 //! SENDFILED_SOAK_SECS=180 cargo test --release --test soak -- --nocapture
 //! ```
+//!
+//! The subject is the daemon: every client here makes no in-process attempt
+//! (`Client::daemon_only`); inline first has its own tests (tests/inline.rs).
 
 mod common;
 
@@ -46,7 +49,7 @@ fn helper() {
     let Ok(sock) = std::env::var(HELPER_ENV) else {
         return;
     };
-    let c = Client::connect_path(sock.as_ref()).unwrap();
+    let c = Client::connect_path(sock.as_ref()).unwrap().daemon_only();
     let mut rd = c.read("big.bin", Range::WHOLE).unwrap();
     rd.file_info().unwrap();
     let (_r, w) = pipe();
@@ -164,7 +167,7 @@ fn verify(f: &Figures, name: &str, got: &[u8], want: &[u8], ok: bool, what: &str
 }
 
 fn worker(d: &Daemon, files: &Files, f: &Figures, seed: u64, until: Instant) -> Vec<StatusChannel> {
-    let c = d.client();
+    let c = d.client().daemon_only();
     let mut rng = Rng(seed);
     let mut expiring = std::collections::VecDeque::new();
     while Instant::now() < until {
@@ -332,7 +335,7 @@ fn killer(d: &Daemon, f: &Figures, until: Instant) {
 /// A Read's end of file comes after the daemon closed everything of it;
 /// requests are handled in order, so all before it are cleaned up.
 fn sync_read(d: &Daemon) {
-    let mut ch = d.client().read("s1", Range::WHOLE).unwrap();
+    let mut ch = d.client().daemon_only().read("s1", Range::WHOLE).unwrap();
     let mut v = Vec::new();
     ch.read_to_end(&mut v).unwrap();
 }
