@@ -103,6 +103,8 @@ pub struct Report {
     rows: Vec<Row>,
     /// 4 KiB Send, one client, daemon idle: p50 and p99 (µs), per engine.
     idle_4k: Vec<(EngineKind, f64, f64)>,
+    /// Inline first against the daemon alone, the pool and in-process.
+    inline_rows: Vec<InlineRow>,
     /// The small-file figure, against the pool and in-process.
     small_rows: Vec<SmallRow>,
     /// Worker threads of the pool reference.
@@ -162,6 +164,45 @@ impl CostRow {
 
 /// A row of the small-file table: one engine's daemon beside the thread
 /// pool and the in-process reference; the goal is on the ratio to the pool.
+/// Inline first against the daemon alone, the pool and in-process, for
+/// one small-file figure.
+pub(super) struct InlineRow {
+    figure: String,
+    /// The engine of the daemon that took the hand-offs and the
+    /// daemon-only runs.
+    engine: EngineKind,
+    inline: f64,
+    daemon_only: f64,
+    pool: f64,
+    inproc: f64,
+    /// Against the pool.
+    goal: Goal,
+}
+
+impl InlineRow {
+    pub(super) const HEAD: &'static str = "| figure | engine | inline first | daemon only | pool | inline vs pool | inline vs daemon only | in-process | inline vs in-process | goal |\n|---|---|---:|---:|---:|---:|---:|---:|---:|---|";
+
+    fn line(&self) -> String {
+        let vs_pool = self.inline / self.pool;
+        let goal = match self.goal {
+            Goal::AtLeast(x) => verdict(vs_pool >= x, &format!(">= {x}x pool")),
+            Goal::AtMost(x) => verdict(vs_pool <= x, &format!("<= {x}x pool")),
+            _ => String::new(),
+        };
+        format!(
+            "| {} | {} | {} | {} | {} | {vs_pool:.2}x | {:.2}x | {} | {:.2}x | {goal} |",
+            self.figure,
+            self.engine,
+            cell(self.inline),
+            cell(self.daemon_only),
+            cell(self.pool),
+            self.inline / self.daemon_only,
+            cell(self.inproc),
+            self.inline / self.inproc,
+        )
+    }
+}
+
 struct SmallRow {
     figure: String,
     engine: EngineKind,
@@ -318,6 +359,16 @@ impl Report {
             );
             for r in &self.small_rows {
                 println!("{}", r.line(vs));
+            }
+        }
+        if !self.inline_rows.is_empty() {
+            println!(
+                "\ninline first (the client attempts each Send itself and hands the rest on) against the daemon alone, a {}-thread pool and in-process:\n",
+                self.pool_threads
+            );
+            println!("{}", InlineRow::HEAD);
+            for r in &self.inline_rows {
+                println!("{}", r.line());
             }
         }
         if !self.cost_rows.is_empty() {
@@ -627,6 +678,9 @@ fn small_inproc_once(
 #[derive(Clone, Copy)]
 enum Via<'a> {
     Daemon(&'a Daemon),
+    /// Inline first: the client attempts each Send itself, hands the rest
+    /// to this daemon.
+    Inline(&'a Daemon),
     InProc,
     /// A thread pool of this many workers.
     Pool(usize),
@@ -670,6 +724,10 @@ fn small_run(
             (Via::Daemon(d), _) => {
                 let (w, r) = os::unix_stream_pair()?;
                 Per::Daemon(d.client()?, w, r)
+            }
+            (Via::Inline(d), _) => {
+                let (w, r) = os::unix_stream_pair()?;
+                Per::Daemon(d.inline_client()?, w, r)
             }
             (Via::Pool(_), Some(p)) => Per::Pool(pool::Requester::new(p.handle(), cpath)?),
             (Via::Ceiling(c), _) => Per::Ceiling(c.requester(cpath)?),
@@ -758,7 +816,21 @@ pub fn small(plan: &Plan, ds: &[Daemon], files: &Files, report: &mut Report) -> 
             let (mut ps, mut rs) = (Vec::new(), Vec::new());
             let mut pool_cpu_ns = 0u64;
             let mut pool_requests = 0u64;
+            let mut inl = Vec::new();
+            let before = sendfiled_client::inline::stats();
             for _ in 0..plan.small_reps {
+                // Inline first, through the first engine's daemon (a
+                // cached Send never reaches it; the engine only serves the
+                // hand-offs).
+                let run = small_run(
+                    Via::Inline(&ds[0]),
+                    files,
+                    rel,
+                    size,
+                    clients,
+                    plan.small_secs,
+                )?;
+                inl.push(run.stats);
                 for (i, d) in ds.iter().enumerate() {
                     let cost = &mut costs[i];
                     let (u0, s0) = os::proc_cpu_us(d.pid)?;
@@ -788,6 +860,67 @@ pub fn small(plan: &Plan, ds: &[Daemon], files: &Files, report: &mut Report) -> 
                 .collect();
             let (pm, rm) = (RunStats::median_of(&ps), RunStats::median_of(&rs));
             let what = format!("small {label} Send, {clients} client{}", plural(clients));
+            let im = RunStats::median_of(&inl);
+            let after = sendfiled_client::inline::stats();
+            let (big, rate_x, p50_x) = if size == 4096 {
+                (false, 2.0, 0.2)
+            } else {
+                (true, 1.3, 0.3)
+            };
+            let _ = big;
+            let d0 = &dm[0].1;
+            for (metric, i, d, p, r, goal) in [
+                (
+                    "requests/s",
+                    im.rate,
+                    d0.rate,
+                    pm.rate,
+                    rm.rate,
+                    if clients == 8 {
+                        Goal::AtLeast(rate_x)
+                    } else {
+                        Goal::None
+                    },
+                ),
+                (
+                    "p50 latency (µs)",
+                    im.p50_us,
+                    d0.p50_us,
+                    pm.p50_us,
+                    rm.p50_us,
+                    if clients == 1 {
+                        Goal::AtMost(p50_x)
+                    } else {
+                        Goal::None
+                    },
+                ),
+                (
+                    "p99 latency (µs)",
+                    im.p99_us,
+                    d0.p99_us,
+                    pm.p99_us,
+                    rm.p99_us,
+                    Goal::None,
+                ),
+            ] {
+                let row = InlineRow {
+                    figure: format!("{what}: {metric}"),
+                    engine: ds[0].engine,
+                    inline: i,
+                    daemon_only: d,
+                    pool: p,
+                    inproc: r,
+                    goal,
+                };
+                println!("  {}", row.line());
+                report.inline_rows.push(row);
+            }
+            println!(
+                "  inline first, {what}: {} finished in the client, {} handed on part-way, {} handed on whole",
+                after.finished - before.finished,
+                after.handed_on_partial - before.handed_on_partial,
+                after.handed_on_whole - before.handed_on_whole
+            );
             let rate_goal = if clients == 8 {
                 Goal::AtLeast(1.0)
             } else {

@@ -420,7 +420,16 @@ impl Daemon {
         })
     }
 
+    /// A client whose every request goes to this daemon (the attempt in
+    /// the client's process off): what every daemon figure measures.
     pub fn client(&self) -> io::Result<sendfiled_client::client::Client> {
+        sendfiled_client::client::Client::connect(&self.root, &self.name)
+            .map(sendfiled_client::client::Client::daemon_only)
+    }
+
+    /// A client that attempts each transfer in its own process first and
+    /// hands this daemon the rest (inline first, the default for users).
+    pub fn inline_client(&self) -> io::Result<sendfiled_client::client::Client> {
         sendfiled_client::client::Client::connect(&self.root, &self.name)
     }
 
