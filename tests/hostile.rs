@@ -117,6 +117,41 @@ fn make_cold(path: &Path) -> bool {
 
 /// Row 5: a Read of a file on a filesystem without `RWF_NOWAIT` (tmpfs)
 /// works, and the page-cache probe stays on for the other filesystem: a
+/// Inline first never crosses a mount beneath the root (`RESOLVE_NO_XDEV`):
+/// a file on a tmpfs mounted there is the daemon's, whole, while a file on
+/// the root's own filesystem finishes in the client.
+#[test]
+fn a_mount_beneath_the_root_goes_to_the_daemon() {
+    let d = Daemon::start();
+    let Some(_mnt) = Mount::tmpfs(&d.root().join("mnt")) else {
+        return;
+    };
+    let data = pattern(4096);
+    std::fs::write(d.root().join("mnt/f"), &data).expect("write");
+    d.write("here", &data);
+    let c = d.client();
+    let completed =
+        |c: &sendfiled_client::client::Client| c.server_status(WAIT).expect("status").completed;
+    let before = completed(&c);
+    assert!(
+        read_answer_with(&c, "mnt/f") == Ok(data.clone()),
+        "byte-exact"
+    );
+    assert_eq!(
+        completed(&c),
+        before + 1,
+        "the daemon read the mounted file"
+    );
+    assert!(read_answer_with(&c, "here") == Ok(data), "byte-exact");
+    if sendfiled_client::inline::enabled_by_env() {
+        assert_eq!(
+            completed(&c),
+            before + 1,
+            "the client read the other itself"
+        );
+    }
+}
+
 /// cold file there still goes to the disk threads (the daemon's debug line
 /// for a probe miss) instead of being read on the loop.
 #[test]
@@ -218,7 +253,11 @@ fn daemon_in_parent(fallback: bool) -> (tempfile::TempDir, Daemon) {
 
 /// The daemon's answer to a Read of `path`: the data, or the errno.
 fn read_answer(d: &Daemon, path: &str) -> Result<Vec<u8>, i32> {
-    let mut ch = match d.client().read(path, Range::WHOLE) {
+    read_answer_with(&d.client(), path)
+}
+
+fn read_answer_with(c: &sendfiled_client::client::Client, path: &str) -> Result<Vec<u8>, i32> {
+    let mut ch = match c.read(path, Range::WHOLE) {
         Ok(ch) => ch,
         Err(e) => return Err(e.raw_os_error().unwrap_or(0)),
     };
@@ -357,20 +396,29 @@ fn the_daemon_answers_the_table(fallback: bool) {
         }
     }
     let mut wrong = Vec::new();
-    for (p, want) in &cases {
+    // Through the daemon alone, and inline first (the client's attempt
+    // answers what it can, the daemon the rest): the same answers.
+    let clients = [
+        ("daemon only", d.client().daemon_only()),
+        ("inline first", d.client()),
+    ];
+    for ((p, want), (how, c)) in cases
+        .iter()
+        .flat_map(|case| clients.iter().map(move |c| (case, c)))
+    {
         let want = match want {
             errno_table::Expect::Data(b) => Ok(b.to_vec()),
             errno_table::Expect::Errno(libc::EXDEV) => Err(libc::EACCES),
             errno_table::Expect::Errno(e) => Err(*e),
         };
-        let got = read_answer(&d, p);
+        let got = read_answer_with(c, p);
         // Nothing after the slashes: the server may answer EINVAL before
         // the backend is asked.
         let empty = p.bytes().all(|b| b == b'/');
         let ok = got == want || (empty && got == Err(libc::EINVAL));
         if !ok {
             let shown: String = p.chars().take(60).collect();
-            wrong.push(format!("{shown:?}: want {want:?}, got {got:?}"));
+            wrong.push(format!("{shown:?} ({how}): want {want:?}, got {got:?}"));
         }
     }
     drop(proc_mount);
