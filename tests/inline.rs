@@ -388,3 +388,113 @@ fn a_handed_on_read_is_cancelled_by_the_id_its_caller_saw() {
     assert!(got.len() < data.len(), "ended early");
     assert!(got == data[..got.len()], "a prefix of the file");
 }
+
+/// Open then Send Open, the HTTP path: the open is made in the client and
+/// held by the daemon under the client's id (its deadline, Cancel and
+/// shutdown as for any open file); the data of the Send Open goes from the
+/// client, the daemon writes what is left and the completion.
+#[test]
+fn open_and_send_open_keep_the_contract_when_begun_in_the_client() {
+    use sendfiled_client::client::{HeaderTrailer, Response};
+    let d = Daemon::start_with(&["-t", "400"]);
+    let data = pattern(300_000);
+    d.write("f.bin", &data);
+    let c = d.client();
+    let before = counters(&c);
+
+    // Open, Send Open with header and trailer through a small socket buffer
+    // (part here, the rest by the daemon): byte for byte, one completion.
+    let st = c
+        .open(
+            "f.bin",
+            Range {
+                offset: 7,
+                len: 200_000,
+            },
+        )
+        .expect("open");
+    let info = match st.recv_timeout(WAIT).expect("info") {
+        Some(Response::FileInfo(i)) => i,
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(info.size, 200_000);
+    assert!(
+        eventually(|| d.live() == 1),
+        "the daemon holds the open file"
+    );
+    let (a, b) = UnixStream::pair().unwrap();
+    sys::raise_socket_buffer(a.as_fd(), libc::SO_SNDBUF, 4096);
+    let hdtr = HeaderTrailer {
+        header: b"HEAD".to_vec(),
+        trailer: b"TAIL".to_vec(),
+    };
+    c.send_open_hdtr(info.txnid as u64, a.as_fd(), hdtr)
+        .expect("send open");
+    let got = drain(&b, 200_008);
+    let mut want = b"HEAD".to_vec();
+    want.extend_from_slice(&data[7..200_007]);
+    want.extend_from_slice(b"TAIL");
+    assert!(got == want, "bytes lost or sent twice");
+    let done = complete(&st);
+    assert!(done.complete && done.error.is_none(), "{done:?}");
+
+    // An open file nobody sends: ETIMEDOUT at the deadline, then the end.
+    let st = c.open("f.bin", Range::WHOLE).expect("open");
+    assert!(matches!(
+        st.recv_timeout(WAIT),
+        Ok(Some(Response::FileInfo(_)))
+    ));
+    let done = complete(&st);
+    assert_eq!(done.error, Some(libc::ETIMEDOUT), "{done:?}");
+    assert_eq!(st.recv_timeout(WAIT).expect("eof"), None);
+    assert!(eventually(|| d.live() == 0));
+
+    // Cancel by the id the caller saw: the channel ends with no message.
+    let st = c.open("f.bin", Range::WHOLE).expect("open");
+    let info = match st.recv_timeout(WAIT).expect("info") {
+        Some(Response::FileInfo(i)) => i,
+        other => panic!("{other:?}"),
+    };
+    c.cancel(info.txnid as u64).expect("cancel");
+    assert_eq!(
+        st.recv_timeout(WAIT).expect("eof"),
+        None,
+        "closed, no message"
+    );
+    let (a, b) = UnixStream::pair().unwrap();
+    c.send_open(info.txnid as u64, a.as_fd())
+        .expect("late send open");
+    drop(a);
+    assert!(
+        drain(&b, 1).is_empty(),
+        "a cancelled open file sends nothing"
+    );
+    assert!(eventually(|| d.live() == 0));
+    if inline::enabled_by_env() {
+        let after = counters(&c);
+        assert_eq!(after.1, before.1 + 3, "three opens held for the client");
+    }
+}
+
+/// A Send Open that comes after the open file's deadline sends nothing,
+/// even though the client still has its own handle of the file.
+#[test]
+fn a_late_send_open_of_a_file_opened_in_the_client_sends_nothing() {
+    use sendfiled_client::client::Response;
+    let d = Daemon::start_with(&["-t", "200"]);
+    d.write("f.bin", &pattern(4096));
+    let c = d.client();
+    let st = c.open("f.bin", Range::WHOLE).expect("open");
+    let info = match st.recv_timeout(WAIT).expect("info") {
+        Some(Response::FileInfo(i)) => i,
+        other => panic!("{other:?}"),
+    };
+    // Past the deadline: the daemon says so.
+    let done = complete(&st);
+    assert_eq!(done.error, Some(libc::ETIMEDOUT));
+    let (a, b) = UnixStream::pair().unwrap();
+    c.send_open(info.txnid as u64, a.as_fd())
+        .expect("send open");
+    drop(a);
+    assert!(drain(&b, 1).is_empty(), "nothing sent after the deadline");
+}

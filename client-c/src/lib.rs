@@ -176,27 +176,6 @@ fn submit(srv: BorrowedFd<'_>, req: &Request, fds: &[BorrowedFd<'_>]) -> Res<()>
     client::send_request_bytes(srv, &bytes, fds).map_err(os)
 }
 
-/// Sends `req` with a new pipe's write end (then `extra`, if any) and returns
-/// the read end, non-blocking if asked.
-fn submit_with_channel(
-    srv: BorrowedFd<'_>,
-    req: &Request,
-    extra: Option<BorrowedFd<'_>>,
-    nonblock: bool,
-) -> Res<c_int> {
-    let bytes = req.encode().map_err(|e| e.errno())?;
-    let (r, w) = sys::pipe().map_err(os)?;
-    if nonblock {
-        sys::set_nonblocking(r.as_fd(), true).map_err(os)?;
-    }
-    let mut fds = vec![w.as_fd()];
-    fds.extend(extra);
-    client::send_request_bytes(srv, &bytes, &fds).map_err(os)?;
-    drop(fds);
-    drop(w);
-    Ok(r.into_raw_fd())
-}
-
 // ---------------------------------------------------------------------------
 // Server interaction
 // ---------------------------------------------------------------------------
@@ -452,6 +431,19 @@ fn register_connection(fd: BorrowedFd<'_>) {
     table.push((raw, id, None));
 }
 
+/// The handshake's result for `srv` if one was made already: a Send Open
+/// or Cancel never starts one (the open file they name was made here only
+/// if a handshake happened).
+fn inline_for_known(srv: BorrowedFd<'_>) -> Option<Arc<Inline>> {
+    let id = socket_id(srv)?;
+    let raw = srv.as_raw_fd();
+    let table = INLINE.lock().unwrap_or_else(|e| e.into_inner());
+    table
+        .iter()
+        .find(|(fd, i, _)| *fd == raw && *i == id)
+        .and_then(|(_, _, known)| known.clone().flatten())
+}
+
 fn inline_for(srv: BorrowedFd<'_>) -> Option<Arc<Inline>> {
     if !inline::enabled_by_env() {
         return None;
@@ -497,7 +489,19 @@ pub unsafe extern "C" fn sfd_open(
         let path = unsafe { cstr(path)? }.to_owned();
         let srv = fd_arg(srv)?;
         let range = range_arg(offset, len)?;
-        submit_with_channel(srv, &Request::Open { path, range }, None, nonblock)
+        // The limit fails before anything is sent, the handshake included.
+        if path.to_bytes().len() > SFD_MAX_PATH_LEN {
+            return Err(libc::ENAMETOOLONG);
+        }
+        let inline = inline_for(srv);
+        let begun = inline::begin_open(inline.as_deref(), &path, range).map_err(os)?;
+        let (bytes, fds) = &begun.ask;
+        let fds: Vec<BorrowedFd<'_>> = fds.iter().map(|f| f.as_fd()).collect();
+        client::send_request_bytes(srv, bytes, &fds).map_err(os)?;
+        if nonblock {
+            sys::set_nonblocking(begun.status.as_fd(), true).map_err(os)?;
+        }
+        Ok(begun.status.into_raw_fd())
     })
 }
 
@@ -537,11 +541,10 @@ pub unsafe extern "C" fn sfd_send_open_hdtr(
         let dest = fd_arg(dest_fd)?;
         // SAFETY: per this function's contract.
         let hdtr = unsafe { hdtr_arg(hdr, hdr_len, trl, trl_len)? };
-        let req = Request::SendOpen {
-            txnid: txnid as u64,
-            hdtr,
-        };
-        submit(srv, &req, &[dest])?;
+        let inline = inline_for_known(srv);
+        let bytes =
+            inline::begin_send_open(inline.as_deref(), txnid as u64, dest, &hdtr).map_err(os)?;
+        client::send_request_bytes(srv, &bytes, &[dest]).map_err(os)?;
         Ok(true)
     })
 }
@@ -551,6 +554,7 @@ pub unsafe extern "C" fn sfd_send_open_hdtr(
 pub extern "C" fn sfd_cancel(srv: c_int, txnid: usize) -> bool {
     shell(false, || {
         let srv = fd_arg(srv)?;
+        inline::forget(inline_for_known(srv).as_deref(), txnid as u64);
         submit(
             srv,
             &Request::Cancel {

@@ -170,13 +170,15 @@ impl Client {
     /// Open File: the file info with a transfer id arrives on the returned
     /// status channel; nothing is sent until [`Client::send_open`].
     pub fn open(&self, path: &str, range: Range) -> io::Result<StatusChannel> {
-        let req = Request::Open {
-            path: path_arg(path)?,
-            range,
-        };
-        let (r, w) = sys::pipe()?;
-        self.send_request(&req, &[w.as_fd()])?;
-        Ok(StatusChannel { fd: r })
+        let path = path_arg(path)?;
+        if path.to_bytes().len() > proto::MAX_PATH_LEN {
+            return Err(io::Error::from_raw_os_error(libc::ENAMETOOLONG));
+        }
+        let begun = crate::inline::begin_open(self.inline(), &path, range)?;
+        let (bytes, fds) = &begun.ask;
+        let fds: Vec<BorrowedFd<'_>> = fds.iter().map(|f| f.as_fd()).collect();
+        send_request_bytes(self.sock.as_fd(), bytes, &fds)?;
+        Ok(StatusChannel { fd: begun.status })
     }
 
     /// Send Open File: starts the transfer of an opened file to `dest`;
@@ -192,13 +194,16 @@ impl Client {
         dest: BorrowedFd<'_>,
         hdtr: HeaderTrailer,
     ) -> io::Result<()> {
-        self.send_request(&Request::SendOpen { txnid, hdtr }, &[dest])
+        proto::check_send_limits(c"", &hdtr)?;
+        let bytes = crate::inline::begin_send_open(self.inline(), txnid, dest, &hdtr)?;
+        send_request_bytes(self.sock.as_fd(), &bytes, &[dest])
     }
 
     /// Cancel: ends the transfer `txnid`; its status channel (a Read's data
     /// pipe) closes without a message, so its reader sees end of file
     /// ([`Completion::closed`]). The destination gets nothing more.
     pub fn cancel(&self, txnid: u64) -> io::Result<()> {
+        crate::inline::forget(self.inline(), txnid);
         self.send_request(&Request::Cancel { txnid }, &[])
     }
 

@@ -28,7 +28,8 @@ use std::ffi::{CStr, CString};
 use std::io;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 use crate::protocol::{self as proto, FileInfo, HeaderTrailer, Range, Request, XferStat};
 use crate::sys::beneath::{open_beneath, OpenAttempt, Resolve};
@@ -83,6 +84,22 @@ pub fn enabled_by_env() -> bool {
 pub struct Inline {
     root: OwnedFd,
     facts: FsFacts,
+    /// The daemon's open-file timeout (`-t`).
+    open_timeout: Duration,
+    /// Opens made here and handed to the daemon to hold (Adopt), by id:
+    /// this process's own handle of each file, for a Send Open to attempt
+    /// from. Dropped at Send Open, Cancel, or once past the deadline.
+    held: Mutex<Vec<Held>>,
+}
+
+/// An open file made here and held by the daemon too.
+#[derive(Debug)]
+struct Held {
+    id: u64,
+    file: OwnedFd,
+    offset: u64,
+    size: u64,
+    deadline: Instant,
 }
 
 impl Inline {
@@ -112,7 +129,12 @@ impl Inline {
         if !facts.opens_never_wait(st.st_dev) {
             return None;
         }
-        Some(Inline { root, facts })
+        Some(Inline {
+            root,
+            facts,
+            open_timeout: Duration::from_millis(u64::from(hello.open_timeout_ms)),
+            held: Mutex::new(Vec::new()),
+        })
     }
 
     /// The attempt itself; see the top of this file.
@@ -135,6 +157,7 @@ impl Inline {
         let mut w = Progress {
             hdr_done: 0,
             done: 0,
+            trl_done: 0,
         };
         let finished = if to_socket {
             w.write_socket(file.as_fd(), dest, range.offset, size, hdtr)
@@ -146,6 +169,7 @@ impl Inline {
                 file,
                 done: w.done,
                 hdr_done: w.hdr_done,
+                trl_done: w.trl_done,
             };
         }
         match finished_channel(size, &st) {
@@ -180,6 +204,7 @@ impl Inline {
         let mut p = Progress {
             hdr_done: 0,
             done: 0,
+            trl_done: 0,
         };
         if p.write_pipe(file.as_fd(), w.as_fd(), range.offset, size) {
             // All of it: the write end closes here, end of file follows the
@@ -309,6 +334,155 @@ pub fn read(
     Ok(begun.data)
 }
 
+/// A Send Open is attempted here only while this much is left before the
+/// open file's deadline, so that what it hands on reaches the daemon
+/// before the daemon's own deadline (which started later, when the Adopt
+/// arrived) can expire the file: a late Send Open goes to the daemon whole
+/// and gets its `ETIMEDOUT`, nothing sent.
+pub const SEND_OPEN_MARGIN: Duration = Duration::from_millis(250);
+
+impl Inline {
+    /// The Open attempt: the file opened here, its info written into a
+    /// fresh status pipe with an id of this client's, and the Adopt that
+    /// hands the daemon the pipe and the file to hold under that id.
+    fn attempt_open(&self, path: &CStr, range: Range) -> Option<OpenBegun> {
+        let (file, st) = self.open(path)?;
+        let size = range.clip(st.st_size as u64);
+        let kept = file.try_clone().ok()?;
+        let (r, w) = sys::pipe().ok()?;
+        let id = inline_id();
+        let info = FileInfo::ok(size, st.st_atime, st.st_mtime, st.st_ctime, id);
+        sys::write_message(w.as_fd(), &info.encode()).ok()?;
+        let bytes = Request::Adopt { range, txnid: id }.encode().ok()?;
+        let now = Instant::now();
+        let mut held = self.held.lock().unwrap_or_else(|e| e.into_inner());
+        held.retain(|h| h.deadline > now);
+        held.push(Held {
+            id,
+            file: kept,
+            offset: range.offset,
+            size,
+            deadline: now + self.open_timeout,
+        });
+        Some(OpenBegun {
+            status: r,
+            ask: (bytes, vec![w, file]),
+        })
+    }
+
+    /// Forgets the open file `id` (a Cancel, or its Send Open).
+    fn take_held(&self, id: u64) -> Option<Held> {
+        let mut held = self.held.lock().unwrap_or_else(|e| e.into_inner());
+        let at = held.iter().position(|h| h.id == id)?;
+        Some(held.swap_remove(at))
+    }
+}
+
+/// An Open after the attempt: the status channel's read end, and the
+/// request to send with its descriptors in order.
+#[derive(Debug)]
+pub struct OpenBegun {
+    /// The status channel: the file info first.
+    pub status: OwnedFd,
+    /// The request (Adopt, or Open when nothing was opened here) and the
+    /// descriptors to pass with it: the status pipe's write end, then the
+    /// file.
+    pub ask: (Vec<u8>, Vec<OwnedFd>),
+}
+
+/// Open File, attempted here first when `inline` allows.
+pub fn begin_open(inline: Option<&Inline>, path: &CStr, range: Range) -> io::Result<OpenBegun> {
+    if let Some(begun) = inline.and_then(|i| i.attempt_open(path, range)) {
+        return Ok(begun);
+    }
+    let bytes = Request::Open {
+        path: path.to_owned(),
+        range,
+    }
+    .encode()?;
+    let (r, w) = sys::pipe()?;
+    Ok(OpenBegun {
+        status: r,
+        ask: (bytes, vec![w]),
+    })
+}
+
+/// Send Open of `txnid`, attempted here first when the open file is one
+/// this process opened and its deadline is not near: the request to send
+/// with `dest` (ContinueOpen from where the attempt stopped, or Send
+/// Open). Counts what happened ([`stats`]).
+pub fn begin_send_open(
+    inline: Option<&Inline>,
+    txnid: u64,
+    dest: BorrowedFd<'_>,
+    hdtr: &HeaderTrailer,
+) -> io::Result<Vec<u8>> {
+    let plain = || {
+        Request::SendOpen {
+            txnid,
+            hdtr: hdtr.clone(),
+        }
+        .encode()
+        .map_err(io::Error::from)
+    };
+    let Some(held) = inline.and_then(|i| i.take_held(txnid)) else {
+        return plain();
+    };
+    if held.deadline.saturating_duration_since(Instant::now()) < SEND_OPEN_MARGIN {
+        return plain();
+    }
+    let to_socket = match sys::dest_kind(dest) {
+        Ok(DestKind::StreamSocket) => true,
+        Ok(DestKind::Pipe) if hdtr.header.is_empty() && hdtr.trailer.is_empty() => false,
+        _ => {
+            HANDED_ON_WHOLE.fetch_add(1, Ordering::Relaxed);
+            return plain();
+        }
+    };
+    let mut p = Progress {
+        hdr_done: 0,
+        done: 0,
+        trl_done: 0,
+    };
+    let all = if to_socket {
+        p.write_socket(held.file.as_fd(), dest, held.offset, held.size, hdtr)
+    } else {
+        p.write_pipe(held.file.as_fd(), dest, held.offset, held.size)
+    };
+    if all {
+        FINISHED.fetch_add(1, Ordering::Relaxed);
+    } else if p.done > 0 || p.hdr_done > 0 {
+        HANDED_ON_PARTIAL.fetch_add(1, Ordering::Relaxed);
+    } else {
+        HANDED_ON_WHOLE.fetch_add(1, Ordering::Relaxed);
+    }
+    // The daemon writes the completion (and whatever is left): it holds
+    // the status channel.
+    Request::ContinueOpen {
+        txnid,
+        done: p.done,
+        hdtr: rest_of(hdtr, p.hdr_done, p.trl_done),
+    }
+    .encode()
+    .map_err(io::Error::from)
+}
+
+/// Forgets this process's handle of the open file `txnid`, if it has one
+/// (a Cancel of it is on its way to the daemon).
+pub fn forget(inline: Option<&Inline>, txnid: u64) {
+    if let Some(i) = inline {
+        drop(i.take_held(txnid));
+    }
+}
+
+/// The header bytes not yet written and the trailer bytes not yet written.
+fn rest_of(hdtr: &HeaderTrailer, hdr_done: usize, trl_done: usize) -> HeaderTrailer {
+    HeaderTrailer {
+        header: hdtr.header[hdr_done..].to_vec(),
+        trailer: hdtr.trailer[trl_done..].to_vec(),
+    }
+}
+
 /// Sends Hello and reads the answer; `Ok(None)` for a refusal or an answer
 /// that is not a [`proto::Hello`] (an older daemon says `EINVAL`).
 fn ask_hello(sock: BorrowedFd<'_>) -> io::Result<Option<proto::Hello>> {
@@ -321,6 +495,15 @@ fn ask_hello(sock: BorrowedFd<'_>) -> io::Result<Option<proto::Hello>> {
     }
     let mut buf = vec![0u8; libc::PIPE_BUF];
     let n = sys::read(r.as_fd(), &mut buf)?;
+    // Then the end of file: the daemon is done with the handshake and holds
+    // no descriptor of it (callers that count the daemon's descriptors see
+    // the same number before and after).
+    if sys::wait_readable(r.as_fd(), HANDSHAKE_TIMEOUT)? {
+        let mut more = [0u8; 1];
+        if sys::read(r.as_fd(), &mut more)? != 0 {
+            return Ok(None);
+        }
+    }
     Ok(proto::Hello::decode(&buf[..n]))
 }
 
@@ -328,6 +511,8 @@ fn ask_hello(sock: BorrowedFd<'_>) -> io::Result<Option<proto::Hello>> {
 struct Progress {
     hdr_done: usize,
     done: u64,
+    /// Trailer bytes written (only once every file byte is).
+    trl_done: usize,
 }
 
 impl Progress {
@@ -374,15 +559,10 @@ impl Progress {
                 Err(_) => return false,
             }
         }
-        let mut trl_done = 0;
-        while trl_done < hdtr.trailer.len() {
-            match sys::send_dontwait(sock, &hdtr.trailer[trl_done..], 0) {
-                Ok(n) => trl_done += n,
-                Err(_) => {
-                    // The trailer cannot be handed on in part: what is
-                    // left of it is the daemon's whole.
-                    return false;
-                }
+        while self.trl_done < hdtr.trailer.len() {
+            match sys::send_dontwait(sock, &hdtr.trailer[self.trl_done..], 0) {
+                Ok(n) => self.trl_done += n,
+                Err(_) => return false,
             }
         }
         true
@@ -477,6 +657,7 @@ enum Attempt {
         file: OwnedFd,
         done: u64,
         hdr_done: usize,
+        trl_done: usize,
     },
     /// Nothing was tried that the daemon must know of.
     Whole,
@@ -523,14 +704,12 @@ pub fn begin(
             file,
             done,
             hdr_done,
+            trl_done,
         } => {
             let req = Request::Continue {
                 range,
                 done,
-                hdtr: HeaderTrailer {
-                    header: hdtr.header[hdr_done..].to_vec(),
-                    trailer: hdtr.trailer.clone(),
-                },
+                hdtr: rest_of(hdtr, hdr_done, trl_done),
             };
             let bytes = req.encode()?;
             if done > 0 || hdr_done > 0 {

@@ -90,6 +90,18 @@ pub enum Command {
     /// and the first bytes into the data pipe; the range is what is left
     /// to write, the transfer-id field the client's id.
     ContinueRead = 9,
+    /// An Open the client made in its own process, handed to the daemon to
+    /// hold: fds = `[status pipe, file]`. The client wrote the file info
+    /// (with its own id, the transfer-id field, which the daemon adopts)
+    /// into the status pipe; the daemon holds the file under that id with
+    /// its open-file deadline, exactly as an Open of its own.
+    Adopt = 10,
+    /// Send Open of a held file the client began in its own process: fds =
+    /// `[destination]`. The transfer-id field names the open file, the
+    /// offset field the file bytes already written, the header field the
+    /// header bytes not yet written, the trailer field the trailer. The
+    /// daemon writes the rest and the completion.
+    ContinueOpen = 11,
 }
 
 impl Command {
@@ -105,6 +117,8 @@ impl Command {
             7 => Command::Continue,
             8 => Command::Hello,
             9 => Command::ContinueRead,
+            10 => Command::Adopt,
+            11 => Command::ContinueOpen,
             _ => return None,
         })
     }
@@ -116,8 +130,9 @@ impl Command {
             | Command::Open
             | Command::SendOpen
             | Command::Status
-            | Command::Hello => 1,
-            Command::Send | Command::ContinueRead => 2,
+            | Command::Hello
+            | Command::ContinueOpen => 1,
+            Command::Send | Command::ContinueRead | Command::Adopt => 2,
             Command::Continue => 3,
             Command::Cancel => 0,
         }
@@ -126,7 +141,10 @@ impl Command {
     /// Whether the first descriptor of this request is a channel the daemon
     /// answers on (so a refusal can be reported there).
     pub fn has_reply_channel(self) -> bool {
-        !matches!(self, Command::SendOpen | Command::Cancel)
+        !matches!(
+            self,
+            Command::SendOpen | Command::Cancel | Command::ContinueOpen
+        )
     }
 
     /// Whether requests of this kind name a path.
@@ -136,12 +154,19 @@ impl Command {
 
     /// Whether requests of this kind may carry header and trailer bytes.
     pub fn has_hdtr(self) -> bool {
-        matches!(self, Command::Send | Command::SendOpen | Command::Continue)
+        matches!(
+            self,
+            Command::Send | Command::SendOpen | Command::Continue | Command::ContinueOpen
+        )
     }
 
     /// Whether requests of this kind carry a range.
     pub fn has_range(self) -> bool {
-        self.has_path() || matches!(self, Command::Continue | Command::ContinueRead)
+        self.has_path()
+            || matches!(
+                self,
+                Command::Continue | Command::ContinueRead | Command::Adopt | Command::ContinueOpen
+            )
     }
 }
 
@@ -209,6 +234,22 @@ pub enum Request {
     },
     /// See [`Command::Hello`].
     Hello,
+    /// See [`Command::Adopt`].
+    Adopt {
+        /// The range the application asked for.
+        range: Range,
+        /// The id the client gave the open file ([`is_client_id`]).
+        txnid: u64,
+    },
+    /// See [`Command::ContinueOpen`].
+    ContinueOpen {
+        /// The open file.
+        txnid: u64,
+        /// File bytes already written to the destination.
+        done: u64,
+        /// The header bytes not yet written, and the trailer.
+        hdtr: HeaderTrailer,
+    },
     /// See [`Command::ContinueRead`].
     ContinueRead {
         /// What is left of the range (never "to the end": a length).
@@ -347,6 +388,8 @@ impl Request {
             Request::Continue { .. } => Command::Continue,
             Request::Hello => Command::Hello,
             Request::ContinueRead { .. } => Command::ContinueRead,
+            Request::Adopt { .. } => Command::Adopt,
+            Request::ContinueOpen { .. } => Command::ContinueOpen,
         }
     }
 
@@ -364,6 +407,16 @@ impl Request {
                 Request::Status | Request::Hello => (None, Range::WHOLE, 0, None),
                 Request::Continue { range, done, hdtr } => (None, *range, *done, Some(hdtr)),
                 Request::ContinueRead { rest, txnid } => (None, *rest, *txnid, None),
+                Request::Adopt { range, txnid } => (None, *range, *txnid, None),
+                Request::ContinueOpen { txnid, done, hdtr } => (
+                    None,
+                    Range {
+                        offset: *done,
+                        len: 0,
+                    },
+                    *txnid,
+                    Some(hdtr),
+                ),
             };
         let path = path.map(CStr::to_bytes_with_nul);
         // The empty path is sent as it is: the daemon answers ENOENT, as the
@@ -490,6 +543,13 @@ impl Request {
             },
             (Command::Hello, None) => Request::Hello,
             (Command::ContinueRead, None) => Request::ContinueRead { rest: range, txnid },
+            (Command::Adopt, None) => Request::Adopt { range, txnid },
+            (Command::ContinueOpen, None) if range.len == 0 => Request::ContinueOpen {
+                txnid,
+                done: range.offset,
+                hdtr,
+            },
+            (Command::ContinueOpen, None) => return Err(DecodeError::BadRange),
             _ => return Err(DecodeError::UnexpectedPath),
         })
     }
@@ -587,7 +647,9 @@ pub const MAX_RESPONSE_LEN: usize = FILE_INFO_LEN;
 /// | 4 | 4 | root path length in bytes, no NUL |
 /// | 8 | 8 | the root's `st_dev` |
 /// | 16 | 8 | the root's `st_ino` |
-/// | 24 | n | the root's path, as the daemon was given it |
+/// | 24 | 4 | the open-file timeout, ms |
+/// | 28 | 4 | 0 |
+/// | 32 | n | the root's path, as the daemon was given it |
 ///
 /// Little-endian; one pipe write (below `PIPE_BUF`, so the path is at
 /// most [`HELLO_MAX_PATH`] bytes: a longer root answers "not allowed").
@@ -603,10 +665,12 @@ pub struct Hello {
     pub root_ino: u64,
     /// The root's path (bytes, no NUL).
     pub root_path: Vec<u8>,
+    /// How long an open file waits for Send Open (`-t`), in ms.
+    pub open_timeout_ms: u32,
 }
 
 /// Fixed part of an encoded [`Hello`].
-pub const HELLO_FIXED_LEN: usize = 24;
+pub const HELLO_FIXED_LEN: usize = 32;
 /// The longest root path a [`Hello`] carries: what fits one atomic pipe
 /// write (`PIPE_BUF` is 4096 bytes on Linux, 512 on FreeBSD and macOS).
 pub const HELLO_MAX_PATH: usize = libc::PIPE_BUF - HELLO_FIXED_LEN - 8;
@@ -626,6 +690,8 @@ impl Hello {
         out.extend_from_slice(&(path.len() as u32).to_le_bytes());
         out.extend_from_slice(&self.root_dev.to_le_bytes());
         out.extend_from_slice(&self.root_ino.to_le_bytes());
+        out.extend_from_slice(&self.open_timeout_ms.to_le_bytes());
+        out.extend_from_slice(&0u32.to_le_bytes());
         out.extend_from_slice(path);
         out
     }
@@ -633,7 +699,11 @@ impl Hello {
     /// Decodes one whole answer; `None` for anything else.
     pub fn decode(buf: &[u8]) -> Option<Hello> {
         let fixed = buf.get(..HELLO_FIXED_LEN)?;
-        if fixed[0] != SFD_HELLO || fixed[1] != SFD_STAT_OK || fixed[3] & !1 != 0 {
+        if fixed[0] != SFD_HELLO
+            || fixed[1] != SFD_STAT_OK
+            || fixed[3] & !1 != 0
+            || fixed[28..32] != [0; 4]
+        {
             return None;
         }
         let le = |at: usize, n: usize| {
@@ -650,6 +720,7 @@ impl Hello {
             inline_allowed: fixed[3] & 1 != 0,
             root_dev: le(8, 8),
             root_ino: le(16, 8),
+            open_timeout_ms: le(24, 4) as u32,
             root_path: buf[HELLO_FIXED_LEN..].to_vec(),
         })
     }
@@ -982,6 +1053,22 @@ mod tests {
             range: Range::WHOLE,
         };
         assert_eq!(Request::decode(&r.encode().unwrap()), Ok(r));
+        for r in [
+            Request::Adopt {
+                range: Range { offset: 1, len: 2 },
+                txnid: 1 << 63 | 3,
+            },
+            Request::ContinueOpen {
+                txnid: 1 << 63 | 3,
+                done: 10,
+                hdtr: HeaderTrailer {
+                    header: b"h".to_vec(),
+                    trailer: Vec::new(),
+                },
+            },
+        ] {
+            assert_eq!(Request::decode(&r.encode().unwrap()), Ok(r));
+        }
     }
 
     #[test]
@@ -1211,6 +1298,7 @@ mod tests {
             root_dev: 0x801,
             root_ino: 2,
             root_path: b"/srv/www".to_vec(),
+            open_timeout_ms: 10_000,
         };
         assert_eq!(Hello::decode(&h.encode()), Some(h.clone()));
         // Truncated, padded, or a refusal in its place: not a Hello.

@@ -237,9 +237,19 @@ impl AsyncClient {
     /// # Ok(()) }
     /// ```
     pub fn open(&self, path: &str, range: Range) -> Opening {
+        // The attempt runs here, before the future, as for send_hdtr.
         let start = path_arg(path).and_then(|path| {
-            let bytes = Request::Open { path, range }.encode()?;
-            Channel::with_request(bytes, None)
+            if path.to_bytes().len() > proto::MAX_PATH_LEN {
+                return Err(errno(libc::ENAMETOOLONG));
+            }
+            let begun = inline::begin_open(self.client().inline(), &path, range)?;
+            let (bytes, fds) = begun.ask;
+            let mut fds = fds.into_iter();
+            let mut out = Outgoing::none();
+            out.bytes = bytes;
+            out.status_w = fds.next();
+            out.file = fds.next();
+            Ok((Channel::new(begun.status)?, out))
         });
         Opening {
             first: FirstInfo::new(self.clone(), start),
@@ -292,6 +302,7 @@ impl AsyncClient {
     /// # Ok(()) }
     /// ```
     pub async fn cancel(&self, txnid: u64) -> io::Result<()> {
+        inline::forget(self.client().inline(), txnid);
         let bytes = Request::Cancel { txnid }.encode()?;
         self.send_request(&bytes, &[]).await
     }
@@ -326,6 +337,7 @@ impl AsyncClient {
     /// A Cancel sent from a destructor: one non-blocking attempt. If it
     /// cannot go out, closing the status channel still ends the transfer.
     fn cancel_now(&self, txnid: usize) {
+        inline::forget(self.client().inline(), txnid as u64);
         if let Ok(bytes) = (Request::Cancel {
             txnid: txnid as u64,
         })
@@ -784,22 +796,21 @@ impl OpenFile {
     /// ```
     pub fn send_open_hdtr(mut self, dest: BorrowedFd<'_>, hdtr: HeaderTrailer) -> Transfer<'_> {
         let status = self.status.take();
-        let start = Request::SendOpen {
-            txnid: self.txnid(),
-            hdtr,
-        }
-        .encode()
-        .map_err(io::Error::from)
-        .and_then(|bytes| {
-            let ch = status.ok_or_else(|| errno(libc::EBADF))?;
-            let out = Outgoing {
-                bytes,
-                status_w: None,
-                dest: Some(dest),
-                file: None,
-            };
-            Ok((ch, out))
-        });
+        let client = self.client.client();
+        // The attempt runs here, before the future, as for send_hdtr.
+        let start = proto::check_send_limits(c"", &hdtr)
+            .map_err(io::Error::from)
+            .and_then(|()| inline::begin_send_open(client.inline(), self.txnid(), dest, &hdtr))
+            .and_then(|bytes| {
+                let ch = status.ok_or_else(|| errno(libc::EBADF))?;
+                let out = Outgoing {
+                    bytes,
+                    status_w: None,
+                    dest: Some(dest),
+                    file: None,
+                };
+                Ok((ch, out))
+            });
         let t = Transfer::new(self.client.clone(), start, Some(self.info));
         if t.early.is_some() {
             // Not sent: the open file is cancelled as an unsent one is.

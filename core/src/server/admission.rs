@@ -63,6 +63,8 @@ enum Job {
         txnid: u64,
         dest: OwnedFd,
         hdtr: HeaderTrailer,
+        /// File bytes the client already wrote (ContinueOpen).
+        done: u64,
     },
     Cancel {
         txnid: u64,
@@ -113,12 +115,32 @@ fn into_job(req: Request, fds: Vec<OwnedFd>, uid: Option<u32>) -> Result<Job, Ve
             None,
             HeaderTrailer::default(),
         ),
-        (Request::SendOpen { txnid, hdtr }, Some(dest), None, None) => {
-            Job::SendOpen { txnid, dest, hdtr }
-        }
+        (Request::SendOpen { txnid, hdtr }, Some(dest), None, None) => Job::SendOpen {
+            txnid,
+            dest,
+            hdtr,
+            done: 0,
+        },
         (Request::Cancel { txnid }, None, None, None) => Job::Cancel { txnid },
         (Request::Status, Some(reply), None, None) => Job::Status { reply },
         (Request::Hello, Some(reply), None, None) => Job::Hello { reply },
+        (Request::Adopt { range, txnid }, Some(st), Some(file), None) => Job::Start(StartRequest {
+            command: Command::Open,
+            path: CString::from(c"(opened by the client)"),
+            range,
+            status: st,
+            dest: None,
+            hdtr: HeaderTrailer::default(),
+            uid,
+            handed_on: Some((file, 0)),
+            client_id: Some(txnid),
+        }),
+        (Request::ContinueOpen { txnid, done, hdtr }, Some(dest), None, None) => Job::SendOpen {
+            txnid,
+            dest,
+            hdtr,
+            done,
+        },
         (Request::ContinueRead { rest, txnid }, Some(pipe), Some(file), None) => {
             Job::Start(StartRequest {
                 command: Command::Read,
@@ -225,7 +247,12 @@ impl<B: TransferBackend> Server<B> {
         let uid = cred.map(|c| c.uid);
         match job {
             Job::Start(req) => self.start(req),
-            Job::SendOpen { txnid, dest, hdtr } => self.send_open(txnid, dest, hdtr, uid),
+            Job::SendOpen {
+                txnid,
+                dest,
+                hdtr,
+                done,
+            } => self.send_open(txnid, dest, hdtr, done, uid),
             Job::Cancel { txnid } => self.cancel(txnid, uid),
             Job::Status { reply } => self.report_status(reply),
             Job::Hello { reply } => self.answer_hello(reply),
@@ -254,6 +281,8 @@ impl<B: TransferBackend> Server<B> {
             root_dev: root.map_or(0, |st| st.st_dev as u64),
             root_ino: root.map_or(0, |st| st.st_ino as u64),
             root_path: path.unwrap_or_default(),
+            open_timeout_ms: u32::try_from(self.config.open_timeout.as_millis())
+                .unwrap_or(u32::MAX),
         };
         let _ = sys::set_nonblocking(reply.as_fd(), true);
         if let Err(e) = status::write_reply(reply.as_fd(), &hello.encode()) {
@@ -330,8 +359,9 @@ impl<B: TransferBackend> Server<B> {
         } = req;
         let shown = path.to_string_lossy();
         let handed_on_flag = handed_on.is_some();
-        // A Read a client began has its file info in the pipe already.
-        let info_written = handed_on_flag && command == Command::Read;
+        // A Read or an Open a client began has its file info in the
+        // channel already.
+        let info_written = handed_on_flag && matches!(command, Command::Read | Command::Open);
         if !sys::fstat(status_fd.as_fd()).is_ok_and(|st| sys::is_fifo(&st)) {
             log::warn!("{command:?} {shown}: status channel is not a pipe");
             return;
@@ -366,7 +396,7 @@ impl<B: TransferBackend> Server<B> {
                     self.table.len(),
                     Uid(uid)
                 );
-                return refuse_start(status_fd, info_written, libc::EMFILE);
+                return refuse_start(status_fd, info_written, command, libc::EMFILE);
             }
         };
         let dest = match dest {
@@ -375,7 +405,7 @@ impl<B: TransferBackend> Server<B> {
                 Ok(d) => Some(d),
                 Err(errno) => {
                     log::info!("{command:?} {shown}: destination unusable (errno {errno})");
-                    return refuse_start(status_fd, info_written, errno);
+                    return refuse_start(status_fd, info_written, command, errno);
                 }
             },
         };
@@ -395,7 +425,7 @@ impl<B: TransferBackend> Server<B> {
                     "{command:?} {shown}: {}",
                     io::Error::from_raw_os_error(errno)
                 );
-                return refuse_start(status_fd, info_written, errno);
+                return refuse_start(status_fd, info_written, command, errno);
             }
             Some(Ok(file)) => Some(file),
             None => None,
@@ -406,18 +436,18 @@ impl<B: TransferBackend> Server<B> {
             Some(id) if proto::is_client_id(id) && !self.table.contains_id(id) => id,
             Some(id) => {
                 log::info!("{command:?} {shown}: client id {id:x} unusable (EINVAL)");
-                return refuse_start(status_fd, info_written, libc::EINVAL);
+                return refuse_start(status_fd, info_written, command, libc::EINVAL);
             }
             None => match self.new_txnid() {
                 Ok(id) => id,
-                Err(e) => return refuse_start(status_fd, info_written, errno_of(&e)),
+                Err(e) => return refuse_start(status_fd, info_written, command, errno_of(&e)),
             },
         };
         if let Some(from) = take_back {
             // Only now that the request is sure to be admitted (or, for an
             // open off the loop, to hold its slot while it waits).
             if !self.take_back_slot(from, uid, share) {
-                return refuse_start(status_fd, info_written, libc::EMFILE);
+                return refuse_start(status_fd, info_written, command, libc::EMFILE);
             }
         }
         let is_read = command == Command::Read;
@@ -429,7 +459,7 @@ impl<B: TransferBackend> Server<B> {
                 hdtr,
                 range,
                 done,
-                handed_on: handed_on_flag,
+                info_written,
             },
             status: StatusWriter::new(status_fd, !is_read),
             status_registered: false,
@@ -512,7 +542,7 @@ impl<B: TransferBackend> Server<B> {
             hdtr,
             range,
             done,
-            handed_on,
+            info_written,
         } = std::mem::replace(&mut t.state, State::Finishing)
         else {
             return;
@@ -533,10 +563,10 @@ impl<B: TransferBackend> Server<B> {
         if is_read {
             self.backend.grow_pipe(t.status.fd(), size);
         }
-        // A Read handed on by a client carries the client's file info
-        // already (it is the data pipe's first message); a Send handed on
-        // does not (the client wrote nothing on its status channel).
-        if !(is_read && handed_on) {
+        // A Read or Open handed on by a client carries the client's file
+        // info already (the channel's first message); a Send handed on does
+        // not (the client wrote nothing on its status channel).
+        if !info_written {
             t.status.owe_info(info);
         }
         if is_read && t.status.flush() != Flush::Clear {
@@ -597,7 +627,14 @@ impl<B: TransferBackend> Server<B> {
         }
     }
 
-    fn send_open(&mut self, txnid: u64, dest: OwnedFd, hdtr: HeaderTrailer, uid: Option<u32>) {
+    fn send_open(
+        &mut self,
+        txnid: u64,
+        dest: OwnedFd,
+        hdtr: HeaderTrailer,
+        done: u64,
+        uid: Option<u32>,
+    ) {
         let Some(slot) = self.owned_slot(txnid, uid, "send-open") else {
             return;
         };
@@ -621,13 +658,21 @@ impl<B: TransferBackend> Server<B> {
             Ok(d) => d,
             Err(errno) => return self.end(slot, Outcome::Failed(errno)),
         };
+        if done > t.cursor.file_len {
+            log::info!(
+                "txn {txnid:x}: send-open claims {done} bytes of {} written (EINVAL)",
+                t.cursor.file_len
+            );
+            return self.end(slot, Outcome::Failed(libc::EINVAL));
+        }
         let State::Opened { file, .. } = std::mem::replace(&mut t.state, State::Finishing) else {
             return;
         };
+        // A Send Open the client began continues where it stopped.
         t.cursor = Cursor::new(
             hdtr.header,
-            t.cursor.file_offset,
-            t.cursor.file_len,
+            t.cursor.file_offset + done,
+            t.cursor.file_len - done,
             hdtr.trailer,
         );
         t.state = State::Running {
@@ -750,12 +795,21 @@ fn prepare_dest(fd: OwnedFd) -> Result<Dest, i32> {
 }
 
 /// Answers a refused request with an error in place of the file info.
-/// [`refuse`], unless the channel already carries the client's file info
-/// (a Read handed on): then it just ends, as a Read's data pipe does on a
-/// failure after the start.
-fn refuse_start(status: OwnedFd, info_written: bool, errno: i32) {
-    if !info_written {
-        refuse(status, errno);
+/// [`refuse`], unless the channel already carries the client's file info:
+/// a Read's data pipe then just ends, as on a failure after the start; an
+/// Open's channel gets the error after the info, as an open file taken
+/// back or expired does.
+fn refuse_start(status: OwnedFd, info_written: bool, command: Command, errno: i32) {
+    match (info_written, command) {
+        (false, _) => refuse(status, errno),
+        (true, Command::Open) => {
+            let _ = sys::set_nonblocking(status.as_fd(), true);
+            let _ = status::write_reply(
+                status.as_fd(),
+                &proto::error_header(proto::SFD_XFER_STAT, errno),
+            );
+        }
+        (true, _) => {}
     }
 }
 

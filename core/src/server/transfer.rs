@@ -54,9 +54,9 @@ pub enum State {
         /// destination before handing the transfer on (Continue); 0
         /// otherwise.
         done: u64,
-        /// Whether a client began it in its own process (Continue,
-        /// ContinueRead).
-        handed_on: bool,
+        /// Whether the client that began it in its own process already
+        /// wrote the file info into its channel (ContinueRead, Adopt).
+        info_written: bool,
     },
     /// Opened, waiting for Send Open until `deadline`.
     Opened {
