@@ -69,8 +69,8 @@
  *
  * WHERE A TRANSFER RUNS
  *
- * sfd_send(), sfd_send_hdtr() and sfd_read() on a socket sfd_connect() made
- * are first attempted in the calling process, with calls that never block:
+ * sfd_send(), sfd_send_hdtr(), sfd_read(), sfd_open() and sfd_send_open()
+ * on a socket sfd_connect() made are first attempted in the calling process, with calls that never block:
  * the open from the kernel's caches beneath the library's own handle of the
  * served root (named by the daemon in a handshake, once per connection, and
  * checked to be the same directory), the data from the page cache, the
@@ -80,8 +80,10 @@
  * file only the daemon may read goes to the daemon; a file only the caller
  * may read can be sent in-process. SENDFILED_INLINE=0 in the environment
  * turns the attempt off for the process, the daemon's --no-inline for all
- * its clients. sfd_open(), sfd_send_open() and sockets the application
- * connected itself always go to the daemon. See sendfiled(3).
+ * its clients. An open file made in the process is held by the daemon under
+ * the id in its file info (deadline, ETIMEDOUT, cancel as below). Sockets
+ * the application connected itself always go to the daemon. See
+ * sendfiled(3).
  *
  * DESCRIPTORS
  *
