@@ -43,14 +43,20 @@ cfg_if::cfg_if! {
     } else if #[cfg(target_os = "freebsd")] {
         #[path = "os/kqueue.rs"]
         mod kqueue;
+        #[path = "os/portable.rs"]
+        mod portable;
         #[path = "os/freebsd.rs"]
         mod os;
     } else if #[cfg(target_os = "macos")] {
         #[path = "os/kqueue.rs"]
         mod kqueue;
+        #[path = "os/portable.rs"]
+        mod portable;
         #[path = "os/macos.rs"]
         mod os;
     } else {
+        #[path = "os/portable.rs"]
+        mod portable;
         #[path = "os/other.rs"]
         mod os;
     }

@@ -121,35 +121,7 @@ const _: () = assert!(
 /// `SCM_CREDS2` on FreeBSD), non-blocking, every descriptor close-on-exec.
 pub fn recv_with_fds(sock: BorrowedFd<'_>, buf: &mut [u8]) -> io::Result<Received> {
     let mut ctl = ControlBuf([0u8; CONTROL_LEN]);
-    let mut iov = libc::iovec {
-        iov_base: buf.as_mut_ptr().cast(),
-        iov_len: buf.len(),
-    };
-    // SAFETY: an all-zero msghdr is a valid empty header; the pointers are
-    // set below.
-    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
-    msg.msg_iov = &mut iov;
-    msg.msg_iovlen = 1;
-    msg.msg_control = ctl.0.as_mut_ptr().cast();
-    msg.msg_controllen = ctl.0.len() as _;
-    let flags = libc::MSG_DONTWAIT | crate::os::RECV_CLOEXEC;
-    // SAFETY: msg points at iov, buf and ctl, all live for the call and
-    // writable for the lengths given.
-    let n = cvt_len(unsafe { libc::recvmsg(sock.as_raw_fd(), &mut msg, flags) })?;
-    let mut out = Received {
-        len: n.min(buf.len()),
-        truncated: msg.msg_flags & libc::MSG_TRUNC != 0,
-        fds_truncated: msg.msg_flags & libc::MSG_CTRUNC != 0,
-        ..Received::default()
-    };
-    // SAFETY: recvmsg filled msg's control buffer and length.
-    unsafe { take_control(&msg, &mut out) };
-    if crate::os::RECV_CLOEXEC == 0 {
-        for fd in &out.fds {
-            crate::fd::set_cloexec(std::os::fd::AsFd::as_fd(fd))?;
-        }
-    }
-    Ok(out)
+    recv_one(sock, buf, &mut ctl.0, libc::MSG_DONTWAIT)
 }
 
 /// Descriptors [`recv_few_blocking`] has room for.
@@ -159,12 +131,23 @@ pub const FEW_FDS: usize = 2;
 /// descriptors and no credentials, every descriptor close-on-exec: the
 /// least a server can do per request (the benchmark's minimal servers).
 /// [`recv_with_fds`] never blocks and has room for credentials and a group
-/// list, which it zeroes on every call. `EINTR` is retried.
+/// list, which it zeroes on every call.
 pub fn recv_few_blocking(sock: BorrowedFd<'_>, buf: &mut [u8]) -> io::Result<Received> {
     #[repr(C, align(8))]
-    struct Few([u8; 64]);
-    const _: () = assert!(cmsg_space(FEW_FDS * size_of::<RawFd>()) <= 64);
-    let mut ctl = Few([0u8; 64]);
+    struct Few([u8; cmsg_space(FEW_FDS * size_of::<RawFd>())]);
+    let mut ctl = Few([0u8; cmsg_space(FEW_FDS * size_of::<RawFd>())]);
+    recv_one(sock, buf, &mut ctl.0, 0)
+}
+
+/// `recvmsg(2)` of one datagram into `buf`, its control messages into
+/// `ctl` (aligned for `cmsghdr` by the caller), with `flags` and
+/// close-on-exec; `EINTR` retried. The one `recvmsg` of the layer.
+fn recv_one(
+    sock: BorrowedFd<'_>,
+    buf: &mut [u8],
+    ctl: &mut [u8],
+    flags: libc::c_int,
+) -> io::Result<Received> {
     let mut iov = libc::iovec {
         iov_base: buf.as_mut_ptr().cast(),
         iov_len: buf.len(),
@@ -174,13 +157,14 @@ pub fn recv_few_blocking(sock: BorrowedFd<'_>, buf: &mut [u8]) -> io::Result<Rec
     let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
     msg.msg_iov = &mut iov;
     msg.msg_iovlen = 1;
-    msg.msg_control = ctl.0.as_mut_ptr().cast();
-    msg.msg_controllen = cmsg_space(FEW_FDS * size_of::<RawFd>()) as _;
+    msg.msg_control = ctl.as_mut_ptr().cast();
+    msg.msg_controllen = ctl.len() as _;
     let n = loop {
         // SAFETY: msg points at iov, buf and ctl, all live for the call and
         // writable for the lengths given.
-        match cvt_len(unsafe { libc::recvmsg(sock.as_raw_fd(), &mut msg, crate::os::RECV_CLOEXEC) })
-        {
+        let r =
+            unsafe { libc::recvmsg(sock.as_raw_fd(), &mut msg, flags | crate::os::RECV_CLOEXEC) };
+        match cvt_len(r) {
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             r => break r?,
         }

@@ -13,9 +13,11 @@ use nix::fcntl::OFlag;
 use crate::beneath::{self, OpenAttempt, Resolve};
 use crate::fd::cvt;
 use crate::fsfacts::FsFacts;
-use crate::passing::{PeerCred, Received};
+use crate::passing::PeerCred;
 
 pub use crate::kqueue::pipe_free_space;
+// FreeBSD's `recvmmsg` is a loop in libc: one `recvmsg` per batch.
+pub use crate::portable::{file_to_pipe_nowait, filesystem_of, read_cached, recv_batch};
 
 /// `recvmsg` can set close-on-exec on received descriptors itself.
 pub const RECV_CLOEXEC: libc::c_int = libc::MSG_CMSG_CLOEXEC;
@@ -76,28 +78,6 @@ pub unsafe fn credentials(kind: libc::c_int, data: *const u8, len: usize) -> Opt
         uid: c.sc_euid,
         gid: c.sc_egid,
     })
-}
-
-/// One `recvmsg` per batch: FreeBSD's `recvmmsg` is a loop in libc.
-pub fn recv_batch(
-    sock: BorrowedFd<'_>,
-    bufs: &mut [u8],
-    buf_len: usize,
-    out: &mut Vec<Received>,
-) -> io::Result<bool> {
-    out.clear();
-    out.push(crate::passing::recv_with_fds(sock, &mut bufs[..buf_len])?);
-    Ok(false)
-}
-
-/// Nothing learnt of filesystem types here: opens count as possibly waiting.
-pub fn filesystem_of(_file: BorrowedFd<'_>) -> Option<(u64, bool)> {
-    None
-}
-
-/// No read that refuses to wait: `ENOSYS`.
-pub fn read_cached(_file: BorrowedFd<'_>, _buf: &mut [u8], _offset: u64) -> io::Result<usize> {
-    Err(io::Error::from_raw_os_error(libc::ENOSYS))
 }
 
 /// The open by `O_RESOLVE_BENEATH`; it has no cache-only form.
@@ -189,14 +169,4 @@ fn openat(dir: BorrowedFd<'_>, path: &CStr, flags: libc::c_int) -> io::Result<Ow
     }
     // SAFETY: openat returned a new descriptor we now own.
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
-}
-
-/// No `splice`: `ENOSYS`.
-pub fn file_to_pipe_nowait(
-    _file: BorrowedFd<'_>,
-    _offset: &mut u64,
-    _pipe: BorrowedFd<'_>,
-    _len: usize,
-) -> io::Result<usize> {
-    Err(io::Error::from_raw_os_error(libc::ENOSYS))
 }

@@ -1,92 +1,11 @@
-//! Other systems (not supported, kept compiling): as macOS without kqueue.
-//! No per-datagram credentials, no confined lookup (the checked walk
-//! opens), no `RWF_NOWAIT` read, no `recvmmsg` batch.
+//! Other systems (not supported, kept compiling): the portable fallbacks,
+//! and no way to tell a pipe's free space.
 
-use std::ffi::CStr;
-use std::io;
-use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::fd::BorrowedFd;
 
-use crate::beneath::{OpenAttempt, Resolve};
-use crate::fsfacts::FsFacts;
-use crate::passing::{PeerCred, Received};
+pub use crate::portable::*;
 
 /// Unknown: `None`.
 pub fn pipe_free_space(_fd: BorrowedFd<'_>) -> Option<usize> {
     None
-}
-
-/// `recvmsg` cannot set close-on-exec: it is set after.
-pub const RECV_CLOEXEC: libc::c_int = 0;
-
-/// `pipe(2)` and then `FD_CLOEXEC` on both ends (there is no `pipe2`).
-pub fn pipe_cloexec() -> io::Result<(OwnedFd, OwnedFd)> {
-    let (r, w) = nix::unistd::pipe()?;
-    crate::fd::set_cloexec(r.as_fd())?;
-    crate::fd::set_cloexec(w.as_fd())?;
-    Ok((r, w))
-}
-
-/// `getentropy(3)` (at most 256 bytes).
-pub fn random_bytes(b: &mut [u8]) -> io::Result<()> {
-    // SAFETY: the buffer is valid for its length (<= 256).
-    if unsafe { libc::getentropy(b.as_mut_ptr().cast(), b.len()) } < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(())
-}
-
-/// No per-datagram credentials: nothing to enable.
-pub fn enable_passcred(_sock: BorrowedFd<'_>) -> io::Result<()> {
-    Ok(())
-}
-
-/// No credentials message exists.
-///
-/// # Safety
-///
-/// Nothing is read.
-pub unsafe fn credentials(_kind: libc::c_int, _data: *const u8, _len: usize) -> Option<PeerCred> {
-    None
-}
-
-/// One `recvmsg` per batch.
-pub fn recv_batch(
-    sock: BorrowedFd<'_>,
-    bufs: &mut [u8],
-    buf_len: usize,
-    out: &mut Vec<Received>,
-) -> io::Result<bool> {
-    out.clear();
-    out.push(crate::passing::recv_with_fds(sock, &mut bufs[..buf_len])?);
-    Ok(false)
-}
-
-/// Nothing learnt of filesystem types here: opens count as possibly waiting.
-pub fn filesystem_of(_file: BorrowedFd<'_>) -> Option<(u64, bool)> {
-    None
-}
-
-/// No read that refuses to wait: `ENOSYS`.
-pub fn read_cached(_file: BorrowedFd<'_>, _buf: &mut [u8], _offset: u64) -> io::Result<usize> {
-    Err(io::Error::from_raw_os_error(libc::ENOSYS))
-}
-
-/// No confined lookup of the system's: the caller walks.
-pub fn open_beneath(
-    _root: BorrowedFd<'_>,
-    _path: &CStr,
-    _how: Resolve,
-    _facts: &FsFacts,
-) -> Option<OpenAttempt> {
-    None
-}
-
-/// No `splice`: `ENOSYS`.
-pub fn file_to_pipe_nowait(
-    _file: BorrowedFd<'_>,
-    _offset: &mut u64,
-    _pipe: BorrowedFd<'_>,
-    _len: usize,
-) -> io::Result<usize> {
-    Err(io::Error::from_raw_os_error(libc::ENOSYS))
 }
