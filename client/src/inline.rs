@@ -342,17 +342,18 @@ pub fn read(
 pub const SEND_OPEN_MARGIN: Duration = Duration::from_millis(250);
 
 impl Inline {
-    /// The Open attempt: the file opened here, its info written into a
-    /// fresh status pipe with an id of this client's, and the Adopt that
-    /// hands the daemon the pipe and the file to hold under that id.
+    /// The Open attempt: the file opened here, and the Adopt that hands
+    /// the daemon a fresh status pipe and the file to hold under an id of
+    /// this client's. The daemon writes the file info (or, at its limit,
+    /// the refusal in its place) once it holds the file and its deadline
+    /// runs, exactly as for an Open of its own: the channel cannot say the
+    /// file is held before it is.
     fn attempt_open(&self, path: &CStr, range: Range) -> Option<OpenBegun> {
         let (file, st) = self.open(path)?;
         let size = range.clip(st.st_size as u64);
         let kept = file.try_clone().ok()?;
         let (r, w) = sys::pipe().ok()?;
         let id = inline_id();
-        let info = FileInfo::ok(size, st.st_atime, st.st_mtime, st.st_ctime, id);
-        sys::write_message(w.as_fd(), &info.encode()).ok()?;
         let bytes = Request::Adopt { range, txnid: id }.encode().ok()?;
         let now = Instant::now();
         let mut held = self.held.lock().unwrap_or_else(|e| e.into_inner());

@@ -91,10 +91,10 @@ pub enum Command {
     /// to write, the transfer-id field the client's id.
     ContinueRead = 9,
     /// An Open the client made in its own process, handed to the daemon to
-    /// hold: fds = `[status pipe, file]`. The client wrote the file info
-    /// (with its own id, the transfer-id field, which the daemon adopts)
-    /// into the status pipe; the daemon holds the file under that id with
-    /// its open-file deadline, exactly as an Open of its own.
+    /// hold: fds = `[status pipe, file]`. The daemon holds the file under
+    /// the client's id (the transfer-id field) with its open-file deadline
+    /// and writes the file info with that id, exactly as for an Open of its
+    /// own (or the refusal in its place).
     Adopt = 10,
     /// Send Open of a held file the client began in its own process: fds =
     /// `[destination]`. The transfer-id field names the open file, the

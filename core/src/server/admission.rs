@@ -359,9 +359,10 @@ impl<B: TransferBackend> Server<B> {
         } = req;
         let shown = path.to_string_lossy();
         let handed_on_flag = handed_on.is_some();
-        // A Read or an Open a client began has its file info in the
-        // channel already.
-        let info_written = handed_on_flag && matches!(command, Command::Read | Command::Open);
+        // A Read a client began has its file info in the pipe already (an
+        // Open's info is the daemon's to write: only it knows the file is
+        // held and its deadline runs).
+        let info_written = handed_on_flag && command == Command::Read;
         if !sys::fstat(status_fd.as_fd()).is_ok_and(|st| sys::is_fifo(&st)) {
             log::warn!("{command:?} {shown}: status channel is not a pipe");
             return;
@@ -396,7 +397,7 @@ impl<B: TransferBackend> Server<B> {
                     self.table.len(),
                     Uid(uid)
                 );
-                return refuse_start(status_fd, info_written, command, libc::EMFILE);
+                return refuse_start(status_fd, info_written, libc::EMFILE);
             }
         };
         let dest = match dest {
@@ -405,7 +406,7 @@ impl<B: TransferBackend> Server<B> {
                 Ok(d) => Some(d),
                 Err(errno) => {
                     log::info!("{command:?} {shown}: destination unusable (errno {errno})");
-                    return refuse_start(status_fd, info_written, command, errno);
+                    return refuse_start(status_fd, info_written, errno);
                 }
             },
         };
@@ -425,7 +426,7 @@ impl<B: TransferBackend> Server<B> {
                     "{command:?} {shown}: {}",
                     io::Error::from_raw_os_error(errno)
                 );
-                return refuse_start(status_fd, info_written, command, errno);
+                return refuse_start(status_fd, info_written, errno);
             }
             Some(Ok(file)) => Some(file),
             None => None,
@@ -436,18 +437,18 @@ impl<B: TransferBackend> Server<B> {
             Some(id) if proto::is_client_id(id) && !self.table.contains_id(id) => id,
             Some(id) => {
                 log::info!("{command:?} {shown}: client id {id:x} unusable (EINVAL)");
-                return refuse_start(status_fd, info_written, command, libc::EINVAL);
+                return refuse_start(status_fd, info_written, libc::EINVAL);
             }
             None => match self.new_txnid() {
                 Ok(id) => id,
-                Err(e) => return refuse_start(status_fd, info_written, command, errno_of(&e)),
+                Err(e) => return refuse_start(status_fd, info_written, errno_of(&e)),
             },
         };
         if let Some(from) = take_back {
             // Only now that the request is sure to be admitted (or, for an
             // open off the loop, to hold its slot while it waits).
             if !self.take_back_slot(from, uid, share) {
-                return refuse_start(status_fd, info_written, command, libc::EMFILE);
+                return refuse_start(status_fd, info_written, libc::EMFILE);
             }
         }
         let is_read = command == Command::Read;
@@ -795,21 +796,12 @@ fn prepare_dest(fd: OwnedFd) -> Result<Dest, i32> {
 }
 
 /// Answers a refused request with an error in place of the file info.
-/// [`refuse`], unless the channel already carries the client's file info:
-/// a Read's data pipe then just ends, as on a failure after the start; an
-/// Open's channel gets the error after the info, as an open file taken
-/// back or expired does.
-fn refuse_start(status: OwnedFd, info_written: bool, command: Command, errno: i32) {
-    match (info_written, command) {
-        (false, _) => refuse(status, errno),
-        (true, Command::Open) => {
-            let _ = sys::set_nonblocking(status.as_fd(), true);
-            let _ = status::write_reply(
-                status.as_fd(),
-                &proto::error_header(proto::SFD_XFER_STAT, errno),
-            );
-        }
-        (true, _) => {}
+/// [`refuse`], unless the channel already carries the client's file info
+/// (a Read it began): the data pipe then just ends, as a Read's does on a
+/// failure after the start.
+fn refuse_start(status: OwnedFd, info_written: bool, errno: i32) {
+    if !info_written {
+        refuse(status, errno);
     }
 }
 

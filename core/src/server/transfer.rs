@@ -55,7 +55,7 @@ pub enum State {
         /// otherwise.
         done: u64,
         /// Whether the client that began it in its own process already
-        /// wrote the file info into its channel (ContinueRead, Adopt).
+        /// wrote the file info into its channel (ContinueRead).
         info_written: bool,
     },
     /// Opened, waiting for Send Open until `deadline`.
