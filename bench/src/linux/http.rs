@@ -17,7 +17,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use super::figures::{cell, engine_cell, median, quantile_us, Report};
-use super::{make_file, os, pattern_byte, warm, Daemon, EngineKind, Files, Plan};
+use super::{make_file, os, pattern_byte, warm, Daemon, Files, Plan};
 
 /// The 16 MiB file of this figure (the other two are the small figure's).
 const FILE_16M: &str = "http-16m.bin";
@@ -60,8 +60,15 @@ struct Server {
 }
 
 impl Server {
-    fn start(bin: &Path, d: &Daemon, mode: &str) -> io::Result<Server> {
-        let mut child = Command::new(bin)
+    /// `inline`: the example's client attempts each transfer itself first
+    /// (the default); without it, `SENDFILED_INLINE=0`: every body goes
+    /// through the daemon.
+    fn start(bin: &Path, d: &Daemon, mode: &str, inline: bool) -> io::Result<Server> {
+        let mut cmd = Command::new(bin);
+        if !inline {
+            cmd.env("SENDFILED_INLINE", "0");
+        }
+        let mut child = cmd
             .arg("--root")
             .arg(&d.root)
             .args(["--listen", "127.0.0.1:0", "--body", mode, "--sockdir"])
@@ -322,17 +329,16 @@ impl Table {
         Table {
             title,
             lines: vec![
-                "| HTTP | engine | sendfiled body | tokio-fs body | sendfiled / tokio-fs |".into(),
+                "| HTTP | engine, where bodies run | sendfiled body | tokio-fs body | sendfiled / tokio-fs |".into(),
                 "|---|---|---:|---:|---:|".into(),
             ],
         }
     }
 
-    fn row(&mut self, what: impl AsRef<str>, engine: Option<EngineKind>, s: f64, t: f64) {
+    fn row(&mut self, what: impl AsRef<str>, who: &str, s: f64, t: f64) {
         let line = format!(
-            "| {} | {} | {} | {} | {:.2}x |",
+            "| {} | {who} | {} | {} | {:.2}x |",
             what.as_ref(),
-            engine_cell(engine),
             cell(s),
             cell(t),
             s / t
@@ -341,8 +347,8 @@ impl Table {
         self.lines.push(line);
     }
 
-    fn text_row(&mut self, what: &str, engine: Option<EngineKind>, s: String, t: String) {
-        let line = format!("| {what} | {} | {s} | {t} | |", engine_cell(engine));
+    fn text_row(&mut self, what: &str, who: &str, s: String, t: String) {
+        let line = format!("| {what} | {who} | {s} | {t} | |");
         println!("  {line}");
         self.lines.push(line);
     }
@@ -359,14 +365,36 @@ impl Table {
 struct Side<'a> {
     srv: Server,
     daemon: Option<&'a Daemon>,
+    /// Bodies inline first (the example's default) or daemon only.
+    inline: bool,
 }
 
 impl Side<'_> {
     fn label(&self) -> String {
         match self.daemon {
-            Some(d) => format!("{SENDFILED} [{}]", d.engine),
+            Some(d) => format!("{SENDFILED} [{}]", self.who_of(d)),
             None => TOKIO_FS.to_owned(),
         }
+    }
+
+    /// The table's engine cell: the engine, and where bodies run.
+    fn who(&self) -> String {
+        match self.daemon {
+            Some(d) => self.who_of(d),
+            None => engine_cell(None),
+        }
+    }
+
+    fn who_of(&self, d: &Daemon) -> String {
+        format!(
+            "{}, {}",
+            d.engine,
+            if self.inline {
+                "inline first"
+            } else {
+                "daemon only"
+            }
+        )
     }
 }
 
@@ -384,24 +412,33 @@ pub fn http(plan: &Plan, ds: &[Daemon], files: &Files, report: &mut Report) -> i
     }
     // A sendfiled-body server on each engine's daemon, then the tokio-fs
     // one, which needs a daemon to connect to but sends nothing through it.
-    let mut sides = Vec::with_capacity(ds.len() + 1);
+    // Each engine's daemon twice: bodies inline first (the default), and
+    // through the daemon alone.
+    let mut sides = Vec::with_capacity(2 * ds.len() + 1);
     for d in ds {
-        sides.push(Side {
-            srv: Server::start(&bin, d, SENDFILED)?,
-            daemon: Some(d),
-        });
+        for inline in [true, false] {
+            sides.push(Side {
+                srv: Server::start(&bin, d, SENDFILED, inline)?,
+                daemon: Some(d),
+                inline,
+            });
+        }
     }
     sides.push(Side {
-        srv: Server::start(&bin, &ds[0], TOKIO_FS)?,
+        srv: Server::start(&bin, &ds[0], TOKIO_FS, true)?,
         daemon: None,
+        inline: false,
     });
     let load = os::loadavg();
     let shown: Vec<String> = sides
         .iter()
         .map(|s| match s.daemon {
             Some(d) => format!(
-                "pid {} --body {SENDFILED} on the {} daemon (pid {})",
-                s.srv.pid, d.engine, d.pid
+                "pid {} --body {SENDFILED}{} on the {} daemon (pid {})",
+                s.srv.pid,
+                if s.inline { "" } else { " SENDFILED_INLINE=0" },
+                d.engine,
+                d.pid
             ),
             None => format!("pid {} --body {TOKIO_FS}", s.srv.pid),
         })
@@ -438,33 +475,33 @@ pub fn http(plan: &Plan, ds: &[Daemon], files: &Files, report: &mut Report) -> i
             let what = format!("{label}, {conns} conn{}", if conns == 1 { "" } else { "s" });
             let (t, s) = agg.split_last().expect("the tokio-fs side is last");
             let ts = t.cpu().0;
-            let engines = || ds.iter().map(|d| Some(d.engine)).zip(s);
+            let engines = || s.iter().zip(&sides).map(|(a, side)| (side.who(), a));
             let figures: [(&str, Figure); 3] = [
                 ("req/s", |a| &a.rate),
                 ("p50 (µs)", |a| &a.p50),
                 ("p99 (µs)", |a| &a.p99),
             ];
             for (name, of) in figures {
-                for (e, s) in engines() {
+                for (who, s) in engines() {
                     table.row(
                         format!("{what}: {name}"),
-                        e,
+                        &who,
                         median(of(s).clone()),
                         median(of(t).clone()),
                     );
                 }
             }
-            for (e, s) in engines() {
+            for (who, s) in engines() {
                 let (ss, sd) = s.cpu();
                 table.row(
                     format!("{what}: server CPU/request, example + daemon (µs)"),
-                    e,
+                    &who,
                     ss + sd,
                     ts,
                 );
                 table.text_row(
                     &format!("{what}: of which the daemon (µs)"),
-                    e,
+                    &who,
                     cell(sd),
                     "-".into(),
                 );
@@ -633,7 +670,7 @@ fn cold(plan: &Plan, files: &Files, sides: &[Side<'_>], report: &mut Report) -> 
         for (side, s) in sides.iter().zip(engines) {
             t.row(
                 what,
-                side.daemon.map(|d| d.engine),
+                &side.who(),
                 median(field(s).clone()),
                 median(field(f).clone()),
             );
@@ -642,7 +679,7 @@ fn cold(plan: &Plan, files: &Files, sides: &[Side<'_>], report: &mut Report) -> 
     for (side, s) in sides.iter().zip(engines) {
         t.text_row(
             "cold file cached at eviction (max)",
-            side.daemon.map(|d| d.engine),
+            &side.who(),
             format!("{:.0}%", s.resident * 100.0),
             format!("{:.0}%", f.resident * 100.0),
         );
