@@ -38,6 +38,7 @@ for f in share/man/man8/sendfiled.8 share/man/man1/sfd.1 share/man/man3/sendfile
     share/sendfiled/dist/freebsd/sendfiled share/sendfiled/dist/macos/org.sendfiled.sendfiled.plist; do
     check "$PREFIX/$f is installed" test -s "$p/$f"
 done
+check "LICENSE is installed with the documentation" grep -q "BSD 2-Clause License" "$p/share/doc/sendfiled/LICENSE"
 check "man links: sfd_read.3 -> sendfiled.3" test "$(readlink "$p/share/man/man3/sfd_read.3")" = sendfiled.3
 if [ "$(uname -s)" = Linux ]; then
     for f in lib/systemd/system/sendfiled@.service lib/systemd/system/sendfiled@.socket lib/sysusers.d/sendfiled.conf; do
