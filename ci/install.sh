@@ -4,7 +4,16 @@
 #
 #   PREFIX=/usr/local   where it goes (the default)
 #   DESTDIR=            staging directory prepended to every path (packages)
-#   NO_BUILD=1          install what is already built in the release profile
+#   NO_BUILD=1          install what is already built (in the profile below)
+#   STRIP=0             install binaries with debug information and symbols:
+#                       built with the `profiling` profile (target/profiling)
+#                       instead of `release` (target/release), which has
+#                       neither
+#   LDCONFIG=0          do not run ldconfig after a live install (see below)
+#
+# After a live install (no DESTDIR) as root on Linux or FreeBSD, ldconfig runs
+# so that the dynamic loader finds libsendfiled.so.0 at once; otherwise the
+# command to run is printed.
 #
 #   sudo ci/install.sh                          # /usr/local
 #   PREFIX=/usr DESTDIR=/tmp/pkg ci/install.sh  # stage a package
@@ -32,10 +41,14 @@ PREFIX=${PREFIX%/}
 os=$(host_os)
 cd "$root"
 
-if [ "${NO_BUILD:-0}" != 1 ]; then
-    cargo build --release --locked -p sendfiled -p sfd
+profile=release
+if [ "${STRIP:-1}" = 0 ]; then
+    profile=profiling
 fi
-rel=$(target_dir)/release
+if [ "${NO_BUILD:-0}" != 1 ]; then
+    cargo build --profile "$profile" --locked -p sendfiled -p sfd
+fi
+rel=$(target_dir)/$profile
 
 dest=$DESTDIR$PREFIX
 sbindir=$dest/sbin
@@ -106,7 +119,42 @@ done
 if [ -f client-c/Makefile ]; then
     echo "installing the C library (make -C client-c install)"
     make=${MAKE:-$(command -v gmake || echo make)}
-    "$make" -C client-c install PREFIX="$PREFIX" DESTDIR="$DESTDIR"
+    "$make" -C client-c install PREFIX="$PREFIX" DESTDIR="$DESTDIR" PROFILE="$profile"
+    libdir=${PREFIX%/}/lib
+    # The dynamic loader's cache: a library new in a directory such as
+    # /usr/local/lib is not found until ldconfig has run. Only for the live
+    # system: a staged package's post-install step does it there.
+    if [ -n "$DESTDIR" ]; then
+        echo "  note: staged in DESTDIR; run ldconfig after installing the package (its post-install step)"
+    elif [ "${LDCONFIG:-1}" = 0 ]; then
+        echo "  note: LDCONFIG=0: run ldconfig before programs use libsendfiled.so.0"
+    else
+        case $os in
+        Linux | FreeBSD)
+            if [ "$(id -u)" = 0 ] && command -v ldconfig >/dev/null 2>&1; then
+                # FreeBSD: -m adds the directory to the hints (rc.d's
+                # ldconfig_paths already has /usr/local/lib at boot).
+                ldargs=""
+                [ "$os" = FreeBSD ] && ldargs="-m $libdir"
+                # shellcheck disable=SC2086
+                if ldconfig $ldargs; then
+                    echo "  ran ldconfig${ldargs:+ $ldargs}: programs find libsendfiled.so.0 now"
+                else
+                    echo "  WARNING: ldconfig failed; run it before programs use libsendfiled.so.0" >&2
+                fi
+                case $libdir in
+                /usr/lib | /usr/local/lib | /lib | /usr/lib64 | /usr/local/lib64) ;;
+                *) echo "  note: if $libdir is not in the loader's path, add it to /etc/ld.so.conf.d/ (Linux) or ldconfig_paths (FreeBSD) and run ldconfig" ;;
+                esac
+            else
+                echo "  note: not root: run 'sudo ldconfig' so that programs find libsendfiled.so.0 in $libdir"
+            fi
+            ;;
+        Darwin)
+            echo "  note: programs find the library by its install name; set DYLD_LIBRARY_PATH=$libdir if $libdir is not searched"
+            ;;
+        esac
+    fi
 else
     echo "  note: client-c/Makefile is not here yet; the C library was not installed"
 fi
