@@ -51,6 +51,24 @@ if have readelf; then
     check "libsendfiled.a carries no debug information" \
         bash -c '! readelf -S "$1" 2>/dev/null | grep -q "\.debug_info"' _ "$p/lib/libsendfiled.a"
 fi
+for prog in sendfiled sfd; do
+    check "bash completion of $prog is installed and parses" \
+        bash -n "$p/share/bash-completion/completions/$prog"
+    check "zsh completion of $prog is installed" grep -q "^#compdef $prog\$" "$p/share/zsh/site-functions/_$prog"
+    check "fish completion of $prog is installed" grep -q "^complete -c $prog " "$p/share/fish/vendor_completions.d/$prog.fish"
+    if have zsh; then
+        check "zsh completion of $prog parses" zsh -n "$p/share/zsh/site-functions/_$prog"
+    fi
+    if have fish; then
+        check "fish completion of $prog parses" fish -n "$p/share/fish/vendor_completions.d/$prog.fish"
+    fi
+done
+check "the bash completion of sfd offers its commands" \
+    bash -c '. "$1"; COMP_WORDS=(sfd ca); COMP_CWORD=1; _sfd; [ "${COMPREPLY[*]}" = cat ]' _ \
+    "$p/share/bash-completion/completions/sfd"
+check "the bash completion of sendfiled offers --log's values" \
+    bash -c '. "$1"; COMP_WORDS=(sendfiled --log s); COMP_CWORD=2; _sendfiled; [ "${COMPREPLY[*]}" = "stderr syslog" ]' _ \
+    "$p/share/bash-completion/completions/sendfiled"
 check "LICENSE is installed with the documentation" grep -q "BSD 2-Clause License" "$p/share/doc/sendfiled/LICENSE"
 check "man links: sfd_read.3 -> sendfiled.3" test "$(readlink "$p/share/man/man3/sfd_read.3")" = sendfiled.3
 if [ "$(uname -s)" = Linux ]; then
@@ -88,7 +106,8 @@ check "nothing was installed outside DESTDIR$PREFIX" \
 if [ -f client-c/Makefile ]; then
     check "a staged install says ldconfig is the package's post-install step" \
         grep -q "staged in DESTDIR; run ldconfig after installing the package" "$work/install.out"
-    NO_BUILD=1 PREFIX=$work/live "$BASH" ci/install.sh >"$work/live.out" 2>&1 || cat "$work/live.out"
+    # Built again (the C library only: it bakes PREFIX/sbin/sendfiled in).
+    PREFIX=$work/live "$BASH" ci/install.sh >"$work/live.out" 2>&1 || cat "$work/live.out"
     case $(uname -s) in
     Linux | FreeBSD)
         if [ "$(id -u)" = 0 ] && have ldconfig; then
@@ -170,6 +189,41 @@ if [ -n "$pc" ] && command -v pkg-config >/dev/null 2>&1 && command -v cc >/dev/
     esac
 else
     echo "note: no sendfiled.pc installed (or no pkg-config/cc): the C library was not tested"
+fi
+
+# sfd_spawn finds the daemon installed with the library (PREFIX/sbin, not on
+# PATH) and creates a missing socket directory: the live install above.
+if [ -f client-c/Makefile ] && have cc && [ -x "$work/live/sbin/sendfiled" ]; then
+    cat >"$work/spawn.c" <<'CEOF'
+#include <sendfiled.h>
+#include <errno.h>
+#include <stdio.h>
+#include <string.h>
+int main(int argc, char** argv)
+{
+    pid_t pid;
+    (void)argc;
+    pid = sfd_spawn(argv[1], argv[2], "run/new", 0, 0);
+    if (pid <= 0) {
+        printf("sfd_spawn: %s\n", pid == 0 ? "already running" : strerror(errno));
+        return 1;
+    }
+    printf("%s\n", sfd_shutdown(pid) == 0 ? "started and stopped" : "bad shutdown");
+    return 0;
+}
+CEOF
+    mkdir -p "$work/spawnroot"
+    if cc -Wall -Wextra -Werror -pedantic -I"$work/live/include" -o "$work/spawn" "$work/spawn.c" \
+        -L"$work/live/lib" -lsendfiled; then
+        out=$(env -u SENDFILED_BIN PATH=/usr/bin:/bin SENDFILED_ALLOW_ROOT=1 \
+            LD_LIBRARY_PATH="$work/live/lib" DYLD_LIBRARY_PATH="$work/live/lib" \
+            "$work/spawn" "spawn$$" "$work/spawnroot" 2>&1 || true)
+        check "sfd_spawn starts PREFIX/sbin/sendfiled with no SENDFILED_BIN and no sendfiled on PATH ($out)" \
+            test "$out" = "started and stopped"
+        check "sfd_spawn created the missing socket directory" test -d "$work/spawnroot/run/new"
+    else
+        bad "the sfd_spawn program builds against the live install"
+    fi
 fi
 
 # The build tree itself: install.sh built the release library, and a program

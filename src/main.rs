@@ -3,6 +3,7 @@
 
 mod activation;
 mod cli;
+mod completions;
 mod error;
 mod logging;
 mod privileges;
@@ -37,6 +38,9 @@ cfg_if::cfg_if! {
 }
 
 fn main() {
+    // `sendfiled --completions SHELL`: not an option of the daemon (it
+    // needs no -s/-r), so looked for before the parser.
+    completions::handle_flag(<Args as clap::CommandFactory>::command);
     let args = match Args::try_parse() {
         Ok(a) => a,
         Err(e) => {

@@ -3,6 +3,10 @@
 //! descriptor, shows a file's metadata, and asks whether the daemon is up.
 //! See sfd(1).
 
+// Shared with the daemon, which generates its own the same way (see the
+// file's comment for why it is not a crate).
+#[path = "../../src/completions.rs"]
+mod completions;
 mod dest;
 mod failure;
 mod show;
@@ -122,6 +126,8 @@ fn main() {
     // Die quietly on a closed pipe, as cat(1) does: `sfd cat f | head`.
     // SAFETY: resetting a signal disposition before any thread starts.
     unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
+    // `sfd --completions SHELL` (hidden: for packagers and ci/install.sh).
+    completions::handle_flag(Cli::command);
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => {

@@ -522,3 +522,25 @@ fn a_send_cut_short_gives_no_misleading_count() {
     );
     assert!(!err.contains(" 0 bytes"), "{err}");
 }
+
+/// `sfd --completions SHELL` prints a script generated from the parser;
+/// an unknown shell is a usage error.
+#[test]
+fn completions_come_from_the_parser() {
+    for sh in ["bash", "zsh", "fish"] {
+        let o = Command::new(SFD)
+            .args(["--completions", sh])
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{sh}: {}", stderr(&o));
+        let s = stdout(&o);
+        for want in ["cat", "send", "stat", "ping", "--socket", "--timeout"] {
+            assert!(s.contains(want), "{sh}: no {want} in\n{s}");
+        }
+    }
+    let o = Command::new(SFD)
+        .args(["--completions", "csh"])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2));
+}
