@@ -390,7 +390,9 @@ fn send(ctx: &Ctx, path: &str, to: &Dest, range: Range) -> Result<(), Failure> {
     let bar = match status.recv() {
         Ok(Some(Response::FileInfo(fi))) => ctx.progress(fi.size as u64, true),
         Ok(Some(Response::Error { errno, .. })) => return Err(Failure::errno(&ctx.what, errno)),
-        Ok(None) => return Err(Failure::errno(&ctx.what, libc::EPIPE)),
+        // The daemon may write the file info only once it waits or is
+        // done, so data may have moved already.
+        Ok(None) => return Err(cut_short(&ctx.what, 0)),
         Ok(Some(_)) => return Err(Failure::errno(&ctx.what, libc::EPROTO)),
         Err(e) => return Err(info_failed(&ctx.what, &e)),
     };
@@ -418,28 +420,30 @@ fn send(ctx: &Ctx, path: &str, to: &Dest, range: Range) -> Result<(), Failure> {
                 };
                 return fail(Failure::errno(what, errno));
             }
-            Ok(None) => {
-                // Progress comes only at waits, in steps of at least 1 MiB:
-                // what moved since the last report (all of it, without one)
-                // is unknown here, so the count is a lower bound or absent.
-                let count = if moved > 0 {
-                    format!(" after at least {moved} bytes (its last progress report)")
-                } else {
-                    String::new()
-                };
-                return fail(Failure::other(
-                    EXIT_FAILURE,
-                    format!(
-                        "{}: failed: the daemon closed the status channel{count} without \
-                         completing; how much reached the destination is unknown (see its log)",
-                        ctx.what
-                    ),
-                ));
-            }
+            Ok(None) => return fail(cut_short(&ctx.what, moved)),
             Ok(Some(_)) => return fail(Failure::errno(&ctx.what, libc::EPROTO)),
             Err(e) => return fail(Failure::io(&ctx.what, &e)),
         }
     }
+}
+
+/// A send whose status channel closed without a completion (the daemon
+/// stopped). Progress comes only at waits, in steps of at least 1 MiB: what
+/// moved since the last report (all of it, without one) is unknown here,
+/// so the count is a lower bound, or absent.
+fn cut_short(what: &str, moved: u64) -> Failure {
+    let count = if moved > 0 {
+        format!(" after at least {moved} bytes (its last progress report)")
+    } else {
+        String::new()
+    };
+    Failure::other(
+        EXIT_FAILURE,
+        format!(
+            "{what}: failed: the daemon closed the status channel{count} without \
+             completing; how much reached the destination is unknown (see its log)"
+        ),
+    )
 }
 
 fn stat(ctx: &Ctx, path: &str) -> Result<(), Failure> {

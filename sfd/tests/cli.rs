@@ -534,7 +534,9 @@ fn completions_come_from_the_parser() {
             .unwrap();
         assert!(o.status.success(), "{sh}: {}", stderr(&o));
         let s = stdout(&o);
-        for want in ["cat", "send", "stat", "ping", "socket", "timeout", "sockdir"] {
+        for want in [
+            "cat", "send", "stat", "ping", "socket", "timeout", "sockdir",
+        ] {
             assert!(s.contains(want), "{sh}: no {want} in\n{s}");
         }
     }
