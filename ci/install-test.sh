@@ -21,7 +21,7 @@ cleanup() {
 trap cleanup EXIT
 
 dest=$work/dest
-DESTDIR=$dest PREFIX=$PREFIX "$BASH" ci/install.sh
+DESTDIR=$dest PREFIX=$PREFIX "$BASH" ci/install.sh | tee "$work/install.out"
 p=$dest$PREFIX
 
 echo "--- installed files (under DESTDIR=$dest):"
@@ -38,6 +38,38 @@ for f in share/man/man8/sendfiled.8 share/man/man1/sfd.1 share/man/man3/sendfile
     share/sendfiled/dist/freebsd/sendfiled share/sendfiled/dist/macos/org.sendfiled.sendfiled.plist; do
     check "$PREFIX/$f is installed" test -s "$p/$f"
 done
+# Lean installs: the release profile has no debug information and no symbol
+# table (STRIP=0 installs the profiling build, which has both).
+if have readelf; then
+    for f in sbin/sendfiled bin/sfd; do
+        check "$PREFIX/$f carries no debug information or symbol table" \
+            bash -c '! readelf -S "$1" | grep -q -E "\.debug_info|\.symtab"' _ "$p/$f"
+    done
+    lib=$(find "$p" -name 'libsendfiled.so.*.*' | head -n1)
+    check "libsendfiled.so carries no debug information" \
+        bash -c '! readelf -S "$1" | grep -q "\.debug_info"' _ "$lib"
+    check "libsendfiled.a carries no debug information" \
+        bash -c '! readelf -S "$1" 2>/dev/null | grep -q "\.debug_info"' _ "$p/lib/libsendfiled.a"
+fi
+for prog in sendfiled sfd; do
+    check "bash completion of $prog is installed and parses" \
+        bash -n "$p/share/bash-completion/completions/$prog"
+    check "zsh completion of $prog is installed" grep -q "^#compdef $prog\$" "$p/share/zsh/site-functions/_$prog"
+    check "fish completion of $prog is installed" grep -q "^complete -c $prog " "$p/share/fish/vendor_completions.d/$prog.fish"
+    if have zsh; then
+        check "zsh completion of $prog parses" zsh -n "$p/share/zsh/site-functions/_$prog"
+    fi
+    if have fish; then
+        check "fish completion of $prog parses" fish -n "$p/share/fish/vendor_completions.d/$prog.fish"
+    fi
+done
+check "the bash completion of sfd offers its commands" \
+    bash -c '. "$1"; COMP_WORDS=(sfd ca); COMP_CWORD=1; _sfd; [ "${COMPREPLY[*]}" = cat ]' _ \
+    "$p/share/bash-completion/completions/sfd"
+check "the bash completion of sendfiled offers --log's values" \
+    bash -c '. "$1"; COMP_WORDS=(sendfiled --log s); COMP_CWORD=2; _sendfiled; [ "${COMPREPLY[*]}" = "stderr syslog" ]' _ \
+    "$p/share/bash-completion/completions/sendfiled"
+check "LICENSE is installed with the documentation" grep -q "BSD 2-Clause License" "$p/share/doc/sendfiled/LICENSE"
 check "man links: sfd_read.3 -> sendfiled.3" test "$(readlink "$p/share/man/man3/sfd_read.3")" = sendfiled.3
 if [ "$(uname -s)" = Linux ]; then
     for f in lib/systemd/system/sendfiled@.service lib/systemd/system/sendfiled@.socket lib/sysusers.d/sendfiled.conf; do
@@ -55,15 +87,37 @@ if [ -f client-c/Makefile ]; then
         -n "$(find "$p" -name libsendfiled.a)"
     check "sendfiled.pc is installed" test -n "$(find "$p" -name sendfiled.pc)"
     # The build (make -C client-c, run by install.sh) records what rustc
-    # reports for the static library; the .pc's Libs.private is that list.
+    # reports for the static library; the .pc's Libs.private is that list
+    # without -lgcc_s (which has no archive: `cc -static` cannot find it).
     native=$(target_dir)/release/libsendfiled.native-static-libs
-    check "sendfiled.pc's Libs.private is rustc's native-static-libs ($(cat "$native" 2>/dev/null))" \
-        test -s "$native" -a "$(sed -n 's/^Libs.private: *//p' "$p/lib/pkgconfig/sendfiled.pc")" = "$(cat "$native" 2>/dev/null)"
+    want=$(tr ' ' '\n' <"$native" 2>/dev/null | grep -v -x -e -lgcc_s -e '' | tr '\n' ' ' | sed 's/ *$//')
+    check "sendfiled.pc's Libs.private is rustc's native-static-libs less -lgcc_s ($want)" \
+        test -s "$native" -a "$(sed -n 's/^Libs.private: *//p' "$p/lib/pkgconfig/sendfiled.pc")" = "$want"
+    check "sendfiled.pc names no URL (there is no public repository)" \
+        bash -c '! grep -q "^URL:" "$1"' _ "$p/lib/pkgconfig/sendfiled.pc"
 fi
 check "installed rc.d script runs $PREFIX/sbin/sendfiled" \
     grep -q "^procname=\"$PREFIX/sbin/sendfiled\"" "$p/share/sendfiled/dist/freebsd/sendfiled"
 check "nothing was installed outside DESTDIR$PREFIX" \
     test -z "$(find "$dest" \( -type f -o -type l \) | grep -v "^$dest${PREFIX%/}/")"
+
+# ldconfig: never for a staged install; after a live one (no DESTDIR) as root
+# on Linux or FreeBSD it runs, else install.sh says what to run.
+if [ -f client-c/Makefile ]; then
+    check "a staged install says ldconfig is the package's post-install step" \
+        grep -q "staged in DESTDIR; run ldconfig after installing the package" "$work/install.out"
+    # Built again (the C library only: it bakes PREFIX/sbin/sendfiled in).
+    PREFIX=$work/live "$BASH" ci/install.sh >"$work/live.out" 2>&1 || cat "$work/live.out"
+    case $(uname -s) in
+    Linux | FreeBSD)
+        if [ "$(id -u)" = 0 ] && have ldconfig; then
+            check "a live install as root runs ldconfig and says so" grep -q "ran ldconfig" "$work/live.out"
+        else
+            check "a live install without root says to run ldconfig" grep -q "run 'sudo ldconfig'" "$work/live.out"
+        fi
+        ;;
+    esac
+fi
 
 version=$("$p/sbin/sendfiled" --version)
 check "sendfiled --version: $version" grep -q '^sendfiled [0-9]' <<<"$version"
@@ -111,8 +165,65 @@ if [ -n "$pc" ] && command -v pkg-config >/dev/null 2>&1 && command -v cc >/dev/
     else
         bad "a C program builds with pkg-config --cflags --libs sendfiled"
     fi
+    # The same program linked statically, with only what pkg-config --static
+    # says (Libs.private once named -lgcc_s, which no static link finds).
+    sflags=$(PKG_CONFIG_PATH=$(dirname "$pc") PKG_CONFIG_SYSROOT_DIR=$dest pkg-config --static --cflags --libs sendfiled)
+    case $(uname -s) in
+    Linux | FreeBSD)
+        # -lsendfiled picks the archive under -static; the warnings glibc
+        # prints for getpwnam and getaddrinfo in a static link are not errors.
+        # shellcheck disable=SC2086
+        if cc -static -o "$work/app-static" "$work/app.c" $sflags 2>"$work/static.err"; then
+            ok "a C program links with cc -static and pkg-config --static --libs sendfiled"
+            out=$("$work/app-static" || true)
+            check "the static C program reads a file through the installed daemon" \
+                test "$out" = "hello through sendfiled"
+        else
+            cat "$work/static.err"
+            bad "a C program links with cc -static and pkg-config --static --libs sendfiled"
+        fi
+        ;;
+    *)
+        echo "note: no fully static executables on $(uname -s); the static link is not tested"
+        ;;
+    esac
 else
     echo "note: no sendfiled.pc installed (or no pkg-config/cc): the C library was not tested"
+fi
+
+# sfd_spawn finds the daemon installed with the library (PREFIX/sbin, not on
+# PATH) and creates a missing socket directory: the live install above.
+if [ -f client-c/Makefile ] && have cc && [ -x "$work/live/sbin/sendfiled" ]; then
+    cat >"$work/spawn.c" <<'CEOF'
+#include <sendfiled.h>
+#include <errno.h>
+#include <stdio.h>
+#include <string.h>
+int main(int argc, char** argv)
+{
+    pid_t pid;
+    (void)argc;
+    pid = sfd_spawn(argv[1], argv[2], "run/new", 0, 0);
+    if (pid <= 0) {
+        printf("sfd_spawn: %s\n", pid == 0 ? "already running" : strerror(errno));
+        return 1;
+    }
+    printf("%s\n", sfd_shutdown(pid) == 0 ? "started and stopped" : "bad shutdown");
+    return 0;
+}
+CEOF
+    mkdir -p "$work/spawnroot"
+    if cc -Wall -Wextra -Werror -pedantic -I"$work/live/include" -o "$work/spawn" "$work/spawn.c" \
+        -L"$work/live/lib" -lsendfiled; then
+        out=$(env -u SENDFILED_BIN PATH=/usr/bin:/bin SENDFILED_ALLOW_ROOT=1 \
+            LD_LIBRARY_PATH="$work/live/lib" DYLD_LIBRARY_PATH="$work/live/lib" \
+            "$work/spawn" "spawn$$" "$work/spawnroot" 2>&1 || true)
+        check "sfd_spawn starts PREFIX/sbin/sendfiled with no SENDFILED_BIN and no sendfiled on PATH ($out)" \
+            test "$out" = "started and stopped"
+        check "sfd_spawn created the missing socket directory" test -d "$work/spawnroot/run/new"
+    else
+        bad "the sfd_spawn program builds against the live install"
+    fi
 fi
 
 # The build tree itself: install.sh built the release library, and a program

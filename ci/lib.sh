@@ -136,3 +136,9 @@ summary() {
   echo "${1:+$1: }$SFD_PASSED passed, $SFD_FAILED failed"
   [ "$SFD_FAILED" -eq 0 ]
 }
+
+# --- The declared minimum Rust ----------------------------------------------
+# The workspace's rust-version (Cargo.toml, [workspace.package]), e.g. 1.85.
+msrv() {
+  sed -n 's/^rust-version = "\([0-9.]*\)".*/\1/p' "$SFD_TOP/Cargo.toml" | head -n 1
+}

@@ -135,6 +135,27 @@ step_doc() {
   RUSTDOCFLAGS=-Dwarnings cargo doc --no-deps -p sendfiled-client --all-features
 }
 
+# The declared rust-version builds the workspace: `cargo +VERSION build`
+# with that toolchain (.ci/run installs it with rustup). Where it cannot be
+# installed (no rustup, no network) this is a loud note and the step is
+# skipped, not failed. Only the build: the tests' dev-dependencies
+# (proptest) need a newer Rust than the packages do.
+step_msrv() {
+  local v
+  v=$(msrv)
+  [ -n "$v" ] || die "no rust-version in Cargo.toml"
+  if ! have rustup; then
+    loud_warning "rustup is not installed: the declared rust-version $v is NOT checked"
+    skip "rust-version $v not checked (no rustup)"
+  fi
+  if ! rustup run "$v" cargo --version >/dev/null 2>&1; then
+    loud_warning "Rust $v is not installed (.ci/run installs it; it failed or was not run): the declared rust-version is NOT checked"
+    skip "rust-version $v not checked (toolchain $v not installed)"
+  fi
+  echo "+ cargo +$v build --workspace --locked   (CARGO_TARGET_DIR=$(target_dir)/msrv)"
+  CARGO_TARGET_DIR=$(target_dir)/msrv cargo "+$v" build --workspace --locked
+}
+
 step_test() {
   echo "+ bash ci/test.sh   (the README's test command)"
   "$BASH" ci/test.sh
@@ -175,7 +196,7 @@ step_install_test() { run_hook install-test.sh; }
 step_cinstall() { run_hook cinstall-test.sh; }
 step_man_lint() { run_hook man-lint.sh; }
 
-ALL_STEPS="yaml fmt clippy machete layering doc test c-tests-valgrind quickstart"
+ALL_STEPS="yaml fmt clippy machete layering msrv doc test c-tests-valgrind quickstart"
 ALL_STEPS="$ALL_STEPS cross-freebsd cross-macos-x86_64 cross-macos-aarch64"
 ALL_STEPS="$ALL_STEPS bench-quick fuzz-smoke install-test cinstall man-lint"
 

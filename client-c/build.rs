@@ -16,6 +16,7 @@ use std::path::{Path, PathBuf};
 
 fn main() {
     println!("cargo:rerun-if-changed=build.rs");
+    installed_daemon();
     let os = std::env::var("CARGO_CFG_TARGET_OS").unwrap_or_default();
     let (link, to) = match os.as_str() {
         "linux" | "freebsd" | "netbsd" | "openbsd" | "dragonfly" => {
@@ -34,6 +35,33 @@ fn main() {
                 "cargo:warning=could not create {}: {e}",
                 dir.join(link).display()
             );
+        }
+    }
+}
+
+/// Where `sfd_spawn` looks for the daemon after `$SENDFILED_BIN` and `PATH`:
+/// `$SENDFILED_PREFIX/sbin/sendfiled`, the daemon installed with this
+/// library (`make -C client-c` and `ci/install.sh` pass their `PREFIX`; a
+/// `cargo build` without it bakes in no path). Given to the crate as
+/// `SFD_INSTALLED_DAEMON`.
+fn installed_daemon() {
+    println!("cargo:rerun-if-env-changed=SENDFILED_PREFIX");
+    let Some(prefix) = std::env::var_os("SENDFILED_PREFIX") else {
+        return;
+    };
+    let prefix = PathBuf::from(prefix);
+    if !prefix.is_absolute() {
+        println!(
+            "cargo:warning=SENDFILED_PREFIX={} is not absolute: sfd_spawn gets no installed daemon path",
+            prefix.display()
+        );
+        return;
+    }
+    let daemon = prefix.join("sbin").join("sendfiled");
+    match daemon.to_str() {
+        Some(d) if !d.contains('\n') => println!("cargo:rustc-env=SFD_INSTALLED_DAEMON={d}"),
+        _ => {
+            println!("cargo:warning=SENDFILED_PREFIX is not plain UTF-8: no installed daemon path")
         }
     }
 }

@@ -1,4 +1,7 @@
 //! Log lines to standard error (foreground) or syslog(3) (daemonised).
+//! On standard error under systemd (`$JOURNAL_STREAM` names it) each line
+//! starts with its priority, `<3>` error to `<7>` debug, which the journal
+//! takes as the line's priority.
 //!
 //! Two rules hold for every line, whatever its level or target, because log
 //! lines carry what clients sent (paths above all):
@@ -186,16 +189,70 @@ fn cause_of(r: &log::Record<'_>) -> Cause {
 
 /// Where the lines go.
 enum Sink {
-    Stderr,
+    /// Standard error; `journal`: it is systemd's journal, and each line
+    /// starts with its priority (`<3>` ... `<7>`, sd-daemon(3)).
+    Stderr {
+        journal: bool,
+    },
     Syslog,
+}
+
+/// The sd-daemon(3) prefix of a line at `level`: syslog's priority in
+/// angle brackets, which the journal reads and strips.
+pub fn journal_prefix(level: log::Level) -> &'static str {
+    match level {
+        log::Level::Error => "<3>",
+        log::Level::Warn => "<4>",
+        log::Level::Info => "<6>",
+        log::Level::Debug | log::Level::Trace => "<7>",
+    }
+}
+
+/// Whether `journal_stream` (`$JOURNAL_STREAM`, `DEVICE:INODE` of the
+/// stream systemd connected the service to) names the file `st` describes.
+// st_dev and st_ino are u64 on Linux, not everywhere (macOS: i32 and u64).
+#[allow(clippy::unnecessary_cast)]
+pub fn names_stream(journal_stream: &str, st: &libc::stat) -> bool {
+    let Some((dev, ino)) = journal_stream.split_once(':') else {
+        return false;
+    };
+    matches!(
+        (dev.parse::<u64>(), ino.parse::<u64>()),
+        (Ok(dev), Ok(ino)) if st.st_dev as u64 == dev && st.st_ino as u64 == ino
+    )
+}
+
+/// Whether standard error is the journal: `$JOURNAL_STREAM` is set and
+/// names standard error itself, not a stream a parent was given and this
+/// process's standard error was redirected away from.
+fn stderr_is_journal() -> bool {
+    let Some(v) = std::env::var_os("JOURNAL_STREAM") else {
+        return false;
+    };
+    let Some(v) = v.to_str() else {
+        return false;
+    };
+    let mut st = std::mem::MaybeUninit::<libc::stat>::uninit();
+    // SAFETY: fstat of descriptor 2 into a stat buffer of the right size.
+    if unsafe { libc::fstat(libc::STDERR_FILENO, st.as_mut_ptr()) } != 0 {
+        return false;
+    }
+    // SAFETY: fstat succeeded and filled it.
+    names_stream(v, &unsafe { st.assume_init() })
 }
 
 impl Sink {
     fn emit(&self, level: log::Level, msg: &str) {
         match self {
-            Sink::Stderr => {
+            Sink::Stderr { journal } => {
+                let prio = if *journal { journal_prefix(level) } else { "" };
                 // One write per line so concurrent processes' lines don't mix.
-                let line = format!("sendfiled[{}]: {}: {}\n", std::process::id(), level, msg);
+                let line = format!(
+                    "{prio}sendfiled[{}]: {}: {}\n",
+                    std::process::id(),
+                    level,
+                    msg
+                );
                 let _ = std::io::stderr().write_all(line.as_bytes());
             }
             Sink::Syslog => {
@@ -274,7 +331,9 @@ pub fn init(target: LogTarget, level: log::LevelFilter) {
     static NONE: NoLog = NoLog;
     let logger: &'static dyn log::Log = match target {
         LogTarget::Stderr => Box::leak(Box::new(Logger {
-            sink: Sink::Stderr,
+            sink: Sink::Stderr {
+                journal: stderr_is_journal(),
+            },
             limiter: Limiter::new(BURST, WINDOW),
         })),
         LogTarget::Syslog => {
@@ -307,6 +366,24 @@ pub fn exit(code: i32) -> ! {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn journal_priorities_and_stream_matching() {
+        assert_eq!(journal_prefix(log::Level::Error), "<3>");
+        assert_eq!(journal_prefix(log::Level::Warn), "<4>");
+        assert_eq!(journal_prefix(log::Level::Info), "<6>");
+        assert_eq!(journal_prefix(log::Level::Debug), "<7>");
+        // SAFETY: all-zero is a valid stat.
+        let mut st: libc::stat = unsafe { std::mem::zeroed() };
+        st.st_dev = 8;
+        st.st_ino = 1234;
+        assert!(names_stream("8:1234", &st));
+        assert!(!names_stream("8:1235", &st));
+        assert!(!names_stream("9:1234", &st));
+        for bad in ["", "8", "8:", ":1234", "x:y", "8:1234:5"] {
+            assert!(!names_stream(bad, &st), "{bad:?}");
+        }
+    }
 
     #[test]
     fn control_characters_are_escaped() {

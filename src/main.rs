@@ -3,6 +3,7 @@
 
 mod activation;
 mod cli;
+mod completions;
 mod error;
 mod logging;
 mod privileges;
@@ -37,6 +38,9 @@ cfg_if::cfg_if! {
 }
 
 fn main() {
+    // `sendfiled --completions SHELL`: not an option of the daemon (it
+    // needs no -s/-r), so looked for before the parser.
+    completions::handle_flag(<Args as clap::CommandFactory>::command);
     let args = match Args::try_parse() {
         Ok(a) => a,
         Err(e) => {
@@ -59,7 +63,79 @@ fn main() {
             if args.print_ready {
                 report(&format!("error {} {}", e.errno, e.what));
             }
+            if args.daemonize && !detach::failed(&e) && target != LogTarget::Stderr {
+                // -d, still in the foreground: the log may go where nobody
+                // looks (syslog without a syslog daemon, none), so the
+                // failure is said on standard error too.
+                eprintln!("sendfiled: {}", e.what);
+            }
             logging::exit(e.errno.clamp(1, 255));
+        }
+    }
+}
+
+/// The `-d` start-up handshake: the parent of the fork waits on a pipe
+/// until the detached daemon is serving (it then exits 0) or has failed
+/// (it prints the daemon's message on its standard error and exits with
+/// the daemon's errno), so a failed background start is never silent and
+/// the socket is there when the command returns.
+mod detach {
+    use std::io::{Read, Write};
+    use std::os::fd::OwnedFd;
+    use std::sync::Mutex;
+
+    use crate::error::StartError;
+
+    /// The child's end of the pipe, until it has said how the start went.
+    static TELL_PARENT: Mutex<Option<OwnedFd>> = Mutex::new(None);
+
+    /// In the child after the fork: keep the writing end.
+    pub fn keep(w: OwnedFd) {
+        *TELL_PARENT.lock().unwrap_or_else(|p| p.into_inner()) = Some(w);
+    }
+
+    fn say(line: &str) -> bool {
+        match TELL_PARENT.lock().unwrap_or_else(|p| p.into_inner()).take() {
+            Some(w) => {
+                let _ = std::fs::File::from(w).write_all(line.as_bytes());
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// The detached daemon is serving.
+    pub fn ready() {
+        say("ok\n");
+    }
+
+    /// The detached daemon failed to start; false before the fork (no
+    /// parent is waiting).
+    pub fn failed(e: &StartError) -> bool {
+        say(&format!("error {} {}\n", e.errno, e.what))
+    }
+
+    /// In the parent after the fork: wait for the child's word and exit.
+    pub fn wait_and_exit(r: OwnedFd) -> ! {
+        let mut said = String::new();
+        let _ = std::fs::File::from(r).read_to_string(&mut said);
+        if said.starts_with("ok") {
+            std::process::exit(0);
+        }
+        let mut it = said.trim_end().splitn(3, ' ');
+        match (
+            it.next(),
+            it.next().and_then(|n| n.parse::<i32>().ok()),
+            it.next(),
+        ) {
+            (Some("error"), Some(errno), Some(what)) => {
+                eprintln!("sendfiled: {what}");
+                std::process::exit(errno.clamp(1, 255));
+            }
+            _ => {
+                eprintln!("sendfiled: the detached daemon exited during start-up (see its log)");
+                std::process::exit(libc::EIO);
+            }
         }
     }
 }
@@ -138,6 +214,13 @@ fn run(args: &Args, target: LogTarget) -> Result<(), StartError> {
     let inherited = activation::take_request_socket()?;
     let identity = privileges::resolve(args.user.as_deref(), args.group.as_deref())
         .map_err(|e| StartError::io("looking up -u/-g", e))?;
+    if identity.is_some() && !nix::unistd::geteuid().is_root() {
+        return Err(StartError::new(
+            libc::EPERM,
+            "-u/-g need root: the daemon chroots to ROOT and changes user and group; \
+             start it as root, or without -u/-g to run as the current user",
+        ));
+    }
     if nix::unistd::geteuid().is_root() && identity.is_none() && !allow_root(args) {
         return Err(StartError::new(
             libc::EPERM,
@@ -261,6 +344,7 @@ fn serve<B: TransferBackend>(
     if ready.print {
         report(&format!("ready {}", std::process::id()));
     }
+    detach::ready();
     server.run().map_err(|e| StartError::io("event loop", e))
 }
 
@@ -289,15 +373,24 @@ fn bind_socket(
     Ok(socket)
 }
 
-/// Detaches: the parent exits at once, the child leads a new session with
-/// standard input (and standard error unless logging there) on /dev/null.
+/// Detaches: the parent waits until the child serves or fails
+/// ([`detach`]), the child leads a new session in `/` (so the start
+/// directory's filesystem is not held busy), with standard input (and
+/// standard error unless logging there) on /dev/null.
 fn daemonize(target: LogTarget) -> Result<(), StartError> {
+    let (r, w) = nix::unistd::pipe().map_err(|e| StartError::io("pipe", e.into()))?;
     // SAFETY: no thread has been started yet, so fork is safe here.
     match unsafe { nix::unistd::fork() }.map_err(|e| StartError::io("fork", e.into()))? {
-        nix::unistd::ForkResult::Parent { .. } => std::process::exit(0),
+        nix::unistd::ForkResult::Parent { .. } => {
+            drop(w);
+            detach::wait_and_exit(r)
+        }
         nix::unistd::ForkResult::Child => {}
     }
+    drop(r);
+    detach::keep(w);
     nix::unistd::setsid().map_err(|e| StartError::io("setsid", e.into()))?;
+    nix::unistd::chdir("/").map_err(|e| StartError::io("chdir /", e.into()))?;
     redirect_to_null(libc::STDIN_FILENO);
     if target != LogTarget::Stderr {
         redirect_to_null(libc::STDERR_FILENO);

@@ -137,13 +137,19 @@ extern "C" {
  * Starts a sendfiled daemon and waits until it accepts requests.
  *
  * The executable is $SENDFILED_BIN if that is set, else "sendfiled" found on
- * PATH. It inherits the environment; its log goes to syslog (or where
- * $SENDFILED_LOG says: "stderr", "syslog", "none").
+ * PATH, else the daemon installed with this library (PREFIX/sbin/sendfiled,
+ * as `make install` or ci/install.sh put it; sbin/ is rarely on a user's
+ * PATH). It inherits the environment; its log goes to syslog (or where
+ * $SENDFILED_LOG says: "stderr", "syslog", "none"). With
+ * SENDFILED_LOG=stderr the daemon's own message for a failed start (which
+ * names the cause) appears on the caller's standard error.
  *
  * server_name: the daemon's name; its socket is root_dir/sockdir/server_name.
  * root_dir:    the directory it serves; request paths are relative to it
- *              and confined beneath it.
- * sockdir:     the socket directory, relative to root_dir.
+ *              and confined beneath it. It must exist.
+ * sockdir:     the socket directory, relative to root_dir (a leading '/'
+ *              too). Created, with missing parents (mode 0755 less the
+ *              umask), if root_dir exists and it does not.
  * maxfiles:    the most concurrent transfers (open files included); 0 for
  *              the daemon's default. More are refused with EMFILE.
  * open_fd_timeout_ms: how long a file opened with sfd_open() waits for
@@ -152,10 +158,22 @@ extern "C" {
  *
  * Returns the daemon's pid once it is ready; 0 if a daemon of that name
  * already serves that socket directory (nothing was started); -1 with errno
- * set if it failed to start: the daemon's own errno (ENOENT for a missing
- * root, EACCES, ...), ENOENT if the executable was not found, ETIMEDOUT if it
- * did not become ready within 30 seconds, EINVAL for a NULL or empty string
- * or a negative number.
+ * set if it failed to start:
+ *   ENOENT     the executable was not found ($SENDFILED_BIN, PATH,
+ *              PREFIX/sbin), or root_dir does not exist
+ *   EPERM      the caller is root: the daemon refuses to run as root unless
+ *              SENDFILED_ALLOW_ROOT=1 is in the environment (or it is given
+ *              -u/-g, which sfd_spawn() does not pass)
+ *   ENOTDIR    root_dir, the socket directory or a directory on the way to
+ *              it is not a directory
+ *   EACCES     the executable may not be run, or the socket directory may
+ *              not be created or written
+ *   EADDRINUSE never: a socket of that name in use means 0 is returned
+ *   ETIMEDOUT  it did not become ready within 30 seconds
+ *   EINVAL     a NULL or empty string, or a negative number
+ * and otherwise the daemon's own errno (its exit status). Set
+ * SENDFILED_LOG=stderr to see the daemon's message saying which cause it
+ * was.
  */
 pid_t sfd_spawn(const char* server_name, const char* root_dir,
                 const char* sockdir, int maxfiles, int open_fd_timeout_ms);

@@ -213,6 +213,7 @@ pub unsafe extern "C" fn sfd_spawn(
         opts.max_files = max_files;
         opts.open_timeout_ms = open_timeout_ms;
         opts.program = Some(daemon_program()?);
+        make_socket_dir(&opts.root, &opts.sockdir)?;
         match client::spawn(&opts).map_err(os)? {
             Spawned::Started(pid) => Ok(pid),
             Spawned::AlreadyRunning => Ok(0),
@@ -220,7 +221,42 @@ pub unsafe extern "C" fn sfd_spawn(
     })
 }
 
-/// The daemon executable: `$SENDFILED_BIN`, else `sendfiled` on `PATH`.
+/// Creates the socket directory `root/sockdir` (as the daemon takes it:
+/// inside the root, a leading `/` included) with its missing parents, mode
+/// 0755 less the umask, when the root exists; a missing root is left to the
+/// daemon (`ENOENT`). A component that is not a directory is `ENOTDIR`; a
+/// directory that may not be created, its errno (`EACCES`, `EROFS`, ...).
+fn make_socket_dir(root: &Path, sockdir: &Path) -> Res<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    if !root.is_dir() {
+        return Ok(());
+    }
+    let inside: PathBuf = sockdir
+        .components()
+        .filter(|c| {
+            !matches!(
+                c,
+                std::path::Component::RootDir | std::path::Component::CurDir
+            )
+        })
+        .collect();
+    let dir = root.join(inside);
+    match std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o755)
+        .create(&dir)
+    {
+        Ok(()) => Ok(()),
+        // The path exists and is not a directory.
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Err(libc::ENOTDIR),
+        Err(e) => Err(os(e)),
+    }
+}
+
+/// The daemon executable: `$SENDFILED_BIN`, else `sendfiled` on `PATH`,
+/// else the daemon installed with this library (`PREFIX/sbin/sendfiled`,
+/// baked in by the build when `SENDFILED_PREFIX` was set, as `make -C
+/// client-c` and `ci/install.sh` do).
 ///
 /// Resolved here, before anything is started, so that a missing or
 /// non-executable program fails with its own errno (`ENOENT`, `EACCES`)
@@ -247,6 +283,7 @@ fn daemon_program() -> Res<PathBuf> {
     let path = std::env::var_os("PATH").unwrap_or_else(|| "/usr/local/bin:/usr/bin:/bin".into());
     std::env::split_paths(&path)
         .map(|d| d.join("sendfiled"))
+        .chain(option_env!("SFD_INSTALLED_DAEMON").map(PathBuf::from))
         .find(|p| executable(p).is_ok())
         .ok_or(libc::ENOENT)
 }

@@ -259,6 +259,45 @@ static void test_spawn_errors(void)
     CHECK(errno == ENOENT);
 }
 
+/* A missing socket directory is created (with its parents); a file in its
+ * way is ENOTDIR; as root without SENDFILED_ALLOW_ROOT=1 the daemon refuses
+ * to start: EPERM. */
+static void test_spawn_socket_dir_and_root(void)
+{
+    char dir[128], path[256], name[64], allow[16] = "";
+    const char* a = getenv("SENDFILED_ALLOW_ROOT");
+    struct stat st;
+    pid_t pid;
+    int fd;
+    CHECK(temp_dir(dir, sizeof(dir)));
+    snprintf(name, sizeof(name), "sd%ld", (long)getpid());
+    pid = sfd_spawn(name, dir, "/new/sub", 0, 0);
+    CHECK(pid > 0);
+    snprintf(path, sizeof(path), "%s/new/sub", dir);
+    CHECK(stat(path, &st) == 0 && S_ISDIR(st.st_mode));
+    if (pid > 0) {
+        fd = sfd_connect(path, name);
+        CHECK(fd >= 0);
+        if (fd >= 0)
+            close(fd);
+        CHECK(sfd_shutdown(pid) == 0);
+    }
+    snprintf(path, sizeof(path), "%s/file", dir);
+    fd = open(path, O_WRONLY | O_CREAT | O_EXCL, 0600);
+    CHECK(fd >= 0);
+    if (fd >= 0)
+        close(fd);
+    CHECK_ERRNO(sfd_spawn(name, dir, "file", 0, 0), -1, ENOTDIR);
+    CHECK_ERRNO(sfd_spawn(name, dir, "file/sub", 0, 0), -1, ENOTDIR);
+    if (geteuid() == 0) {
+        if (a)
+            snprintf(allow, sizeof(allow), "%s", a);
+        test_setenv("SENDFILED_ALLOW_ROOT", NULL);
+        CHECK_ERRNO(sfd_spawn(name, dir, "run", 0, 0), -1, EPERM);
+        test_setenv("SENDFILED_ALLOW_ROOT", a ? allow : NULL);
+    }
+}
+
 static void test_shutdown_errors(void)
 {
     pid_t pid = fork();
@@ -285,6 +324,7 @@ int main(void)
         { "returned_descriptors", test_returned_descriptors },
         { "connect_errors", test_connect_errors },
         { "spawn_errors", test_spawn_errors },
+        { "spawn_socket_dir_and_root", test_spawn_socket_dir_and_root },
         { "shutdown_errors", test_shutdown_errors },
     };
     return sfd_run_tests(tests, N_ELEMS(tests));

@@ -24,10 +24,16 @@ pub struct Failure {
 
 impl Failure {
     /// The daemon (or a local step) failed with `errno` while doing `what`.
+    /// Where the daemon gives one errno for several causes, the message
+    /// lists them ([`daemon_causes`]).
     pub fn errno(what: impl fmt::Display, errno: i32) -> Failure {
+        let message = match daemon_causes(errno) {
+            Some(causes) => format!("{what}: {}: {causes}", describe(errno)),
+            None => format!("{what}: {}", describe(errno)),
+        };
         Failure {
             code: EXIT_FAILURE,
-            message: format!("{what}: {}", describe(errno)),
+            message,
         }
     }
 
@@ -53,6 +59,24 @@ impl Failure {
             code,
             message: message.into(),
         }
+    }
+}
+
+/// What the daemon means by an errno it answers a request with, where one
+/// errno stands for several causes (the client sees the original
+/// sendfiled's errno; the daemon's log line names the one that applied).
+pub fn daemon_causes(errno: i32) -> Option<&'static str> {
+    match errno {
+        libc::EINVAL => Some(
+            "not a regular file (a directory, FIFO, socket or device), \
+             or the daemon's root itself",
+        ),
+        libc::EACCES => Some(
+            "the path leads outside the daemon's root (through .. or a symbolic link), \
+             or the daemon may not read the file, or it does not take requests from \
+             this user (--allow-uid/--allow-gid); the daemon's log names which",
+        ),
+        _ => None,
     }
 }
 
@@ -181,6 +205,21 @@ mod tests {
             f.message,
             "cat missing.txt: No such file or directory (ENOENT)"
         );
+        let f = Failure::errno("cat adir", libc::EINVAL);
+        assert_eq!(
+            f.message,
+            "cat adir: Invalid argument (EINVAL): not a regular file (a directory, \
+             FIFO, socket or device), or the daemon's root itself"
+        );
+        let f = Failure::errno("cat ../x", libc::EACCES);
+        assert!(
+            f.message.starts_with(
+                "cat ../x: Permission denied (EACCES): the path leads outside the daemon's root"
+            ),
+            "{}",
+            f.message
+        );
+        assert!(f.message.contains("may not read the file"), "{}", f.message);
         let plain = io::Error::other("no errno here");
         assert_eq!(describe_io(&plain), "no errno here");
     }

@@ -3,6 +3,10 @@
 //! descriptor, shows a file's metadata, and asks whether the daemon is up.
 //! See sfd(1).
 
+// Shared with the daemon, which generates its own the same way (see the
+// file's comment for why it is not a crate).
+#[path = "../../src/completions.rs"]
+mod completions;
 mod dest;
 mod failure;
 mod show;
@@ -122,6 +126,8 @@ fn main() {
     // Die quietly on a closed pipe, as cat(1) does: `sfd cat f | head`.
     // SAFETY: resetting a signal disposition before any thread starts.
     unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
+    // `sfd --completions SHELL` (hidden: for packagers and ci/install.sh).
+    completions::handle_flag(Cli::command);
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => {
@@ -169,8 +175,70 @@ fn socket_path(cli: &Cli) -> PathBuf {
     }
 }
 
+/// How the options named the socket, for the hint when nothing answers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Origin {
+    /// `-s NAME` without `-S`: the default directory.
+    DefaultDir,
+    /// `$SENDFILED_SOCKET`.
+    Env,
+    /// `--socket PATH` or `-S DIR -s NAME`.
+    Given,
+}
+
+fn origin(cli: &Cli) -> Origin {
+    match (&cli.socket, &cli.sockdir, &cli.name) {
+        (None, None, Some(_)) => Origin::DefaultDir,
+        (None, None, None) => Origin::Env,
+        _ => Origin::Given,
+    }
+}
+
+/// The second line of a "cannot reach" message: where sfd looked and how to
+/// point it elsewhere (the daemon's own default socket directory is its
+/// root, which sfd cannot know), or why the socket may be closed to us.
+fn unreachable_hint(origin: Origin, err: &io::Error) -> Option<String> {
+    const STARTED: &str = "a daemon started as `sendfiled -s NAME -r ROOT [-S DIR]` \
+                           listens on ROOT/DIR/NAME (DIR defaults to ROOT itself)";
+    match err.raw_os_error()? {
+        libc::ENOENT | libc::ECONNREFUSED => Some(match origin {
+            Origin::DefaultDir => format!(
+                "-s NAME without -S looks in {DEFAULT_SOCKDIR}, where the service units put \
+                 the socket; {STARTED}: give -S ROOT/DIR, or --socket ROOT/DIR/NAME"
+            ),
+            Origin::Env => format!(
+                "the socket path came from $SENDFILED_SOCKET; is the daemon running? {STARTED}"
+            ),
+            Origin::Given => format!(
+                "is the daemon running? {STARTED}; name its socket with --socket PATH, \
+                 or -S DIR -s NAME"
+            ),
+        }),
+        libc::EACCES | libc::EPERM => Some(
+            "the request socket is mode 600 (its owner only) unless the daemon was given \
+             --socket-mode and --socket-group; the service units open it to the group sendfiled"
+                .to_owned(),
+        ),
+        _ => None,
+    }
+}
+
+/// `WHAT: cannot reach sendfiled at PATH: ERRNO`, and a hint line.
+fn unreachable(what: &str, sock: &std::path::Path, origin: Origin, err: &io::Error) -> Failure {
+    let mut f = Failure::unavailable(
+        format!("{what}: cannot reach sendfiled at {}", sock.display()),
+        err,
+    );
+    if let Some(hint) = unreachable_hint(origin, err) {
+        f.message.push_str("\nsfd: hint: ");
+        f.message.push_str(&hint);
+    }
+    f
+}
+
 fn run(cli: &Cli) -> Result<(), Failure> {
     let sock = socket_path(cli);
+    let origin = origin(cli);
     let timeout = Duration::from_secs(cli.timeout);
     let what = match &cli.command {
         Cmd::Cat { path, .. } => format!("cat {path}"),
@@ -178,15 +246,11 @@ fn run(cli: &Cli) -> Result<(), Failure> {
         Cmd::Stat { path } => format!("stat {path}"),
         Cmd::Ping => "ping".to_owned(),
     };
-    let client = Client::connect_path(&sock).map_err(|e| {
-        Failure::unavailable(
-            format!("{what}: cannot reach sendfiled at {}", sock.display()),
-            &e,
-        )
-    })?;
+    let client = Client::connect_path(&sock).map_err(|e| unreachable(&what, &sock, origin, &e))?;
     let ctx = Ctx {
         client,
         sock,
+        origin,
         timeout,
         what,
         quiet: cli.quiet,
@@ -203,6 +267,7 @@ fn run(cli: &Cli) -> Result<(), Failure> {
 struct Ctx {
     client: Client,
     sock: PathBuf,
+    origin: Origin,
     timeout: Duration,
     /// `cat PATH`, ... for messages.
     what: String,
@@ -214,14 +279,7 @@ impl Ctx {
     /// request itself was refused before sending (1).
     fn request_failed(&self, e: io::Error) -> Failure {
         if failure::is_unreachable(&e) {
-            Failure::unavailable(
-                format!(
-                    "{}: cannot reach sendfiled at {}",
-                    self.what,
-                    self.sock.display()
-                ),
-                &e,
-            )
+            unreachable(&self.what, &self.sock, self.origin, &e)
         } else {
             Failure::io(&self.what, &e)
         }
@@ -332,7 +390,9 @@ fn send(ctx: &Ctx, path: &str, to: &Dest, range: Range) -> Result<(), Failure> {
     let bar = match status.recv() {
         Ok(Some(Response::FileInfo(fi))) => ctx.progress(fi.size as u64, true),
         Ok(Some(Response::Error { errno, .. })) => return Err(Failure::errno(&ctx.what, errno)),
-        Ok(None) => return Err(Failure::errno(&ctx.what, libc::EPIPE)),
+        // The daemon may write the file info only once it waits or is
+        // done, so data may have moved already.
+        Ok(None) => return Err(cut_short(&ctx.what, 0)),
         Ok(Some(_)) => return Err(Failure::errno(&ctx.what, libc::EPROTO)),
         Err(e) => return Err(info_failed(&ctx.what, &e)),
     };
@@ -353,24 +413,37 @@ fn send(ctx: &Ctx, path: &str, to: &Dest, range: Range) -> Result<(), Failure> {
                 return Ok(());
             }
             Ok(Some(Response::Error { errno, .. })) => {
-                return fail(Failure::errno(
-                    format!("{} (after {moved} bytes)", ctx.what),
-                    errno,
-                ))
+                let what = if moved > 0 {
+                    format!("{} (after at least {moved} bytes)", ctx.what)
+                } else {
+                    ctx.what.clone()
+                };
+                return fail(Failure::errno(what, errno));
             }
-            Ok(None) => {
-                return fail(Failure::other(
-                    EXIT_FAILURE,
-                    format!(
-                        "{}: the daemon closed the status channel after {moved} bytes without completing",
-                        ctx.what
-                    ),
-                ))
-            }
+            Ok(None) => return fail(cut_short(&ctx.what, moved)),
             Ok(Some(_)) => return fail(Failure::errno(&ctx.what, libc::EPROTO)),
             Err(e) => return fail(Failure::io(&ctx.what, &e)),
         }
     }
+}
+
+/// A send whose status channel closed without a completion (the daemon
+/// stopped). Progress comes only at waits, in steps of at least 1 MiB: what
+/// moved since the last report (all of it, without one) is unknown here,
+/// so the count is a lower bound, or absent.
+fn cut_short(what: &str, moved: u64) -> Failure {
+    let count = if moved > 0 {
+        format!(" after at least {moved} bytes (its last progress report)")
+    } else {
+        String::new()
+    };
+    Failure::other(
+        EXIT_FAILURE,
+        format!(
+            "{what}: failed: the daemon closed the status channel{count} without \
+             completing; how much reached the destination is unknown (see its log)"
+        ),
+    )
 }
 
 fn stat(ctx: &Ctx, path: &str) -> Result<(), Failure> {

@@ -44,6 +44,11 @@ struct Daemon {
 
 impl Daemon {
     fn start() -> Daemon {
+        Daemon::start_with_log(None)
+    }
+
+    /// A daemon whose log (`--log stderr`) goes to the file `log`.
+    fn start_with_log(log: Option<&Path>) -> Daemon {
         static N: AtomicUsize = AtomicUsize::new(0);
         let name = format!(
             "sfdt{}-{}",
@@ -56,11 +61,16 @@ impl Daemon {
         let mut child = Command::new(daemon_binary())
             .args(["-s", &name, "-r"])
             .arg(&root)
-            .args(["-S", "run", "-p", "--log", "none"])
+            .args(["-S", "run", "-p", "--log"])
+            .arg(if log.is_some() { "stderr" } else { "none" })
             .env("SENDFILED_ALLOW_ROOT", "1")
+            .env_remove("JOURNAL_STREAM")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
-            .stderr(Stdio::null())
+            .stderr(match log {
+                Some(p) => Stdio::from(std::fs::File::create(p).expect("log file")),
+                None => Stdio::null(),
+            })
             .spawn()
             .expect("start sendfiled");
         let mut line = String::new();
@@ -96,6 +106,11 @@ impl Daemon {
 
 impl Drop for Daemon {
     fn drop(&mut self) {
+        // A test that stopped it already has reaped it: its pid is not ours
+        // to signal any more.
+        if matches!(self.child.try_wait(), Ok(Some(_))) {
+            return;
+        }
         // SAFETY: signalling our own child by its pid.
         unsafe { libc::kill(self.child.id() as libc::pid_t, libc::SIGTERM) };
         let _ = self.child.wait();
@@ -157,10 +172,63 @@ fn a_missing_file_is_named_with_its_errno() {
         stderr(&o)
     );
     assert!(
-        stderr(&o).ends_with("(EINVAL)\n"),
+        stderr(&o).contains("Invalid argument (EINVAL): not a regular file"),
         "not a regular file: {}",
         stderr(&o)
     );
+}
+
+/// One errno, several causes: sfd lists them, the daemon's log names the
+/// one that applied, and the client still gets the original's errno.
+#[test]
+fn refusals_name_their_cause_in_sfd_and_in_the_log() {
+    let logdir = tempfile::tempdir().unwrap();
+    let log = logdir.path().join("daemon.log");
+    let mut d = Daemon::start_with_log(Some(&log));
+    std::fs::create_dir(d.root().join("adir")).unwrap();
+    std::fs::write(d.dir.path().join("outside.txt"), b"secret").unwrap();
+    std::os::unix::fs::symlink("../outside.txt", d.root().join("link-out")).unwrap();
+
+    let o = d.sfd(&["cat", "adir"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert_eq!(
+        stderr(&o),
+        "sfd: cat adir: Invalid argument (EINVAL): not a regular file (a directory, FIFO, \
+         socket or device), or the daemon's root itself\n"
+    );
+    for path in ["../outside.txt", "link-out"] {
+        let o = d.sfd(&["cat", path]);
+        assert_eq!(o.status.code(), Some(1));
+        let e = stderr(&o);
+        assert!(
+            e.starts_with(&format!("sfd: cat {path}: Permission denied (EACCES): the path leads outside the daemon's root")),
+            "{e}"
+        );
+        assert!(e.contains("or the daemon may not read the file"), "{e}");
+    }
+
+    // Stopping the daemon (SIGTERM, waited for) flushes its log.
+    // SAFETY: signalling our own child by its pid.
+    unsafe { libc::kill(d.child.id() as libc::pid_t, libc::SIGTERM) };
+    d.child.wait().unwrap();
+    let text = std::fs::read_to_string(&log).unwrap();
+    let line = |needle: &str| {
+        text.lines()
+            .find(|l| l.contains(needle))
+            .unwrap_or_else(|| panic!("no log line with {needle:?} in:\n{text}"))
+            .to_owned()
+    };
+    assert!(
+        line("Read adir").contains("refused: not a regular file, or the root itself (EINVAL)"),
+        "{text}"
+    );
+    for path in ["../outside.txt", "link-out"] {
+        assert!(
+            line(&format!("Read {path}"))
+                .contains("refused: outside the root (through .. or a symbolic link) (EACCES)"),
+            "{text}"
+        );
+    }
 }
 
 #[test]
@@ -342,7 +410,10 @@ fn an_unreachable_daemon_exits_69() {
     assert_eq!(
         stderr(&o),
         format!(
-            "sfd: ping: cannot reach sendfiled at {}: No such file or directory (ENOENT)\n",
+            "sfd: ping: cannot reach sendfiled at {}: No such file or directory (ENOENT)\n\
+             sfd: hint: is the daemon running? a daemon started as `sendfiled -s NAME -r ROOT \
+             [-S DIR]` listens on ROOT/DIR/NAME (DIR defaults to ROOT itself); name its socket \
+             with --socket PATH, or -S DIR -s NAME\n",
             missing.display()
         )
     );
@@ -356,7 +427,11 @@ fn an_unreachable_daemon_exits_69() {
         .output()
         .unwrap();
     assert_eq!(o.status.code(), Some(69));
-    assert!(stderr(&o).ends_with("(ECONNREFUSED)\n"), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("(ECONNREFUSED)\nsfd: hint: is the daemon running?"),
+        "{}",
+        stderr(&o)
+    );
     // Something bound there that never answers.
     let mute = dir.path().join("mute");
     let _hold = UnixDatagram::bind(&mute).unwrap();
@@ -368,4 +443,114 @@ fn an_unreachable_daemon_exits_69() {
         .unwrap();
     assert_eq!(o.status.code(), Some(69));
     assert!(stderr(&o).contains("no answer"), "{}", stderr(&o));
+}
+
+/// `-s NAME` alone looks in /run/sendfiled, which is not where a daemon
+/// started by hand puts its socket: the message names the path tried and
+/// how to point sfd at the right one.
+#[test]
+fn s_alone_names_the_default_directory_and_how_to_point_elsewhere() {
+    let name = format!("sfd-no-such-server-{}", std::process::id());
+    let o = Command::new(SFD)
+        .args(["-s", &name, "ping"])
+        .env_remove("SENDFILED_SOCKET")
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(69));
+    let e = stderr(&o);
+    assert!(
+        e.starts_with(&format!(
+            "sfd: ping: cannot reach sendfiled at /run/sendfiled/{name}: "
+        )),
+        "{e}"
+    );
+    assert!(
+        e.contains(
+            "sfd: hint: -s NAME without -S looks in /run/sendfiled, where the service units put the socket"
+        ),
+        "{e}"
+    );
+    assert!(
+        e.contains("give -S ROOT/DIR, or --socket ROOT/DIR/NAME"),
+        "{e}"
+    );
+
+    let o = Command::new(SFD)
+        .args(["cat", "x"])
+        .env("SENDFILED_SOCKET", format!("/nonexistent/{name}"))
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(69));
+    assert!(
+        stderr(&o).contains("hint: the socket path came from $SENDFILED_SOCKET"),
+        "{}",
+        stderr(&o)
+    );
+}
+
+/// The daemon dies in the middle of a send that moved data but reported no
+/// progress yet (reports come in steps of at least 1 MiB): sfd says it
+/// failed and gives no byte count it does not know.
+#[test]
+fn a_send_cut_short_gives_no_misleading_count() {
+    let mut d = Daemon::start();
+    d.put("big", &body(8 << 20));
+    let dst = d.dir.path().join("dst.sock");
+    let listener = UnixListener::bind(&dst).unwrap();
+    let mut child = d
+        .sfd_cmd(&["send", "big", "--to", &format!("unix:{}", dst.display())])
+        .stderr(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let (mut conn, _) = listener.accept().unwrap();
+    // Some data arrived: the transfer is under way. Then the daemon goes,
+    // the destination being left undrained.
+    let mut first = [0u8; 4096];
+    conn.read_exact(&mut first).unwrap();
+    // SAFETY: signalling our own child by its pid.
+    unsafe { libc::kill(d.child.id() as libc::pid_t, libc::SIGKILL) };
+    d.child.wait().unwrap();
+    let mut err = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(1), "{err}");
+    assert!(
+        err.contains(": failed: the daemon closed the status channel"),
+        "{err}"
+    );
+    assert!(
+        err.contains("how much reached the destination is unknown"),
+        "{err}"
+    );
+    assert!(!err.contains(" 0 bytes"), "{err}");
+}
+
+/// `sfd --completions SHELL` prints a script generated from the parser;
+/// an unknown shell is a usage error.
+#[test]
+fn completions_come_from_the_parser() {
+    for sh in ["bash", "zsh", "fish"] {
+        let o = Command::new(SFD)
+            .args(["--completions", sh])
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{sh}: {}", stderr(&o));
+        let s = stdout(&o);
+        for want in [
+            "cat", "send", "stat", "ping", "socket", "timeout", "sockdir",
+        ] {
+            assert!(s.contains(want), "{sh}: no {want} in\n{s}");
+        }
+    }
+    let o = Command::new(SFD)
+        .args(["--completions", "csh"])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2));
 }

@@ -422,10 +422,8 @@ impl<B: TransferBackend> Server<B> {
         };
         let opened = match attempt {
             Some(Err(errno)) => {
-                log::info!(
-                    "{command:?} {shown}: {}",
-                    io::Error::from_raw_os_error(errno)
-                );
+                let (errno, cause) = open::refusal(errno);
+                log::info!("{command:?} {shown}: {}", refused(errno, cause));
                 return refuse_start(status_fd, info_written, errno);
             }
             Some(Ok(file)) => Some(file),
@@ -516,13 +514,14 @@ impl<B: TransferBackend> Server<B> {
         match opened {
             Ok(file) => self.run_opened(slot, txnid, file),
             Err(errno) => {
+                let (errno, cause) = open::refusal(errno);
                 if let Some((_, t)) = self.table.get(slot) {
                     if let State::Opening { path, .. } = &t.state {
                         log::info!(
                             "{:?} {}: {}",
                             t.command,
                             path.to_string_lossy(),
-                            io::Error::from_raw_os_error(errno)
+                            refused(errno, cause)
                         );
                     }
                 }
@@ -827,4 +826,14 @@ fn refuse_on_reply_channel(cmd: Option<Command>, fds: Vec<OwnedFd>, errno: i32) 
         }
     }
     drop(fds);
+}
+
+/// A refused open's log text: the cause where one errno has several (see
+/// [`open::refusal`]), else the errno's own text.
+fn refused(errno: i32, cause: &str) -> String {
+    if cause.is_empty() {
+        io::Error::from_raw_os_error(errno).to_string()
+    } else {
+        format!("refused: {cause}")
+    }
 }

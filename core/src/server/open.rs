@@ -18,9 +18,31 @@ use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use crate::backend::{OpenAttempt, TransferBackend};
 use crate::sys::{self, errno as errno_of};
 
-/// An open file with the `fstat` of its descriptor, or the errno the
-/// client is answered with.
+/// An open file with the `fstat` of its descriptor, or the errno of the
+/// refusal, which [`refusal`] turns into the client's answer and the log's
+/// cause (an escape from the root is still `EXDEV` here).
 pub type Opened = Result<(OwnedFd, libc::stat), i32>;
+
+/// The errno a client is answered with for a refused open, and what the
+/// log line names as the cause where the errno alone would not say it: the
+/// contract answers an escape from the root and a file the daemon may not
+/// read alike (`EACCES`), and anything not a regular file as `EINVAL`.
+pub fn refusal(errno: i32) -> (i32, &'static str) {
+    match errno {
+        // An escape from the root is reported like any other file the
+        // client may not have.
+        libc::EXDEV => (
+            libc::EACCES,
+            "outside the root (through .. or a symbolic link) (EACCES)",
+        ),
+        libc::EACCES => (
+            libc::EACCES,
+            "permission denied: the daemon may not read it or search a directory on the way (EACCES)",
+        ),
+        libc::EINVAL => (libc::EINVAL, "not a regular file, or the root itself (EINVAL)"),
+        n => (n, ""),
+    }
+}
 
 /// The open, made only if the kernel's caches answer the lookup; `None`
 /// when it would wait, and [`blocking`] must make it off the loop.
@@ -84,9 +106,8 @@ fn check_path(path: &CStr) -> Result<(), i32> {
 fn finish(opened: io::Result<(OwnedFd, libc::stat)>) -> Opened {
     let (file, st) = opened.map_err(|e| {
         match e.raw_os_error() {
-            // An escape from the root is reported like any other file the
-            // client may not have.
-            Some(libc::EXDEV) => libc::EACCES,
+            // EXDEV, an escape from the root, stays for the log's cause;
+            // [`refusal`] answers it as EACCES.
             // open(2) of a socket (or a device without a driver): not a
             // regular file either.
             Some(libc::ENXIO) | Some(libc::EOPNOTSUPP) => libc::EINVAL,
