@@ -47,6 +47,18 @@ pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(2);
 /// Bytes read from the page cache per step of a Send to a socket.
 const STEP: usize = 64 * 1024;
 
+/// From this many file bytes on, a Send to a socket whose `O_NONBLOCK` is
+/// set goes by `sendfile` after a page-cache probe rather than through a
+/// buffer: measured in one process on this project's 2-core VM (loaded,
+/// a note), `preadv2(RWF_NOWAIT)` + `send` took 5.2 / 5.5 / 16.4 / 58.6 us
+/// for 4 / 16 / 64 / 256 KiB to a UNIX socket, `F_GETFL` + probe +
+/// `sendfile` 7.2 / 8.2 / 9.7 / 30.4 us. A socket whose `O_NONBLOCK` is
+/// clear keeps the buffer: `sendfile` has no per-call flag and would wait.
+const SENDFILE_FROM: u64 = 32 * 1024;
+
+/// Bytes per `sendfile` step (each probed first).
+const SENDFILE_STEP: usize = 256 * 1024;
+
 static FINISHED: AtomicU64 = AtomicU64::new(0);
 static HANDED_ON_PARTIAL: AtomicU64 = AtomicU64::new(0);
 static HANDED_ON_WHOLE: AtomicU64 = AtomicU64::new(0);
@@ -75,7 +87,7 @@ pub fn stats() -> InlineStats {
 
 /// Whether [`INLINE_ENV`] allows attempts (unset, or anything but `0`).
 pub fn enabled_by_env() -> bool {
-    std::env::var_os(INLINE_ENV).map_or(true, |v| v != "0")
+    std::env::var_os(INLINE_ENV).is_none_or(|v| v != "0")
 }
 
 /// What one connection needs for attempts: the root, opened by this
@@ -538,6 +550,9 @@ impl Progress {
                 Err(_) => return false,
             }
         }
+        if size - self.done >= SENDFILE_FROM && sys::is_nonblocking(sock).unwrap_or(false) {
+            return self.sendfile_socket(file, sock, offset, size, hdtr);
+        }
         let mut buf = vec![0u8; (size.min(STEP as u64)) as usize];
         while self.done < size {
             let want = (size - self.done).min(buf.len() as u64) as usize;
@@ -558,6 +573,42 @@ impl Progress {
                     }
                 }
                 Err(_) => return false,
+            }
+        }
+        while self.trl_done < hdtr.trailer.len() {
+            match sys::send_dontwait(sock, &hdtr.trailer[self.trl_done..], 0) {
+                Ok(n) => self.trl_done += n,
+                Err(_) => return false,
+            }
+        }
+        true
+    }
+
+    /// The file part to a socket whose `O_NONBLOCK` is set, by `sendfile`
+    /// after a page-cache probe of each step (no copy through this
+    /// process), then the trailer. True when all of it went.
+    fn sendfile_socket(
+        &mut self,
+        file: BorrowedFd<'_>,
+        sock: BorrowedFd<'_>,
+        offset: u64,
+        size: u64,
+        hdtr: &HeaderTrailer,
+    ) -> bool {
+        let facts = FsFacts::new();
+        while self.done < size {
+            let want = (size - self.done).min(SENDFILE_STEP as u64) as usize;
+            let at = offset + self.done;
+            match cache::probe(file, at, want, &facts) {
+                Ok(Residency::Cached) => {}
+                _ => return false,
+            }
+            let Ok(mut off) = i64::try_from(at) else {
+                return false;
+            };
+            match sys::file_to_socket_nowait(file, &mut off, sock, want) {
+                Ok(0) | Err(_) => return false,
+                Ok(n) => self.done += n as u64,
             }
         }
         while self.trl_done < hdtr.trailer.len() {

@@ -95,6 +95,20 @@ pub fn file_to_pipe_nowait(
     crate::os::file_to_pipe_nowait(file, offset, pipe, len)
 }
 
+/// Moves up to `len` bytes of `file` at `*offset` (advanced) to the socket
+/// `sock`: Linux `sendfile(2)`, for a socket whose `O_NONBLOCK` the caller
+/// saw set (`sendfile` has no per-call flag: on a blocking socket it waits
+/// for room). The file side may wait for the disk: probe it first
+/// ([`crate::cache::probe`]). `ENOSYS` elsewhere.
+pub fn file_to_socket_nowait(
+    file: BorrowedFd<'_>,
+    offset: &mut i64,
+    sock: BorrowedFd<'_>,
+    len: usize,
+) -> io::Result<usize> {
+    crate::os::file_to_socket_nowait(file, offset, sock, len)
+}
+
 /// The signal that interrupts a call blocked on a client's descriptor: sent
 /// to one thread only, with a handler that does nothing, installed without
 /// `SA_RESTART` so that the call returns (`EINTR`, or a short count).

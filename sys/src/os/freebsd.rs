@@ -17,7 +17,9 @@ use crate::passing::PeerCred;
 
 pub use crate::kqueue::pipe_free_space;
 // FreeBSD's `recvmmsg` is a loop in libc: one `recvmsg` per batch.
-pub use crate::portable::{file_to_pipe_nowait, filesystem_of, read_cached, recv_batch};
+pub use crate::portable::{
+    file_to_pipe_nowait, file_to_socket_nowait, filesystem_of, read_cached, recv_batch,
+};
 
 /// `recvmsg` can set close-on-exec on received descriptors itself.
 pub const RECV_CLOEXEC: libc::c_int = libc::MSG_CMSG_CLOEXEC;

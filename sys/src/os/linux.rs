@@ -486,3 +486,13 @@ pub fn set_pipe_size(pipe: BorrowedFd<'_>, bytes: usize) -> io::Result<usize> {
     // SAFETY: plain fcntl on a descriptor we borrow.
     cvt(unsafe { libc::fcntl(pipe.as_raw_fd(), libc::F_SETPIPE_SZ, want) }).map(|n| n as usize)
 }
+
+/// [`crate::nowait::file_to_socket_nowait`]: `sendfile(2)`.
+pub fn file_to_socket_nowait(
+    file: BorrowedFd<'_>,
+    offset: &mut i64,
+    sock: BorrowedFd<'_>,
+    len: usize,
+) -> io::Result<usize> {
+    sendfile(sock, file, offset, len)
+}

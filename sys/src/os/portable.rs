@@ -88,3 +88,13 @@ pub fn file_to_pipe_nowait(
 ) -> io::Result<usize> {
     Err(io::Error::from_raw_os_error(libc::ENOSYS))
 }
+
+/// No `sendfile` here that the layer offers: `ENOSYS`.
+pub fn file_to_socket_nowait(
+    _file: BorrowedFd<'_>,
+    _offset: &mut i64,
+    _sock: BorrowedFd<'_>,
+    _len: usize,
+) -> io::Result<usize> {
+    Err(io::Error::from_raw_os_error(libc::ENOSYS))
+}
