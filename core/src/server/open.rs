@@ -77,7 +77,8 @@ pub fn blocking<B: TransferBackend + ?Sized>(
 /// client's attempt opens (`RESOLVE_NO_XDEV`) and which the handshake
 /// offered only if its opens and reads never wait on a server: a file from
 /// anywhere else (a FUSE mount that never answers, say) could hold the
-/// loop. `EXDEV` for it. Never waits: `fstat` of an open descriptor and
+/// loop. `EXDEV` for it, which the client is answered as an escape from
+/// the root ([`refusal`]: `EACCES`). Never waits: `fstat` of an open descriptor and
 /// `flock(LOCK_NB)`.
 pub fn adopt(file: OwnedFd, root_dev: libc::dev_t) -> Opened {
     let st = sys::fstat(file.as_fd()).map_err(|e| errno_of(&e))?;
