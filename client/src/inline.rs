@@ -682,24 +682,18 @@ fn finished_channel(size: u64, st: &libc::stat) -> io::Result<OwnedFd> {
 }
 
 /// An id for a transfer begun here: the top bit set, which the daemon's
-/// ids never have ([`proto::is_client_id`]); the rest a per-process random
-/// start plus a counter, so that ids of two processes do not meet (one
-/// `getrandom` per process, none per transfer). A Read or Open handed on
-/// keeps it (the daemon adopts it, so that a Cancel by it works; the
-/// daemon binds it to the caller's uid as its own ids); a Cancel of a
-/// transfer finished here finds nothing, as for any finished one.
+/// ids never have ([`proto::is_client_id`]); the rest unguessable, as the
+/// daemon's are (a Read or Open handed on keeps its id, the daemon adopts
+/// it and binds it to the caller's uid): a counter through SipHash under a
+/// key drawn from the kernel once per process (`RandomState`), so no
+/// system call per transfer. A Cancel of a transfer finished here finds
+/// nothing, as for any finished one.
 fn inline_id() -> u64 {
-    static START: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    use std::hash::BuildHasher;
+    static KEY: std::sync::OnceLock<std::hash::RandomState> = std::sync::OnceLock::new();
     let top = 1u64 << (usize::BITS - 1);
-    let start = *START.get_or_init(|| {
-        let mut b = [0u8; 8];
-        match sys::random_bytes(&mut b) {
-            Ok(()) => u64::from_ne_bytes(b),
-            // No entropy: the process id keeps processes apart still.
-            Err(_) => u64::from(std::process::id()) << 32,
-        }
-    });
-    let id = top | (start.wrapping_add(IDS.fetch_add(1, Ordering::Relaxed)) & (top - 1));
+    let key = KEY.get_or_init(std::hash::RandomState::new);
+    let id = top | (key.hash_one(IDS.fetch_add(1, Ordering::Relaxed)) & (top - 1));
     debug_assert!(proto::is_client_id(id));
     id
 }
