@@ -1453,14 +1453,18 @@ struct IsoAcc {
 
 /// Through the daemon: 4 KiB Sends idle, then while it streams the evicted
 /// file to another client.
+/// One isolation window through `client`'s daemon: the cold stream is
+/// `client`'s, the timed 4 KiB Sends `victim`'s (the same client, or one
+/// that attempts each Send in its own process first).
 fn isolation_daemon(
     plan: &Plan,
     client: &Client,
+    victim: &Client,
     files: &Files,
     cold: &File,
     acc: &mut IsoAcc,
 ) -> io::Result<f64> {
-    let lat = sorted(timed_sends(Some(client), files, plan.iso_secs)?);
+    let lat = sorted(timed_sends(Some(victim), files, plan.iso_secs)?);
     acc.idle50.push(quantile_us(&lat, 0.5));
     acc.idle99.push(quantile_us(&lat, 0.99));
     acc.idle_max.push(quantile_us(&lat, 1.0));
@@ -1475,7 +1479,7 @@ fn isolation_daemon(
     };
     let stop = Arc::new(AtomicBool::new(false));
     let reader = spawn_reader(r, Arc::clone(&stop));
-    let lat = sorted(timed_sends(Some(client), files, plan.iso_secs)?);
+    let lat = sorted(timed_sends(Some(victim), files, plan.iso_secs)?);
     stop.store(true, Ordering::Relaxed);
     let (streamed, took) = reader
         .join()
@@ -1505,11 +1509,24 @@ pub fn isolation(plan: &Plan, ds: &[Daemon], files: &Files, report: &mut Report)
         plan.iso_secs,
         files.cold >> 20
     );
+    // Inline first: the victim's Sends attempted in its own process, the
+    // cold stream through the first engine's daemon.
+    let inline_victim = ds[0].inline_client()?;
+    let mut inline_acc = IsoAcc::default();
     for _ in 0..plan.iso_reps {
         for (client, acc) in clients.iter().zip(&mut accs) {
-            let resident = isolation_daemon(plan, client, files, &cold, acc)?;
+            let resident = isolation_daemon(plan, client, client, files, &cold, acc)?;
             resident_max = resident_max.max(resident);
         }
+        let resident = isolation_daemon(
+            plan,
+            &clients[0],
+            &inline_victim,
+            files,
+            &cold,
+            &mut inline_acc,
+        )?;
+        resident_max = resident_max.max(resident);
 
         // The same in-process: 4 KiB sends on this thread while another
         // thread streams the evicted file with blocking sendfile. What the
@@ -1588,6 +1605,13 @@ pub fn isolation(plan: &Plan, ds: &[Daemon], files: &Files, report: &mut Report)
             Goal::AtMost(2.0),
         );
     }
+    report.vs_idle(
+        "isolation, inline first (victim's Sends in its own process): 4 KiB Send p99 during cold stream vs idle (µs)",
+        Some(ds[0].engine),
+        median(inline_acc.busy99),
+        median(inline_acc.idle99),
+        Goal::AtMost(1.5),
+    );
     let (ri, rb) = (median(ref_idle99), median(ref_busy99));
     report.vs_idle(
         "isolation, same in-process (thread streams, thread sends): p99 vs idle (µs)",
