@@ -479,6 +479,14 @@ fn stat(ctx: &Ctx, path: &str) -> Result<(), Failure> {
         ] {
             writeln!(out, "{name}: {} ({t})", show::utc(t))?;
         }
+        // Where the open ran (README, "Inline first"): an id of this
+        // process's marks one it made itself and the daemon held.
+        let opened = if sendfiled_client::protocol::is_client_id(info.txnid as u64) {
+            "in this process (inline first), held by the daemon"
+        } else {
+            "by the daemon"
+        };
+        writeln!(out, "open:  {opened}")?;
         out.flush()
     };
     print().map_err(|e| Failure::io(format!("{}: writing standard output", ctx.what), &e))
@@ -517,6 +525,11 @@ fn ping(ctx: &Ctx) -> Result<(), Failure> {
             "moved:     {} bytes ({})",
             st.bytes,
             show::bytes(st.bytes)
+        )?;
+        writeln!(
+            out,
+            "hand-offs: {} (transfers clients began in their own process)",
+            st.handoffs
         )?;
         out.flush()
     };

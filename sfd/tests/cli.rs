@@ -314,6 +314,14 @@ fn stat_shows_size_and_times() {
         .as_secs();
     assert!(text.contains(&format!("({mtime})\n")), "{text}");
     assert!(text.contains(" UTC ("), "{text}");
+    // Where the open ran: this process, unless the attempt is off.
+    let inline = std::env::var_os("SENDFILED_INLINE").is_none_or(|v| v != "0");
+    let want = if inline {
+        "open:  in this process (inline first), held by the daemon\n"
+    } else {
+        "open:  by the daemon\n"
+    };
+    assert!(text.contains(want), "{text}");
     // The daemon's slot is freed at once (the open is cancelled).
     let o = d.sfd(&["ping"]);
     assert!(stdout(&o).contains("transfers: 0 live"), "{}", stdout(&o));
@@ -342,6 +350,7 @@ fn ping_reports_the_counters() {
         "{text}"
     );
     assert!(text.contains("moved:     4096 bytes"), "{text}");
+    assert!(text.contains("hand-offs: 0 "), "{text}");
     assert!(text.contains("uptime:"), "{text}");
     let o = d.sfd(&["ping", "-q"]);
     assert!(o.status.success() && o.stdout.is_empty());
