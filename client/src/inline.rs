@@ -575,13 +575,7 @@ impl Progress {
                 Err(_) => return false,
             }
         }
-        while self.trl_done < hdtr.trailer.len() {
-            match sys::send_dontwait(sock, &hdtr.trailer[self.trl_done..], 0) {
-                Ok(n) => self.trl_done += n,
-                Err(_) => return false,
-            }
-        }
-        true
+        self.write_trailer(sock, &hdtr.trailer)
     }
 
     /// The file part to a socket whose `O_NONBLOCK` is set, by `sendfile`
@@ -595,29 +589,12 @@ impl Progress {
         size: u64,
         hdtr: &HeaderTrailer,
     ) -> bool {
-        let facts = FsFacts::new();
-        while self.done < size {
-            let want = (size - self.done).min(SENDFILE_STEP as u64) as usize;
-            let at = offset + self.done;
-            match cache::probe(file, at, want, &facts) {
-                Ok(Residency::Cached) => {}
-                _ => return false,
-            }
-            let Ok(mut off) = i64::try_from(at) else {
-                return false;
-            };
-            match sys::file_to_socket_nowait(file, &mut off, sock, want) {
-                Ok(0) | Err(_) => return false,
-                Ok(n) => self.done += n as u64,
-            }
-        }
-        while self.trl_done < hdtr.trailer.len() {
-            match sys::send_dontwait(sock, &hdtr.trailer[self.trl_done..], 0) {
-                Ok(n) => self.trl_done += n,
-                Err(_) => return false,
-            }
-        }
-        true
+        let all = self.probed_moves(file, offset, size, SENDFILE_STEP, |at, want| {
+            let mut off =
+                i64::try_from(at).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
+            sys::file_to_socket_nowait(file, &mut off, sock, want)
+        });
+        all && self.write_trailer(sock, &hdtr.trailer)
     }
 
     /// The file to a pipe: each step probed in the page cache, then moved
@@ -629,18 +606,47 @@ impl Progress {
         offset: u64,
         size: u64,
     ) -> bool {
+        self.probed_moves(file, offset, size, STEP, |at, want| {
+            let mut off = at;
+            sys::file_to_pipe_nowait(file, &mut off, pipe, want)
+        })
+    }
+
+    /// The file part in steps of at most `step` bytes, each probed in the
+    /// page cache first, then moved by `mv(offset, len)` (a call that
+    /// never waits for the destination): true when all of it went; false
+    /// at the first miss, refusal, error or full destination.
+    fn probed_moves(
+        &mut self,
+        file: BorrowedFd<'_>,
+        offset: u64,
+        size: u64,
+        step: usize,
+        mut mv: impl FnMut(u64, usize) -> io::Result<usize>,
+    ) -> bool {
         let facts = FsFacts::new();
         while self.done < size {
-            let want = (size - self.done).min(STEP as u64) as usize;
+            let want = (size - self.done).min(step as u64) as usize;
             let at = offset + self.done;
             match cache::probe(file, at, want, &facts) {
                 Ok(Residency::Cached) => {}
                 _ => return false,
             }
-            let mut off = at;
-            match sys::file_to_pipe_nowait(file, &mut off, pipe, want) {
+            match mv(at, want) {
                 Ok(0) | Err(_) => return false,
                 Ok(n) => self.done += n as u64,
+            }
+        }
+        true
+    }
+
+    /// What is left of the trailer, with `MSG_DONTWAIT`: true when all of
+    /// it went.
+    fn write_trailer(&mut self, sock: BorrowedFd<'_>, trailer: &[u8]) -> bool {
+        while self.trl_done < trailer.len() {
+            match sys::send_dontwait(sock, &trailer[self.trl_done..], 0) {
+                Ok(n) => self.trl_done += n,
+                Err(_) => return false,
             }
         }
         true
