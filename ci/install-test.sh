@@ -63,11 +63,12 @@ for prog in sendfiled sfd; do
         check "fish completion of $prog parses" fish -n "$p/share/fish/vendor_completions.d/$prog.fish"
     fi
 done
+# Called as bash calls a -F function: command, word, previous word.
 check "the bash completion of sfd offers its commands" \
-    bash -c '. "$1"; COMP_WORDS=(sfd ca); COMP_CWORD=1; _sfd; [ "${COMPREPLY[*]}" = cat ]' _ \
+    bash -c '. "$1"; COMP_WORDS=(sfd ca); COMP_CWORD=1; _sfd sfd ca sfd; [ "${COMPREPLY[*]}" = cat ]' _ \
     "$p/share/bash-completion/completions/sfd"
 check "the bash completion of sendfiled offers --log's values" \
-    bash -c '. "$1"; COMP_WORDS=(sendfiled --log s); COMP_CWORD=2; _sendfiled; [ "${COMPREPLY[*]}" = "stderr syslog" ]' _ \
+    bash -c '. "$1"; COMP_WORDS=(sendfiled --log s); COMP_CWORD=2; _sendfiled sendfiled s --log; [ "${COMPREPLY[*]}" = "stderr syslog" ]' _ \
     "$p/share/bash-completion/completions/sendfiled"
 check "LICENSE is installed with the documentation" grep -q "BSD 2-Clause License" "$p/share/doc/sendfiled/LICENSE"
 check "man links: sfd_read.3 -> sendfiled.3" test "$(readlink "$p/share/man/man3/sfd_read.3")" = sendfiled.3
@@ -142,8 +143,10 @@ ready=
 read -r ready _ <"$work/ready" || true
 check "installed daemon is ready" test "${ready:-}" = ready
 sock=$srv/run/$name
+# Through the daemon (SENDFILED_INLINE=0: sfd would otherwise read a cached
+# file in its own process), so that the daemon's counters show it.
 check "installed sfd cats a file" \
-    bash -c '[ "$("$1" --socket "$2" cat hello.txt)" = "hello through sendfiled" ]' _ "$p/bin/sfd" "$sock"
+    bash -c '[ "$(SENDFILED_INLINE=0 "$1" --socket "$2" cat hello.txt)" = "hello through sendfiled" ]' _ "$p/bin/sfd" "$sock"
 check "installed sfd pings the daemon" \
     bash -c '"$1" --socket "$2" ping | grep -q "1 completed"' _ "$p/bin/sfd" "$sock"
 
