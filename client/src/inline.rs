@@ -59,6 +59,15 @@ const SENDFILE_FROM: u64 = 32 * 1024;
 /// Bytes per `sendfile` step (each probed first).
 const SENDFILE_STEP: usize = 256 * 1024;
 
+/// The most file bytes one attempt moves in the caller's thread, as the
+/// daemon moves at most one quantum (256 KiB) per turn: the rest of a
+/// large file is the daemon's. A caller's event loop then pays at most a
+/// quantum's copy per request, and a large transfer runs beside the
+/// caller instead of in it (the HTTP figure, 16 MiB bodies on one
+/// connection: 121 requests/s with the whole file in the caller, 216
+/// through the daemon alone).
+const ATTEMPT_BUDGET: u64 = 256 * 1024;
+
 static FINISHED: AtomicU64 = AtomicU64::new(0);
 static HANDED_ON_PARTIAL: AtomicU64 = AtomicU64::new(0);
 static HANDED_ON_WHOLE: AtomicU64 = AtomicU64::new(0);
@@ -555,6 +564,9 @@ impl Progress {
         }
         let mut buf = vec![0u8; (size.min(STEP as u64)) as usize];
         while self.done < size {
+            if self.done >= ATTEMPT_BUDGET {
+                return false;
+            }
             let want = (size - self.done).min(buf.len() as u64) as usize;
             let got = match cache::read_cached(file, &mut buf[..want], offset + self.done) {
                 // 0 before the size: the file shrank, or the early zero of
@@ -626,6 +638,9 @@ impl Progress {
     ) -> bool {
         let facts = FsFacts::new();
         while self.done < size {
+            if self.done >= ATTEMPT_BUDGET {
+                return false;
+            }
             let want = (size - self.done).min(step as u64) as usize;
             let at = offset + self.done;
             match cache::probe(file, at, want, &facts) {
