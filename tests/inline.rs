@@ -91,39 +91,45 @@ fn a_destination_that_fills_is_finished_by_the_daemon_byte_for_byte() {
 
     // A small socket buffer and nobody reading yet: the attempt writes what
     // fits and hands on the rest; the daemon continues from there once the
-    // reader drains.
+    // reader drains. (A range over the attempt's 256 KiB goes to the daemon
+    // whole: the 3 MiB below.)
     let before = counters(&c);
     let stats_before = inline::stats();
-    let (a, b) = UnixStream::pair().unwrap();
-    sys::raise_socket_buffer(a.as_fd(), libc::SO_SNDBUF, 4096);
-    let ch = c
-        .send(
-            "big.bin",
-            a.as_fd(),
-            Range {
-                offset: 1000,
-                len: 3 << 20,
-            },
-        )
-        .expect("send");
-    let got = drain(&b, 3 << 20);
-    assert_eq!(got.len(), 3 << 20);
-    assert!(
-        got == data[1000..1000 + (3 << 20)],
-        "bytes lost or sent twice"
-    );
-    let done = complete(&ch);
-    assert!(done.complete, "{done:?}");
-    assert_eq!(done.info.map(|i| i.size), Some(3 << 20));
-    assert!(done.progress < 3 << 20, "progress sums below the size");
-    // Nothing more arrives after the range.
-    drop(a);
-    assert!(drain(&b, 1).is_empty());
+    for range in [
+        Range {
+            offset: 1000,
+            len: 200_000,
+        },
+        Range {
+            offset: 1000,
+            len: 3 << 20,
+        },
+    ] {
+        let (a, b) = UnixStream::pair().unwrap();
+        sys::raise_socket_buffer(a.as_fd(), libc::SO_SNDBUF, 4096);
+        let ch = c.send("big.bin", a.as_fd(), range).expect("send");
+        let len = range.len as usize;
+        let got = drain(&b, len);
+        assert_eq!(got.len(), len);
+        assert!(got == data[1000..1000 + len], "bytes lost or sent twice");
+        let done = complete(&ch);
+        assert!(done.complete, "{done:?}");
+        assert_eq!(done.info.map(|i| i.size), Some(len));
+        assert!(done.progress < len as u64, "progress sums below the size");
+        // Nothing more arrives after the range.
+        drop(a);
+        assert!(drain(&b, 1).is_empty());
+    }
     if inline::enabled_by_env() {
         let after = counters(&c);
-        assert_eq!(after.1, before.1 + 1, "one hand-off received");
-        assert_eq!(after.0, before.0 + 1, "the daemon completed it");
-        assert!(inline::stats().handed_on_partial > stats_before.handed_on_partial);
+        let s = inline::stats();
+        assert_eq!(after.1, before.1 + 2, "two hand-offs received");
+        assert_eq!(after.0, before.0 + 2, "the daemon completed both");
+        assert!(
+            s.handed_on_partial > stats_before.handed_on_partial,
+            "part-way"
+        );
+        assert!(s.handed_on_whole > stats_before.handed_on_whole, "whole");
     }
 }
 
@@ -306,10 +312,11 @@ fn reads_finish_in_the_client_or_are_handed_on_byte_for_byte() {
     if inline::enabled_by_env() {
         let after = counters(&c);
         let s = inline::stats();
-        // The small one finished here; a 3 MiB Read overflows even a grown
-        // pipe (1 MiB) and is handed on part-way.
+        // The small one finished here; the 3 and 2 MiB ones are over the
+        // attempt's 256 KiB: handed on with the client's file info and
+        // nothing else in the pipe.
         assert!(s.finished > stats_before.finished);
-        assert!(s.handed_on_partial >= stats_before.handed_on_partial + 2);
+        assert!(s.handed_on_whole >= stats_before.handed_on_whole + 2);
         assert_eq!(after.1, before.1 + 2, "two Reads handed on");
     }
 }
@@ -498,4 +505,34 @@ fn a_late_send_open_of_a_file_opened_in_the_client_sends_nothing() {
         .expect("send open");
     drop(a);
     assert!(drain(&b, 1).is_empty(), "nothing sent after the deadline");
+}
+
+/// A file whose second half is not in the page cache: the attempt sends
+/// what is cached and hands on the rest, byte for byte. (This VM's disk is
+/// answered from the host's cache at times, and then the whole file is
+/// read at once: that is a note, the bytes are checked either way.)
+#[test]
+fn a_half_cached_file_is_finished_by_the_daemon_byte_for_byte() {
+    use std::os::fd::AsRawFd;
+    let d = Daemon::start();
+    let data = pattern(200_000);
+    let path = d.write("half.bin", &data);
+    let c = d.client();
+    let f = std::fs::File::open(&path).unwrap();
+    f.sync_all().unwrap();
+    let before = inline::stats();
+    for _ in 0..5 {
+        // SAFETY: plain fadvise on an open file.
+        unsafe { libc::posix_fadvise(f.as_raw_fd(), 100_000, 0, libc::POSIX_FADV_DONTNEED) };
+        let (a, b) = UnixStream::pair().unwrap();
+        sys::raise_socket_buffer(a.as_fd(), libc::SO_SNDBUF, 1 << 20);
+        let reader = std::thread::spawn(move || drain(&b, 200_000));
+        let ch = c.send("half.bin", a.as_fd(), Range::WHOLE).expect("send");
+        assert!(reader.join().unwrap() == data, "bytes lost or sent twice");
+        assert!(complete(&ch).complete);
+    }
+    let after = inline::stats();
+    if inline::enabled_by_env() && after.handed_on_partial == before.handed_on_partial {
+        eprintln!("note: the dropped half was read without waiting each time here; no part-way hand-off seen");
+    }
 }

@@ -59,13 +59,14 @@ const SENDFILE_FROM: u64 = 32 * 1024;
 /// Bytes per `sendfile` step (each probed first).
 const SENDFILE_STEP: usize = 256 * 1024;
 
-/// The most file bytes one attempt moves in the caller's thread, as the
-/// daemon moves at most one quantum (256 KiB) per turn: the rest of a
-/// large file is the daemon's. A caller's event loop then pays at most a
-/// quantum's copy per request, and a large transfer runs beside the
-/// caller instead of in it (the HTTP figure, 16 MiB bodies on one
-/// connection: 121 requests/s with the whole file in the caller, 216
-/// through the daemon alone).
+/// The largest range an attempt moves in the caller's thread, the
+/// daemon's quantum: a larger one is handed to the daemon at once (the
+/// file already opened, nothing written). A caller's event loop then pays
+/// at most a quantum's copy per request, and a large transfer runs beside
+/// the caller rather than in it: the HTTP figure's 16 MiB bodies on one
+/// connection ran at 121 requests/s with the whole file sent from the
+/// caller and 153 with its first 256 KiB, against 216-251 through the
+/// daemon alone (BENCHMARKS.md, "Inline first").
 const ATTEMPT_BUDGET: u64 = 256 * 1024;
 
 static FINISHED: AtomicU64 = AtomicU64::new(0);
@@ -548,6 +549,9 @@ impl Progress {
         size: u64,
         hdtr: &HeaderTrailer,
     ) -> bool {
+        if size > ATTEMPT_BUDGET {
+            return false;
+        }
         let more = if size > 0 || !hdtr.trailer.is_empty() {
             more_flag()
         } else {
@@ -564,9 +568,6 @@ impl Progress {
         }
         let mut buf = vec![0u8; (size.min(STEP as u64)) as usize];
         while self.done < size {
-            if self.done >= ATTEMPT_BUDGET {
-                return false;
-            }
             let want = (size - self.done).min(buf.len() as u64) as usize;
             let got = match cache::read_cached(file, &mut buf[..want], offset + self.done) {
                 // 0 before the size: the file shrank, or the early zero of
@@ -636,11 +637,11 @@ impl Progress {
         step: usize,
         mut mv: impl FnMut(u64, usize) -> io::Result<usize>,
     ) -> bool {
+        if size > ATTEMPT_BUDGET {
+            return false;
+        }
         let facts = FsFacts::new();
         while self.done < size {
-            if self.done >= ATTEMPT_BUDGET {
-                return false;
-            }
             let want = (size - self.done).min(step as u64) as usize;
             let at = offset + self.done;
             match cache::probe(file, at, want, &facts) {
