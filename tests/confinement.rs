@@ -359,7 +359,7 @@ fn privileged_mode_chroots_and_drops_to_the_named_user() {
     // The one documented difference of inline first (sendfiled.3, "Where a
     // transfer runs"): this test runs as root, which may read the file the
     // daemon's user may not, and reads it in its own process.
-    if sendfiled_client::inline::enabled_by_env() {
+    if sendfiled_client::inline::in_effect() {
         assert_eq!(
             read_with(d.client(), "secret.txt").as_deref(),
             Ok(SECRET),

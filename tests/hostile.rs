@@ -143,7 +143,7 @@ fn a_mount_beneath_the_root_goes_to_the_daemon() {
         "the daemon read the mounted file"
     );
     assert!(read_answer_with(&c, "here") == Ok(data), "byte-exact");
-    if sendfiled_client::inline::enabled_by_env() {
+    if sendfiled_client::inline::in_effect() {
         assert_eq!(
             completed(&c),
             before + 1,

@@ -4,6 +4,10 @@
 //! counters (a Send finished in the client never reaches it) and by the
 //! client's (`sendfiled_client::inline::stats`).
 
+// Inline first runs on Linux only (other systems hand every request to
+// the daemon), and these tests are about what it does.
+#![cfg(target_os = "linux")]
+
 mod common;
 
 use std::os::fd::{AsFd, OwnedFd};
@@ -70,7 +74,7 @@ fn a_cached_send_finishes_in_the_client_with_the_daemons_bytes() {
         "--no-inline: the daemon completed it"
     );
     assert_eq!(whl.3 .1, 0, "--no-inline: nothing handed on");
-    if inline::enabled_by_env() {
+    if inline::in_effect() {
         assert_eq!(inl.3 .0, inl.2 .0, "finished in the client, not the daemon");
         assert_ne!(inl.0.txnid >> (usize::BITS - 1), 0, "a client's id");
     }
@@ -120,7 +124,7 @@ fn a_destination_that_fills_is_finished_by_the_daemon_byte_for_byte() {
         drop(a);
         assert!(drain(&b, 1).is_empty());
     }
-    if inline::enabled_by_env() {
+    if inline::in_effect() {
         let after = counters(&c);
         let s = inline::stats();
         assert_eq!(after.1, before.1 + 2, "two hand-offs received");
@@ -243,7 +247,7 @@ async fn the_async_client_makes_the_same_attempt() {
     assert_eq!(sent.info.size, 2 << 20);
     assert!(reader.join().unwrap() == big, "bytes lost or sent twice");
     let after = counters(c.client());
-    if inline::enabled_by_env() {
+    if inline::in_effect() {
         assert_eq!(after.0, before.0 + 1, "only the big one reached the daemon");
         assert_eq!(after.1, before.1 + 1, "as a hand-off");
     } else {
@@ -309,7 +313,7 @@ fn reads_finish_in_the_client_or_are_handed_on_byte_for_byte() {
             "{path:?}"
         );
     }
-    if inline::enabled_by_env() {
+    if inline::in_effect() {
         let after = counters(&c);
         let s = inline::stats();
         // The small one finished here; the 3 and 2 MiB ones are over the
@@ -478,7 +482,7 @@ fn open_and_send_open_keep_the_contract_when_begun_in_the_client() {
         "a cancelled open file sends nothing"
     );
     assert!(eventually(|| d.live() == 0));
-    if inline::enabled_by_env() {
+    if inline::in_effect() {
         let after = counters(&c);
         assert_eq!(after.1, before.1 + 3, "three opens held for the client");
     }
@@ -532,7 +536,7 @@ fn a_half_cached_file_is_finished_by_the_daemon_byte_for_byte() {
         assert!(complete(&ch).complete);
     }
     let after = inline::stats();
-    if inline::enabled_by_env() && after.handed_on_partial == before.handed_on_partial {
+    if inline::in_effect() && after.handed_on_partial == before.handed_on_partial {
         eprintln!("note: the dropped half was read without waiting each time here; no part-way hand-off seen");
     }
 }

@@ -100,6 +100,13 @@ pub fn enabled_by_env() -> bool {
     std::env::var_os(INLINE_ENV).is_none_or(|v| v != "0")
 }
 
+/// Whether this process makes attempts at all: [`INLINE_ENV`] allows them
+/// and the system has the calls they need (Linux). A connection still
+/// needs the daemon's consent ([`Inline::handshake`]).
+pub fn in_effect() -> bool {
+    enabled_by_env() && cfg!(target_os = "linux")
+}
+
 /// What one connection needs for attempts: the root, opened by this
 /// process, and what it learnt of its filesystem.
 #[derive(Debug)]
@@ -132,7 +139,7 @@ impl Inline {
     /// names a root this process cannot open or that is not the directory
     /// the daemon serves, or whose filesystem's opens may wait.
     pub fn handshake(sock: BorrowedFd<'_>) -> Option<Inline> {
-        if !enabled_by_env() || !cfg!(target_os = "linux") {
+        if !in_effect() {
             return None;
         }
         let hello = ask_hello(sock).ok()??;

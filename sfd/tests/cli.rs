@@ -315,7 +315,7 @@ fn stat_shows_size_and_times() {
     assert!(text.contains(&format!("({mtime})\n")), "{text}");
     assert!(text.contains(" UTC ("), "{text}");
     // Where the open ran: this process, unless the attempt is off.
-    let inline = std::env::var_os("SENDFILED_INLINE").is_none_or(|v| v != "0");
+    let inline = sendfiled_client::inline::in_effect();
     let want = if inline {
         "open:  in this process (inline first), held by the daemon\n"
     } else {
