@@ -63,6 +63,12 @@
  *   EBADF        a negative descriptor
  *   ENAMETOOLONG a path longer than SFD_MAX_PATH_LEN
  *   EMSGSIZE     header plus trailer longer than SFD_MAX_HDTR_LEN
+ *   EAGAIN       the daemon's request queue stayed full for 1 second (a
+ *                stalled daemon or a server that does not read): no call
+ *                waits longer, whatever the socket's O_NONBLOCK; nothing
+ *                was sent
+ *   EINTR        a signal the caller handles arrived while the call waited
+ *                for room; the wait is not resumed
  * and the errors of socket(2), connect(2), pipe(2) and sendmsg(2) (for
  * example ECONNREFUSED when the daemon is gone, EMFILE when this process is
  * out of descriptors).

@@ -223,6 +223,30 @@ static void test_returned_descriptors(void)
     close(sv[1]);
 }
 
+/* A server that never reads its queue (a stalled or fake daemon): once the
+ * queue is full a call waits a bounded time (sendfiled.h, ERRORS) and fails
+ * with EAGAIN, whatever the socket's O_NONBLOCK; it never hangs. */
+static void test_a_full_request_queue_is_eagain(void)
+{
+    int sv[2], i, fl;
+    bool failed = false;
+    CHECK(dgram_pair(sv));
+    fl = fcntl(sv[0], F_GETFL);
+    CHECK(fl >= 0 && !(fl & O_NONBLOCK));
+    for (i = 0; i < 4096 && !failed; i++) {
+        errno = 0;
+        failed = !sfd_cancel(sv[0], 7);
+    }
+    CHECK(failed);
+    CHECK(errno == EAGAIN);
+    /* Still bounded on the next call, and the queue is intact. */
+    errno = 0;
+    CHECK(!sfd_cancel(sv[0], 7) && errno == EAGAIN);
+    CHECK(!nothing_arrived(sv[1]));
+    close(sv[0]);
+    close(sv[1]);
+}
+
 static void test_connect_errors(void)
 {
     char dir[128], path[256], longdir[200];
@@ -322,6 +346,7 @@ int main(void)
         { "bad_arguments", test_bad_arguments },
         { "limits_fail_before_sending", test_limits_fail_before_sending },
         { "returned_descriptors", test_returned_descriptors },
+        { "a_full_request_queue_is_eagain", test_a_full_request_queue_is_eagain },
         { "connect_errors", test_connect_errors },
         { "spawn_errors", test_spawn_errors },
         { "spawn_socket_dir_and_root", test_spawn_socket_dir_and_root },

@@ -1,6 +1,6 @@
 //! The async client for tokio (feature `tokio`). Rule: this module may only
 //! drive the blocking client's pieces (request encoding, [`read_message`],
-//! [`send_request_bytes`]) on non-blocking descriptors registered with
+//! [`try_send_request_bytes`]) on non-blocking descriptors registered with
 //! [`AsyncFd`]; it never blocks a thread, spawns no task and holds no lock.
 //!
 //! An [`AsyncClient`] is the daemon's request socket, non-blocking and
@@ -74,7 +74,7 @@ use std::task::{ready, Context, Poll};
 use tokio::io::unix::AsyncFd;
 use tokio::io::{AsyncRead, Interest, ReadBuf};
 
-use crate::client::{path_arg, read_message, send_request_bytes, Client};
+use crate::client::{path_arg, read_message, try_send_request_bytes, Client};
 use crate::protocol::{self as proto, FileInfo, HeaderTrailer, Range, Request, Response};
 use crate::{inline, sys};
 
@@ -327,7 +327,7 @@ impl AsyncClient {
     async fn send_request(&self, bytes: &[u8], fds: &[BorrowedFd<'_>]) -> io::Result<()> {
         loop {
             let mut guard = self.sock.writable().await?;
-            match guard.try_io(|s| send_request_bytes(s.get_ref().as_fd(), bytes, fds)) {
+            match guard.try_io(|s| try_send_request_bytes(s.get_ref().as_fd(), bytes, fds)) {
                 Ok(r) => return r,
                 Err(_would_block) => continue,
             }
@@ -343,7 +343,7 @@ impl AsyncClient {
         })
         .encode()
         {
-            let _ = send_request_bytes(self.sock.get_ref().as_fd(), &bytes, &[]);
+            let _ = try_send_request_bytes(self.sock.get_ref().as_fd(), &bytes, &[]);
         }
     }
 }

@@ -203,6 +203,21 @@ pub fn wait_writable(fd: BorrowedFd<'_>, timeout: std::time::Duration) -> io::Re
     wait_for(fd, libc::POLLOUT, timeout)
 }
 
+/// One `poll(2)` for `POLLOUT` on `fd`, for at most `timeout`: false on
+/// timeout; `EINTR` is returned, not retried (a caller's signal ends the
+/// wait).
+pub fn poll_writable_once(fd: BorrowedFd<'_>, timeout: std::time::Duration) -> io::Result<bool> {
+    let ms = timeout.as_millis().min(i32::MAX as u128) as libc::c_int;
+    let mut p = libc::pollfd {
+        fd: fd.as_raw_fd(),
+        events: libc::POLLOUT,
+        revents: 0,
+    };
+    // SAFETY: p is one valid pollfd.
+    let r = cvt(unsafe { libc::poll(&mut p, 1, ms) })?;
+    Ok(r > 0)
+}
+
 fn wait_for(
     fd: BorrowedFd<'_>,
     events: libc::c_short,

@@ -16,15 +16,41 @@ use crate::fd::cvt_len;
 pub const SEND_FDS_ON_STACK: usize = 8;
 
 /// `sendmsg(2)` of one datagram with descriptors attached as `SCM_RIGHTS`,
-/// through nix. nix builds the control message in a buffer of exactly its
-/// size (one small allocation, where a fixed buffer big enough for any
-/// count would have to be zeroed on every call).
+/// through nix, waiting as the socket's `O_NONBLOCK` says; `EINTR` is
+/// retried. nix builds the control message in a buffer of exactly its size
+/// (one small allocation, where a fixed buffer big enough for any count
+/// would have to be zeroed on every call).
 pub fn send_with_fds(
     sock: BorrowedFd<'_>,
     buf: &[u8],
     fds: &[BorrowedFd<'_>],
 ) -> io::Result<usize> {
-    use nix::sys::socket::{sendmsg, ControlMessage, MsgFlags, UnixAddr};
+    loop {
+        match sendmsg_fds(sock, buf, fds, nix::sys::socket::MsgFlags::empty()) {
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            r => return r,
+        }
+    }
+}
+
+/// [`send_with_fds`] with `MSG_DONTWAIT`: never waits, whatever the
+/// socket's `O_NONBLOCK` (`EAGAIN` when the receiver's queue is full), and
+/// `EINTR` is returned, not retried.
+pub fn send_with_fds_dontwait(
+    sock: BorrowedFd<'_>,
+    buf: &[u8],
+    fds: &[BorrowedFd<'_>],
+) -> io::Result<usize> {
+    sendmsg_fds(sock, buf, fds, nix::sys::socket::MsgFlags::MSG_DONTWAIT)
+}
+
+fn sendmsg_fds(
+    sock: BorrowedFd<'_>,
+    buf: &[u8],
+    fds: &[BorrowedFd<'_>],
+    flags: nix::sys::socket::MsgFlags,
+) -> io::Result<usize> {
+    use nix::sys::socket::{sendmsg, ControlMessage, UnixAddr};
     let mut stack = [0 as RawFd; SEND_FDS_ON_STACK];
     let heap: Vec<RawFd>;
     let raw: &[RawFd] = if fds.len() <= SEND_FDS_ON_STACK {
@@ -39,12 +65,13 @@ pub fn send_with_fds(
     let rights = [ControlMessage::ScmRights(raw)];
     let cmsgs: &[ControlMessage<'_>] = if raw.is_empty() { &[] } else { &rights };
     let iov = [io::IoSlice::new(buf)];
-    loop {
-        match sendmsg::<UnixAddr>(sock.as_raw_fd(), &iov, cmsgs, MsgFlags::empty(), None) {
-            Err(nix::errno::Errno::EINTR) => continue,
-            r => return Ok(r?),
-        }
-    }
+    Ok(sendmsg::<UnixAddr>(
+        sock.as_raw_fd(),
+        &iov,
+        cmsgs,
+        flags,
+        None,
+    )?)
 }
 
 /// `setsockopt(SO_SNDBUF/SO_RCVBUF)` (`opt` names which), ignoring a
