@@ -64,6 +64,15 @@ pub enum PumpStop {
 pub const PREFETCH_WINDOW: usize = 4 << 20;
 
 impl Cursor {
+    /// The file bytes among the cursor positions `[from, to)` (header and
+    /// trailer bytes are not the file's): what progress counts, by the
+    /// contract (spec/c-api.md: progress counts file bytes only).
+    pub fn file_bytes_between(&self, from: u64, to: u64) -> u64 {
+        let header = self.header.len() as u64;
+        let file_part = |pos: u64| pos.saturating_sub(header).min(self.file_len);
+        file_part(to).saturating_sub(file_part(from))
+    }
+
     /// A cursor at the start of `header | file[offset, offset+len) | trailer`.
     pub fn new(header: Vec<u8>, file_offset: u64, file_len: u64, trailer: Vec<u8>) -> Cursor {
         Cursor {
@@ -479,6 +488,31 @@ mod tests {
 
     fn expected(h: &[u8], off: usize, len: usize, t: &[u8]) -> Vec<u8> {
         [h, &FILE[off..off + len], t].concat()
+    }
+
+    #[test]
+    fn progress_counts_only_the_file_part() {
+        // Issue 23, row 9's geometry: a 4 KiB header, a 2,093,056-byte
+        // file, a 4,000-byte trailer. Progress once summed 2,097,152.
+        let c = Cursor::new(vec![0; 4096], 0, 2_093_056, vec![0; 4000]);
+        let total = 4096 + 2_093_056 + 4000;
+        assert_eq!(c.file_bytes_between(0, total), 2_093_056);
+        assert_eq!(c.file_bytes_between(0, 4096), 0, "the header");
+        assert_eq!(c.file_bytes_between(total - 4000, total), 0, "the trailer");
+        assert_eq!(c.file_bytes_between(0, 1 << 20), (1 << 20) - 4096);
+        assert_eq!(c.file_bytes_between(1 << 20, 2 << 20), 1 << 20);
+        // Moves that span a boundary count their file bytes only.
+        assert_eq!(c.file_bytes_between(4000, 5000), 904);
+        assert_eq!(c.file_bytes_between(total - 5000, total), 1000);
+        // Summed over any split, never more than the file.
+        let mut sum = 0;
+        let mut at = 0;
+        for step in [1000, 3096, 1 << 20, 5, (1 << 20) - 10, 123_456, total] {
+            let to = (at + step).min(total);
+            sum += c.file_bytes_between(at, to);
+            at = to;
+        }
+        assert_eq!(sum, 2_093_056);
     }
 
     #[test]

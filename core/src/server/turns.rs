@@ -163,7 +163,11 @@ impl<B: TransferBackend> Server<B> {
         let Some(t) = self.table.get_mut(slot) else {
             return;
         };
-        t.status.moved(moved);
+        // Progress counts the file's bytes, not the header's or trailer's
+        // (the channel's sizes add up to the file info's size).
+        let pos = t.cursor.pos;
+        t.status
+            .moved(t.cursor.file_bytes_between(pos.saturating_sub(moved), pos));
         if moved > 0 {
             t.last_progress = Instant::now();
         }
