@@ -111,18 +111,7 @@ fn big_file_with_a_4k_header_to_a_slow_reader() {
     // The reader takes small bites, so the daemon meets a full destination
     // again and again.
     let got = std::thread::scope(|s| {
-        let reader = s.spawn(|| {
-            let mut out = Vec::with_capacity(size + 8192);
-            let mut buf = vec![0u8; 4096];
-            loop {
-                assert!(sendfiled_core::sys::wait_readable(a.as_fd(), WAIT).unwrap());
-                match sendfiled_core::sys::read(a.as_fd(), &mut buf) {
-                    Ok(0) => return out,
-                    Ok(n) => out.extend_from_slice(&buf[..n]),
-                    Err(e) => panic!("{e}"),
-                }
-            }
-        });
+        let reader = s.spawn(|| read_in_small_bites(&a, size + 8192));
         let done = complete(&st);
         assert!(done.complete);
         // The reader's small bites made it wait: progress came, and it
@@ -247,18 +236,7 @@ fn progress_counts_file_bytes_only() {
         .unwrap();
     drop(b);
     let got = std::thread::scope(|s| {
-        let reader = s.spawn(|| {
-            let mut out = Vec::with_capacity(total);
-            let mut buf = vec![0u8; 4096];
-            loop {
-                assert!(sendfiled_core::sys::wait_readable(a.as_fd(), WAIT).unwrap());
-                match sendfiled_core::sys::read(a.as_fd(), &mut buf) {
-                    Ok(0) => return out,
-                    Ok(n) => out.extend_from_slice(&buf[..n]),
-                    Err(e) => panic!("{e}"),
-                }
-            }
-        });
+        let reader = s.spawn(|| read_in_small_bites(&a, total));
         let done = complete(&st);
         assert!(done.complete, "{done:?}");
         assert_eq!(done.info.map(|i| i.size), Some(size));
@@ -266,4 +244,19 @@ fn progress_counts_file_bytes_only() {
         reader.join().unwrap()
     });
     assert_eq!(got.len(), total);
+}
+
+/// Reads `sock` to its end 4 KiB at a time, so that the daemon meets a full
+/// destination again and again.
+fn read_in_small_bites(sock: &UnixStream, expect: usize) -> Vec<u8> {
+    let mut out = Vec::with_capacity(expect);
+    let mut buf = vec![0u8; 4096];
+    loop {
+        assert!(sendfiled_core::sys::wait_readable(sock.as_fd(), WAIT).unwrap());
+        match sendfiled_core::sys::read(sock.as_fd(), &mut buf) {
+            Ok(0) => return out,
+            Ok(n) => out.extend_from_slice(&buf[..n]),
+            Err(e) => panic!("{e}"),
+        }
+    }
 }

@@ -269,7 +269,6 @@ impl<B: TransferBackend> Server<B> {
             log::warn!("handshake: reply channel is not a pipe; closed unanswered");
             return;
         }
-        let root = sys::fstat(self.root.as_fd()).ok();
         let path = self
             .config
             .root_path
@@ -277,9 +276,9 @@ impl<B: TransferBackend> Server<B> {
             .map(|p| std::os::unix::ffi::OsStrExt::as_bytes(p.as_os_str()).to_vec());
         let hello = proto::Hello {
             version: proto::PROTOCOL_VERSION,
-            inline_allowed: self.config.allow_inline && root.is_some() && path.is_some(),
-            root_dev: root.map_or(0, |st| st.st_dev as u64),
-            root_ino: root.map_or(0, |st| st.st_ino as u64),
+            inline_allowed: self.config.allow_inline && path.is_some(),
+            root_dev: self.root_stat.st_dev as u64,
+            root_ino: self.root_stat.st_ino as u64,
             root_path: path.unwrap_or_default(),
             open_timeout_ms: u32::try_from(self.config.open_timeout.as_millis())
                 .unwrap_or(u32::MAX),
@@ -415,8 +414,7 @@ impl<B: TransferBackend> Server<B> {
         let attempt = match handed_on {
             Some((file, _)) => {
                 self.counters.handoffs += 1;
-                let root_dev = sys::fstat(self.root.as_fd()).map_or(0, |st| st.st_dev);
-                Some(open::adopt(file, root_dev))
+                Some(open::adopt(file, self.root_stat.st_dev))
             }
             None => open::on_loop(&*self.backend, self.root.as_fd(), &path),
         };

@@ -169,6 +169,9 @@ pub struct Server<B: TransferBackend> {
     /// Shared with the disk threads, which open what the loop's cache-only
     /// lookup could not.
     root: Arc<OwnedFd>,
+    /// The root's `fstat`, taken once: its device is where a handed-on file
+    /// must live, its identity what the handshake tells clients.
+    root_stat: libc::stat,
     socket: RequestSocket,
     engine: Engine,
     /// Descriptors to close in order at this turn's end (see
@@ -225,12 +228,14 @@ impl<B: TransferBackend> Server<B> {
         let backend = Arc::new(backend);
         let disk = DiskPool::start(config.disk_threads, Arc::clone(&backend), engine.waker())?;
         sys::set_nonblocking(shutdown.as_fd(), true)?;
+        let root_stat = sys::fstat(root.as_fd())?;
         engine.register(socket.fd.as_raw_fd(), LISTENER, Interest::Readable)?;
         engine.register(shutdown.as_raw_fd(), SHUTDOWN, Interest::Readable)?;
         Ok(Server {
             backend,
             config,
             root: Arc::new(root),
+            root_stat,
             socket,
             engine,
             quick_closes: Vec::new(),
