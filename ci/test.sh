@@ -11,7 +11,8 @@
 # in-process attempt on (the default: a cached Send finishes in the client,
 # the rest is handed on); the forced-fallback and epoll passes run with
 # SENDFILED_INLINE=0, so that every request reaches the daemon and its copy
-# paths and engine are what the suites test. The last lines total the
+# paths and engine are what the suites test; a last pass runs epoll with the
+# attempt on again, so both engines take the hand-offs. The last lines total the
 # passes: the Rust tests of all of them, and the C suite's.
 #
 # This is the README's test command. Extra arguments go to `cargo test`.
@@ -58,6 +59,12 @@ if [ "$(host_os)" = Linux ]; then
   export SENDFILED_ENGINE=epoll
   c_tests "SENDFILED_ENGINE=epoll SENDFILED_INLINE=0"
   banner "cargo test --workspace with SENDFILED_ENGINE=epoll SENDFILED_INLINE=0 (the readiness loop)"
+  cargo_tests ${1+"$@"}
+
+  # Inline first on the readiness loop too: the hand-offs it sends.
+  unset SENDFILED_INLINE
+  c_tests "SENDFILED_ENGINE=epoll (inline first)"
+  banner "cargo test --workspace with SENDFILED_ENGINE=epoll (inline first, the hand-offs on the readiness loop)"
   cargo_tests ${1+"$@"}
 else
   echo "skipped: the forced-fallback pass (Linux only: elsewhere the fallback is the native path)"
