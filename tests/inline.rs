@@ -540,3 +540,118 @@ fn a_half_cached_file_is_finished_by_the_daemon_byte_for_byte() {
         eprintln!("note: the dropped half was read without waiting each time here; no part-way hand-off seen");
     }
 }
+
+/// `Client::send_complete` says what `send` + `wait_complete` say, and a
+/// Send finished in the client needs no status channel for it.
+#[test]
+fn send_complete_says_what_the_channel_would() {
+    use sendfiled_client::client::{Completion, HeaderTrailer};
+    let inlined = Daemon::start();
+    let whole = Daemon::start_with(&["--no-inline"]);
+    let data = pattern(10_000);
+    let mut seen: Vec<Completion> = Vec::new();
+    for d in [&inlined, &whole] {
+        d.write("f.bin", &data);
+        let c = d.client();
+        let (a, b) = UnixStream::pair().unwrap();
+        let hdtr = HeaderTrailer {
+            header: b"H".to_vec(),
+            trailer: b"T".to_vec(),
+        };
+        let range = Range {
+            offset: 10,
+            len: 5000,
+        };
+        let done = c
+            .send_complete("f.bin", a.as_fd(), range, hdtr, WAIT)
+            .expect("send_complete");
+        let mut want = b"H".to_vec();
+        want.extend_from_slice(&data[10..5010]);
+        want.extend_from_slice(b"T");
+        assert!(drain(&b, want.len()) == want, "bytes lost or sent twice");
+        // And what `send` + the channel say for the same request.
+        let (a2, b2) = UnixStream::pair().unwrap();
+        let ch = c
+            .send_hdtr(
+                "f.bin",
+                a2.as_fd(),
+                range,
+                HeaderTrailer {
+                    header: b"H".to_vec(),
+                    trailer: b"T".to_vec(),
+                },
+            )
+            .expect("send");
+        assert!(drain(&b2, want.len()) == want);
+        let by_channel = complete(&ch);
+        let strip = |c: &Completion| {
+            let mut c = *c;
+            c.info = c.info.map(|mut i| {
+                i.txnid = 0;
+                i
+            });
+            c
+        };
+        assert_eq!(strip(&done), strip(&by_channel));
+        assert!(done.complete, "{done:?}");
+        assert_eq!(done.info.expect("info").size, 5000);
+        seen.push(done);
+    }
+    let strip_id = |c: &Completion| c.info.map(|i| (i.size, i.mtime, i.ctime));
+    assert_eq!(strip_id(&seen[0]), strip_id(&seen[1]), "inline vs daemon");
+    // Refusals come back as the daemon's errno, as on the channel.
+    let c = inlined.client();
+    let (a, _b) = UnixStream::pair().unwrap();
+    let done = c
+        .send_complete(
+            "missing",
+            a.as_fd(),
+            Range::WHOLE,
+            HeaderTrailer::default(),
+            WAIT,
+        )
+        .expect("send_complete");
+    assert_eq!(done.error, Some(libc::ENOENT), "{done:?}");
+}
+
+/// The tokio client's Send Open of a file opened in the client, every
+/// byte sent here: it resolves without waiting for the daemon's
+/// completion, and the daemon still lets the open file go.
+#[tokio::test(flavor = "current_thread")]
+async fn an_async_send_open_finished_here_resolves_and_the_daemon_lets_go() {
+    use sendfiled_client::client::HeaderTrailer;
+    use sendfiled_client::AsyncClient;
+    let d = Daemon::start();
+    let data = pattern(20_000);
+    d.write("f.bin", &data);
+    let c = AsyncClient::new(d.client()).expect("async client");
+    let stats_before = inline::stats();
+    for round in 0..3 {
+        let file = c.open("f.bin", Range::WHOLE).await.expect("open");
+        assert_eq!(file.info().size, data.len());
+        let (a, b) = UnixStream::pair().unwrap();
+        let hdtr = HeaderTrailer {
+            header: format!("head {round}\n").into_bytes(),
+            trailer: Vec::new(),
+        };
+        let mut want = hdtr.header.clone();
+        want.extend_from_slice(&data);
+        let sent = file
+            .send_open_hdtr(a.as_fd(), hdtr)
+            .await
+            .expect("send open");
+        assert_eq!(sent.info.size, data.len());
+        assert!(drain(&b, want.len()) == want, "bytes lost or sent twice");
+    }
+    // Every open file ends in the daemon's table, whoever sent it.
+    let client = d.client();
+    assert!(eventually(|| d.live() == 0), "open files left held");
+    if inline::in_effect() {
+        let after = inline::stats();
+        assert!(
+            after.finished >= stats_before.finished + 3,
+            "{stats_before:?} -> {after:?}"
+        );
+        assert_eq!(counters(&client).1, 3, "three opens held for the client");
+    }
+}

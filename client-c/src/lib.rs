@@ -579,9 +579,9 @@ pub unsafe extern "C" fn sfd_send_open_hdtr(
         // SAFETY: per this function's contract.
         let hdtr = unsafe { hdtr_arg(hdr, hdr_len, trl, trl_len)? };
         let inline = inline_for_known(srv);
-        let bytes =
+        let begun =
             inline::begin_send_open(inline.as_deref(), txnid as u64, dest, &hdtr).map_err(os)?;
-        client::send_request_bytes(srv, &bytes, &[dest]).map_err(os)?;
+        client::send_request_bytes(srv, &begun.bytes, &[dest]).map_err(os)?;
         Ok(true)
     })
 }

@@ -167,6 +167,35 @@ impl Client {
         Ok(StatusChannel { fd })
     }
 
+    /// Send File and wait for its end: what [`Client::send`] followed by
+    /// [`StatusChannel::wait_complete`] returns, for a caller that does not
+    /// need the channel itself. A Send the attempt finished in this process
+    /// ([`crate::inline`]) returns at once and makes no channel at all (no
+    /// pipe to create, write and read); one handed to the daemon waits at
+    /// most `timeout` for each message.
+    pub fn send_complete(
+        &self,
+        path: &str,
+        dest: BorrowedFd<'_>,
+        range: Range,
+        hdtr: HeaderTrailer,
+        timeout: Duration,
+    ) -> io::Result<Completion> {
+        let path = path_arg(path)?;
+        proto::check_send_limits(&path, &hdtr)?;
+        match crate::inline::begin(self.inline(), &path, range, &hdtr, dest)? {
+            crate::inline::Begun::Finished(info) => Ok(Completion {
+                info: Some(info),
+                complete: true,
+                ..Completion::default()
+            }),
+            crate::inline::Begun::Ask { bytes, file } => {
+                let fd = crate::inline::ask(self.sock.as_fd(), &bytes, dest, file)?;
+                StatusChannel { fd }.wait_complete(timeout)
+            }
+        }
+    }
+
     /// Open File: the file info with a transfer id arrives on the returned
     /// status channel; nothing is sent until [`Client::send_open`].
     pub fn open(&self, path: &str, range: Range) -> io::Result<StatusChannel> {
@@ -195,8 +224,8 @@ impl Client {
         hdtr: HeaderTrailer,
     ) -> io::Result<()> {
         proto::check_send_limits(c"", &hdtr)?;
-        let bytes = crate::inline::begin_send_open(self.inline(), txnid, dest, &hdtr)?;
-        send_request_bytes(self.sock.as_fd(), &bytes, &[dest])
+        let begun = crate::inline::begin_send_open(self.inline(), txnid, dest, &hdtr)?;
+        send_request_bytes(self.sock.as_fd(), &begun.bytes, &[dest])
     }
 
     /// Cancel: ends the transfer `txnid`; its status channel (a Read's data

@@ -201,12 +201,13 @@ impl Inline {
                 trl_done: w.trl_done,
             };
         }
-        match finished_channel(size, &st) {
-            Ok(status) => Attempt::Finished(status),
-            // Out of descriptors for the channel: the data went out, and
-            // the daemon cannot be asked to report it. The error stands.
-            Err(e) => Attempt::Failed(e),
-        }
+        Attempt::Finished(FileInfo::ok(
+            size,
+            st.st_atime,
+            st.st_mtime,
+            st.st_ctime,
+            inline_id(),
+        ))
     }
 }
 
@@ -437,23 +438,41 @@ pub fn begin_open(inline: Option<&Inline>, path: &CStr, range: Range) -> io::Res
     })
 }
 
+/// A Send Open after the attempt.
+#[derive(Debug)]
+pub struct SendOpenBegun {
+    /// The request to send with the destination: ContinueOpen from where
+    /// the attempt stopped, or Send Open.
+    pub bytes: Vec<u8>,
+    /// Every byte went here. The daemon, which holds the status channel,
+    /// still writes the completion and closes it when the request arrives;
+    /// a caller that reads the channel itself (the tokio client) may take
+    /// the transfer as complete once the request is sent, since the daemon
+    /// cannot expire the file before (the attempt keeps
+    /// [`SEND_OPEN_MARGIN`] to its deadline) and a Cancel can no longer
+    /// undo a byte.
+    pub finished_here: bool,
+}
+
 /// Send Open of `txnid`, attempted here first when the open file is one
-/// this process opened and its deadline is not near: the request to send
-/// with `dest` (ContinueOpen from where the attempt stopped, or Send
-/// Open). Counts what happened ([`stats`]).
+/// this process opened and its deadline is not near. Counts what happened
+/// ([`stats`]).
 pub fn begin_send_open(
     inline: Option<&Inline>,
     txnid: u64,
     dest: BorrowedFd<'_>,
     hdtr: &HeaderTrailer,
-) -> io::Result<Vec<u8>> {
+) -> io::Result<SendOpenBegun> {
     let plain = || {
-        Request::SendOpen {
+        let bytes = Request::SendOpen {
             txnid,
             hdtr: hdtr.clone(),
         }
-        .encode()
-        .map_err(io::Error::from)
+        .encode()?;
+        Ok(SendOpenBegun {
+            bytes,
+            finished_here: false,
+        })
     };
     let Some(held) = inline.and_then(|i| i.take_held(txnid)) else {
         return plain();
@@ -488,13 +507,16 @@ pub fn begin_send_open(
     }
     // The daemon writes the completion (and whatever is left): it holds
     // the status channel.
-    Request::ContinueOpen {
+    let bytes = Request::ContinueOpen {
         txnid,
         done: p.done,
         hdtr: rest_of(hdtr, p.hdr_done, p.trl_done),
     }
-    .encode()
-    .map_err(io::Error::from)
+    .encode()?;
+    Ok(SendOpenBegun {
+        bytes,
+        finished_here: all,
+    })
 }
 
 /// Forgets this process's handle of the open file `txnid`, if it has one
@@ -699,10 +721,10 @@ fn more_flag() -> libc::c_int {
 
 /// A fresh pipe holding what the daemon would have written for a Send that
 /// went out without waiting: the file info and the completion, in one
-/// write; its read end.
-fn finished_channel(size: u64, st: &libc::stat) -> io::Result<OwnedFd> {
+/// write; its read end. Out of descriptors for it, the data went out all
+/// the same and the daemon cannot be asked to report it: the error stands.
+pub fn finished_channel(info: &FileInfo) -> io::Result<OwnedFd> {
     let (r, w) = sys::pipe()?;
-    let info = FileInfo::ok(size, st.st_atime, st.st_mtime, st.st_ctime, inline_id());
     let mut msg = Vec::with_capacity(proto::FILE_INFO_LEN + proto::XFER_STAT_LEN);
     msg.extend_from_slice(&info.encode());
     msg.extend_from_slice(&XferStat::complete().encode());
@@ -729,10 +751,8 @@ fn inline_id() -> u64 {
 
 /// What an attempt came to.
 enum Attempt {
-    /// All of it went; the status channel to hand the caller.
-    Finished(OwnedFd),
-    /// The data went but no channel could be made.
-    Failed(io::Error),
+    /// All of it went; the file info the channel says first.
+    Finished(FileInfo),
     /// Part (maybe none) went; the rest is the daemon's, from here.
     HandOn {
         file: OwnedFd,
@@ -747,9 +767,11 @@ enum Attempt {
 /// What a Send came to after the attempt.
 #[derive(Debug)]
 pub enum Begun {
-    /// Finished here: the status channel's read end, holding the file info
-    /// and the completion.
-    Finished(OwnedFd),
+    /// Finished here: the file info of the transfer, which is complete. A
+    /// caller that hands out a status channel makes it with
+    /// [`finished_channel`]; one that reads the channel itself (the tokio
+    /// client, [`crate::Client::send_complete`]) needs none.
+    Finished(FileInfo),
     /// The daemon's, from where the attempt stopped: the request to send
     /// with a new status pipe's write end, the destination and, when the
     /// attempt opened it, the file (in that order).
@@ -776,11 +798,10 @@ pub fn begin(
         None => return whole(path, range, hdtr),
     };
     match attempt {
-        Attempt::Finished(status) => {
+        Attempt::Finished(info) => {
             FINISHED.fetch_add(1, Ordering::Relaxed);
-            Ok(Begun::Finished(status))
+            Ok(Begun::Finished(info))
         }
-        Attempt::Failed(e) => Err(e),
         Attempt::HandOn {
             file,
             done,
@@ -834,13 +855,23 @@ pub fn send(
     dest: BorrowedFd<'_>,
 ) -> io::Result<OwnedFd> {
     match begin(inline, path, range, hdtr, dest)? {
-        Begun::Finished(status) => Ok(status),
-        Begun::Ask { bytes, file } => {
-            let (r, w) = sys::pipe()?;
-            let mut fds = vec![w.as_fd(), dest];
-            fds.extend(file.as_ref().map(|f| f.as_fd()));
-            crate::client::send_request_bytes(sock, &bytes, &fds)?;
-            Ok(r)
-        }
+        Begun::Finished(info) => finished_channel(&info),
+        Begun::Ask { bytes, file } => ask(sock, &bytes, dest, file),
     }
+}
+
+/// Sends what [`begin`] left to ask, with a new status pipe's write end,
+/// the destination and the file the attempt opened (if any): the pipe's
+/// read end.
+pub fn ask(
+    sock: BorrowedFd<'_>,
+    bytes: &[u8],
+    dest: BorrowedFd<'_>,
+    file: Option<OwnedFd>,
+) -> io::Result<OwnedFd> {
+    let (r, w) = sys::pipe()?;
+    let mut fds = vec![w.as_fd(), dest];
+    fds.extend(file.as_ref().map(|f| f.as_fd()));
+    crate::client::send_request_bytes(sock, bytes, &fds)?;
+    Ok(r)
 }

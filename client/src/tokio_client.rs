@@ -211,11 +211,13 @@ impl AsyncClient {
         let start = path_arg(path).and_then(|path| {
             proto::check_send_limits(&path, &hdtr)?;
             match inline::begin(self.client().inline(), &path, range, &hdtr, dest)? {
-                inline::Begun::Finished(status) => Ok((Channel::new(status)?, Outgoing::none())),
+                // Nobody else reads this transfer's channel: a Send
+                // finished here needs none.
+                inline::Begun::Finished(info) => Ok(Start::done_here(info)),
                 inline::Begun::Ask { bytes, file } => {
                     let (ch, mut out) = Channel::with_request(bytes, Some(dest))?;
                     out.file = file;
-                    Ok((ch, out))
+                    Ok(Start::asked(ch, out))
                 }
             }
         });
@@ -397,6 +399,35 @@ impl<'a> Outgoing<'a> {
     }
 }
 
+/// How a [`Transfer`] starts: the request to send (if any), the channel to
+/// read (if any), and what it resolves to without reading the channel when
+/// the attempt moved every byte in this process.
+struct Start<'a> {
+    status: Option<Channel>,
+    out: Outgoing<'a>,
+    done_here: Option<Sent>,
+}
+
+impl<'a> Start<'a> {
+    /// The daemon's transfer: resolved by what its channel says.
+    fn asked(status: Channel, out: Outgoing<'a>) -> Start<'a> {
+        Start {
+            status: Some(status),
+            out,
+            done_here: None,
+        }
+    }
+
+    /// A Send finished in this process: no request, no channel.
+    fn done_here(info: FileInfo) -> Start<'a> {
+        Start {
+            status: None,
+            out: Outgoing::none(),
+            done_here: Some(Sent { info, progress: 0 }),
+        }
+    }
+}
+
 /// A status (or data) channel's read end, non-blocking and registered with
 /// the reactor.
 struct Channel {
@@ -500,6 +531,9 @@ pub struct Transfer<'a> {
     /// The channel said its last word (completion, error, end of file), or
     /// the request never went out: nothing to cancel.
     ended: bool,
+    /// Every byte went in this process: resolves to this once the request
+    /// (if any) is sent, without waiting for the daemon.
+    done_here: Option<Sent>,
 }
 
 impl fmt::Debug for Transfer<'_> {
@@ -516,12 +550,12 @@ impl fmt::Debug for Transfer<'_> {
 impl<'a> Transfer<'a> {
     fn new(
         client: AsyncClient,
-        start: io::Result<(Channel, Outgoing<'a>)>,
+        start: io::Result<Start<'a>>,
         info: Option<FileInfo>,
     ) -> Transfer<'a> {
-        let (status, out, early) = match start {
-            Ok((ch, out)) => (Some(ch), Some(out.start(&client)), None),
-            Err(e) => (None, None, Some(e)),
+        let (status, out, early, done_here) = match start {
+            Ok(s) => (s.status, Some(s.out.start(&client)), None, s.done_here),
+            Err(e) => (None, None, Some(e), None),
         };
         Transfer {
             client,
@@ -531,6 +565,7 @@ impl<'a> Transfer<'a> {
             info,
             progress: 0,
             ended: false,
+            done_here,
         }
     }
 
@@ -581,6 +616,14 @@ impl Future for Transfer<'_> {
                 this.status = None;
                 return Poll::Ready(Err(e));
             }
+        }
+        if let Some(sent) = this.done_here.take() {
+            // The daemon (for a Send Open) writes the completion to a
+            // channel nobody reads any more, and closes it.
+            this.info = Some(sent.info);
+            this.ended = true;
+            this.status = None;
+            return Poll::Ready(Ok(sent));
         }
         let Some(status) = &this.status else {
             return Poll::Ready(Err(io::Error::other("Transfer polled after it resolved")));
@@ -801,15 +844,22 @@ impl OpenFile {
         let start = proto::check_send_limits(c"", &hdtr)
             .map_err(io::Error::from)
             .and_then(|()| inline::begin_send_open(client.inline(), self.txnid(), dest, &hdtr))
-            .and_then(|bytes| {
+            .and_then(|begun| {
                 let ch = status.ok_or_else(|| errno(libc::EBADF))?;
                 let out = Outgoing {
-                    bytes,
+                    bytes: begun.bytes,
                     status_w: None,
                     dest: Some(dest),
                     file: None,
                 };
-                Ok((ch, out))
+                let mut start = Start::asked(ch, out);
+                if begun.finished_here {
+                    start.done_here = Some(Sent {
+                        info: self.info,
+                        progress: 0,
+                    });
+                }
+                Ok(start)
             });
         let t = Transfer::new(self.client.clone(), start, Some(self.info));
         if t.early.is_some() {
