@@ -614,44 +614,114 @@ fn send_complete_says_what_the_channel_would() {
     assert_eq!(done.error, Some(libc::ENOENT), "{done:?}");
 }
 
-/// The tokio client's Send Open of a file opened in the client, every
-/// byte sent here: it resolves without waiting for the daemon's
-/// completion, and the daemon still lets the open file go.
+/// The tokio client holds an open the kernel's caches answer in its own
+/// process (it reads the channel itself, so the daemon need not write the
+/// file info): its Send Open finishes here, or is handed on (Adopt +
+/// ContinueOpen) byte for byte; past the deadline it is `ETIMEDOUT`, once
+/// cancelled `ECANCELED`, nothing sent either way, as the daemon answers.
 #[tokio::test(flavor = "current_thread")]
-async fn an_async_send_open_finished_here_resolves_and_the_daemon_lets_go() {
+async fn async_opens_are_held_in_the_client_and_keep_the_contract() {
     use sendfiled_client::client::HeaderTrailer;
     use sendfiled_client::AsyncClient;
-    let d = Daemon::start();
-    let data = pattern(20_000);
+    let d = Daemon::start_with(&["-t", "400"]);
+    let data = pattern(300_000);
     d.write("f.bin", &data);
+    let small = pattern(20_000);
+    d.write("small.bin", &small);
     let c = AsyncClient::new(d.client()).expect("async client");
-    let stats_before = inline::stats();
+    let held_here = inline::in_effect();
+    let before = counters(c.client());
+
+    // Finished here: byte for byte, and the daemon never hears of it.
     for round in 0..3 {
-        let file = c.open("f.bin", Range::WHOLE).await.expect("open");
-        assert_eq!(file.info().size, data.len());
+        let file = c.open("small.bin", Range::WHOLE).await.expect("open");
+        assert_eq!(file.info().size, small.len());
+        if held_here {
+            assert_eq!(d.live(), 0, "the daemon holds nothing");
+            assert_ne!(file.txnid() >> (usize::BITS - 1), 0, "a client's id");
+        }
         let (a, b) = UnixStream::pair().unwrap();
+        let reader = std::thread::spawn(move || read_to_end(b.as_fd()));
         let hdtr = HeaderTrailer {
             header: format!("head {round}\n").into_bytes(),
             trailer: Vec::new(),
         };
         let mut want = hdtr.header.clone();
-        want.extend_from_slice(&data);
+        want.extend_from_slice(&small);
         let sent = file
             .send_open_hdtr(a.as_fd(), hdtr)
             .await
             .expect("send open");
-        assert_eq!(sent.info.size, data.len());
-        assert!(drain(&b, want.len()) == want, "bytes lost or sent twice");
+        assert_eq!(sent.info.size, small.len());
+        drop(a);
+        assert!(reader.join().unwrap() == want, "bytes lost or sent twice");
     }
-    // Every open file ends in the daemon's table, whoever sent it.
-    let client = d.client();
-    assert!(eventually(|| d.live() == 0), "open files left held");
-    if inline::in_effect() {
-        let after = inline::stats();
-        assert!(
-            after.finished >= stats_before.finished + 3,
-            "{stats_before:?} -> {after:?}"
-        );
-        assert_eq!(counters(&client).1, 3, "three opens held for the client");
+    if held_here {
+        assert_eq!(counters(c.client()), before, "nothing reached the daemon");
     }
+
+    // A destination that fills: part here, the rest by the daemon under
+    // the id the caller saw.
+    let file = c
+        .open(
+            "f.bin",
+            Range {
+                offset: 7,
+                len: 200_000,
+            },
+        )
+        .await
+        .expect("open");
+    let id = file.txnid();
+    let (a, b) = UnixStream::pair().unwrap();
+    sys::raise_socket_buffer(a.as_fd(), libc::SO_SNDBUF, 4096);
+    let reader = std::thread::spawn(move || read_to_end(b.as_fd()));
+    let hdtr = HeaderTrailer {
+        header: b"HEAD".to_vec(),
+        trailer: b"TAIL".to_vec(),
+    };
+    let sent = file
+        .send_open_hdtr(a.as_fd(), hdtr)
+        .await
+        .expect("send open");
+    drop(a);
+    let mut want = b"HEAD".to_vec();
+    want.extend_from_slice(&data[7..200_007]);
+    want.extend_from_slice(b"TAIL");
+    assert!(reader.join().unwrap() == want, "bytes lost or sent twice");
+    assert_eq!((sent.info.size, sent.info.txnid as u64), (200_000, id));
+    assert!(eventually(|| d.live() == 0));
+    if held_here {
+        assert_eq!(counters(c.client()).1, before.1 + 1, "one hand-off");
+    }
+
+    // Past the deadline: ETIMEDOUT, nothing sent.
+    let file = c.open("f.bin", Range::WHOLE).await.expect("open");
+    wait_until(std::time::Instant::now() + Duration::from_millis(600));
+    assert!(eventually(|| d.live() == 0), "the daemon's deadline");
+    let (a, b) = UnixStream::pair().unwrap();
+    let e = file.send_open(a.as_fd()).await.unwrap_err();
+    assert_eq!(e.raw_os_error(), Some(libc::ETIMEDOUT), "{e}");
+    drop(a);
+    assert!(
+        read_to_end(b.as_fd()).is_empty(),
+        "a late Send Open sent bytes"
+    );
+
+    // Cancelled by the id the caller saw: ECANCELED, nothing sent.
+    let file = c.open("f.bin", Range::WHOLE).await.expect("open");
+    c.cancel(file.txnid()).await.expect("cancel");
+    let (a, b) = UnixStream::pair().unwrap();
+    let e = file.send_open(a.as_fd()).await.unwrap_err();
+    assert_eq!(e.raw_os_error(), Some(libc::ECANCELED), "{e}");
+    drop(a);
+    assert!(
+        read_to_end(b.as_fd()).is_empty(),
+        "a cancelled open sent bytes"
+    );
+
+    // What the caches cannot answer is the daemon's, with its errno.
+    let e = c.open("missing", Range::WHOLE).await.unwrap_err();
+    assert_eq!(e.raw_os_error(), Some(libc::ENOENT));
+    assert!(eventually(|| d.live() == 0));
 }

@@ -115,13 +115,14 @@ pub struct Inline {
     facts: FsFacts,
     /// The daemon's open-file timeout (`-t`).
     open_timeout: Duration,
-    /// Opens made here and handed to the daemon to hold (Adopt), by id:
-    /// this process's own handle of each file, for a Send Open to attempt
-    /// from. Dropped at Send Open, Cancel, or once past the deadline.
+    /// Opens made here, by id: handed to the daemon to hold (Adopt), or
+    /// held here alone ([`begin_open_here`]); this process's own handle of
+    /// each file, for a Send Open to attempt from. Dropped at Send Open,
+    /// Cancel, or at the next Open once past the deadline.
     held: Mutex<Vec<Held>>,
 }
 
-/// An open file made here and held by the daemon too.
+/// An open file made here.
 #[derive(Debug)]
 struct Held {
     id: u64,
@@ -129,6 +130,8 @@ struct Held {
     offset: u64,
     size: u64,
     deadline: Instant,
+    /// The daemon holds it too (Adopt): a Cancel must reach it.
+    daemon_holds: bool,
 }
 
 impl Inline {
@@ -385,20 +388,27 @@ impl Inline {
         let (r, w) = sys::pipe().ok()?;
         let id = inline_id();
         let bytes = Request::Adopt { range, txnid: id }.encode().ok()?;
-        let now = Instant::now();
-        let mut held = self.held.lock().unwrap_or_else(|e| e.into_inner());
-        held.retain(|h| h.deadline > now);
-        held.push(Held {
+        self.hold(Held {
             id,
             file: kept,
             offset: range.offset,
             size,
-            deadline: now + self.open_timeout,
+            deadline: Instant::now() + self.open_timeout,
+            daemon_holds: true,
         });
         Some(OpenBegun {
             status: r,
             ask: (bytes, vec![w, file]),
         })
+    }
+
+    /// Remembers an open file made here; those past their deadline go
+    /// (their descriptors close) as each new one comes.
+    fn hold(&self, h: Held) {
+        let now = Instant::now();
+        let mut held = self.held.lock().unwrap_or_else(|e| e.into_inner());
+        held.retain(|h| h.deadline > now);
+        held.push(h);
     }
 
     /// Forgets the open file `id` (a Cancel, or its Send Open).
@@ -519,12 +529,130 @@ pub fn begin_send_open(
     })
 }
 
-/// Forgets this process's handle of the open file `txnid`, if it has one
-/// (a Cancel of it is on its way to the daemon).
-pub fn forget(inline: Option<&Inline>, txnid: u64) {
-    if let Some(i) = inline {
-        drop(i.take_held(txnid));
+/// Forgets this process's handle of the open file `txnid`, if it has one.
+/// True when it was held here alone ([`begin_open_here`]): then the daemon
+/// never heard of it, and a Cancel need not reach it.
+pub fn forget(inline: Option<&Inline>, txnid: u64) -> bool {
+    inline
+        .and_then(|i| i.take_held(txnid))
+        .is_some_and(|h| !h.daemon_holds)
+}
+
+/// An Open made and held in this process alone, for a caller that reads
+/// the transfer's channel itself (the tokio client): nothing is asked of
+/// the daemon unless its Send Open must be handed on.
+#[derive(Debug, Clone, Copy)]
+pub struct HeldHere {
+    /// The file info, as the daemon would have written it (a client id).
+    pub info: FileInfo,
+    /// The open-file deadline (`-t`, from the handshake): a Send Open
+    /// after it is `ETIMEDOUT`, nothing sent.
+    pub deadline: Instant,
+}
+
+/// Open File, made and held here when `inline` allows and the open
+/// answers from the kernel's caches; `None`: ask the daemon
+/// ([`begin_open`]).
+pub fn begin_open_here(inline: Option<&Inline>, path: &CStr, range: Range) -> Option<HeldHere> {
+    let i = inline?;
+    let (file, st) = i.open(path)?;
+    let size = range.clip(st.st_size as u64);
+    let id = inline_id();
+    let deadline = Instant::now() + i.open_timeout;
+    i.hold(Held {
+        id,
+        file,
+        offset: range.offset,
+        size,
+        deadline,
+        daemon_holds: false,
+    });
+    Some(HeldHere {
+        info: FileInfo::ok(size, st.st_atime, st.st_mtime, st.st_ctime, id),
+        deadline,
+    })
+}
+
+/// What the Send Open of an open file held here came to.
+#[derive(Debug)]
+pub enum SendOpenHere {
+    /// Every byte went here: nothing to ask.
+    Finished,
+    /// The daemon's from where the attempt stopped: `adopt` (to send with
+    /// a new status pipe's write end and `file`), then `cont` (a
+    /// ContinueOpen, to send with the destination), in that order: the
+    /// daemon holds the file under its id, writes the file info, moves the
+    /// rest and writes the completion, as for an Open begun here.
+    HandOn {
+        adopt: Vec<u8>,
+        file: OwnedFd,
+        cont: Vec<u8>,
+    },
+}
+
+/// Send Open of `txnid`, an open file [`begin_open_here`] made, whose
+/// deadline is `deadline`: `ETIMEDOUT` past it and `ECANCELED` once
+/// cancelled (nothing sent either way), as the daemon answers.
+pub fn send_open_here(
+    inline: Option<&Inline>,
+    txnid: u64,
+    deadline: Instant,
+    dest: BorrowedFd<'_>,
+    hdtr: &HeaderTrailer,
+) -> io::Result<SendOpenHere> {
+    let now = Instant::now();
+    let held = match inline.and_then(|i| i.take_held(txnid)) {
+        Some(h) if h.deadline > now => h,
+        Some(_) => return Err(io::Error::from_raw_os_error(libc::ETIMEDOUT)),
+        // Dropped as expired by a later Open, or cancelled.
+        None if now >= deadline => return Err(io::Error::from_raw_os_error(libc::ETIMEDOUT)),
+        None => return Err(io::Error::from_raw_os_error(libc::ECANCELED)),
+    };
+    let mut p = Progress {
+        hdr_done: 0,
+        done: 0,
+        trl_done: 0,
+    };
+    let all = match sys::dest_kind(dest) {
+        Ok(DestKind::StreamSocket) => {
+            p.write_socket(held.file.as_fd(), dest, held.offset, held.size, hdtr)
+        }
+        Ok(DestKind::Pipe) if hdtr.header.is_empty() && hdtr.trailer.is_empty() => {
+            p.write_pipe(held.file.as_fd(), dest, held.offset, held.size)
+        }
+        _ => false,
+    };
+    if all {
+        FINISHED.fetch_add(1, Ordering::Relaxed);
+        return Ok(SendOpenHere::Finished);
     }
+    if p.done > 0 || p.hdr_done > 0 {
+        HANDED_ON_PARTIAL.fetch_add(1, Ordering::Relaxed);
+    } else {
+        HANDED_ON_WHOLE.fetch_add(1, Ordering::Relaxed);
+    }
+    // The range as opened: its length is the size the file info said (an
+    // empty one, whose header did not all go, is "to the end" on the wire:
+    // the daemon clips it to the file again).
+    let adopt = Request::Adopt {
+        range: Range {
+            offset: held.offset,
+            len: held.size,
+        },
+        txnid,
+    }
+    .encode()?;
+    let cont = Request::ContinueOpen {
+        txnid,
+        done: p.done,
+        hdtr: rest_of(hdtr, p.hdr_done, p.trl_done),
+    }
+    .encode()?;
+    Ok(SendOpenHere::HandOn {
+        adopt,
+        file: held.file,
+        cont,
+    })
 }
 
 /// The header bytes not yet written and the trailer bytes not yet written.

@@ -1,7 +1,9 @@
 //! The async client for tokio (feature `tokio`). Rule: this module may only
 //! drive the blocking client's pieces (request encoding, [`read_message`],
 //! [`try_send_request_bytes`]) on non-blocking descriptors registered with
-//! [`AsyncFd`]; it never blocks a thread, spawns no task and holds no lock.
+//! [`AsyncFd`]; it never blocks a thread, spawns no task and holds no lock
+//! across an await (the in-process attempt's table of open files is taken
+//! for a lookup at a time).
 //!
 //! An [`AsyncClient`] is the daemon's request socket, non-blocking and
 //! registered with tokio's reactor. Every operation returns a future that
@@ -12,7 +14,7 @@
 //! | call | resolves to | when |
 //! |---|---|---|
 //! | [`AsyncClient::send`], [`AsyncClient::send_hdtr`] | [`Sent`] | the completion arrived |
-//! | [`AsyncClient::open`] | [`OpenFile`] | the file info (with the transfer id) arrived |
+//! | [`AsyncClient::open`] | [`OpenFile`] | the file info (with the transfer id) arrived, or at once for an open held here |
 //! | [`OpenFile::send_open`], [`OpenFile::send_open_hdtr`] | [`Sent`] | the completion arrived |
 //! | [`AsyncClient::read`] | [`DataReader`], an [`AsyncRead`] of the data | the file info arrived |
 //! | [`AsyncClient::cancel`] | `()` | the Cancel request was sent |
@@ -21,6 +23,21 @@
 //! the daemon's errno ([`io::Error::raw_os_error`]); a channel that closed
 //! without a completion (the transfer was cancelled, or the daemon shut
 //! down) is `ECANCELED`.
+//!
+//! # Where a transfer runs
+//!
+//! With the in-process attempt on ([`crate::inline`]; the default on
+//! Linux), a Send the attempt finishes resolves at once: no request, no
+//! channel. An Open the kernel's caches answer is held by this client
+//! alone: [`AsyncClient::open`] resolves at once with the file info the
+//! daemon would have written (an id with the top bit set), and the
+//! [`OpenFile`]'s Send Open is attempted here; only what is left goes to
+//! the daemon (Adopt + ContinueOpen, under the same id). Such an open file
+//! keeps the open-file deadline as the daemon would (`ETIMEDOUT` for a
+//! later Send Open, nothing sent) and [`AsyncClient::cancel`] by its id
+//! (`ECANCELED`); it is closed when the [`OpenFile`] is dropped, or past
+//! its deadline at this process's next Open; it does not count against
+//! the daemon's `-n`, and a daemon shutdown does not end it.
 //!
 //! # Cancellation by drop
 //!
@@ -70,6 +87,7 @@ use std::path::Path;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{ready, Context, Poll};
+use std::time::Instant;
 
 use tokio::io::unix::AsyncFd;
 use tokio::io::{AsyncRead, Interest, ReadBuf};
@@ -239,8 +257,22 @@ impl AsyncClient {
     /// # Ok(()) }
     /// ```
     pub fn open(&self, path: &str, range: Range) -> Opening {
-        // The attempt runs here, before the future, as for send_hdtr.
-        let start = path_arg(path).and_then(|path| {
+        // The attempt runs here, before the future, as for send_hdtr. An
+        // open the kernel's caches answer is held here alone: this client
+        // reads the channel itself, so the daemon need not write the file
+        // info, nor hold a file that may never be handed to it.
+        let cpath = path_arg(path);
+        if let Ok(p) = &cpath {
+            if p.to_bytes().len() <= proto::MAX_PATH_LEN {
+                if let Some(h) = inline::begin_open_here(self.client().inline(), p, range) {
+                    return Opening {
+                        first: None,
+                        here: Some((self.clone(), h)),
+                    };
+                }
+            }
+        }
+        let start = cpath.and_then(|path| {
             if path.to_bytes().len() > proto::MAX_PATH_LEN {
                 return Err(errno(libc::ENAMETOOLONG));
             }
@@ -254,7 +286,8 @@ impl AsyncClient {
             Ok((Channel::new(begun.status)?, out))
         });
         Opening {
-            first: FirstInfo::new(self.clone(), start),
+            first: Some(FirstInfo::new(self.clone(), start)),
+            here: None,
         }
     }
 
@@ -304,7 +337,10 @@ impl AsyncClient {
     /// # Ok(()) }
     /// ```
     pub async fn cancel(&self, txnid: u64) -> io::Result<()> {
-        inline::forget(self.client().inline(), txnid);
+        if inline::forget(self.client().inline(), txnid) {
+            // Held here alone: the daemon never heard of it.
+            return Ok(());
+        }
         let bytes = Request::Cancel { txnid }.encode()?;
         self.send_request(&bytes, &[]).await
     }
@@ -339,7 +375,9 @@ impl AsyncClient {
     /// A Cancel sent from a destructor: one non-blocking attempt. If it
     /// cannot go out, closing the status channel still ends the transfer.
     fn cancel_now(&self, txnid: usize) {
-        inline::forget(self.client().inline(), txnid as u64);
+        if inline::forget(self.client().inline(), txnid as u64) {
+            return;
+        }
         if let Ok(bytes) = (Request::Cancel {
             txnid: txnid as u64,
         })
@@ -359,6 +397,9 @@ struct Outgoing<'a> {
     dest: Option<BorrowedFd<'a>>,
     /// A file the client's attempt opened and hands on (Continue).
     file: Option<OwnedFd>,
+    /// A request to send first, with its descriptors: the Adopt of an open
+    /// file held here whose Send Open is handed on.
+    before: Option<(Vec<u8>, Vec<OwnedFd>)>,
 }
 
 /// A request on its way out: the send, boxed so that the futures that
@@ -375,6 +416,10 @@ impl<'a> Outgoing<'a> {
             if self.bytes.is_empty() {
                 // Finished in this process: nothing to ask.
                 return Ok(());
+            }
+            if let Some((bytes, fds)) = &self.before {
+                let fds: Vec<BorrowedFd<'_>> = fds.iter().map(|f| f.as_fd()).collect();
+                client.send_request(bytes, &fds).await?;
             }
             let fds: Vec<BorrowedFd<'_>> = [
                 self.status_w.as_ref().map(|w| w.as_fd()),
@@ -395,6 +440,7 @@ impl<'a> Outgoing<'a> {
             status_w: None,
             dest: None,
             file: None,
+            before: None,
         }
     }
 }
@@ -454,6 +500,7 @@ impl Channel {
             status_w: Some(w),
             dest,
             file: None,
+            before: None,
         };
         Ok((Channel::new(r)?, out))
     }
@@ -730,14 +777,26 @@ impl FirstInfo {
 /// ```
 #[must_use = "futures do nothing unless polled"]
 pub struct Opening {
-    first: FirstInfo,
+    /// The daemon's Open (or Adopt): resolved by its channel.
+    first: Option<FirstInfo>,
+    /// An open held here alone: resolved at once.
+    here: Option<(AsyncClient, inline::HeldHere)>,
 }
 
 impl fmt::Debug for Opening {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Opening")
-            .field("sent", &self.first.out.is_none())
+            .field("sent", &self.first.as_ref().is_none_or(|f| f.out.is_none()))
+            .field("here", &self.here.is_some())
             .finish()
+    }
+}
+
+impl Drop for Opening {
+    fn drop(&mut self) {
+        if let Some((client, h)) = self.here.take() {
+            inline::forget(client.client().inline(), h.info.txnid as u64);
+        }
     }
 }
 
@@ -746,11 +805,23 @@ impl Future for Opening {
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<OpenFile>> {
         let this = self.get_mut();
-        let (status, info) = ready!(this.first.poll_info(cx))?;
+        if let Some((client, h)) = this.here.take() {
+            return Poll::Ready(Ok(OpenFile {
+                client,
+                info: h.info,
+                status: None,
+                here: Some(h.deadline),
+            }));
+        }
+        let Some(first) = &mut this.first else {
+            return Poll::Ready(Err(io::Error::other("Opening polled after it resolved")));
+        };
+        let (status, info) = ready!(first.poll_info(cx))?;
         Poll::Ready(Ok(OpenFile {
-            client: this.first.client.clone(),
+            client: first.client.clone(),
             info,
             status: Some(status),
+            here: None,
         }))
     }
 }
@@ -775,6 +846,9 @@ pub struct OpenFile {
     client: AsyncClient,
     info: FileInfo,
     status: Option<Channel>,
+    /// Held here alone ([`inline::begin_open_here`]), until this deadline;
+    /// `None` once sent, or for an open the daemon holds.
+    here: Option<Instant>,
 }
 
 impl fmt::Debug for OpenFile {
@@ -838,6 +912,9 @@ impl OpenFile {
     /// # Ok(()) }
     /// ```
     pub fn send_open_hdtr(mut self, dest: BorrowedFd<'_>, hdtr: HeaderTrailer) -> Transfer<'_> {
+        if let Some(deadline) = self.here.take() {
+            return self.send_held_here(deadline, dest, hdtr);
+        }
         let status = self.status.take();
         let client = self.client.client();
         // The attempt runs here, before the future, as for send_hdtr.
@@ -851,6 +928,7 @@ impl OpenFile {
                     status_w: None,
                     dest: Some(dest),
                     file: None,
+                    before: None,
                 };
                 let mut start = Start::asked(ch, out);
                 if begun.finished_here {
@@ -870,9 +948,56 @@ impl OpenFile {
     }
 }
 
+impl OpenFile {
+    /// The Send Open of a file held here alone: attempted here; what is
+    /// left goes to the daemon as Adopt + ContinueOpen on a new channel.
+    fn send_held_here<'a>(
+        &self,
+        deadline: Instant,
+        dest: BorrowedFd<'a>,
+        hdtr: HeaderTrailer,
+    ) -> Transfer<'a> {
+        let client = self.client.client();
+        let start = proto::check_send_limits(c"", &hdtr)
+            .map_err(io::Error::from)
+            .and_then(|()| {
+                inline::send_open_here(client.inline(), self.txnid(), deadline, dest, &hdtr)
+            })
+            .and_then(|begun| match begun {
+                inline::SendOpenHere::Finished => Ok(Start {
+                    status: None,
+                    out: Outgoing::none(),
+                    done_here: Some(Sent {
+                        info: self.info,
+                        progress: 0,
+                    }),
+                }),
+                inline::SendOpenHere::HandOn { adopt, file, cont } => {
+                    let (r, w) = sys::pipe()?;
+                    let out = Outgoing {
+                        bytes: cont,
+                        status_w: None,
+                        dest: Some(dest),
+                        file: None,
+                        before: Some((adopt, vec![w, file])),
+                    };
+                    Ok(Start::asked(Channel::new(r)?, out))
+                }
+            });
+        if start.is_err() {
+            // Not sent, and nothing held any more.
+            inline::forget(client.inline(), self.txnid());
+        }
+        Transfer::new(self.client.clone(), start, Some(self.info))
+    }
+}
+
 impl Drop for OpenFile {
     fn drop(&mut self) {
-        if self.status.is_some() {
+        if self.here.is_some() {
+            // Held here alone: the file closes, the daemon never knew.
+            inline::forget(self.client.client().inline(), self.txnid());
+        } else if self.status.is_some() {
             self.client.cancel_now(self.info.txnid);
         }
     }

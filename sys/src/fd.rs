@@ -207,7 +207,7 @@ pub fn wait_writable(fd: BorrowedFd<'_>, timeout: std::time::Duration) -> io::Re
 /// timeout; `EINTR` is returned, not retried (a caller's signal ends the
 /// wait).
 pub fn poll_writable_once(fd: BorrowedFd<'_>, timeout: std::time::Duration) -> io::Result<bool> {
-    let ms = timeout.as_millis().min(i32::MAX as u128) as libc::c_int;
+    let ms = poll_ms(timeout);
     let mut p = libc::pollfd {
         fd: fd.as_raw_fd(),
         events: libc::POLLOUT,
@@ -218,6 +218,13 @@ pub fn poll_writable_once(fd: BorrowedFd<'_>, timeout: std::time::Duration) -> i
     Ok(r > 0)
 }
 
+/// `timeout` in whole milliseconds for `poll(2)`, rounded up: a wait of
+/// 999.6 ms must not end after 999 (a caller's documented bound is a
+/// least wait), nor a wait of 0.4 ms spin at 0.
+fn poll_ms(timeout: std::time::Duration) -> libc::c_int {
+    timeout.as_nanos().div_ceil(1_000_000).min(i32::MAX as u128) as libc::c_int
+}
+
 fn wait_for(
     fd: BorrowedFd<'_>,
     events: libc::c_short,
@@ -226,7 +233,7 @@ fn wait_for(
     let deadline = std::time::Instant::now() + timeout;
     loop {
         let left = deadline.saturating_duration_since(std::time::Instant::now());
-        let ms = left.as_millis().min(i32::MAX as u128) as libc::c_int;
+        let ms = poll_ms(left);
         let mut p = libc::pollfd {
             fd: fd.as_raw_fd(),
             events,

@@ -63,10 +63,20 @@ impl Server {
     /// `inline`: the example's client attempts each transfer itself first
     /// (the default); without it, `SENDFILED_INLINE=0`: every body goes
     /// through the daemon.
-    fn start(bin: &Path, d: &Daemon, mode: &str, inline: bool) -> io::Result<Server> {
+    /// `threads`: the runtime's worker threads (`None`: tokio's default).
+    fn start(
+        bin: &Path,
+        d: &Daemon,
+        mode: &str,
+        inline: bool,
+        threads: Option<usize>,
+    ) -> io::Result<Server> {
         let mut cmd = Command::new(bin);
         if !inline {
             cmd.env("SENDFILED_INLINE", "0");
+        }
+        if let Some(n) = threads {
+            cmd.args(["--threads", &n.to_string()]);
         }
         let mut child = cmd
             .arg("--root")
@@ -234,7 +244,7 @@ struct Run {
 /// `d`: the daemon the server's bodies go through, whose CPU is counted
 /// (none for tokio-fs bodies).
 fn run(
-    srv: &Server,
+    srv: (SocketAddr, i32),
     d: Option<&Daemon>,
     path: &str,
     len: u64,
@@ -245,7 +255,7 @@ fn run(
     let window = Duration::from_secs_f64(secs);
     let mut threads = Vec::new();
     for _ in 0..conns {
-        let mut c = Conn::open(srv.addr, path)?;
+        let mut c = Conn::open(srv.0, path)?;
         // Warm the connection (and check one body byte by byte) untimed.
         c.get(len, true)?;
         let barrier = Arc::clone(&barrier);
@@ -260,7 +270,7 @@ fn run(
         }));
     }
     let daemon_cpu = || d.map_or(0.0, |d| cpu_us(d.pid));
-    let (s0, d0) = (cpu_us(srv.pid), daemon_cpu());
+    let (s0, d0) = (cpu_us(srv.1), daemon_cpu());
     barrier.wait();
     let t = Instant::now();
     let mut lat = Vec::new();
@@ -273,7 +283,7 @@ fn run(
         }
     }
     let elapsed = t.elapsed();
-    let (s1, d1) = (cpu_us(srv.pid), daemon_cpu());
+    let (s1, d1) = (cpu_us(srv.1), daemon_cpu());
     if let Some(e) = err {
         return Err(e);
     }
@@ -418,14 +428,14 @@ pub fn http(plan: &Plan, ds: &[Daemon], files: &Files, report: &mut Report) -> i
     for d in ds {
         for inline in [true, false] {
             sides.push(Side {
-                srv: Server::start(&bin, d, SENDFILED, inline)?,
+                srv: Server::start(&bin, d, SENDFILED, inline, None)?,
                 daemon: Some(d),
                 inline,
             });
         }
     }
     sides.push(Side {
-        srv: Server::start(&bin, &ds[0], TOKIO_FS, true)?,
+        srv: Server::start(&bin, &ds[0], TOKIO_FS, true, None)?,
         daemon: None,
         inline: false,
     });
@@ -463,7 +473,7 @@ pub fn http(plan: &Plan, ds: &[Daemon], files: &Files, report: &mut Report) -> i
             for _ in 0..plan.small_reps {
                 for (side, a) in sides.iter().zip(&mut agg) {
                     a.add(&run(
-                        &side.srv,
+                        (side.srv.addr, side.srv.pid),
                         side.daemon,
                         path,
                         len,
@@ -514,6 +524,111 @@ pub fn http(plan: &Plan, ds: &[Daemon], files: &Files, report: &mut Report) -> i
     if !plan.quick {
         cold(plan, files, &sides, report)?;
     }
+    Ok(())
+}
+
+/// The 1 MiB file of the nginx figure.
+const FILE_1M: &str = "http-1m.bin";
+
+/// Issue 22's user-level goal: `tokio_httpd` with one runtime thread,
+/// bodies inline first (and daemon only), against nginx with one worker in
+/// its disk-safe mode (`aio threads`) and plain `sendfile`, on the same
+/// cached files and load. Skipped, with a line saying so, where nginx is
+/// not installed.
+pub fn against_nginx(
+    plan: &Plan,
+    ds: &[Daemon],
+    files: &Files,
+    report: &mut Report,
+) -> io::Result<()> {
+    use super::nginx::{nginx_path, Nginx, NginxMode};
+    let (bin, d) = (httpd_path()?, &ds[0]);
+    let Some(nginx) = nginx_path() else {
+        let line = "HTTP against nginx: skipped, nginx is not installed (`apt install nginx-light`, or SENDFILED_BENCH_NGINX=PATH)";
+        println!("{line}");
+        report.sections.push(format!("\n{line}"));
+        return Ok(());
+    };
+    make_file(&files.path(FILE_1M), 1 << 20)?;
+    let sizes = [
+        (Files::SMALL_4K, 4u64 << 10, "4 KiB"),
+        (Files::SMALL_64K, 64 << 10, "64 KiB"),
+        (FILE_1M, 1 << 20, "1 MiB"),
+    ];
+    for (path, _, _) in &sizes {
+        warm(&files.path(path))?;
+    }
+    let inline = Server::start(&bin, d, SENDFILED, true, Some(1))?;
+    let only = Server::start(&bin, d, SENDFILED, false, Some(1))?;
+    let aio = Nginx::start(&nginx, &files.root, NginxMode::AioThreads)?;
+    let plain = Nginx::start(&nginx, &files.root, NginxMode::Sendfile)?;
+    let servers: [(SocketAddr, i32); 4] = [
+        (inline.addr, inline.pid),
+        (only.addr, only.pid),
+        (aio.addr, aio.pid),
+        (plain.addr, plain.pid),
+    ];
+    let load = os::loadavg();
+    println!(
+        "http against nginx: tokio_httpd --threads 1 (pids {} inline first, {} daemon only, {} daemon) and {} (pid {}, {}), one worker each; {} x {:.1} s, alternating; load average {load}",
+        inline.pid,
+        only.pid,
+        d.engine,
+        nginx.display(),
+        aio.pid,
+        plain.pid,
+        plan.small_reps,
+        plan.small_secs
+    );
+    let mut lines = vec![
+        format!(
+            "HTTP against nginx, cached files, keep-alive GETs; one tokio thread, one nginx worker ({} engine; {} x {:.1} s, medians; load average at its start {load}, at its end LOAD_END):\n",
+            d.engine, plan.small_reps, plan.small_secs
+        ),
+        format!(
+            "| HTTP | sendfiled inline first | sendfiled daemon only | {} | {} | inline / aio threads | goal |",
+            NginxMode::AioThreads.label(),
+            NginxMode::Sendfile.label()
+        ),
+        "|---|---:|---:|---:|---:|---:|---|".into(),
+    ];
+    for &(path, len, label) in &sizes {
+        for conns in [1usize, 8] {
+            let mut agg: Vec<Agg> = servers.iter().map(|_| Agg::default()).collect();
+            for _ in 0..plan.small_reps {
+                for (srv, a) in servers.iter().zip(&mut agg) {
+                    a.add(&run(*srv, None, path, len, conns, plan.small_secs)?);
+                }
+            }
+            let what = format!("{label}, {conns} conn{}", if conns == 1 { "" } else { "s" });
+            let figures: [(&str, Figure, bool); 2] = [
+                ("req/s", |a| &a.rate, true),
+                ("p50 (µs)", |a| &a.p50, false),
+            ];
+            for (name, of, higher_better) in figures {
+                let m: Vec<f64> = agg.iter().map(|a| median(of(a).clone())).collect();
+                let ratio = m[0] / m[2];
+                let goal = if higher_better {
+                    let met = if ratio >= 1.0 { "met" } else { "NOT met" };
+                    format!(">= 1.0x {met}")
+                } else {
+                    String::new()
+                };
+                let line = format!(
+                    "| {what}: {name} | {} | {} | {} | {} | {ratio:.2}x | {goal} |",
+                    cell(m[0]),
+                    cell(m[1]),
+                    cell(m[2]),
+                    cell(m[3])
+                );
+                println!("  {line}");
+                lines.push(line);
+            }
+        }
+    }
+    let load_end = os::loadavg();
+    lines[0] = lines[0].replace("LOAD_END", &load_end);
+    report.sections.push(format!("\n{}", lines.join("\n")));
     Ok(())
 }
 

@@ -4,6 +4,7 @@ mod ceiling;
 mod coldopen;
 mod figures;
 mod http;
+mod nginx;
 mod os;
 mod pool;
 mod ring;
@@ -137,7 +138,7 @@ impl Plan {
 }
 
 const USAGE: &str = "\
-usage: sendfiled-bench [--quick] [--only large,small,ceiling,isolation,coldopen,scale,open,ring,http]
+usage: sendfiled-bench [--quick] [--only large,small,ceiling,isolation,coldopen,scale,open,ring,http,nginx]
                        [--engines uring,epoll] [--dir DIR] [--daemon PATH]
                        [--disk-threads N] [--busy-poll US] [--large-mib N] [--reps N]
                        [--scale N] [--pool-threads N] [--strace]
@@ -153,7 +154,11 @@ and the small files also print uring against epoll. --strace also names the
 daemon's system calls per small-file request (extra untimed runs under
 strace -c -f, per engine). The http group runs examples/tokio_httpd (built in
 release mode first): its sendfiled bodies through each engine, its tokio-fs
-bodies once. The ceiling group sets the small Sends beside minimal servers
+bodies once. The nginx group (not in --quick) sets tokio_httpd with one
+runtime thread, bodies inline first and daemon only, beside nginx with one
+worker (`sendfile on; aio threads;` and plain `sendfile on;`) on the same
+cached 4 KiB, 64 KiB and 1 MiB files; it is skipped, saying so, where nginx
+is not installed. The ceiling group sets the small Sends beside minimal servers
 in another process that do only the pool's work, speaking sendfiled's
 protocol or a connection per client (the least any daemon speaking each
 can cost). The coldopen group times cached 4 KiB Sends while another
@@ -771,6 +776,9 @@ fn run(plan: &Plan, dir: Option<PathBuf>, daemon: Option<PathBuf>) -> io::Result
     }
     if plan.wants("http") {
         http::http(plan, &ds, &files, &mut report)?;
+    }
+    if plan.wants("nginx") && !plan.quick {
+        http::against_nginx(plan, &ds, &files, &mut report)?;
     }
     drop(ds);
     println!();
