@@ -11,11 +11,14 @@
 //! - GET and HEAD, keep-alive (HTTP/1.1 by default, HTTP/1.0 when asked),
 //!   `Content-Length`, `Last-Modified`, `Date`, a `Content-Type` from the
 //!   extension; `/` and paths ending in `/` serve `index.html`.
-//! - `--body sendfiled` (the default): the file is opened through the daemon
-//!   ([`AsyncClient::open`]), which answers the size and times; the response
-//!   head and the body then go to the client's socket in one transfer
-//!   ([`OpenFile::send_open_hdtr`]). A HEAD request drops the open file,
-//!   which cancels it.
+//! - `--body sendfiled` (the default): the file is opened through the
+//!   client ([`AsyncClient::open`]), which answers the size and times; the
+//!   response head and the body then go to the client's socket in one
+//!   transfer ([`OpenFile::send_open_hdtr`]). With inline first (the
+//!   default on Linux) a cached file is opened and sent from this process
+//!   and only what would wait goes to the daemon; `SENDFILED_INLINE=0`
+//!   sends every body through the daemon. A HEAD request drops the open
+//!   file, which cancels it.
 //! - `--body tokio-fs`: the file is opened with `tokio::fs`, its metadata
 //!   gives the size and times, and the head and body go out with
 //!   `write_all` from a 256 KiB buffer.

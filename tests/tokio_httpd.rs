@@ -55,8 +55,32 @@ impl Httpd {
     }
 
     fn start_args(args: &[&str]) -> Httpd {
+        Httpd::start_env(args, &[])
+    }
+
+    /// With every body through the daemon (`SENDFILED_INLINE=0`): for
+    /// what only the daemon answers, such as its `-n` limit.
+    fn start_daemon_only(d: &Daemon) -> Httpd {
+        let root = d.root().to_str().unwrap();
+        Httpd::start_env(
+            &[
+                "--root",
+                root,
+                "--body",
+                "sendfiled",
+                "--sockdir",
+                root,
+                "--name",
+                &d.name,
+            ],
+            &[("SENDFILED_INLINE", "0")],
+        )
+    }
+
+    fn start_env(args: &[&str], env: &[(&str, &str)]) -> Httpd {
         let mut child = Command::new(example_bin())
             .args(args)
+            .envs(env.iter().copied())
             .args(["--listen", "127.0.0.1:0", "--threads", "2"])
             // The daemon it may spawn runs as this user, root on CI: the
             // explicit allowance, here rather than left to the caller.
@@ -291,13 +315,26 @@ fn statuses_follow_the_errno_and_the_request() {
     let h = Httpd::start(&d, "sendfiled");
     let mut s = h.connect();
     assert_eq!(exchange(&mut s, &get("/out/passwd"), false).status, 403);
-    // The daemon's one transfer slot (-n 1) held by another client: EMFILE,
-    // a 503 with Retry-After, and the connection stays usable.
-    let other = d.client();
+    // The daemon's one transfer slot (-n 1) held by another client: an
+    // open held in the example's own process (inline first) does not need
+    // a slot, and is served.
+    let other = d.client().daemon_only();
     let held = other.open("dir/f.txt", Range::WHOLE).unwrap();
     let Some(sendfiled_client::Response::FileInfo(fi)) = held.recv_timeout(WAIT).unwrap() else {
         panic!("no file info for the held open file");
     };
+    if sendfiled_client::inline::in_effect() {
+        let r = exchange(&mut s, &get("/dir/f.txt"), false);
+        assert_eq!(
+            (r.status, &r.body[..]),
+            (200, &b"x"[..]),
+            "held in the example"
+        );
+    }
+    // Through the daemon: EMFILE, a 503 with Retry-After, and the
+    // connection stays usable.
+    let h = Httpd::start_daemon_only(&d);
+    let mut s = h.connect();
     let r = exchange(&mut s, &get("/dir/f.txt"), false);
     assert_eq!(r.status, 503);
     assert_eq!(r.header("retry-after"), Some("1"));
