@@ -1509,6 +1509,50 @@ struct IsoAcc {
     rates: Vec<f64>,
 }
 
+/// One isolation window through a thread pool of `plan.pool_threads`
+/// workers: 4 KiB Sends idle, then while one job streams the evicted file.
+fn isolation_pool(plan: &Plan, files: &Files, cold: &File, acc: &mut IsoAcc) -> io::Result<f64> {
+    let p = pool::Pool::start(plan.pool_threads);
+    let victim = pool::Requester::new(p.handle(), os::cpath(&files.path(Files::SMALL_4K)))?;
+    let mut buf = vec![0u8; 4096];
+    let timed = |buf: &mut [u8]| -> io::Result<Vec<u64>> {
+        let mut lat = Vec::with_capacity(1 << 16);
+        let end = Instant::now() + Duration::from_secs_f64(plan.iso_secs);
+        while Instant::now() < end {
+            let t = Instant::now();
+            victim.once(4096, buf)?;
+            lat.push(t.elapsed().as_nanos() as u64);
+        }
+        Ok(sorted(lat))
+    };
+    let lat = timed(&mut buf)?;
+    acc.idle50.push(quantile_us(&lat, 0.5));
+    acc.idle99.push(quantile_us(&lat, 0.99));
+    acc.idle_max.push(quantile_us(&lat, 1.0));
+    os::evict(cold)?;
+    let resident = os::resident_fraction(cold, files.cold)?;
+    let (w, r) = os::unix_stream_pair()?;
+    let done = p.handle().submit(os::cpath(&files.path(Files::COLD)), w)?;
+    let stop = Arc::new(AtomicBool::new(false));
+    let reader = spawn_reader(r, Arc::clone(&stop));
+    let lat = timed(&mut buf);
+    stop.store(true, Ordering::Relaxed);
+    let (streamed, took) = reader
+        .join()
+        .map_err(|_| other("reader panicked".into()))??;
+    // The reader closed its end: the stream's worker ends with EPIPE.
+    os::poll_in(done.as_fd())?;
+    let _ = os::eventfd_take(done.as_fd())?;
+    p.stop();
+    let lat = lat?;
+    acc.busy50.push(quantile_us(&lat, 0.5));
+    acc.busy99.push(quantile_us(&lat, 0.99));
+    acc.busy_max.push(quantile_us(&lat, 1.0));
+    acc.rates
+        .push(streamed as f64 / (1 << 20) as f64 / took.as_secs_f64());
+    Ok(resident)
+}
+
 /// Through the daemon: 4 KiB Sends idle, then while it streams the evicted
 /// file to another client.
 /// One isolation window through `client`'s daemon: the cold stream is
@@ -1561,7 +1605,7 @@ pub fn isolation(plan: &Plan, ds: &[Daemon], files: &Files, report: &mut Report)
     let (mut ref_idle99, mut ref_busy99) = (vec![], vec![]);
     let mut resident_max = 0f64;
     println!(
-        "isolation: {} x ({:.1} s idle + {:.1} s during a cold {} MiB stream), every engine's daemon then in-process",
+        "isolation: {} x ({:.1} s idle + {:.1} s during a cold {} MiB stream), a thread pool, every engine's daemon, inline first, then in-process",
         plan.iso_reps,
         plan.iso_secs,
         plan.iso_secs,
@@ -1571,7 +1615,13 @@ pub fn isolation(plan: &Plan, ds: &[Daemon], files: &Files, report: &mut Report)
     // cold stream through the first engine's daemon.
     let inline_victim = ds[0].inline_client()?;
     let mut inline_acc = IsoAcc::default();
+    let mut pool_acc = IsoAcc::default();
     for _ in 0..plan.iso_reps {
+        // The pool, as an application would use one for all its file
+        // work: the cold stream is one job (a worker held for its whole
+        // length), the victim's Sends the other workers' jobs.
+        let resident = isolation_pool(plan, files, &cold, &mut pool_acc)?;
+        resident_max = resident_max.max(resident);
         for (client, acc) in clients.iter().zip(&mut accs) {
             let resident = isolation_daemon(plan, client, client, files, &cold, acc)?;
             resident_max = resident_max.max(resident);
@@ -1669,6 +1719,16 @@ pub fn isolation(plan: &Plan, ds: &[Daemon], files: &Files, report: &mut Report)
         median(inline_acc.busy99),
         median(inline_acc.idle99),
         Goal::AtMost(1.5),
+    );
+    report.vs_idle(
+        &format!(
+            "isolation, {}-thread pool (the stream one job, the victim's Sends the others): 4 KiB Send p99 during cold stream vs idle (µs)",
+            plan.pool_threads
+        ),
+        None,
+        median(pool_acc.busy99),
+        median(pool_acc.idle99),
+        Goal::None,
     );
     let (ri, rb) = (median(ref_idle99), median(ref_busy99));
     report.vs_idle(

@@ -113,6 +113,23 @@ fn serve(path: &CString, dest: BorrowedFd<'_>) -> io::Result<()> {
     Ok(())
 }
 
+impl PoolHandle {
+    /// Enqueues one job without waiting for it (the isolation figure's
+    /// cold stream through the pool): the eventfd its worker signals once
+    /// done, whether it sent everything or failed (`EPIPE` once the reader
+    /// closes).
+    pub fn submit(&self, path: CString, dest: OwnedFd) -> io::Result<Arc<OwnedFd>> {
+        let done = Arc::new(os::eventfd()?);
+        self.shared.queue.lock().unwrap().jobs.push_back(Job {
+            path: Arc::new(path),
+            dest: Arc::new(dest),
+            done: Arc::clone(&done),
+        });
+        self.shared.ready.notify_one();
+        Ok(done)
+    }
+}
+
 /// One requester of the pool: its destination socket pair and its eventfd.
 pub struct Requester {
     pool: PoolHandle,
