@@ -1721,7 +1721,7 @@ pub fn isolation(plan: &Plan, ds: &[Daemon], files: &Files, report: &mut Report)
         Goal::AtMost(1.5),
     );
     report.vs_idle(
-        &format!(
+        format!(
             "isolation, {}-thread pool (the stream one job, the victim's Sends the others): 4 KiB Send p99 during cold stream vs idle (µs)",
             plan.pool_threads
         ),
