@@ -18,10 +18,10 @@ use std::time::{Duration, Instant};
 
 use sendfiled_client::client::Client;
 
-use super::figures::{
-    median, other, quantile_us, small_daemon_once, sorted, timed_sends, timed_sends_until, Goal,
-    Report,
-};
+use super::other;
+use super::report::{Goal, Report};
+use super::small::{small_daemon_once, timed_sends, timed_sends_until};
+use super::stats::{median, quantile_us, sorted};
 use super::{os, warm, Daemon, Files, Plan};
 
 /// Where the kernel takes the order to drop its caches; "2" frees the

@@ -16,7 +16,8 @@ use std::sync::{Arc, Barrier};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use super::figures::{cell, engine_cell, median, quantile_us, Report};
+use super::report::{cell, engine_cell, Report};
+use super::stats::{median, quantile_us};
 use super::{make_file, os, pattern_byte, warm, Daemon, Files, Plan};
 
 /// The 16 MiB file of this figure (the other two are the small figure's).

@@ -1,13 +1,20 @@
 //! The benchmark proper (Linux).
 
 mod ceiling;
+mod ceiling_figure;
 mod coldopen;
-mod figures;
 mod http;
+mod isolation;
+mod large;
 mod nginx;
+mod open_cost;
 mod os;
 mod pool;
+mod report;
 mod ring;
+mod scale;
+mod small;
+mod stats;
 mod trace;
 
 use std::fs::File;
@@ -749,30 +756,30 @@ fn run(plan: &Plan, dir: Option<PathBuf>, daemon: Option<PathBuf>) -> io::Result
             d.engine, d.pid, d.rss_idle_kib, d.rss_anon_idle_kib
         );
     }
-    let mut report = figures::Report::new(ds.iter().map(|d| d.engine).collect());
+    let mut report = report::Report::new(ds.iter().map(|d| d.engine).collect());
     if plan.wants("large") {
-        figures::large(plan, &ds, &files, &mut report)?;
+        large::large(plan, &ds, &files, &mut report)?;
     }
     if plan.wants("small") {
-        figures::small(plan, &ds, &files, &mut report)?;
+        small::small(plan, &ds, &files, &mut report)?;
     }
     if plan.wants("ceiling") {
-        figures::protocol_ceiling(plan, &ds, &files, &mut report)?;
+        ceiling_figure::protocol_ceiling(plan, &ds, &files, &mut report)?;
     }
     if plan.wants("open") {
-        figures::open_cost(plan, &files, &mut report)?;
+        open_cost::open_cost(plan, &files, &mut report)?;
     }
     if plan.wants("ring") {
         ring::ring_ops(plan, &files, &mut report)?;
     }
     if plan.wants("isolation") {
-        figures::isolation(plan, &ds, &files, &mut report)?;
+        isolation::isolation(plan, &ds, &files, &mut report)?;
     }
     if plan.wants("coldopen") {
         coldopen::cold_opens(plan, &ds, &files, &mut report)?;
     }
     if plan.wants("scale") {
-        figures::scale(plan, &ds, &files, &mut report)?;
+        scale::scale(plan, &ds, &files, &mut report)?;
     }
     if plan.wants("http") {
         http::http(plan, &ds, &files, &mut report)?;
@@ -798,4 +805,9 @@ impl Drop for Cleanup {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.0);
     }
+}
+
+/// An error with a message of the bench's own.
+pub(super) fn other(msg: String) -> io::Error {
+    io::Error::other(msg)
 }

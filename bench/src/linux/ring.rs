@@ -12,7 +12,8 @@ use std::time::Instant;
 
 use io_uring::{opcode, squeue, types, IoUring};
 
-use super::figures::{quantile_us, Goal, Report};
+use super::report::{Goal, Report};
+use super::stats::quantile_us;
 use super::{os, Files, Plan};
 
 const LEN: usize = 4096;
