@@ -86,18 +86,7 @@ fn shell<T>(fail: T, body: impl FnOnce() -> Res<T>) -> T {
 
 /// The errno of an I/O error; errors that carry none get the closest one.
 fn os(e: io::Error) -> c_int {
-    if let Some(n) = e.raw_os_error() {
-        return n;
-    }
-    match e.kind() {
-        io::ErrorKind::InvalidInput | io::ErrorKind::InvalidData => libc::EINVAL,
-        io::ErrorKind::NotFound => libc::ENOENT,
-        io::ErrorKind::PermissionDenied => libc::EACCES,
-        io::ErrorKind::WouldBlock => libc::EAGAIN,
-        io::ErrorKind::TimedOut => libc::ETIMEDOUT,
-        io::ErrorKind::UnexpectedEof => libc::EPROTO,
-        _ => libc::EIO,
-    }
+    sendfiled_sys::errno::of_io(&e)
 }
 
 /// A C string argument; `NULL` is `EINVAL`.

@@ -104,34 +104,10 @@ impl Fault {
     }
 }
 
-/// The errno of a name the spec accepts (`EIO`, ...), or a number.
+/// The errno of a name the spec accepts (`EIO`, ...), or a number
+/// ([`crate::sys::errno::from_name`]).
 pub fn errno_from_name(name: &str) -> Option<i32> {
-    const NAMES: &[(&str, i32)] = &[
-        ("EIO", libc::EIO),
-        ("EPIPE", libc::EPIPE),
-        ("ENOSPC", libc::ENOSPC),
-        ("EAGAIN", libc::EAGAIN),
-        ("EWOULDBLOCK", libc::EWOULDBLOCK),
-        ("EINTR", libc::EINTR),
-        ("ECONNRESET", libc::ECONNRESET),
-        ("EACCES", libc::EACCES),
-        ("EPERM", libc::EPERM),
-        ("ENOENT", libc::ENOENT),
-        ("EMFILE", libc::EMFILE),
-        ("ENFILE", libc::ENFILE),
-        ("ENOMEM", libc::ENOMEM),
-        ("ENOBUFS", libc::ENOBUFS),
-        ("EBADF", libc::EBADF),
-        ("EINVAL", libc::EINVAL),
-        ("EFBIG", libc::EFBIG),
-        ("EDQUOT", libc::EDQUOT),
-        ("ETIMEDOUT", libc::ETIMEDOUT),
-        ("ESTALE", libc::ESTALE),
-    ];
-    if let Ok(n) = name.parse::<i32>() {
-        return (n > 0).then_some(n);
-    }
-    NAMES.iter().find(|(n, _)| *n == name).map(|&(_, e)| e)
+    crate::sys::errno::from_name(name)
 }
 
 fn parse_number(s: &str, what: &str, item: &str) -> Result<u64, String> {

@@ -123,71 +123,9 @@ pub fn describe_io(err: &io::Error) -> String {
     }
 }
 
-/// The symbolic name of an errno value, where it is one sendfiled or the
-/// socket calls can give. Several names may share a value on one system
-/// (`EAGAIN`/`EWOULDBLOCK`); the first listed wins.
+/// The symbolic name of an errno value ([`sendfiled_sys::errno::name`]).
 pub fn errno_name(errno: i32) -> Option<&'static str> {
-    const NAMES: &[(i32, &str)] = &[
-        (libc::EPERM, "EPERM"),
-        (libc::ENOENT, "ENOENT"),
-        (libc::ESRCH, "ESRCH"),
-        (libc::EINTR, "EINTR"),
-        (libc::EIO, "EIO"),
-        (libc::ENXIO, "ENXIO"),
-        (libc::E2BIG, "E2BIG"),
-        (libc::EBADF, "EBADF"),
-        (libc::ECHILD, "ECHILD"),
-        (libc::EAGAIN, "EAGAIN"),
-        (libc::ENOMEM, "ENOMEM"),
-        (libc::EACCES, "EACCES"),
-        (libc::EFAULT, "EFAULT"),
-        (libc::EBUSY, "EBUSY"),
-        (libc::EEXIST, "EEXIST"),
-        (libc::EXDEV, "EXDEV"),
-        (libc::ENODEV, "ENODEV"),
-        (libc::ENOTDIR, "ENOTDIR"),
-        (libc::EISDIR, "EISDIR"),
-        (libc::EINVAL, "EINVAL"),
-        (libc::ENFILE, "ENFILE"),
-        (libc::EMFILE, "EMFILE"),
-        (libc::ETXTBSY, "ETXTBSY"),
-        (libc::EFBIG, "EFBIG"),
-        (libc::ENOSPC, "ENOSPC"),
-        (libc::ESPIPE, "ESPIPE"),
-        (libc::EROFS, "EROFS"),
-        (libc::EPIPE, "EPIPE"),
-        (libc::ERANGE, "ERANGE"),
-        (libc::ENAMETOOLONG, "ENAMETOOLONG"),
-        (libc::ENOSYS, "ENOSYS"),
-        (libc::ELOOP, "ELOOP"),
-        (libc::EOVERFLOW, "EOVERFLOW"),
-        (libc::EPROTO, "EPROTO"),
-        (libc::ENOTSOCK, "ENOTSOCK"),
-        (libc::EDESTADDRREQ, "EDESTADDRREQ"),
-        (libc::EMSGSIZE, "EMSGSIZE"),
-        (libc::EPROTOTYPE, "EPROTOTYPE"),
-        (libc::EOPNOTSUPP, "EOPNOTSUPP"),
-        (libc::EAFNOSUPPORT, "EAFNOSUPPORT"),
-        (libc::EADDRINUSE, "EADDRINUSE"),
-        (libc::EADDRNOTAVAIL, "EADDRNOTAVAIL"),
-        (libc::ENETDOWN, "ENETDOWN"),
-        (libc::ENETUNREACH, "ENETUNREACH"),
-        (libc::ECONNABORTED, "ECONNABORTED"),
-        (libc::ECONNRESET, "ECONNRESET"),
-        (libc::ENOBUFS, "ENOBUFS"),
-        (libc::EISCONN, "EISCONN"),
-        (libc::ENOTCONN, "ENOTCONN"),
-        (libc::ETIMEDOUT, "ETIMEDOUT"),
-        (libc::ECONNREFUSED, "ECONNREFUSED"),
-        (libc::EHOSTUNREACH, "EHOSTUNREACH"),
-        (libc::EALREADY, "EALREADY"),
-        (libc::EINPROGRESS, "EINPROGRESS"),
-        (libc::ECANCELED, "ECANCELED"),
-    ];
-    NAMES
-        .iter()
-        .find(|(n, _)| *n == errno)
-        .map(|(_, name)| *name)
+    sendfiled_sys::errno::name(errno)
 }
 
 #[cfg(test)]

@@ -101,21 +101,9 @@ pub fn is_nonblocking(fd: BorrowedFd<'_>) -> io::Result<bool> {
     Ok(flags & libc::O_NONBLOCK != 0)
 }
 
-/// The errno to report for `e`: its OS error code, or `EIO` for an error
-/// that did not come from the OS (every reply and exit status is an errno).
+/// The errno to report for `e` ([`crate::errno::of_io`]).
 pub fn errno(e: &io::Error) -> i32 {
-    // An error that wraps another (with context) keeps the errno of the
-    // first one in its chain of sources that has one.
-    let mut source: Option<&(dyn std::error::Error + 'static)> = e.get_ref().map(|r| r as _);
-    let mut found = e.raw_os_error();
-    while found.is_none() {
-        let Some(s) = source else { break };
-        found = s
-            .downcast_ref::<io::Error>()
-            .and_then(io::Error::raw_os_error);
-        source = s.source();
-    }
-    found.unwrap_or(libc::EIO)
+    crate::errno::of_io(e)
 }
 
 /// `pread(2)`.

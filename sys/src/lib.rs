@@ -23,6 +23,7 @@
 
 pub mod beneath;
 pub mod cache;
+pub mod errno;
 pub mod fd;
 pub mod fsfacts;
 pub mod nowait;
