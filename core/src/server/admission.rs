@@ -776,11 +776,15 @@ impl std::fmt::Display for Who {
 /// stay as they are: they never block on space). Datagram and seqpacket
 /// sockets are refused with `EINVAL`: a message boundary per write would cut
 /// the stream, and such a socket may be connected to the daemon's own
-/// request socket.
+/// request socket. So are terminals, whose writes cannot be bounded.
+/// (`O_NONBLOCK` is set for the client's sake only: no call relies on it.)
 fn prepare_dest(fd: OwnedFd) -> Result<Dest, i32> {
     let kind = sys::dest_kind(fd.as_fd()).map_err(|e| errno_of(&e))?;
     match kind {
         DestKind::OtherSocket => return Err(libc::EINVAL),
+        // A terminal's write has no per-call non-blocking form and no
+        // report of its room: the daemon cannot bound it (issue 23, row 3).
+        DestKind::Other if sys::is_terminal(fd.as_fd()) => return Err(libc::EINVAL),
         DestKind::RegularFile => {}
         _ => sys::set_nonblocking(fd.as_fd(), true).map_err(|e| errno_of(&e))?,
     }
@@ -788,7 +792,8 @@ fn prepare_dest(fd: OwnedFd) -> Result<Dest, i32> {
         fd,
         kind,
         registered: false,
-        blocking: false,
+        strict: false,
+        seen: 0,
     })
 }
 

@@ -117,11 +117,14 @@ pub struct Limits {
     /// Whether to ask the backend to report uncached data instead of reading
     /// it from disk.
     pub probe_cache: bool,
-    /// Whether the destination was found with `O_NONBLOCK` cleared by its
-    /// client: every call is then made non-blocking per call (sockets: a
-    /// copy with `MSG_DONTWAIT`) or bounded by the free space the kernel
-    /// reports (pipes), with the [`backstop`] behind both.
-    pub dest_blocking: bool,
+    /// Whether the destination's open file description was caught blocking
+    /// once (the [`backstop`] interrupted a call on it, for this transfer or
+    /// another sharing it, or its uid was caught often: `Caught`): file data
+    /// to a socket then never goes by `sendfile`, and a pipe is written no
+    /// more than its worst-case room ([`sys::pipe_room`]). Without it every
+    /// call is still non-blocking per call; nothing here trusts the
+    /// client's `O_NONBLOCK`.
+    pub strict: bool,
 }
 
 /// Moves bytes of one transfer until it is done, the destination is full,
@@ -139,8 +142,9 @@ pub fn pump<B: TransferBackend + ?Sized>(
         chunk,
         budget,
         probe_cache,
-        dest_blocking,
+        strict,
     } = limits;
+    let is_socket = matches!(kind, DestKind::StreamSocket | DestKind::OtherSocket);
     let mut moved = 0u64;
     let mut interrupts = 0u32;
     loop {
@@ -152,15 +156,22 @@ pub fn pump<B: TransferBackend + ?Sized>(
         }
         let left_budget = budget - moved as usize;
         let mut max = chunk.min(left_budget);
-        if dest_blocking && kind == DestKind::Pipe {
-            // A write to a blocking pipe waits for all it asks for beyond
-            // the free space: ask for no more than that.
-            match sys::pipe_free_space(dest) {
+        if strict && kind == DestKind::Pipe {
+            // This pipe blocked once although its reported room said it
+            // would not (a reader leaving one byte a page): ask for no more
+            // than the worst case leaves.
+            match sys::pipe_room(dest, true) {
                 Some(0) => return (moved, PumpStop::DestinationFull),
                 Some(room) => max = max.min(room),
                 None => {}
             }
         }
+        // `sendfile` to a socket has no per-call flag: it waits when the
+        // socket's `O_NONBLOCK` is clear. Look at the flag before every call
+        // (the client may flip it at any moment; one that flips it between
+        // the look and the call is caught by the backstop, once per open
+        // file description), and copy with `MSG_DONTWAIT` instead.
+        let no_sendfile = is_socket && (strict || sys::is_nonblocking(dest).map_or(true, |nb| !nb));
         let hdr_len = cur.hdr_len();
         let file_end = hdr_len + cur.file_len;
         let step = Step {
@@ -170,7 +181,7 @@ pub fn pump<B: TransferBackend + ?Sized>(
             kind,
             max,
             probe_cache,
-            dest_blocking,
+            no_sendfile,
         };
         let (result, interrupted) = backstop::guarded(|| {
             if step.cur.pos < hdr_len || (step.cur.pos >= file_end && !step.cur.trailer.is_empty())
@@ -241,6 +252,11 @@ pub fn pump<B: TransferBackend + ?Sized>(
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                 return (moved, PumpStop::DestinationFull)
             }
+            // A device with no non-blocking write (`sys::write_nowait`):
+            // the daemon cannot bound a write to it, so it writes nothing.
+            Err(e) if e.raw_os_error() == Some(libc::EOPNOTSUPP) && kind == DestKind::Other => {
+                return (moved, PumpStop::Failed(libc::EINVAL))
+            }
             Err(e) => return (moved, PumpStop::Failed(crate::sys::errno(&e))),
         }
     }
@@ -254,7 +270,9 @@ struct Step<'a> {
     kind: DestKind,
     max: usize,
     probe_cache: bool,
-    dest_blocking: bool,
+    /// File data to this socket must not go by `sendfile` (its flag is
+    /// clear, or it was caught blocking).
+    no_sendfile: bool,
 }
 
 /// One call for the header or trailer part, or all three parts at once where
@@ -267,7 +285,7 @@ fn bytes_step<B: TransferBackend + ?Sized>(backend: &B, step: &Step<'_>) -> io::
         kind,
         max,
         probe_cache,
-        dest_blocking,
+        no_sendfile,
     } = *step;
     let hdr_len = cur.hdr_len();
     let file_end = hdr_len + cur.file_len;
@@ -294,9 +312,9 @@ fn bytes_step<B: TransferBackend + ?Sized>(backend: &B, step: &Step<'_>) -> io::
         trailer: if whole_rest { trl_left } else { &[] },
     };
     // A native call (`sendfile` with `sf_hdtr`) blocks on a socket whose
-    // `O_NONBLOCK` was cleared, and a pipe then takes no more than its free
-    // space: the header or trailer goes on its own, within `max`.
-    if dest_blocking {
+    // `O_NONBLOCK` is clear: the header or trailer goes on its own, within
+    // `max`, with `MSG_DONTWAIT`.
+    if no_sendfile {
         let (part, more) = if !hdr_left.is_empty() {
             (hdr_left, cur.file_len > 0 || !cur.trailer.is_empty())
         } else {
@@ -317,7 +335,7 @@ fn file_step<B: TransferBackend + ?Sized>(backend: &B, step: &Step<'_>) -> io::R
         kind,
         max,
         probe_cache,
-        dest_blocking,
+        no_sendfile,
     } = *step;
     let rel = cur.pos - cur.hdr_len();
     let left = cur.file_len - rel;
@@ -329,7 +347,7 @@ fn file_step<B: TransferBackend + ?Sized>(backend: &B, step: &Step<'_>) -> io::R
         more_follows: (len as u64) < left || !cur.trailer.is_empty(),
         nowait: probe_cache && rel >= cur.prefetched_until,
     };
-    if dest_blocking && matches!(kind, DestKind::StreamSocket | DestKind::OtherSocket) {
+    if no_sendfile {
         // `sendfile` has no per-call non-blocking flag; `send` has.
         return backend.send_file_dontwait(chunk, dest, kind);
     }
@@ -422,6 +440,19 @@ mod tests {
             Ok(r)
         }
 
+        fn send_file_dontwait(
+            &self,
+            chunk: FileChunk<'_>,
+            dest: BorrowedFd<'_>,
+            kind: DestKind,
+        ) -> io::Result<Moved> {
+            let r = self.send_file(chunk, dest, kind);
+            let mut calls = self.calls.lock().unwrap();
+            calls.pop();
+            calls.push("dontwait");
+            r
+        }
+
         fn write_bytes(
             &self,
             buf: &[u8],
@@ -450,8 +481,11 @@ mod tests {
         }
     }
 
+    /// A stand-in destination, non-blocking as the daemon's are (the pump
+    /// looks at the flag before each file call to a socket).
     fn dummy() -> OwnedFd {
         let (r, _w) = crate::sys::pipe().unwrap();
+        crate::sys::set_nonblocking(r.as_fd(), true).unwrap();
         r
     }
 
@@ -469,7 +503,7 @@ mod tests {
                     chunk: 7,
                     budget,
                     probe_cache: true,
-                    dest_blocking: false,
+                    strict: false,
                 },
             );
             let done = matches!(stop, PumpStop::Done | PumpStop::Failed(_));
@@ -590,6 +624,79 @@ mod tests {
     }
 
     #[test]
+    fn file_data_to_a_socket_whose_flag_is_clear_never_goes_by_sendfile() {
+        // The flag is looked at before every file call: flipped between
+        // two turns, the call follows it.
+        let (sock, _peer) = std::os::unix::net::UnixStream::pair().unwrap();
+        let limits = Limits {
+            chunk: 7,
+            budget: 7,
+            probe_cache: false,
+            strict: false,
+        };
+        let fake = Fake::new(FILE, &[]);
+        let mut cur = Cursor::new(Vec::new(), 0, 30, Vec::new());
+        let file = dummy();
+        let kind = DestKind::StreamSocket;
+        crate::sys::set_nonblocking(sock.as_fd(), false).unwrap();
+        pump(&fake, &mut cur, file.as_fd(), sock.as_fd(), kind, limits);
+        crate::sys::set_nonblocking(sock.as_fd(), true).unwrap();
+        pump(&fake, &mut cur, file.as_fd(), sock.as_fd(), kind, limits);
+        // Strict (caught once): never sendfile, whatever the flag says.
+        let strict = Limits {
+            strict: true,
+            ..limits
+        };
+        pump(&fake, &mut cur, file.as_fd(), sock.as_fd(), kind, strict);
+        assert_eq!(
+            *fake.calls.lock().unwrap(),
+            ["dontwait", "file", "dontwait"]
+        );
+        assert_eq!(*fake.out.lock().unwrap(), FILE[..21].to_vec());
+    }
+
+    #[test]
+    fn a_strict_pipe_takes_no_more_than_its_worst_case_room() {
+        let (r, w) = crate::sys::pipe().unwrap();
+        crate::sys::set_nonblocking(w.as_fd(), true).unwrap();
+        // 20 bytes queued: in the worst case 20 of the 16 default slots.
+        crate::sys::write(w.as_fd(), &[0u8; 20]).unwrap();
+        let fake = Fake::new(FILE, &[]);
+        let mut cur = Cursor::new(Vec::new(), 0, 30, Vec::new());
+        let file = dummy();
+        let limits = Limits {
+            chunk: 7,
+            budget: 100,
+            probe_cache: false,
+            strict: true,
+        };
+        let (moved, stop) = pump(
+            &fake,
+            &mut cur,
+            file.as_fd(),
+            w.as_fd(),
+            DestKind::Pipe,
+            limits,
+        );
+        assert_eq!((moved, stop), (0, PumpStop::DestinationFull));
+        // Not strict: the pipe's own non-blocking call decides.
+        let limits = Limits {
+            strict: false,
+            ..limits
+        };
+        let (moved, stop) = pump(
+            &fake,
+            &mut cur,
+            file.as_fd(),
+            w.as_fd(),
+            DestKind::Pipe,
+            limits,
+        );
+        assert_eq!((moved, stop), (30, PumpStop::Done));
+        drop(r);
+    }
+
+    #[test]
     fn budget_bounds_one_turn() {
         let fake = Fake::new(FILE, &[]);
         let mut cur = Cursor::new(Vec::new(), 0, 30, Vec::new());
@@ -604,7 +711,7 @@ mod tests {
                 chunk: 7,
                 budget: 10,
                 probe_cache: false,
-                dest_blocking: false,
+                strict: false,
             },
         );
         assert_eq!(stop, PumpStop::BudgetSpent);
@@ -636,7 +743,7 @@ mod tests {
                 chunk: 7,
                 budget: 100,
                 probe_cache: false,
-                dest_blocking: false,
+                strict: false,
             },
         );
         assert_eq!((moved, stop), (0, PumpStop::BudgetSpent));
@@ -707,7 +814,7 @@ mod tests {
                 chunk,
                 budget: 1 << 20,
                 probe_cache: false,
-                dest_blocking: false,
+                strict: false,
             };
             for _ in 0..100 {
                 let (_, stop) = pump(

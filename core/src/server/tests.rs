@@ -31,9 +31,9 @@ impl TransferBackend for Portable {
         &self,
         chunk: FileChunk<'_>,
         dest: BorrowedFd<'_>,
-        _kind: DestKind,
+        kind: DestKind,
     ) -> io::Result<Moved> {
-        ReadWriteCopy::send_file(chunk, dest)
+        ReadWriteCopy::send_file(chunk, dest, kind)
     }
 
     fn open_beneath(&self, root: BorrowedFd<'_>, path: &CStr) -> io::Result<(OwnedFd, libc::stat)> {
