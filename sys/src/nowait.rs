@@ -88,25 +88,24 @@ pub fn pipe_free_space(fd: BorrowedFd<'_>) -> Option<usize> {
 /// as the kernel's report shows; `None` where it cannot tell.
 ///
 /// Linux counts the bytes queued (`FIONREAD`) but a write needs free
-/// *slots* (a page each, `F_GETPIPE_SZ` / page size): with `worst_case`
-/// false, the queued bytes are taken to fill whole pages plus one partly
-/// read page (how writes and a reader leave a pipe); with `worst_case`
-/// true (the pipe was caught blocking anyway: a client splicing one byte
-/// per page, say), every queued byte may hold a slot of its own. FreeBSD and
-/// macOS report the exact free space ([`pipe_free_space`]), either way.
-pub fn pipe_room(fd: BorrowedFd<'_>, worst_case: bool) -> Option<usize> {
-    crate::os::pipe_room(fd, worst_case)
+/// *slots* (a page each, `F_GETPIPE_SZ` / page size): the queued bytes are
+/// taken to fill whole pages plus one partly read page at the head, which
+/// is how writes and a reader leave a pipe ([`pipe_room_of`]). A client
+/// that leaves one byte in each page can still make a write of that much
+/// wait: the backstop interrupts it. Only kernels whose pipes refuse
+/// `RWF_NOWAIT` come here ([`write_nowait`]). FreeBSD and macOS report the
+/// exact free space ([`pipe_free_space`]).
+pub fn pipe_room(fd: BorrowedFd<'_>) -> Option<usize> {
+    crate::os::pipe_room(fd)
 }
 
 /// The room a Linux pipe of `capacity` bytes holding `queued` unread bytes
 /// has for a write that must not wait, in pages of `page` bytes (see
 /// [`pipe_room`]). Pure, for the unit tests.
-pub fn pipe_room_of(capacity: usize, queued: usize, page: usize, worst_case: bool) -> usize {
+pub fn pipe_room_of(capacity: usize, queued: usize, page: usize) -> usize {
     let page = page.max(1);
     let slots = capacity / page;
-    let used = if worst_case {
-        queued.min(slots)
-    } else if queued == 0 {
+    let used = if queued == 0 {
         0
     } else {
         // Whole pages, one partly read at the head and one partly
@@ -138,7 +137,7 @@ pub fn write_nowait(fd: BorrowedFd<'_>, buf: &[u8], kind: DestKind) -> io::Resul
         done => return done,
     }
     match kind {
-        DestKind::Pipe => match pipe_room(fd, false) {
+        DestKind::Pipe => match pipe_room(fd) {
             // A message up to PIPE_BUF goes in whole or not at all.
             Some(room) if room == 0 || (room < buf.len() && buf.len() <= libc::PIPE_BUF) => {
                 Err(io::Error::from_raw_os_error(libc::EAGAIN))
@@ -255,17 +254,14 @@ mod tests {
     fn pipe_room_counts_slots_not_bytes() {
         let page = 4096;
         let cap = 16 * page;
-        assert_eq!(pipe_room_of(cap, 0, page, false), cap);
-        assert_eq!(pipe_room_of(cap, 0, page, true), cap);
+        assert_eq!(pipe_room_of(cap, 0, page), cap);
         // One byte: its page, and one more in case the head is partly read.
-        assert_eq!(pipe_room_of(cap, 1, page, false), 14 * page);
-        // Every queued byte may hold a slot of its own.
-        assert_eq!(pipe_room_of(cap, 15, page, true), page);
-        assert_eq!(pipe_room_of(cap, 16, page, true), 0);
-        // A full pipe read by 100 bytes has no free slot.
-        assert_eq!(pipe_room_of(cap, cap - 100, page, false), 0);
-        assert_eq!(pipe_room_of(cap, cap - 100, page, true), 0);
-        assert_eq!(pipe_room_of(cap, cap, page, false), 0);
+        assert_eq!(pipe_room_of(cap, 1, page), 14 * page);
+        assert_eq!(pipe_room_of(cap, 3 * page, page), 12 * page);
+        // A full pipe read by 100 bytes has no free slot (its byte count
+        // says 100).
+        assert_eq!(pipe_room_of(cap, cap - 100, page), 0);
+        assert_eq!(pipe_room_of(cap, cap, page), 0);
     }
 
     #[cfg(target_os = "linux")]

@@ -5,6 +5,12 @@
 //! `O_NONBLOCK` pays at most one backstop tick for all of them, not one per
 //! transfer (issue 23, rows 1-3).
 //!
+//! What a mark changes: file data to a marked socket never goes by
+//! `sendfile` (a copy with `MSG_DONTWAIT` instead), whatever its flag says
+//! at the moment. Everything else is non-blocking per call already; a
+//! catch there (a pipe whose kernel refuses `RWF_NOWAIT`, its room
+//! misreported) still counts against the uid.
+//!
 //! A description is known by its object's identity, `st_dev`/`st_ino` of
 //! `fstat` (a pipe's, a socket's inode): both ends of a pipe share it, which
 //! errs on the strict side. Transfers look at the marks lazily: each keeps
@@ -64,8 +70,8 @@ impl Caught {
             *n = n.saturating_add(1);
             if *n == UID_STRIKES {
                 log::warn!(
-                    "uid {uid}: {UID_STRIKES} calls on its descriptors blocked; all its \
-                     transfers now avoid sendfile and take pipes' worst-case room"
+                    "uid {uid}: {UID_STRIKES} calls on its descriptors blocked; none of its \
+                     transfers uses sendfile any more"
                 );
             }
         }

@@ -63,6 +63,17 @@ pub enum PumpStop {
 /// Bytes a disk thread brings in per cache miss.
 pub const PREFETCH_WINDOW: usize = 4 << 20;
 
+/// The longest one [`pump`] call goes on making calls: after this it
+/// yields its turn whatever its byte budget says. A call can be slow
+/// without blocking long enough for the [`backstop`] (a `sendfile` to a
+/// socket whose client flips `O_NONBLOCK` and drains a few KiB a
+/// millisecond); a turn of many such calls must not add up.
+pub const TURN_TIME: std::time::Duration = std::time::Duration::from_millis(2);
+
+/// A `sendfile` this slow, on a socket whose flag is found clear after it,
+/// waited on the socket: caught as the backstop would have.
+const SLOW_CALL: std::time::Duration = std::time::Duration::from_millis(1);
+
 impl Cursor {
     /// The file bytes among the cursor positions `[from, to)` (header and
     /// trailer bytes are not the file's): what progress counts, by the
@@ -120,10 +131,11 @@ pub struct Limits {
     /// Whether the destination's open file description was caught blocking
     /// once (the [`backstop`] interrupted a call on it, for this transfer or
     /// another sharing it, or its uid was caught often: `Caught`): file data
-    /// to a socket then never goes by `sendfile`, and a pipe is written no
-    /// more than its worst-case room ([`sys::pipe_room`]). Without it every
-    /// call is still non-blocking per call; nothing here trusts the
-    /// client's `O_NONBLOCK`.
+    /// to a socket then never goes by `sendfile`, whatever its flag says.
+    /// Without it every call is still non-blocking per call (pipes and
+    /// devices take `sys::write_nowait`, file data into a pipe
+    /// `SPLICE_F_NONBLOCK`); only `sendfile` looks at the flag, just before
+    /// each call.
     pub strict: bool,
 }
 
@@ -147,25 +159,16 @@ pub fn pump<B: TransferBackend + ?Sized>(
     let is_socket = matches!(kind, DestKind::StreamSocket | DestKind::OtherSocket);
     let mut moved = 0u64;
     let mut interrupts = 0u32;
+    let started = std::time::Instant::now();
     loop {
         if cur.is_done() {
             return (moved, PumpStop::Done);
         }
-        if moved >= budget as u64 {
+        if moved >= budget as u64 || started.elapsed() >= TURN_TIME {
             return (moved, PumpStop::BudgetSpent);
         }
         let left_budget = budget - moved as usize;
-        let mut max = chunk.min(left_budget);
-        if strict && kind == DestKind::Pipe {
-            // This pipe blocked once although its reported room said it
-            // would not (a reader leaving one byte a page): ask for no more
-            // than the worst case leaves.
-            match sys::pipe_room(dest, true) {
-                Some(0) => return (moved, PumpStop::DestinationFull),
-                Some(room) => max = max.min(room),
-                None => {}
-            }
-        }
+        let max = chunk.min(left_budget);
         // `sendfile` to a socket has no per-call flag: it waits when the
         // socket's `O_NONBLOCK` is clear. Look at the flag before every call
         // (the client may flip it at any moment; one that flips it between
@@ -183,7 +186,8 @@ pub fn pump<B: TransferBackend + ?Sized>(
             probe_cache,
             no_sendfile,
         };
-        let (result, interrupted) = backstop::guarded(|| {
+        let call_started = std::time::Instant::now();
+        let (result, mut interrupted) = backstop::guarded(|| {
             if step.cur.pos < hdr_len || (step.cur.pos >= file_end && !step.cur.trailer.is_empty())
             {
                 bytes_step(backend, &step)
@@ -191,6 +195,16 @@ pub fn pump<B: TransferBackend + ?Sized>(
                 file_step(backend, &step)
             }
         });
+        if !interrupted
+            && is_socket
+            && !no_sendfile
+            && call_started.elapsed() >= SLOW_CALL
+            && sys::is_nonblocking(dest).is_ok_and(|nb| !nb)
+        {
+            // The flag was cleared while `sendfile` ran, and it waited:
+            // caught, as if the backstop had fired.
+            interrupted = true;
+        }
         if interrupted {
             // Whatever the call moved before the interrupt counts; then the
             // transfer waits, as for a full destination.
@@ -653,47 +667,6 @@ mod tests {
             ["dontwait", "file", "dontwait"]
         );
         assert_eq!(*fake.out.lock().unwrap(), FILE[..21].to_vec());
-    }
-
-    #[test]
-    fn a_strict_pipe_takes_no_more_than_its_worst_case_room() {
-        let (r, w) = crate::sys::pipe().unwrap();
-        crate::sys::set_nonblocking(w.as_fd(), true).unwrap();
-        // 20 bytes queued: in the worst case 20 of the 16 default slots.
-        crate::sys::write(w.as_fd(), &[0u8; 20]).unwrap();
-        let fake = Fake::new(FILE, &[]);
-        let mut cur = Cursor::new(Vec::new(), 0, 30, Vec::new());
-        let file = dummy();
-        let limits = Limits {
-            chunk: 7,
-            budget: 100,
-            probe_cache: false,
-            strict: true,
-        };
-        let (moved, stop) = pump(
-            &fake,
-            &mut cur,
-            file.as_fd(),
-            w.as_fd(),
-            DestKind::Pipe,
-            limits,
-        );
-        assert_eq!((moved, stop), (0, PumpStop::DestinationFull));
-        // Not strict: the pipe's own non-blocking call decides.
-        let limits = Limits {
-            strict: false,
-            ..limits
-        };
-        let (moved, stop) = pump(
-            &fake,
-            &mut cur,
-            file.as_fd(),
-            w.as_fd(),
-            DestKind::Pipe,
-            limits,
-        );
-        assert_eq!((moved, stop), (30, PumpStop::Done));
-        drop(r);
     }
 
     #[test]

@@ -20,10 +20,10 @@
 //! written with a call that does not wait ([`sys::write_nowait`]:
 //! `pwritev2(RWF_NOWAIT)`, or where the kernel refuses that for pipes, only
 //! when the pipe's reported room holds all of it), through the [`backstop`].
-//! A write the backstop interrupted anyway makes the channel *strict* (a
-//! message only when the worst-case room holds it) and is reported to the
-//! server ([`StatusWriter::take_caught`]), which marks the pipe's open file
-//! description for every transfer that shares it ([`Caught`]).
+//! A write the backstop interrupted anyway (a pipe whose kernel refuses
+//! `RWF_NOWAIT`, its room misreported) is reported to the server
+//! ([`StatusWriter::take_caught`]), which marks the pipe's open file
+//! description and counts a strike against the uid ([`Caught`]).
 //!
 //! This file may write only to the status descriptor it was given.
 
@@ -88,9 +88,9 @@ pub struct StatusWriter {
     reportable: u64,
     final_msg: Option<Final>,
     reports_progress: bool,
-    /// A write on this pipe's open file description blocked once (this
-    /// channel's, or another transfer's: [`Caught`]): a message is then
-    /// written only when the worst-case room holds it.
+    /// A call on this pipe's open file description blocked once (this
+    /// channel's, or another transfer's: [`Caught`]): a Read's data then
+    /// takes the strict path.
     strict: bool,
     /// The [`Caught::generation`] last looked at.
     seen: u64,
@@ -197,14 +197,11 @@ impl StatusWriter {
         if len == 0 {
             return Flush::Clear;
         }
-        if self.strict {
-            // This pipe blocked once although the kernel said it would not:
-            // write only when even the worst case leaves room.
-            if sys::pipe_room(self.fd.as_fd(), true).is_some_and(|room| room < len) {
-                return Flush::Pending;
-            }
+        let (written, interrupted) = write_reply_watched(self.fd.as_fd(), &buf[..len]);
+        if interrupted {
+            self.caught_blocking();
         }
-        match write_reply(self.fd.as_fd(), &buf[..len]) {
+        match written {
             Ok(()) => {
                 self.info = None;
                 self.unreported -= reported;
@@ -215,24 +212,19 @@ impl StatusWriter {
                 }
                 Flush::Clear
             }
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                if e.raw_os_error() == Some(INTERRUPTED) {
-                    self.caught_blocking();
-                }
-                Flush::Pending
-            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Flush::Pending,
             Err(_) => Flush::Gone,
         }
     }
 
     /// A call on this channel (a status write, or a Read's data) blocked
-    /// and the backstop interrupted it: strict from now on, and the server
-    /// is told ([`take_caught`](Self::take_caught)).
+    /// and the backstop interrupted it: the server is told
+    /// ([`take_caught`](Self::take_caught)).
     pub fn caught_blocking(&mut self) {
         if !self.strict {
             log::info!(
-                "a write to a status pipe blocked (its client cleared O_NONBLOCK, or its \
-                 room was misreported): writes to it now wait for worst-case room"
+                "a write to a status pipe blocked (its kernel refuses RWF_NOWAIT for pipes \
+                 and its room was misreported); the backstop interrupted it"
             );
         }
         self.strict = true;
@@ -253,8 +245,8 @@ impl StatusWriter {
         }
     }
 
-    /// Whether calls on this channel are strict (a Read's data then moves
-    /// only as far as the worst-case room).
+    /// Whether calls on this channel's open file description were caught
+    /// blocking.
     pub fn is_strict(&self) -> bool {
         self.strict
     }
@@ -282,17 +274,22 @@ const INTERRUPTED: i32 = libc::EAGAIN;
 /// `EAGAIN`. A stray `EINTR` is retried a few times. (Not
 /// [`sys::write_message`], which retries `EINTR` for as long as it comes.)
 pub fn write_reply(fd: BorrowedFd<'_>, msg: &[u8]) -> io::Result<()> {
+    write_reply_watched(fd, msg).0
+}
+
+/// [`write_reply`], and whether the backstop interrupted the write.
+fn write_reply_watched(fd: BorrowedFd<'_>, msg: &[u8]) -> (io::Result<()>, bool) {
     for _ in 0..4 {
         let (r, interrupted) = backstop::guarded(|| sys::write_nowait(fd, msg, DestKind::Pipe));
         match r {
-            Ok(n) if n == msg.len() => return Ok(()),
-            Ok(_) => return Err(io::Error::from_raw_os_error(libc::EIO)),
-            Err(_) if interrupted => return Err(io::Error::from_raw_os_error(INTERRUPTED)),
+            Ok(n) if n == msg.len() => return (Ok(()), false),
+            Ok(_) => return (Err(io::Error::from_raw_os_error(libc::EIO)), false),
+            Err(_) if interrupted => return (Err(io::Error::from_raw_os_error(INTERRUPTED)), true),
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(e),
+            Err(e) => return (Err(e), false),
         }
     }
-    Err(io::Error::from_raw_os_error(INTERRUPTED))
+    (Err(io::Error::from_raw_os_error(INTERRUPTED)), false)
 }
 
 #[cfg(test)]

@@ -39,8 +39,7 @@ pub fn pipe_free_space(fd: BorrowedFd<'_>) -> Option<usize> {
 }
 
 /// [`crate::nowait::pipe_room`]: the exact free space (kqueue counts bytes
-/// of one ring buffer, so there is no worse case to allow for).
-pub fn pipe_room(fd: BorrowedFd<'_>, worst_case: bool) -> Option<usize> {
-    let _ = worst_case;
+/// of one ring buffer).
+pub fn pipe_room(fd: BorrowedFd<'_>) -> Option<usize> {
     pipe_free_space(fd)
 }

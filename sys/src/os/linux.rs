@@ -148,7 +148,7 @@ pub fn pipe_free_space(fd: BorrowedFd<'_>) -> Option<usize> {
 
 /// [`crate::nowait::pipe_room`]: `F_GETPIPE_SZ` and `FIONREAD`, in
 /// slots ([`crate::nowait::pipe_room_of`]).
-pub fn pipe_room(fd: BorrowedFd<'_>, worst_case: bool) -> Option<usize> {
+pub fn pipe_room(fd: BorrowedFd<'_>) -> Option<usize> {
     // SAFETY: plain fcntl on a descriptor we borrow.
     let size = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_GETPIPE_SZ) };
     if size < 0 {
@@ -165,7 +165,6 @@ pub fn pipe_room(fd: BorrowedFd<'_>, worst_case: bool) -> Option<usize> {
         size as usize,
         queued.max(0) as usize,
         page,
-        worst_case,
     ))
 }
 

@@ -11,6 +11,6 @@ pub fn pipe_free_space(_fd: BorrowedFd<'_>) -> Option<usize> {
 }
 
 /// Unknown: `None`.
-pub fn pipe_room(_fd: BorrowedFd<'_>, _worst_case: bool) -> Option<usize> {
+pub fn pipe_room(_fd: BorrowedFd<'_>) -> Option<usize> {
     None
 }
