@@ -191,6 +191,18 @@ impl<B: TransferBackend> Server<B> {
         } = rcv;
         let who = Who(cred);
         let cmd_hint = bytes.get(1).copied().and_then(Command::from_u8);
+        if cred.is_some_and(|c| sys::is_uncredited(&c)) {
+            // No credentials (queued before SO_PASSCRED was set: socket
+            // activation without PassCredentials=yes), or a sender this
+            // namespace cannot name: unknown, never uid 65534.
+            log::warn!(
+                "refused a request ({} bytes) that carries no credentials (sent before the \
+                 socket asked for them, or from outside this namespace): EACCES",
+                bytes.len()
+            );
+            refuse_on_reply_channel(cmd_hint, fds, libc::EACCES);
+            return;
+        }
         let decoded = if truncated {
             Err(proto::DecodeError::TooLong)
         } else {
