@@ -37,6 +37,8 @@ const MAX_MARKS: usize = 4096;
 pub type Identity = (u64, u64);
 
 /// The identity of `fd`'s object (`None` if `fstat` fails).
+// dev_t and ino_t are not u64 everywhere (macOS).
+#[allow(clippy::unnecessary_cast)]
 pub fn identity_of(fd: BorrowedFd<'_>) -> Option<Identity> {
     sys::fstat(fd)
         .ok()
