@@ -6,6 +6,15 @@
 //! of descriptors passed. The variables are meant for this process only, so
 //! they are removed once read: a child started later must not take them as
 //! its own.
+//!
+//! Credentials: the manager creates the socket, so datagrams may wait in
+//! it before the daemon runs. Linux attaches credentials to a datagram only
+//! if the socket asked for them (`SO_PASSCRED`) when it was sent; one sent
+//! earlier arrives with none (pid 0, uid and gid 65534). The unit sets
+//! `PassCredentials=yes`, so that the socket asks from its creation; an
+//! inherited socket that did not is made to ask at once, with a warning, and
+//! a datagram that came without credentials is refused with `EACCES`
+//! (admission), never served as uid 65534.
 
 use std::io;
 use std::os::fd::{BorrowedFd, FromRawFd, OwnedFd, RawFd};
@@ -87,6 +96,17 @@ pub fn take_request_socket() -> Result<Option<OwnedFd>, StartError> {
     let fd = unsafe { OwnedFd::from_raw_fd(LISTEN_FDS_START) };
     sendfiled_core::sys::set_cloexec(borrow(&fd))
         .map_err(|e| StartError::io("inherited socket", e))?;
+    if sendfiled_core::sys::passcred_enabled(borrow(&fd)) == Some(false) {
+        // Set at once (the listener sets it too): datagrams queued before
+        // now carry no credentials, and are refused with EACCES rather
+        // than taken for uid 65534.
+        sendfiled_core::sys::enable_passcred(borrow(&fd))
+            .map_err(|e| StartError::io("SO_PASSCRED on the inherited socket", e))?;
+        log::warn!(
+            "the inherited socket did not ask for credentials (PassCredentials=yes in the \
+             socket unit): requests queued before now carry none and are refused with EACCES"
+        );
+    }
     if n > 1 {
         log::warn!("service manager passed {n} sockets; using the first (descriptor 3), closing the others");
         for extra in 1..n.min(1024) {

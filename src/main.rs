@@ -212,6 +212,9 @@ fn raise_fd_limit() {
 fn run(args: &Args, target: LogTarget) -> Result<(), StartError> {
     // First, before anything could start a thread: it edits the environment.
     let inherited = activation::take_request_socket()?;
+    // Before any chroot: what the kernel reports for a sender without
+    // credentials (see activation.rs).
+    sendfiled_core::sys::learn_overflow_ids();
     let identity = privileges::resolve(args.user.as_deref(), args.group.as_deref())
         .map_err(|e| StartError::io("looking up -u/-g", e))?;
     if identity.is_some() && !nix::unistd::geteuid().is_root() {

@@ -180,3 +180,102 @@ fn listen_fds_without_a_descriptor_is_an_error() {
     );
     assert_eq!(child.wait().unwrap().code(), Some(libc::EBADF));
 }
+
+/// Sends a Read of `path` on `sock` (connected to the daemon's socket) and
+/// returns the read end of its reply pipe.
+#[cfg(target_os = "linux")]
+fn queue_read(sock: &UnixDatagram, path: &str) -> std::os::fd::OwnedFd {
+    use std::os::fd::AsFd;
+    let (r, w) = sendfiled_core::sys::pipe().unwrap();
+    let req = sendfiled_client::protocol::Request::Read {
+        path: std::ffi::CString::new(path).unwrap(),
+        range: Range::WHOLE,
+    };
+    let bytes = req.encode().unwrap();
+    sendfiled_core::sys::send_with_fds(sock.as_fd(), &bytes, &[w.as_fd()]).unwrap();
+    r
+}
+
+/// The first message on a reply pipe (bounded wait).
+#[cfg(target_os = "linux")]
+fn first_reply(r: &std::os::fd::OwnedFd) -> sendfiled_client::protocol::Response {
+    use std::os::fd::AsFd;
+    assert!(
+        sendfiled_core::sys::wait_readable(r.as_fd(), Duration::from_secs(20)).unwrap(),
+        "no reply"
+    );
+    let mut buf = [0u8; 64];
+    let n = sendfiled_core::sys::read(r.as_fd(), &mut buf).unwrap();
+    sendfiled_client::protocol::Response::decode(&buf[..n]).expect("a reply")
+}
+
+/// Issue 23: a request that waited in the manager's socket before the
+/// socket asked for credentials arrives with none (Linux reports pid 0,
+/// uid 65534). It is refused with `EACCES`, never served as uid 65534;
+/// the daemon asks for credentials at once, so the next request is served
+/// as its sender. With `--allow-uid 0`, that sender (root) is allowed.
+#[cfg(target_os = "linux")]
+#[test]
+fn a_request_queued_before_credentials_were_asked_for_is_refused_not_taken_for_nobody() {
+    use sendfiled_client::protocol::{Response, SFD_FILE_INFO};
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("root");
+    std::fs::create_dir(&root).unwrap();
+    std::fs::write(root.join("f"), b"queued").unwrap();
+    let sock_path = dir.path().join("activated.sock");
+    let sock = UnixDatagram::bind(&sock_path).unwrap();
+    let client = UnixDatagram::unbound().unwrap();
+    client.connect(&sock_path).unwrap();
+    let early = queue_read(&client, "f");
+    let mut child = spawn_activated(sock.as_raw_fd(), "1", &root, &["--allow-uid", "0"]);
+    drop(sock);
+    let line = first_line(&mut child);
+    assert!(line.starts_with("ready"), "daemon said {line:?}");
+    assert_eq!(
+        first_reply(&early),
+        Response::Error {
+            cmd: SFD_FILE_INFO,
+            errno: libc::EACCES
+        },
+        "a request without credentials is refused"
+    );
+    let late = queue_read(&client, "f");
+    assert!(
+        matches!(first_reply(&late), Response::FileInfo(i) if i.size == 6),
+        "a request sent once the socket asks for credentials is served"
+    );
+    assert!(stop(&mut child).success());
+    let log = stderr_of(&mut child);
+    assert!(log.contains("did not ask for credentials"), "{log}");
+    assert!(log.contains("carries no credentials"), "{log}");
+}
+
+/// With `PassCredentials=yes` (the unit's setting: `SO_PASSCRED` from the
+/// socket's creation) a queued request carries its sender's credentials
+/// and is served, allow-list and all.
+#[cfg(target_os = "linux")]
+#[test]
+fn with_pass_credentials_a_queued_request_is_served_as_its_sender() {
+    use std::os::fd::AsFd;
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("root");
+    std::fs::create_dir(&root).unwrap();
+    std::fs::write(root.join("f"), b"queued").unwrap();
+    let sock_path = dir.path().join("activated.sock");
+    let sock = UnixDatagram::bind(&sock_path).unwrap();
+    sendfiled_core::sys::enable_passcred(sock.as_fd()).unwrap();
+    let client = UnixDatagram::unbound().unwrap();
+    client.connect(&sock_path).unwrap();
+    let early = queue_read(&client, "f");
+    let mut child = spawn_activated(sock.as_raw_fd(), "1", &root, &["--allow-uid", "0"]);
+    drop(sock);
+    let line = first_line(&mut child);
+    assert!(line.starts_with("ready"), "daemon said {line:?}");
+    assert!(
+        matches!(first_reply(&early), sendfiled_client::protocol::Response::FileInfo(i) if i.size == 6),
+        "the queued request is served"
+    );
+    assert!(stop(&mut child).success());
+    let log = stderr_of(&mut child);
+    assert!(!log.contains("did not ask for credentials"), "{log}");
+}

@@ -426,3 +426,83 @@ fn stalled_transfers_give_their_slots_back_native() {
 fn stalled_transfers_give_their_slots_back_fallback() {
     stalled_transfers_give_their_slots_back(true);
 }
+
+/// Sends an Open of `small.bin` with forged credentials (root may name any
+/// uid in `SCM_CREDENTIALS`): how one client with many subordinate uids
+/// looks to the daemon. Returns the status channel.
+fn open_as(sock: &std::os::unix::net::UnixDatagram, uid: u32) -> StatusChannel {
+    use nix::sys::socket::{sendmsg, ControlMessage, MsgFlags, UnixAddr, UnixCredentials};
+    use std::os::fd::AsRawFd;
+    let (r, w) = pipe();
+    let req = Request::Open {
+        path: std::ffi::CString::new("small.bin").unwrap(),
+        range: Range::WHOLE,
+    }
+    .encode()
+    .expect("encode");
+    let cred = UnixCredentials::from(libc::ucred {
+        pid: std::process::id() as i32,
+        uid,
+        gid: uid,
+    });
+    let fds = [w.as_raw_fd()];
+    let cmsgs = [
+        ControlMessage::ScmRights(&fds),
+        ControlMessage::ScmCredentials(&cred),
+    ];
+    sendmsg::<UnixAddr>(
+        sock.as_raw_fd(),
+        &[std::io::IoSlice::new(&req)],
+        &cmsgs,
+        MsgFlags::empty(),
+        None,
+    )
+    .expect("sendmsg with credentials");
+    StatusChannel::from_fd(r)
+}
+
+/// Issue 23, "also seen": 20 uids (one client's subordinate uids) each
+/// hold one Open of a `-n 16` table: no uid is above its share, and every
+/// other uid was refused. A uid holding no slot now takes back the slot
+/// of a transfer idle for `IDLE_TAKE_BACK` (1 s): the victim is served,
+/// an attacker's idle Open ends with `EMFILE`.
+#[test]
+fn many_uids_holding_one_open_each_cannot_lock_out_another() {
+    if !is_root() {
+        return;
+    }
+    let d = daemon(false, &["-n", "16"]);
+    let sock = std::os::unix::net::UnixDatagram::unbound().expect("socket");
+    sock.connect(d.socket()).expect("connect");
+    let mut held = Vec::new();
+    let mut refused = 0;
+    for i in 0..20 {
+        let ch = open_as(&sock, 30_000 + i);
+        match ch.recv_timeout(WAIT).expect("answer") {
+            Some(Response::FileInfo(_)) => held.push(ch),
+            Some(Response::Error { errno, .. }) => {
+                assert_eq!(errno, libc::EMFILE);
+                refused += 1;
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+    let last_admitted = Instant::now();
+    assert_eq!((held.len(), refused), (16, 4), "the table is full");
+    // Before the opens are idle for a second, a newcomer is refused: a
+    // quick Open + Send Open of someone else's is never taken.
+    let early = victim(&d, 0);
+    if last_admitted.elapsed() < Duration::from_millis(900) {
+        assert_eq!(early.read, Err(libc::EMFILE), "{early:?}");
+    }
+    wait_until(last_admitted + Duration::from_millis(1100));
+    let v = victim(&d, 0);
+    eprintln!("victim: {v:?}");
+    assert_eq!(v.read, Ok(10), "the victim is served");
+    let lost = held
+        .iter()
+        .filter(|ch| matches!(ch.recv_timeout(Duration::ZERO), Ok(Some(Response::Error { errno, .. })) if errno == libc::EMFILE))
+        .count();
+    assert_eq!(lost, 1, "one idle attacker Open gave its slot back");
+    assert!(d.log().contains("idle slot of uid"), "logged");
+}

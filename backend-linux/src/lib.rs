@@ -4,11 +4,11 @@
 //!
 //! | destination | file data | header/trailer bytes |
 //! |---|---|---|
-//! | pipe | `splice` (`SPLICE_F_NONBLOCK`) | `write` |
+//! | pipe | `splice` (`SPLICE_F_NONBLOCK`) | `pwritev2(RWF_NOWAIT)` (else `write` within the pipe's room) |
 //! | stream socket | `sendfile` | `send(MSG_DONTWAIT | MSG_NOSIGNAL [| MSG_MORE])` |
-//! | other socket | `sendfile` | `send(MSG_DONTWAIT | MSG_NOSIGNAL)` |
-//! | socket whose client cleared `O_NONBLOCK` | `pread` + `send(MSG_DONTWAIT)` | as above |
-//! | regular file, other | `sendfile` | `write` |
+//! | socket whose `O_NONBLOCK` is clear at the call | `pread` + `send(MSG_DONTWAIT)` | as above |
+//! | character device (terminals are refused) | `pread` + `pwritev2(RWF_NOWAIT)` | `pwritev2(RWF_NOWAIT)` |
+//! | regular file (on a disk thread) | `sendfile` | `write` |
 //!
 //! Where `splice`/`sendfile` refuse a destination (`EINVAL`, `ENOSYS`) the
 //! portable [`ReadWriteCopy`] takes over. There is no native header/trailer
@@ -230,8 +230,10 @@ impl TransferBackend for LinuxBackend {
         if chunk.nowait && !self.is_cached(&chunk)? {
             return Ok(Moved::NotCached);
         }
-        if self.opts.force_read_write {
-            return ReadWriteCopy::send_file(chunk, dest);
+        if self.opts.force_read_write || kind == DestKind::Other {
+            // A device: `pread` + `pwritev2(RWF_NOWAIT)`, the one write that
+            // never waits on it whatever its `O_NONBLOCK` (`sendfile` would).
+            return ReadWriteCopy::send_file(chunk, dest, kind);
         }
         let mut off = offset_of(chunk.offset)?;
         let moved = match kind {
@@ -247,7 +249,7 @@ impl TransferBackend for LinuxBackend {
         match moved {
             Ok(n) => Ok(Moved::Bytes(n)),
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(Moved::DestinationFull),
-            Err(e) if unsupported(&e) => ReadWriteCopy::send_file(chunk, dest),
+            Err(e) if unsupported(&e) => ReadWriteCopy::send_file(chunk, dest, kind),
             Err(e) => Err(e),
         }
     }
@@ -270,8 +272,8 @@ impl TransferBackend for LinuxBackend {
                 let more = if more_follows { libc::MSG_MORE } else { 0 };
                 sys::send_dontwait(dest, buf, more)
             }
-            DestKind::OtherSocket => sys::send_dontwait(dest, buf, 0),
-            _ => sys::write(dest, buf),
+            // RWF_NOWAIT, or a pipe's reported room: never the flag.
+            _ => sys::write_nowait(dest, buf, kind),
         }
     }
 

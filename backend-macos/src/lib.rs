@@ -64,7 +64,7 @@ fn hdtr_by_copy(chunk: HdtrChunk<'_>, dest: BorrowedFd<'_>) -> io::Result<Moved>
     bsd_sendfile::hdtr_in_parts(
         chunk,
         |b| bsd_sendfile::write_bytes_by_kind(b, dest, DestKind::StreamSocket),
-        |c| ReadWriteCopy::send_file(c, dest),
+        |c| ReadWriteCopy::send_file(c, dest, DestKind::StreamSocket),
     )
 }
 

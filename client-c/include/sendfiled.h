@@ -44,7 +44,11 @@
  *
  * Reported by the daemon in a message's stat byte:
  *   ENOENT     no such file
- *   EINVAL     not a regular file, or a malformed request
+ *   EINVAL     not a regular file, or a malformed request; a destination
+ *              the daemon cannot write without waiting (a terminal, a
+ *              datagram or seqpacket socket: in place of the file info; a
+ *              character device with no non-blocking write: in place of
+ *              the completion, before any byte reaches it)
  *   EMFILE     too many concurrent transfers (the daemon's maxfiles)
  *   EACCES     permission denied
  *   ENAMETOOLONG, EPROTO  path too long / protocol version mismatch
@@ -240,9 +244,10 @@ int sfd_read(int srv, const char* path, off_t offset, size_t len,
 /**
  * Send File: the daemon writes the file to dest_fd.
  *
- * dest_fd: any writable descriptor (socket, pipe, regular file); borrowed,
- *          not closed. The daemon makes its open file description
- *          non-blocking.
+ * dest_fd: any writable descriptor (socket, pipe, regular file; not a
+ *          terminal: EINVAL); borrowed, not closed. The daemon makes its
+ *          open file description non-blocking, and relies on that flag
+ *          for nothing: clearing it costs no one a wait.
  *
  * Returns the read end of a new status pipe, or -1 with errno. On it arrive:
  * one struct sfd_file_info; zero or more struct sfd_xfer_stat progress

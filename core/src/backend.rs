@@ -87,11 +87,13 @@ pub struct HdtrChunk<'a> {
 /// the caller retries.
 ///
 /// A destination's `O_NONBLOCK` is shared with the client, which may clear
-/// it: socket writes of bytes from memory must therefore be non-blocking per
-/// call (`MSG_DONTWAIT`). Calls that have no such flag (`sendfile`, `write`
-/// to a pipe) are interrupted by the server's backstop when they block, and
-/// the server then uses [`send_file_dontwait`](Self::send_file_dontwait) for
-/// sockets and bounds pipe writes by their free space.
+/// it: writes of bytes from memory must therefore be non-blocking per call
+/// ([`crate::sys::write_nowait`]: `MSG_DONTWAIT`, `RWF_NOWAIT`, or a pipe's
+/// reported room), and file data into a pipe too (`SPLICE_F_NONBLOCK`).
+/// `sendfile` to a socket has no such flag: the server looks at the flag
+/// before each call and uses
+/// [`send_file_dontwait`](Self::send_file_dontwait) when it is clear; the
+/// server's backstop interrupts a call that blocks anyway.
 pub trait TransferBackend: Send + Sync + 'static {
     /// A short name for logs ("linux-splice", "freebsd-sendfile", ...).
     fn name(&self) -> &'static str;
@@ -121,12 +123,7 @@ pub trait TransferBackend: Send + Sync + 'static {
         kind: DestKind,
     ) -> io::Result<usize> {
         let _ = more_follows;
-        match kind {
-            DestKind::StreamSocket | DestKind::OtherSocket => {
-                crate::sys::send_dontwait(dest, buf, 0)
-            }
-            _ => crate::sys::write(dest, buf),
-        }
+        crate::sys::write_nowait(dest, buf, kind)
     }
 
     /// Moves file data to a socket whose client cleared `O_NONBLOCK`
@@ -270,9 +267,14 @@ impl ReadWriteCopy {
         Self::copy(chunk, dest, |d, b| crate::sys::send_dontwait(d, b, 0))
     }
 
-    /// Moves up to `chunk.len` bytes with `pread` + `write`.
-    pub fn send_file(chunk: FileChunk<'_>, dest: BorrowedFd<'_>) -> io::Result<Moved> {
-        Self::copy(chunk, dest, crate::sys::write)
+    /// Moves up to `chunk.len` bytes with `pread` + a write that does not
+    /// wait ([`crate::sys::write_nowait`]) to `dest` of kind `kind`.
+    pub fn send_file(
+        chunk: FileChunk<'_>,
+        dest: BorrowedFd<'_>,
+        kind: DestKind,
+    ) -> io::Result<Moved> {
+        Self::copy(chunk, dest, |d, b| crate::sys::write_nowait(d, b, kind))
     }
 
     /// `pread` into the thread's buffer, then `put` what was read; a full

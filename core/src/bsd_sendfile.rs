@@ -28,18 +28,16 @@ pub fn send_file_by_kind(
             },
             dest,
         ),
-        _ => ReadWriteCopy::send_file(chunk, dest),
+        _ => ReadWriteCopy::send_file(chunk, dest, kind),
     }
 }
 
 /// Header or trailer bytes: `send(MSG_DONTWAIT | MSG_NOSIGNAL)` on sockets
 /// (non-blocking whatever the client did to `O_NONBLOCK`; a closed peer is
-/// `EPIPE`, not a signal), `write` elsewhere.
+/// `EPIPE`, not a signal), a pipe's write bounded by its reported room
+/// elsewhere ([`crate::sys::write_nowait`]).
 pub fn write_bytes_by_kind(buf: &[u8], dest: BorrowedFd<'_>, kind: DestKind) -> io::Result<usize> {
-    match kind {
-        DestKind::StreamSocket | DestKind::OtherSocket => crate::sys::send_dontwait(dest, buf, 0),
-        _ => crate::sys::write(dest, buf),
-    }
+    crate::sys::write_nowait(dest, buf, kind)
 }
 
 /// Interprets one BSD `sendfile` call: `result` is its error, if any, and

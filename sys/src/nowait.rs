@@ -1,9 +1,12 @@
 //! Writes that never wait, whatever the descriptor's `O_NONBLOCK`: a
 //! destination or status pipe a client passes is the client's open file
-//! description too, and it can clear `O_NONBLOCK` at any moment. Sockets
-//! take `MSG_DONTWAIT` per call; for pipes the kernel says how much a write
-//! can take ([`pipe_free_space`]); a call that blocked anyway is interrupted
-//! by a signal sent to its thread (the backstop).
+//! description too, and it can clear `O_NONBLOCK` at any moment. Nothing
+//! here reads that flag to decide whether a call may wait: sockets take
+//! `MSG_DONTWAIT` per call; pipes and devices `pwritev2(RWF_NOWAIT)` where
+//! the kernel honours it ([`write_nowait`]), else a pipe write asks for no
+//! more than the room the kernel reports ([`pipe_room`]); a call that
+//! blocked anyway is interrupted by a signal sent to its thread (the
+//! backstop).
 
 use std::io;
 use std::mem::size_of;
@@ -79,6 +82,80 @@ pub fn send_dontwait(fd: BorrowedFd<'_>, buf: &[u8], flags: libc::c_int) -> io::
 /// space of the pipe buffer.
 pub fn pipe_free_space(fd: BorrowedFd<'_>) -> Option<usize> {
     crate::os::pipe_free_space(fd)
+}
+
+/// How many bytes a write to the pipe `fd` can take without waiting, as far
+/// as the kernel's report shows; `None` where it cannot tell.
+///
+/// Linux counts the bytes queued (`FIONREAD`) but a write needs free
+/// *slots* (a page each, `F_GETPIPE_SZ` / page size): the queued bytes are
+/// taken to fill whole pages plus one partly read page at the head, which
+/// is how writes and a reader leave a pipe ([`pipe_room_of`]). A client
+/// that leaves one byte in each page can still make a write of that much
+/// wait: the backstop interrupts it. Only kernels whose pipes refuse
+/// `RWF_NOWAIT` come here ([`write_nowait`]). FreeBSD and macOS report the
+/// exact free space ([`pipe_free_space`]).
+pub fn pipe_room(fd: BorrowedFd<'_>) -> Option<usize> {
+    crate::os::pipe_room(fd)
+}
+
+/// The room a Linux pipe of `capacity` bytes holding `queued` unread bytes
+/// has for a write that must not wait, in pages of `page` bytes (see
+/// [`pipe_room`]). Pure, for the unit tests.
+pub fn pipe_room_of(capacity: usize, queued: usize, page: usize) -> usize {
+    let page = page.max(1);
+    let slots = capacity / page;
+    let used = if queued == 0 {
+        0
+    } else {
+        // Whole pages, one partly read at the head and one partly
+        // written at the tail.
+        queued.div_ceil(page) + 1
+    };
+    slots.saturating_sub(used) * page
+}
+
+/// Writes bytes from memory to `fd` (of kind `kind`) without waiting,
+/// whatever its `O_NONBLOCK`: a socket with `send(MSG_DONTWAIT)`; a pipe
+/// or device with `pwritev2(RWF_NOWAIT)` (Linux: pipes since 5.x, memory
+/// devices; `EAGAIN` when it would wait); a pipe whose kernel refuses that
+/// flag with a plain `write` of no more than [`pipe_room`] (the caller's
+/// backstop covers a report that was wrong; a message of up to `PIPE_BUF`
+/// bytes is then written whole or not at all). A terminal or other device that
+/// has no non-blocking write is `EOPNOTSUPP` on Linux, where nothing is
+/// written; elsewhere it is written plainly (the backstop alone bounds it).
+/// A regular file is written plainly (the server writes those on its disk
+/// threads).
+pub fn write_nowait(fd: BorrowedFd<'_>, buf: &[u8], kind: DestKind) -> io::Result<usize> {
+    match kind {
+        DestKind::StreamSocket | DestKind::OtherSocket => return send_dontwait(fd, buf, 0),
+        DestKind::RegularFile => return crate::fd::write(fd, buf),
+        DestKind::Pipe | DestKind::Other => {}
+    }
+    match crate::os::write_nowait(fd, buf) {
+        Err(e) if e.raw_os_error() == Some(libc::EOPNOTSUPP) => {}
+        done => return done,
+    }
+    match kind {
+        DestKind::Pipe => match pipe_room(fd) {
+            // A message up to PIPE_BUF goes in whole or not at all.
+            Some(room) if room == 0 || (room < buf.len() && buf.len() <= libc::PIPE_BUF) => {
+                Err(io::Error::from_raw_os_error(libc::EAGAIN))
+            }
+            Some(room) => crate::fd::write(fd, &buf[..buf.len().min(room)]),
+            None => crate::fd::write(fd, buf),
+        },
+        _ if cfg!(target_os = "linux") => Err(io::Error::from_raw_os_error(libc::EOPNOTSUPP)),
+        _ => crate::fd::write(fd, buf),
+    }
+}
+
+/// Whether `fd` is a terminal (`isatty(3)`: an ioctl that changes nothing).
+/// A terminal's writes have no per-call non-blocking form and no report of
+/// their room, so the daemon refuses terminals as destinations.
+pub fn is_terminal(fd: BorrowedFd<'_>) -> bool {
+    // SAFETY: isatty only queries the descriptor.
+    unsafe { libc::isatty(fd.as_raw_fd()) == 1 }
 }
 
 /// Moves up to `len` bytes of `file` at `*offset` (advanced) into the pipe
@@ -172,6 +249,45 @@ mod tests {
     use super::*;
     use crate::fd::pipe;
     use std::os::fd::AsFd;
+
+    #[test]
+    fn pipe_room_counts_slots_not_bytes() {
+        let page = 4096;
+        let cap = 16 * page;
+        assert_eq!(pipe_room_of(cap, 0, page), cap);
+        // One byte: its page, and one more in case the head is partly read.
+        assert_eq!(pipe_room_of(cap, 1, page), 14 * page);
+        assert_eq!(pipe_room_of(cap, 3 * page, page), 12 * page);
+        // A full pipe read by 100 bytes has no free slot (its byte count
+        // says 100).
+        assert_eq!(pipe_room_of(cap, cap - 100, page), 0);
+        assert_eq!(pipe_room_of(cap, cap, page), 0);
+    }
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn a_pipe_made_blocking_is_written_without_waiting() {
+        let (r, w) = pipe().unwrap();
+        crate::fd::set_nonblocking(w.as_fd(), true).unwrap();
+        let junk = [7u8; 4096];
+        while crate::fd::write(w.as_fd(), &junk).is_ok() {}
+        crate::fd::set_nonblocking(w.as_fd(), false).unwrap();
+        // Full, and read by less than a page: no slot is free.
+        let mut buf = [0u8; 100];
+        assert_eq!(crate::fd::read(r.as_fd(), &mut buf).unwrap(), 100);
+        let t0 = std::time::Instant::now();
+        let e = write_nowait(w.as_fd(), b"status", DestKind::Pipe).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::WouldBlock, "{e}");
+        assert!(t0.elapsed() < std::time::Duration::from_secs(1));
+        // Drained: it goes in.
+        crate::fd::set_nonblocking(r.as_fd(), true).unwrap();
+        let mut big = vec![0u8; 1 << 20];
+        while crate::fd::read(r.as_fd(), &mut big).is_ok_and(|n| n > 0) {}
+        assert_eq!(
+            write_nowait(w.as_fd(), b"status", DestKind::Pipe).unwrap(),
+            6
+        );
+    }
 
     #[test]
     fn dest_kinds() {

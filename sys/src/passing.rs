@@ -269,6 +269,56 @@ pub(crate) unsafe fn take_control(msg: &libc::msghdr, out: &mut Received) {
     }
 }
 
+/// The ids the kernel reports for an id it cannot map
+/// (`/proc/sys/kernel/overflowuid`, `overflowgid`; 65534 by default, and
+/// where `/proc` is absent, a chroot).
+fn overflow_ids() -> (u32, u32) {
+    static IDS: std::sync::OnceLock<(u32, u32)> = std::sync::OnceLock::new();
+    *IDS.get_or_init(|| {
+        let read = |name: &str| {
+            std::fs::read_to_string(format!("/proc/sys/kernel/{name}"))
+                .ok()
+                .and_then(|s| s.trim().parse::<u32>().ok())
+                .unwrap_or(65534)
+        };
+        (read("overflowuid"), read("overflowgid"))
+    })
+}
+
+/// Learns the overflow ids now ([`is_uncredited`] needs them), while
+/// `/proc` is reachable: call before a `chroot`.
+pub fn learn_overflow_ids() {
+    let _ = overflow_ids();
+}
+
+/// Whether `cred` is what Linux reports for a datagram that carries no
+/// credentials (it was queued before the receiver set `SO_PASSCRED`, as
+/// under socket activation without `PassCredentials=yes`) or whose sender
+/// this namespace cannot name: pid 0 and the overflow uid and gid. Such a
+/// sender is unknown, not uid 65534: the daemon refuses its request.
+/// Always false where credentials are not Linux's.
+pub fn is_uncredited(cred: &PeerCred) -> bool {
+    if !cfg!(target_os = "linux") || cred.pid != 0 {
+        return false;
+    }
+    let (uid, gid) = overflow_ids();
+    cred.uid == uid && cred.gid == gid
+}
+
+/// Whether `SO_PASSCRED` is set on `sock` (Linux); `None` where the
+/// system has no such option or the question fails.
+pub fn passcred_enabled(sock: BorrowedFd<'_>) -> Option<bool> {
+    #[cfg(target_os = "linux")]
+    {
+        nix::sys::socket::getsockopt(&sock, sockopt::PassCred).ok()
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        let _ = sock;
+        None
+    }
+}
+
 /// Asks the kernel to attach the sender's credentials to every datagram
 /// received on `sock`: `SO_PASSCRED` (socket(7)) on Linux,
 /// `LOCAL_CREDS_PERSISTENT` (unix(4)) on FreeBSD. macOS has no per-datagram
@@ -283,6 +333,25 @@ mod tests {
     use crate::fd::pipe;
     use crate::nowait::{dest_kind, DestKind};
     use std::os::fd::AsFd;
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn a_datagram_queued_before_passcred_is_uncredited() {
+        let (a, b) = std::os::unix::net::UnixDatagram::pair().unwrap();
+        assert_eq!(passcred_enabled(b.as_fd()), Some(false));
+        a.send(b"early").unwrap();
+        enable_passcred(b.as_fd()).unwrap();
+        assert_eq!(passcred_enabled(b.as_fd()), Some(true));
+        a.send(b"late").unwrap();
+        let mut buf = [0u8; 16];
+        let early = recv_with_fds(b.as_fd(), &mut buf).unwrap();
+        let late = recv_with_fds(b.as_fd(), &mut buf).unwrap();
+        let early = early.cred.expect("a credentials message");
+        assert!(is_uncredited(&early), "{early:?}");
+        let late = late.cred.expect("credentials");
+        assert!(!is_uncredited(&late), "{late:?}");
+        assert_eq!(late.pid, std::process::id() as i32);
+    }
 
     #[test]
     fn descriptors_and_credentials_pass() {

@@ -191,6 +191,18 @@ impl<B: TransferBackend> Server<B> {
         } = rcv;
         let who = Who(cred);
         let cmd_hint = bytes.get(1).copied().and_then(Command::from_u8);
+        if cred.is_some_and(|c| sys::is_uncredited(&c)) {
+            // No credentials (queued before SO_PASSCRED was set: socket
+            // activation without PassCredentials=yes), or a sender this
+            // namespace cannot name: unknown, never uid 65534.
+            log::warn!(
+                "refused a request ({} bytes) that carries no credentials (sent before the \
+                 socket asked for them, or from outside this namespace): EACCES",
+                bytes.len()
+            );
+            refuse_on_reply_channel(cmd_hint, fds, libc::EACCES);
+            return;
+        }
         let decoded = if truncated {
             Err(proto::DecodeError::TooLong)
         } else {
@@ -388,7 +400,13 @@ impl<B: TransferBackend> Server<B> {
             largest,
         ) {
             Admit::Yes => None,
-            Admit::TakeBackFrom(from) => Some(from),
+            Admit::TakeBackFrom(from) => Some(TakeBack::From(from)),
+            Admit::Refuse
+                if share::may_take_back_idle(self.config.uid_share_percent, mine, uid)
+                    && self.idle_slot_of_another(uid).is_some() =>
+            {
+                Some(TakeBack::Idle)
+            }
             Admit::Refuse => {
                 log::info!(
                     "{command:?} {shown}: refused, {} transfers live, {mine} of them uid {}'s \
@@ -440,10 +458,14 @@ impl<B: TransferBackend> Server<B> {
                 Err(e) => return refuse_start(status_fd, info_written, errno_of(&e)),
             },
         };
-        if let Some(from) = take_back {
+        if let Some(how) = take_back {
             // Only now that the request is sure to be admitted (or, for an
             // open off the loop, to hold its slot while it waits).
-            if !self.take_back_slot(from, uid, share) {
+            let taken = match how {
+                TakeBack::From(from) => self.take_back_slot(from, uid, share),
+                TakeBack::Idle => self.take_back_idle_slot(uid),
+            };
+            if !taken {
                 return refuse_start(status_fd, info_written, libc::EMFILE);
             }
         }
@@ -683,6 +705,37 @@ impl<B: TransferBackend> Server<B> {
         self.turn(slot);
     }
 
+    /// The idle transfer of a uid other than `uid` that loses the least
+    /// ([`share::pick_idle`]), if any.
+    fn idle_slot_of_another(&self, uid: Option<u32>) -> Option<super::table::Slot> {
+        let now = Instant::now();
+        let candidates = self.table.slots().into_iter().filter_map(|slot| {
+            let (_, t) = self.table.get(slot)?;
+            (t.peer_uid != uid).then(|| (slot, loss_of(&t.state), t.last_progress))
+        });
+        share::pick_idle(candidates, now)
+    }
+
+    /// Ends another uid's idle transfer ([`Self::idle_slot_of_another`])
+    /// so that `to`, holding no slot, gets one when no uid is above its
+    /// share: `EMFILE` on its status channel. False if there is none.
+    fn take_back_idle_slot(&mut self, to: Option<u32>) -> bool {
+        let Some(slot) = self.idle_slot_of_another(to) else {
+            return false;
+        };
+        if let Some((txnid, t)) = self.table.get(slot) {
+            log::info!(
+                "txn {txnid:x}: idle slot of uid {} taken back for uid {}, which held none \
+                 (no uid above its share) (EMFILE)",
+                Uid(t.peer_uid),
+                Uid(to)
+            );
+        }
+        self.end(slot, Outcome::Failed(libc::EMFILE));
+        self.remove(slot);
+        true
+    }
+
     /// Ends the transfer of `from` (a uid above its share) that loses the
     /// least, so that `to` (below its share) gets its slot: `EMFILE` on its
     /// status channel if there is room, else it just closes. False if `from`
@@ -693,15 +746,7 @@ impl<B: TransferBackend> Server<B> {
             if t.peer_uid != from {
                 return None;
             }
-            let loss = match t.state {
-                State::Finishing => Loss::FinalMessage,
-                // Nothing sent yet either way: the client asks again.
-                State::Opened { .. } | State::Opening { .. } => Loss::UnsentOpen,
-                State::Running { .. }
-                | State::WaitingForDisk { .. }
-                | State::WritingFile { .. } => Loss::InFlight,
-            };
-            Some((slot, loss, t.last_progress))
+            Some((slot, loss_of(&t.state), t.last_progress))
         });
         let Some(slot) = share::pick(candidates) else {
             return false;
@@ -748,6 +793,27 @@ impl<B: TransferBackend> Server<B> {
     }
 }
 
+/// How a slot is taken back when the table is full.
+#[derive(Debug, Clone, Copy)]
+enum TakeBack {
+    /// From this uid, above its share.
+    From(Option<u32>),
+    /// From another uid's idle transfer, for a uid holding none.
+    Idle,
+}
+
+/// What a transfer in `state` loses if its slot is taken back.
+fn loss_of(state: &State) -> Loss {
+    match state {
+        State::Finishing => Loss::FinalMessage,
+        // Nothing sent yet either way: the client asks again.
+        State::Opened { .. } | State::Opening { .. } => Loss::UnsentOpen,
+        State::Running { .. } | State::WaitingForDisk { .. } | State::WritingFile { .. } => {
+            Loss::InFlight
+        }
+    }
+}
+
 /// A uid for log lines: `unknown` where the OS reports none.
 struct Uid(Option<u32>);
 
@@ -776,11 +842,15 @@ impl std::fmt::Display for Who {
 /// stay as they are: they never block on space). Datagram and seqpacket
 /// sockets are refused with `EINVAL`: a message boundary per write would cut
 /// the stream, and such a socket may be connected to the daemon's own
-/// request socket.
+/// request socket. So are terminals, whose writes cannot be bounded.
+/// (`O_NONBLOCK` is set for the client's sake only: no call relies on it.)
 fn prepare_dest(fd: OwnedFd) -> Result<Dest, i32> {
     let kind = sys::dest_kind(fd.as_fd()).map_err(|e| errno_of(&e))?;
     match kind {
         DestKind::OtherSocket => return Err(libc::EINVAL),
+        // A terminal's write has no per-call non-blocking form and no
+        // report of its room: the daemon cannot bound it (issue 23, row 3).
+        DestKind::Other if sys::is_terminal(fd.as_fd()) => return Err(libc::EINVAL),
         DestKind::RegularFile => {}
         _ => sys::set_nonblocking(fd.as_fd(), true).map_err(|e| errno_of(&e))?,
     }
@@ -788,7 +858,8 @@ fn prepare_dest(fd: OwnedFd) -> Result<Dest, i32> {
         fd,
         kind,
         registered: false,
-        blocking: false,
+        strict: false,
+        seen: 0,
     })
 }
 

@@ -24,6 +24,7 @@
 
 pub mod admission;
 pub mod backstop;
+pub mod caught;
 pub mod closer;
 pub mod disk;
 pub mod engine;
@@ -201,6 +202,8 @@ pub struct Server<B: TransferBackend> {
     /// Destinations of ended transfers not yet removed (their final message
     /// still owed): they close with the transfer, off the loop.
     ended_dests: HashMap<Slot, OwnedFd>,
+    /// Open file descriptions and uids the backstop caught blocking.
+    caught: caught::Caught,
 }
 
 impl<B: TransferBackend> std::fmt::Debug for Server<B> {
@@ -257,6 +260,7 @@ impl<B: TransferBackend> Server<B> {
             writes_out: HashSet::new(),
             orphans: HashMap::new(),
             ended_dests: HashMap::new(),
+            caught: caught::Caught::default(),
         })
     }
 

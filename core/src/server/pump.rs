@@ -63,6 +63,17 @@ pub enum PumpStop {
 /// Bytes a disk thread brings in per cache miss.
 pub const PREFETCH_WINDOW: usize = 4 << 20;
 
+/// The longest one [`pump`] call goes on making calls: after this it
+/// yields its turn whatever its byte budget says. A call can be slow
+/// without blocking long enough for the [`backstop`] (a `sendfile` to a
+/// socket whose client flips `O_NONBLOCK` and drains a few KiB a
+/// millisecond); a turn of many such calls must not add up.
+pub const TURN_TIME: std::time::Duration = std::time::Duration::from_millis(2);
+
+/// A `sendfile` this slow, on a socket whose flag is found clear after it,
+/// waited on the socket: caught as the backstop would have.
+const SLOW_CALL: std::time::Duration = std::time::Duration::from_millis(1);
+
 impl Cursor {
     /// The file bytes among the cursor positions `[from, to)` (header and
     /// trailer bytes are not the file's): what progress counts, by the
@@ -117,11 +128,15 @@ pub struct Limits {
     /// Whether to ask the backend to report uncached data instead of reading
     /// it from disk.
     pub probe_cache: bool,
-    /// Whether the destination was found with `O_NONBLOCK` cleared by its
-    /// client: every call is then made non-blocking per call (sockets: a
-    /// copy with `MSG_DONTWAIT`) or bounded by the free space the kernel
-    /// reports (pipes), with the [`backstop`] behind both.
-    pub dest_blocking: bool,
+    /// Whether the destination's open file description was caught blocking
+    /// once (the [`backstop`] interrupted a call on it, for this transfer or
+    /// another sharing it, or its uid was caught often: `Caught`): file data
+    /// to a socket then never goes by `sendfile`, whatever its flag says.
+    /// Without it every call is still non-blocking per call (pipes and
+    /// devices take `sys::write_nowait`, file data into a pipe
+    /// `SPLICE_F_NONBLOCK`); only `sendfile` looks at the flag, just before
+    /// each call.
+    pub strict: bool,
 }
 
 /// Moves bytes of one transfer until it is done, the destination is full,
@@ -139,28 +154,27 @@ pub fn pump<B: TransferBackend + ?Sized>(
         chunk,
         budget,
         probe_cache,
-        dest_blocking,
+        strict,
     } = limits;
+    let is_socket = matches!(kind, DestKind::StreamSocket | DestKind::OtherSocket);
     let mut moved = 0u64;
     let mut interrupts = 0u32;
+    let started = std::time::Instant::now();
     loop {
         if cur.is_done() {
             return (moved, PumpStop::Done);
         }
-        if moved >= budget as u64 {
+        if moved >= budget as u64 || started.elapsed() >= TURN_TIME {
             return (moved, PumpStop::BudgetSpent);
         }
         let left_budget = budget - moved as usize;
-        let mut max = chunk.min(left_budget);
-        if dest_blocking && kind == DestKind::Pipe {
-            // A write to a blocking pipe waits for all it asks for beyond
-            // the free space: ask for no more than that.
-            match sys::pipe_free_space(dest) {
-                Some(0) => return (moved, PumpStop::DestinationFull),
-                Some(room) => max = max.min(room),
-                None => {}
-            }
-        }
+        let max = chunk.min(left_budget);
+        // `sendfile` to a socket has no per-call flag: it waits when the
+        // socket's `O_NONBLOCK` is clear. Look at the flag before every call
+        // (the client may flip it at any moment; one that flips it between
+        // the look and the call is caught by the backstop, once per open
+        // file description), and copy with `MSG_DONTWAIT` instead.
+        let no_sendfile = is_socket && (strict || sys::is_nonblocking(dest).map_or(true, |nb| !nb));
         let hdr_len = cur.hdr_len();
         let file_end = hdr_len + cur.file_len;
         let step = Step {
@@ -170,9 +184,10 @@ pub fn pump<B: TransferBackend + ?Sized>(
             kind,
             max,
             probe_cache,
-            dest_blocking,
+            no_sendfile,
         };
-        let (result, interrupted) = backstop::guarded(|| {
+        let call_started = std::time::Instant::now();
+        let (result, mut interrupted) = backstop::guarded(|| {
             if step.cur.pos < hdr_len || (step.cur.pos >= file_end && !step.cur.trailer.is_empty())
             {
                 bytes_step(backend, &step)
@@ -180,6 +195,16 @@ pub fn pump<B: TransferBackend + ?Sized>(
                 file_step(backend, &step)
             }
         });
+        if !interrupted
+            && is_socket
+            && !no_sendfile
+            && call_started.elapsed() >= SLOW_CALL
+            && sys::is_nonblocking(dest).is_ok_and(|nb| !nb)
+        {
+            // The flag was cleared while `sendfile` ran, and it waited:
+            // caught, as if the backstop had fired.
+            interrupted = true;
+        }
         if interrupted {
             // Whatever the call moved before the interrupt counts; then the
             // transfer waits, as for a full destination.
@@ -241,6 +266,11 @@ pub fn pump<B: TransferBackend + ?Sized>(
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                 return (moved, PumpStop::DestinationFull)
             }
+            // A device with no non-blocking write (`sys::write_nowait`):
+            // the daemon cannot bound a write to it, so it writes nothing.
+            Err(e) if e.raw_os_error() == Some(libc::EOPNOTSUPP) && kind == DestKind::Other => {
+                return (moved, PumpStop::Failed(libc::EINVAL))
+            }
             Err(e) => return (moved, PumpStop::Failed(crate::sys::errno(&e))),
         }
     }
@@ -254,7 +284,9 @@ struct Step<'a> {
     kind: DestKind,
     max: usize,
     probe_cache: bool,
-    dest_blocking: bool,
+    /// File data to this socket must not go by `sendfile` (its flag is
+    /// clear, or it was caught blocking).
+    no_sendfile: bool,
 }
 
 /// One call for the header or trailer part, or all three parts at once where
@@ -267,7 +299,7 @@ fn bytes_step<B: TransferBackend + ?Sized>(backend: &B, step: &Step<'_>) -> io::
         kind,
         max,
         probe_cache,
-        dest_blocking,
+        no_sendfile,
     } = *step;
     let hdr_len = cur.hdr_len();
     let file_end = hdr_len + cur.file_len;
@@ -294,9 +326,9 @@ fn bytes_step<B: TransferBackend + ?Sized>(backend: &B, step: &Step<'_>) -> io::
         trailer: if whole_rest { trl_left } else { &[] },
     };
     // A native call (`sendfile` with `sf_hdtr`) blocks on a socket whose
-    // `O_NONBLOCK` was cleared, and a pipe then takes no more than its free
-    // space: the header or trailer goes on its own, within `max`.
-    if dest_blocking {
+    // `O_NONBLOCK` is clear: the header or trailer goes on its own, within
+    // `max`, with `MSG_DONTWAIT`.
+    if no_sendfile {
         let (part, more) = if !hdr_left.is_empty() {
             (hdr_left, cur.file_len > 0 || !cur.trailer.is_empty())
         } else {
@@ -317,7 +349,7 @@ fn file_step<B: TransferBackend + ?Sized>(backend: &B, step: &Step<'_>) -> io::R
         kind,
         max,
         probe_cache,
-        dest_blocking,
+        no_sendfile,
     } = *step;
     let rel = cur.pos - cur.hdr_len();
     let left = cur.file_len - rel;
@@ -329,7 +361,7 @@ fn file_step<B: TransferBackend + ?Sized>(backend: &B, step: &Step<'_>) -> io::R
         more_follows: (len as u64) < left || !cur.trailer.is_empty(),
         nowait: probe_cache && rel >= cur.prefetched_until,
     };
-    if dest_blocking && matches!(kind, DestKind::StreamSocket | DestKind::OtherSocket) {
+    if no_sendfile {
         // `sendfile` has no per-call non-blocking flag; `send` has.
         return backend.send_file_dontwait(chunk, dest, kind);
     }
@@ -422,6 +454,19 @@ mod tests {
             Ok(r)
         }
 
+        fn send_file_dontwait(
+            &self,
+            chunk: FileChunk<'_>,
+            dest: BorrowedFd<'_>,
+            kind: DestKind,
+        ) -> io::Result<Moved> {
+            let r = self.send_file(chunk, dest, kind);
+            let mut calls = self.calls.lock().unwrap();
+            calls.pop();
+            calls.push("dontwait");
+            r
+        }
+
         fn write_bytes(
             &self,
             buf: &[u8],
@@ -450,8 +495,11 @@ mod tests {
         }
     }
 
+    /// A stand-in destination, non-blocking as the daemon's are (the pump
+    /// looks at the flag before each file call to a socket).
     fn dummy() -> OwnedFd {
         let (r, _w) = crate::sys::pipe().unwrap();
+        crate::sys::set_nonblocking(r.as_fd(), true).unwrap();
         r
     }
 
@@ -469,7 +517,7 @@ mod tests {
                     chunk: 7,
                     budget,
                     probe_cache: true,
-                    dest_blocking: false,
+                    strict: false,
                 },
             );
             let done = matches!(stop, PumpStop::Done | PumpStop::Failed(_));
@@ -590,6 +638,38 @@ mod tests {
     }
 
     #[test]
+    fn file_data_to_a_socket_whose_flag_is_clear_never_goes_by_sendfile() {
+        // The flag is looked at before every file call: flipped between
+        // two turns, the call follows it.
+        let (sock, _peer) = std::os::unix::net::UnixStream::pair().unwrap();
+        let limits = Limits {
+            chunk: 7,
+            budget: 7,
+            probe_cache: false,
+            strict: false,
+        };
+        let fake = Fake::new(FILE, &[]);
+        let mut cur = Cursor::new(Vec::new(), 0, 30, Vec::new());
+        let file = dummy();
+        let kind = DestKind::StreamSocket;
+        crate::sys::set_nonblocking(sock.as_fd(), false).unwrap();
+        pump(&fake, &mut cur, file.as_fd(), sock.as_fd(), kind, limits);
+        crate::sys::set_nonblocking(sock.as_fd(), true).unwrap();
+        pump(&fake, &mut cur, file.as_fd(), sock.as_fd(), kind, limits);
+        // Strict (caught once): never sendfile, whatever the flag says.
+        let strict = Limits {
+            strict: true,
+            ..limits
+        };
+        pump(&fake, &mut cur, file.as_fd(), sock.as_fd(), kind, strict);
+        assert_eq!(
+            *fake.calls.lock().unwrap(),
+            ["dontwait", "file", "dontwait"]
+        );
+        assert_eq!(*fake.out.lock().unwrap(), FILE[..21].to_vec());
+    }
+
+    #[test]
     fn budget_bounds_one_turn() {
         let fake = Fake::new(FILE, &[]);
         let mut cur = Cursor::new(Vec::new(), 0, 30, Vec::new());
@@ -604,7 +684,7 @@ mod tests {
                 chunk: 7,
                 budget: 10,
                 probe_cache: false,
-                dest_blocking: false,
+                strict: false,
             },
         );
         assert_eq!(stop, PumpStop::BudgetSpent);
@@ -636,7 +716,7 @@ mod tests {
                 chunk: 7,
                 budget: 100,
                 probe_cache: false,
-                dest_blocking: false,
+                strict: false,
             },
         );
         assert_eq!((moved, stop), (0, PumpStop::BudgetSpent));
@@ -707,7 +787,7 @@ mod tests {
                 chunk,
                 budget: 1 << 20,
                 probe_cache: false,
-                dest_blocking: false,
+                strict: false,
             };
             for _ in 0..100 {
                 let (_, stop) = pump(

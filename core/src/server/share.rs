@@ -15,13 +15,25 @@
 //! another uid below its share asks for a slot. Which transfer gives its
 //! slot back is [`pick`]'s: the one losing the least.
 //!
+//! Many uids (one client with subordinate uids, say) can each hold a slot
+//! or two, so that no uid is above its share while the table is full: the
+//! rule above then takes nothing back and every other uid was refused
+//! (issue 23). So a uid holding *no* slot is served too: it takes back the
+//! slot of another uid's transfer that has been idle (no byte moved, no
+//! open sent) for at least [`IDLE_TAKE_BACK`], the one losing the least
+//! ([`pick_idle`]); only if there is none is it refused. Every uid can get
+//! one slot while any slot is held idle; a transfer that moves data is
+//! never taken on this ground (the stall timeout is its bound), nor one
+//! younger than [`IDLE_TAKE_BACK`], so a victim's quick Open + Send Open
+//! is not. `--uid-share 100` turns this off too.
+//!
 //! Where the OS reports no credentials (uid `None`), every request counts
 //! as one uid's: nothing can be told apart, and nothing is taken back.
 //!
 //! Pure data and rules: no I/O, no clock reads.
 
 use std::collections::HashMap;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use super::table::Slot;
 
@@ -70,6 +82,31 @@ pub fn admit(
         Some((uid, held)) if mine < share && held > share => Admit::TakeBackFrom(uid),
         _ => Admit::Refuse,
     }
+}
+
+/// How long a transfer must have been idle before a uid holding no slot
+/// may take its slot back when no uid is above its share.
+pub const IDLE_TAKE_BACK: Duration = Duration::from_secs(1);
+
+/// Whether a requester holding `mine` slots, refused by [`admit`], may
+/// take back an idle slot of another uid ([`pick_idle`]): it holds none,
+/// its uid is known, and the share is below the whole table.
+pub fn may_take_back_idle(percent: u32, mine: usize, uid: Option<u32>) -> bool {
+    percent < 100 && mine == 0 && uid.is_some()
+}
+
+/// The transfer to take back among `(slot, loss, last progress)` of other
+/// uids for a uid holding no slot: only those idle since
+/// [`IDLE_TAKE_BACK`] before `now`, then as [`pick`].
+pub fn pick_idle(
+    candidates: impl IntoIterator<Item = (Slot, Loss, Instant)>,
+    now: Instant,
+) -> Option<Slot> {
+    pick(
+        candidates
+            .into_iter()
+            .filter(|&(_, _, last)| now.saturating_duration_since(last) >= IDLE_TAKE_BACK),
+    )
 }
 
 /// How much a transfer loses if its slot is taken back, lowest first.

@@ -16,9 +16,14 @@
 //! `PIPE_BUF`, so it is atomic: all of it lands or none.
 //!
 //! The client shares the pipe's open file description and may clear its
-//! `O_NONBLOCK`: every write goes through the [`backstop`], and once a write
-//! was interrupted and the flag found cleared the channel is *blocking*:
-//! a message is written only when the kernel reports room for all of it.
+//! `O_NONBLOCK` at any moment: no write here depends on it. Each message is
+//! written with a call that does not wait ([`sys::write_nowait`]:
+//! `pwritev2(RWF_NOWAIT)`, or where the kernel refuses that for pipes, only
+//! when the pipe's reported room holds all of it), through the [`backstop`].
+//! A write the backstop interrupted anyway (a pipe whose kernel refuses
+//! `RWF_NOWAIT`, its room misreported) is reported to the server
+//! ([`StatusWriter::take_caught`]), which marks the pipe's open file
+//! description and counts a strike against the uid ([`Caught`]).
 //!
 //! This file may write only to the status descriptor it was given.
 
@@ -26,9 +31,10 @@ use std::io;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 
 use crate::protocol::{self as proto, FileInfo, XferStat, SFD_HDR_SIZE};
-use crate::sys;
+use crate::sys::{self, DestKind};
 
 use super::backstop;
+use super::caught::Caught;
 
 /// Progress is reported in steps of at least this many bytes: what moved
 /// before a wait is held back until a later wait brings it up to a step. A
@@ -82,8 +88,15 @@ pub struct StatusWriter {
     reportable: u64,
     final_msg: Option<Final>,
     reports_progress: bool,
-    /// The client cleared `O_NONBLOCK` (seen after an interrupted write).
-    blocking: bool,
+    /// A call on this pipe's open file description blocked once (this
+    /// channel's, or another transfer's: [`Caught`]): a Read's data then
+    /// takes the strict path.
+    strict: bool,
+    /// The [`Caught::generation`] last looked at.
+    seen: u64,
+    /// A write of this channel was interrupted and the server has not been
+    /// told yet.
+    caught: bool,
 }
 
 impl StatusWriter {
@@ -97,7 +110,9 @@ impl StatusWriter {
             reportable: 0,
             final_msg: None,
             reports_progress,
-            blocking: false,
+            strict: false,
+            seen: 0,
+            caught: false,
         }
     }
 
@@ -182,14 +197,11 @@ impl StatusWriter {
         if len == 0 {
             return Flush::Clear;
         }
-        if self.blocking {
-            // A blocking write of a message below PIPE_BUF waits for room
-            // for all of it.
-            if sys::pipe_free_space(self.fd.as_fd()).is_some_and(|room| room < len) {
-                return Flush::Pending;
-            }
+        let (written, interrupted) = write_reply_watched(self.fd.as_fd(), &buf[..len]);
+        if interrupted {
+            self.caught_blocking();
         }
-        match write_reply(self.fd.as_fd(), &buf[..len]) {
+        match written {
             Ok(()) => {
                 self.info = None;
                 self.unreported -= reported;
@@ -200,36 +212,43 @@ impl StatusWriter {
                 }
                 Flush::Clear
             }
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                if e.raw_os_error() == Some(INTERRUPTED) {
-                    self.note_blocking();
-                }
-                Flush::Pending
-            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Flush::Pending,
             Err(_) => Flush::Gone,
         }
     }
 
-    /// After an interrupted write: whether the client cleared the flag.
-    fn note_blocking(&mut self) {
-        if !self.blocking && sys::is_nonblocking(self.fd.as_fd()).is_ok_and(|nb| !nb) {
+    /// A call on this channel (a status write, or a Read's data) blocked
+    /// and the backstop interrupted it: the server is told
+    /// ([`take_caught`](Self::take_caught)).
+    pub fn caught_blocking(&mut self) {
+        if !self.strict {
             log::info!(
-                "a status pipe's O_NONBLOCK was cleared by its client; writes now wait for room"
+                "a write to a status pipe blocked (its kernel refuses RWF_NOWAIT for pipes \
+                 and its room was misreported); the backstop interrupted it"
             );
-            self.blocking = true;
+        }
+        self.strict = true;
+        self.caught = true;
+    }
+
+    /// Whether a call blocked since the last look: the server then marks
+    /// the pipe's open file description for every transfer sharing it.
+    pub fn take_caught(&mut self) -> bool {
+        std::mem::take(&mut self.caught)
+    }
+
+    /// Takes in the server's marks: strict if this pipe's open file
+    /// description was caught blocking for another transfer.
+    pub fn notice(&mut self, caught: &Caught) {
+        if !self.strict && caught.check(self.fd.as_fd(), &mut self.seen) {
+            self.strict = true;
         }
     }
 
-    /// Whether the client was found to have cleared `O_NONBLOCK` (a Read's
-    /// data then moves only as far as the pipe has room).
-    pub fn is_blocking(&self) -> bool {
-        self.blocking
-    }
-
-    /// Marks the channel blocking if the client cleared `O_NONBLOCK` (a
-    /// Read whose data call was interrupted).
-    pub fn check_blocking(&mut self) {
-        self.note_blocking();
+    /// Whether calls on this channel's open file description were caught
+    /// blocking.
+    pub fn is_strict(&self) -> bool {
+        self.strict
     }
 
     /// The descriptor, for readiness registration and as a Read's data
@@ -249,22 +268,28 @@ impl StatusWriter {
 const INTERRUPTED: i32 = libc::EAGAIN;
 
 /// Writes one message below `PIPE_BUF` to a reply pipe the client shares,
-/// with one `write(2)` (atomic) through the [`backstop`]: a write that
-/// blocked (the client cleared `O_NONBLOCK`) comes back as `EAGAIN`, as a
-/// full pipe's does. A stray `EINTR` is retried a few times. (Not
+/// with one call that does not wait whatever the pipe's `O_NONBLOCK`
+/// ([`sys::write_nowait`]; all of the message or none), through the
+/// [`backstop`]: a full pipe, and a write that blocked anyway, come back as
+/// `EAGAIN`. A stray `EINTR` is retried a few times. (Not
 /// [`sys::write_message`], which retries `EINTR` for as long as it comes.)
 pub fn write_reply(fd: BorrowedFd<'_>, msg: &[u8]) -> io::Result<()> {
+    write_reply_watched(fd, msg).0
+}
+
+/// [`write_reply`], and whether the backstop interrupted the write.
+fn write_reply_watched(fd: BorrowedFd<'_>, msg: &[u8]) -> (io::Result<()>, bool) {
     for _ in 0..4 {
-        let (r, interrupted) = backstop::guarded(|| sys::write(fd, msg));
+        let (r, interrupted) = backstop::guarded(|| sys::write_nowait(fd, msg, DestKind::Pipe));
         match r {
-            Ok(n) if n == msg.len() => return Ok(()),
-            Ok(_) => return Err(io::Error::from_raw_os_error(libc::EIO)),
-            Err(_) if interrupted => return Err(io::Error::from_raw_os_error(INTERRUPTED)),
+            Ok(n) if n == msg.len() => return (Ok(()), false),
+            Ok(_) => return (Err(io::Error::from_raw_os_error(libc::EIO)), false),
+            Err(_) if interrupted => return (Err(io::Error::from_raw_os_error(INTERRUPTED)), true),
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(e),
+            Err(e) => return (Err(e), false),
         }
     }
-    Err(io::Error::from_raw_os_error(INTERRUPTED))
+    (Err(io::Error::from_raw_os_error(INTERRUPTED)), false)
 }
 
 #[cfg(test)]

@@ -31,9 +31,9 @@ impl TransferBackend for Portable {
         &self,
         chunk: FileChunk<'_>,
         dest: BorrowedFd<'_>,
-        _kind: DestKind,
+        kind: DestKind,
     ) -> io::Result<Moved> {
-        ReadWriteCopy::send_file(chunk, dest)
+        ReadWriteCopy::send_file(chunk, dest, kind)
     }
 
     fn open_beneath(&self, root: BorrowedFd<'_>, path: &CStr) -> io::Result<(OwnedFd, libc::stat)> {
@@ -463,6 +463,40 @@ fn the_share_rule_takes_back_only_from_a_uid_above_its_share() {
         }
     }
     assert_eq!(held, [8, 8]);
+}
+
+#[test]
+fn a_uid_holding_nothing_takes_back_an_idle_slot_only() {
+    use super::share::{may_take_back_idle, pick_idle, Loss, IDLE_TAKE_BACK};
+    use std::time::{Duration, Instant};
+    // Many uids, one slot each: nobody is above the share, and the
+    // requester holds nothing.
+    assert!(may_take_back_idle(50, 0, Some(9)));
+    assert!(!may_take_back_idle(50, 1, Some(9)), "it holds one already");
+    assert!(!may_take_back_idle(100, 0, Some(9)), "100: never");
+    assert!(!may_take_back_idle(50, 0, None), "no credentials");
+    let now = Instant::now() + Duration::from_secs(10);
+    let idle = now - IDLE_TAKE_BACK;
+    let young = now - IDLE_TAKE_BACK / 2;
+    // Only idle ones, least loss first, then the idlest.
+    assert_eq!(
+        pick_idle(
+            [(1, Loss::UnsentOpen, young), (2, Loss::InFlight, young)],
+            now
+        ),
+        None
+    );
+    assert_eq!(
+        pick_idle(
+            [
+                (1, Loss::UnsentOpen, young),
+                (2, Loss::InFlight, idle - Duration::from_secs(5)),
+                (3, Loss::UnsentOpen, idle),
+            ],
+            now
+        ),
+        Some(3)
+    );
 }
 
 #[test]

@@ -28,10 +28,13 @@ pub enum Dest {
         kind: DestKind,
         /// Whether it is registered for readiness with the loop.
         registered: bool,
-        /// Whether its client was found to have cleared `O_NONBLOCK` (a
-        /// call was interrupted by the backstop): calls are then made
-        /// non-blocking per call or bounded by the reported free space.
-        blocking: bool,
+        /// Whether a call on its open file description blocked once (the
+        /// backstop interrupted it, for this transfer or another sharing
+        /// it), or its uid was caught often (`Caught`): file data then
+        /// never goes by `sendfile`, and a pipe takes its worst-case room.
+        strict: bool,
+        /// The `Caught::generation` last looked at.
+        seen: u64,
     },
 }
 

@@ -16,6 +16,7 @@ use std::time::Instant;
 use crate::backend::{DestKind, TransferBackend};
 use crate::sys::{self, errno as errno_of};
 
+use super::caught;
 use super::closer::CloseJob;
 use super::disk::{DiskJob, Finished, Work};
 use super::engine::{Engine, Interest};
@@ -112,6 +113,7 @@ impl<B: TransferBackend> Server<B> {
             state,
             status,
             cursor,
+            peer_uid,
             ..
         } = t;
         let State::Running {
@@ -122,37 +124,55 @@ impl<B: TransferBackend> Server<B> {
         else {
             return;
         };
-        let dest_blocking = match dest {
-            Dest::Status => status.is_blocking(),
+        // Strict if this destination's open file description, or its uid,
+        // was caught blocking (for this transfer or another).
+        let uid_caught = self.caught.uid_is_caught(*peer_uid);
+        let strict = match dest {
+            Dest::Status => {
+                status.notice(&self.caught);
+                status.is_strict() || uid_caught
+            }
             Dest::Fd {
                 kind: DestKind::RegularFile,
                 ..
             } => return self.write_off_loop(slot, txnid),
-            Dest::Fd { blocking, .. } => *blocking,
+            Dest::Fd {
+                fd, strict, seen, ..
+            } => {
+                if !*strict && self.caught.check(fd.as_fd(), seen) {
+                    *strict = true;
+                }
+                *strict || uid_caught
+            }
         };
         let limits = Limits {
             chunk: self.config.chunk,
             budget: self.config.quantum,
             probe_cache: self.config.probe_cache,
-            dest_blocking,
+            strict,
         };
         let (dest_fd, kind) = Transfer::dest_fd(status, dest);
         let (moved, stop) = pump(&*backend, cursor, file.as_fd(), dest_fd, kind, limits);
         if stop == PumpStop::Blocked {
-            // Interrupted by the backstop: if the client cleared O_NONBLOCK,
-            // the destination's calls are bounded from now on.
-            match dest {
-                Dest::Status => status.check_blocking(),
-                Dest::Fd { fd, blocking, .. } => {
-                    if !*blocking && sys::is_nonblocking(fd.as_fd()).is_ok_and(|nb| !nb) {
-                        log::info!(
-                            "txn {txnid:x}: the client cleared O_NONBLOCK on its destination; \
-                             its writes are now non-blocking per call or bounded by free space"
-                        );
-                        *blocking = true;
-                    }
+            // Interrupted by the backstop: the open file description is
+            // marked, for every transfer that shares it, and the uid counts
+            // a strike.
+            let id = match dest {
+                Dest::Status => {
+                    status.caught_blocking();
+                    let _ = status.take_caught();
+                    caught::identity_of(status.fd())
                 }
-            }
+                Dest::Fd { fd, strict, .. } => {
+                    *strict = true;
+                    caught::identity_of(fd.as_fd())
+                }
+            };
+            log::info!(
+                "txn {txnid:x}: a call on its destination blocked and was interrupted; \
+                 its open file description is marked"
+            );
+            self.caught.catch(id, *peer_uid);
         }
         self.after_moving(slot, txnid, moved, stop);
     }
@@ -248,7 +268,7 @@ impl<B: TransferBackend> Server<B> {
             // Misses are reported as on the loop (and prefetched as a job
             // of their own), so that both paths read a file alike.
             probe_cache: self.config.probe_cache,
-            dest_blocking: false,
+            strict: false,
         };
         let Some(t) = self.table.get_mut(slot) else {
             return;
@@ -385,7 +405,13 @@ impl<B: TransferBackend> Server<B> {
         let Some(t) = self.table.get_mut(slot) else {
             return;
         };
-        match t.status.flush() {
+        t.status.notice(&self.caught);
+        let flushed = t.status.flush();
+        if t.status.take_caught() {
+            let id = caught::identity_of(t.status.fd());
+            self.caught.catch(id, t.peer_uid);
+        }
+        match flushed {
             Flush::Clear => {
                 if t.status.is_finished() {
                     self.remove(slot);
@@ -595,7 +621,8 @@ impl<B: TransferBackend> Server<B> {
                 fd: dest,
                 kind: DestKind::RegularFile,
                 registered: false,
-                blocking: false,
+                strict: false,
+                seen: 0,
             },
             dest_ready: true,
         };

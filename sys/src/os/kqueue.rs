@@ -37,3 +37,9 @@ pub fn pipe_free_space(fd: BorrowedFd<'_>) -> Option<usize> {
     }
     Some(got.data.max(0) as usize)
 }
+
+/// [`crate::nowait::pipe_room`]: the exact free space (kqueue counts bytes
+/// of one ring buffer).
+pub fn pipe_room(fd: BorrowedFd<'_>) -> Option<usize> {
+    pipe_free_space(fd)
+}

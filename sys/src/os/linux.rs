@@ -146,6 +146,62 @@ pub fn pipe_free_space(fd: BorrowedFd<'_>) -> Option<usize> {
     Some((size as usize).saturating_sub(queued.max(0) as usize))
 }
 
+/// [`crate::nowait::pipe_room`]: `F_GETPIPE_SZ` and `FIONREAD`, in
+/// slots ([`crate::nowait::pipe_room_of`]).
+pub fn pipe_room(fd: BorrowedFd<'_>) -> Option<usize> {
+    // SAFETY: plain fcntl on a descriptor we borrow.
+    let size = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_GETPIPE_SZ) };
+    if size < 0 {
+        return None;
+    }
+    let mut queued: libc::c_int = 0;
+    // SAFETY: FIONREAD writes one int through the pointer.
+    if unsafe { libc::ioctl(fd.as_raw_fd(), libc::FIONREAD, &mut queued) } < 0 {
+        return None;
+    }
+    // SAFETY: sysconf has no preconditions.
+    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) }.max(1) as usize;
+    Some(crate::nowait::pipe_room_of(
+        size as usize,
+        queued.max(0) as usize,
+        page,
+    ))
+}
+
+/// Whether pipes refused `RWF_NOWAIT` once (a kernel before pipes honoured
+/// it): they are not asked again.
+static PIPES_REFUSE_NOWAIT: std::sync::atomic::AtomicBool =
+    std::sync::atomic::AtomicBool::new(false);
+
+/// [`crate::nowait::write_nowait`]'s per-call form: `pwritev2(2)` at the
+/// file's own position with `RWF_NOWAIT`, which fails with `EAGAIN` instead
+/// of waiting whatever `O_NONBLOCK` says, or with `EOPNOTSUPP` where the
+/// file does not honour it (terminals, most drivers, pipes before Linux
+/// 5.x). Only pipes and devices come here.
+pub fn write_nowait(fd: BorrowedFd<'_>, buf: &[u8]) -> io::Result<usize> {
+    use std::sync::atomic::Ordering;
+    let is_pipe_refused = PIPES_REFUSE_NOWAIT.load(Ordering::Relaxed);
+    if is_pipe_refused && crate::fd::fstat(fd).is_ok_and(|st| crate::fd::is_fifo(&st)) {
+        return Err(io::Error::from_raw_os_error(libc::EOPNOTSUPP));
+    }
+    let iov = libc::iovec {
+        iov_base: buf.as_ptr() as *mut libc::c_void,
+        iov_len: buf.len(),
+    };
+    // SAFETY: one iovec describing a live buffer of its length.
+    let r = unsafe { libc::pwritev2(fd.as_raw_fd(), &iov, 1, -1, libc::RWF_NOWAIT) };
+    let r = cvt_len(r);
+    if let Err(e) = &r {
+        if e.raw_os_error() == Some(libc::EOPNOTSUPP)
+            && !is_pipe_refused
+            && crate::fd::fstat(fd).is_ok_and(|st| crate::fd::is_fifo(&st))
+        {
+            PIPES_REFUSE_NOWAIT.store(true, Ordering::Relaxed);
+        }
+    }
+    r
+}
+
 /// `fstatfs(2)`: the filesystem's type (linux/magic.h), and whether its
 /// opens never wait ([`opens_never_wait`]).
 pub fn filesystem_of(file: BorrowedFd<'_>) -> Option<(u64, bool)> {

@@ -9,3 +9,8 @@ pub use crate::portable::*;
 pub fn pipe_free_space(_fd: BorrowedFd<'_>) -> Option<usize> {
     None
 }
+
+/// Unknown: `None`.
+pub fn pipe_room(_fd: BorrowedFd<'_>) -> Option<usize> {
+    None
+}

@@ -98,3 +98,9 @@ pub fn file_to_socket_nowait(
 ) -> io::Result<usize> {
     Err(io::Error::from_raw_os_error(libc::ENOSYS))
 }
+
+/// No per-call non-blocking write for pipes or devices here:
+/// `EOPNOTSUPP` (the caller bounds a pipe write by its reported room).
+pub fn write_nowait(_fd: BorrowedFd<'_>, _buf: &[u8]) -> io::Result<usize> {
+    Err(io::Error::from_raw_os_error(libc::EOPNOTSUPP))
+}

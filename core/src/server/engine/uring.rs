@@ -41,6 +41,9 @@ struct Registration {
     fd: RawFd,
     gen: u32,
     mask: u32,
+    /// One-shot polls of [`UringEngine::reregister`] armed and not yet
+    /// seen completing: a deregistration cancels them too.
+    one_shots: u32,
 }
 
 /// The ring, what it watches, and the eventfd other threads wake it with.
@@ -216,6 +219,7 @@ impl UringEngine {
             fd,
             gen: self.next_gen,
             mask: poll_mask(i),
+            one_shots: 0,
         };
         self.watched.insert(token, reg);
         self.arm(token, reg, true)
@@ -227,24 +231,28 @@ impl UringEngine {
     /// removal that can miss a poll between two wake-ups, and a missed
     /// poll keeps the descriptor's file open.)
     pub fn reregister(&mut self, fd: RawFd, token: usize, i: Interest) -> io::Result<()> {
-        match self.watched.get(&token).copied() {
-            Some(reg) if reg.fd == fd && reg.mask == poll_mask(i) => self.arm(token, reg, false),
+        match self.watched.get_mut(&token) {
+            Some(reg) if reg.fd == fd && reg.mask == poll_mask(i) => {
+                reg.one_shots += 1;
+                let reg = *reg;
+                self.arm(token, reg, false)
+            }
             _ => self.register(fd, token, i),
         }
     }
 
-    /// Cancels every poll of the descriptor's file and waits for the
-    /// cancels (`IORING_REGISTER_SYNC_CANCEL` by descriptor, all matches):
-    /// a poll request holds a reference to the open file, and the
-    /// descriptor's next close must be the last (a client waits for end of
-    /// file on its status pipe, and a lingering socket must close on a
-    /// closer thread, not in the ring's task work). Polls are matched by
-    /// file, not by descriptor: another registration of the same file (a
-    /// client may pass one pipe as one transfer's destination and another's
-    /// status channel) loses its poll too, and gets it back when the
-    /// cancel's `ECANCELED` completion ends its multishot poll, which
-    /// `take_completions` re-arms (arming reports current
-    /// readiness, so no wake-up is missed).
+    /// Cancels this registration's polls, by their own key (`user_data`:
+    /// token and generation), and waits for the cancels
+    /// (`IORING_REGISTER_SYNC_CANCEL`): a poll request holds a reference to
+    /// the open file, and the descriptor's next close must be the last (a
+    /// client waits for end of file on its status pipe, and a lingering
+    /// socket must close on a closer thread, not in the ring's task work).
+    ///
+    /// Never by file: a client may pass one pipe or socket to a thousand
+    /// transfers (destination of some, status channel of all), and a cancel
+    /// by file would cancel and re-arm every one of their polls at each
+    /// deregistration (issue 23, row 6: 20 ms a Cancel). Their polls hold
+    /// references of their own, so this close is not the last anyway.
     pub fn deregister(&mut self, token: usize) -> io::Result<()> {
         let Some(reg) = self.watched.remove(&token) else {
             return Ok(());
@@ -253,19 +261,32 @@ impl UringEngine {
         if !self.ring.submission().is_empty() {
             self.submit()?;
         }
-        match self
-            .ring
-            .submitter()
-            .register_sync_cancel(None, types::CancelBuilder::fd(types::Fd(reg.fd)).all())
-        {
+        let mut cancelled = false;
+        let keys = [
+            Some(user_data(token, reg.gen, false)),
+            (reg.one_shots > 0).then(|| user_data(token, reg.gen, true)),
+        ];
+        for key in keys.into_iter().flatten() {
+            match self
+                .ring
+                .submitter()
+                .register_sync_cancel(None, types::CancelBuilder::user_data(key).all())
+            {
+                Ok(()) => cancelled = true,
+                // Already ended (its completion is waiting, or the kernel
+                // ended the multishot poll): nothing holds the file.
+                Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        if cancelled {
             // The cancelled polls let go of the file in the ring's task
             // work: run it now, so that the ring's is not the file's last
             // reference (a lingering socket's release would then block the
             // loop later).
-            Ok(()) => self.run_task_work(),
-            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => Ok(()),
-            Err(e) => Err(e),
+            self.run_task_work()?;
         }
+        Ok(())
     }
 
     /// Whether an enter without a wait would do nothing: no entry queued
@@ -406,6 +427,11 @@ impl UringEngine {
             if !current {
                 // A poll since removed or replaced.
                 continue;
+            }
+            if one_shot && !cqueue::more(cqe.flags()) {
+                if let Some(reg) = self.watched.get_mut(&token) {
+                    reg.one_shots = reg.one_shots.saturating_sub(1);
+                }
             }
             if !one_shot && !cqueue::more(cqe.flags()) {
                 // The kernel ended the multishot poll (a full completion
