@@ -725,3 +725,59 @@ async fn async_opens_are_held_in_the_client_and_keep_the_contract() {
     assert_eq!(e.raw_os_error(), Some(libc::ENOENT));
     assert!(eventually(|| d.live() == 0));
 }
+
+/// Header, file and trailer leave in one `sendmsg` per step: a socket
+/// that fills inside any of them (a small buffer nobody reads yet) hands
+/// on exactly what is left, and the reader gets every byte once.
+#[test]
+fn a_send_that_fills_inside_the_header_or_trailer_loses_nothing() {
+    use sendfiled_client::client::HeaderTrailer;
+    let d = Daemon::start();
+    let data = pattern(40_000);
+    d.write("f.bin", &data);
+    let c = d.client();
+    let before = counters(&c);
+    for hdr_len in [0usize, 100, 4000] {
+        for len in [0usize, 3000, 30_000] {
+            for trl_len in [0usize, 7, 4000] {
+                let header: Vec<u8> = (0..hdr_len).map(|i| (i % 251) as u8).collect();
+                let trailer: Vec<u8> = (0..trl_len).map(|i| (i % 239) as u8).collect();
+                let (a, b) = UnixStream::pair().unwrap();
+                sys::raise_socket_buffer(a.as_fd(), libc::SO_SNDBUF, 4096);
+                let range = Range {
+                    offset: 5,
+                    len: len as u64,
+                };
+                let mut want = header.clone();
+                let body = if len == 0 {
+                    &data[5..]
+                } else {
+                    &data[5..5 + len]
+                };
+                want.extend_from_slice(body);
+                want.extend_from_slice(&trailer);
+                let ch = c
+                    .send_hdtr("f.bin", a.as_fd(), range, HeaderTrailer { header, trailer })
+                    .expect("send");
+                let n = want.len();
+                let reader = std::thread::spawn(move || drain(&b, n));
+                let done = complete(&ch);
+                assert!(done.complete, "{hdr_len}/{len}/{trl_len}: {done:?}");
+                drop(a);
+                let got = reader.join().unwrap();
+                assert!(
+                    got == want,
+                    "{hdr_len}/{len}/{trl_len}: {} bytes for {}",
+                    got.len(),
+                    want.len()
+                );
+            }
+        }
+    }
+    if inline::in_effect() {
+        // The buffer filled part-way for the larger ones: the daemon took
+        // the rest of those (and only those: the rest finished here).
+        let handed = counters(&c).1 - before.1;
+        assert!((1..27).contains(&handed), "{handed} of 27 handed on");
+    }
+}

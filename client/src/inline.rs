@@ -697,7 +697,9 @@ struct Progress {
 
 impl Progress {
     /// Header, file and trailer to a stream socket with `MSG_DONTWAIT`, the
-    /// file read from the page cache only. True when all of it went.
+    /// file read from the page cache only. True when all of it went. What
+    /// is left of the header, each step of the file and (with the last)
+    /// the trailer leave in one `sendmsg`: a small response is one call.
     fn write_socket(
         &mut self,
         file: BorrowedFd<'_>,
@@ -709,43 +711,69 @@ impl Progress {
         if size > ATTEMPT_BUDGET {
             return false;
         }
-        let more = if size > 0 || !hdtr.trailer.is_empty() {
-            more_flag()
-        } else {
-            0
-        };
-        while self.hdr_done < hdtr.header.len() {
-            match sys::send_dontwait(sock, &hdtr.header[self.hdr_done..], more) {
-                Ok(n) => self.hdr_done += n,
-                Err(_) => return false,
-            }
-        }
         if size - self.done >= SENDFILE_FROM && sys::is_nonblocking(sock).unwrap_or(false) {
+            let more = more_flag();
+            while self.hdr_done < hdtr.header.len() {
+                match sys::send_dontwait(sock, &hdtr.header[self.hdr_done..], more) {
+                    Ok(n) => self.hdr_done += n,
+                    Err(_) => return false,
+                }
+            }
             return self.sendfile_socket(file, sock, offset, size, hdtr);
         }
         let mut buf = vec![0u8; (size.min(STEP as u64)) as usize];
-        while self.done < size {
+        loop {
             let want = (size - self.done).min(buf.len() as u64) as usize;
-            let got = match cache::read_cached(file, &mut buf[..want], offset + self.done) {
-                // 0 before the size: the file shrank, or the early zero of
-                // some kernels for a page not cached. The daemon decides.
-                Ok(0) | Err(_) => return false,
-                Ok(n) => n,
-            };
-            let last = self.done + got as u64 == size && hdtr.trailer.is_empty();
-            let flags = if last { 0 } else { more_flag() };
-            match sys::send_dontwait(sock, &buf[..got], flags) {
-                Ok(n) => {
-                    self.done += n as u64;
-                    if n < got {
-                        // A short send: the socket is full.
-                        return false;
-                    }
+            let got = if want == 0 {
+                0
+            } else {
+                match cache::read_cached(file, &mut buf[..want], offset + self.done) {
+                    // 0 before the size: the file shrank, or the early zero
+                    // of some kernels for a page not cached. The daemon
+                    // decides.
+                    Ok(0) | Err(_) => return false,
+                    Ok(n) => n,
                 }
-                Err(_) => return false,
+            };
+            let last = self.done + got as u64 == size;
+            let header = &hdtr.header[self.hdr_done..];
+            let trailer: &[u8] = if last {
+                &hdtr.trailer[self.trl_done..]
+            } else {
+                &[]
+            };
+            let total = header.len() + got + trailer.len();
+            if total > 0 {
+                let parts = [
+                    std::io::IoSlice::new(header),
+                    std::io::IoSlice::new(&buf[..got]),
+                    std::io::IoSlice::new(trailer),
+                ];
+                let flags = if last { 0 } else { more_flag() };
+                let Ok(n) = sys::send_vectored_dontwait(sock, &parts, flags) else {
+                    return false;
+                };
+                self.went(n, header.len(), got);
+                if n < total {
+                    // A short send: the socket is full.
+                    return false;
+                }
+            }
+            if last {
+                return true;
             }
         }
-        self.write_trailer(sock, &hdtr.trailer)
+    }
+
+    /// Counts `n` bytes of one send of `header` bytes of the header, `got`
+    /// of the file and then the trailer: they went in that order, so a
+    /// short send ends inside one of them.
+    fn went(&mut self, n: usize, header: usize, got: usize) {
+        let h = n.min(header);
+        let d = (n - h).min(got);
+        self.hdr_done += h;
+        self.done += d as u64;
+        self.trl_done += n - h - d;
     }
 
     /// The file part to a socket whose `O_NONBLOCK` is set, by `sendfile`
@@ -1002,4 +1030,43 @@ pub fn ask(
     fds.extend(file.as_ref().map(|f| f.as_fd()));
     crate::client::send_request_bytes(sock, bytes, &fds)?;
     Ok(r)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Progress;
+
+    fn progress(hdr_done: usize, done: u64, trl_done: usize) -> Progress {
+        Progress {
+            hdr_done,
+            done,
+            trl_done,
+        }
+    }
+
+    /// A short send of header + file + trailer counts each part up to
+    /// where it ended, whichever part that is.
+    #[test]
+    fn a_short_send_ends_inside_the_part_it_reached() {
+        let fields = |p: &Progress| (p.hdr_done, p.done, p.trl_done);
+        // 10 header bytes left (of 30, 20 already out), 100 file bytes, 5
+        // trailer bytes.
+        for (n, want) in [
+            (0, (20, 0, 0)),
+            (4, (24, 0, 0)),
+            (10, (30, 0, 0)),
+            (60, (30, 50, 0)),
+            (110, (30, 100, 0)),
+            (112, (30, 100, 2)),
+            (115, (30, 100, 5)),
+        ] {
+            let mut p = progress(20, 0, 0);
+            p.went(n, 10, 100);
+            assert_eq!(fields(&p), want, "n = {n}");
+        }
+        // A later step: the header is done, the file is part-way.
+        let mut p = progress(30, 64, 0);
+        p.went(40, 0, 36);
+        assert_eq!(fields(&p), (30, 100, 4));
+    }
 }

@@ -72,6 +72,31 @@ pub fn send_dontwait(fd: BorrowedFd<'_>, buf: &[u8], flags: libc::c_int) -> io::
     send(fd, buf, flags | libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL)
 }
 
+/// `sendmsg(2)` of several buffers in order, as one send, with
+/// `MSG_DONTWAIT | MSG_NOSIGNAL` (see [`send_dontwait`]): how many bytes of
+/// them went, which may end inside any of them. An HTTP head and a small
+/// body leave in one call instead of two.
+pub fn send_vectored_dontwait(
+    fd: BorrowedFd<'_>,
+    bufs: &[std::io::IoSlice<'_>],
+    flags: libc::c_int,
+) -> io::Result<usize> {
+    // SAFETY: an all-zero msghdr is valid (no name, no control data).
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    // IoSlice is ABI-compatible with iovec (std guarantees it on Unix);
+    // sendmsg only reads through the pointers.
+    msg.msg_iov = bufs.as_ptr() as *mut libc::iovec;
+    msg.msg_iovlen = bufs.len() as _;
+    // SAFETY: msg points at bufs, valid for this call.
+    cvt_len(unsafe {
+        libc::sendmsg(
+            fd.as_raw_fd(),
+            &msg,
+            flags | libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
+        )
+    })
+}
+
 /// How many bytes the pipe `fd` (its write end) has room for, as the kernel
 /// reports it; `None` where it cannot tell.
 ///
