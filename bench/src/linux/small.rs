@@ -24,16 +24,7 @@ pub(super) fn small_daemon_once(
     size: u64,
     buf: &mut [u8],
 ) -> io::Result<()> {
-    let st = c.send(rel, w, Range::WHOLE)?;
-    let o = os::wait_status(st.as_fd(), false)?;
-    if !o.complete {
-        return Err(other(format!("Send of {rel} did not complete: {o:?}")));
-    }
-    let got = os::drain(r, size, buf)?;
-    if got != size {
-        return Err(other(format!("Send of {rel}: {got} of {size} bytes")));
-    }
-    Ok(())
+    small_once(c, rel, w, r, size, buf, false)
 }
 
 /// One Send waited for with `Client::send_complete`.
@@ -45,15 +36,35 @@ pub(super) fn small_complete_once(
     size: u64,
     buf: &mut [u8],
 ) -> io::Result<()> {
-    let done = c.send_complete(
-        rel,
-        w,
-        Range::WHOLE,
-        sendfiled_client::client::HeaderTrailer::default(),
-        Duration::from_secs(10),
-    )?;
-    if !done.complete {
-        return Err(other(format!("Send of {rel} did not complete: {done:?}")));
+    small_once(c, rel, w, r, size, buf, true)
+}
+
+/// One Send, waited for on its channel (`Client::send`, as a C caller
+/// does) or with `Client::send_complete`, then its bytes read back.
+fn small_once(
+    c: &Client,
+    rel: &str,
+    w: BorrowedFd<'_>,
+    r: BorrowedFd<'_>,
+    size: u64,
+    buf: &mut [u8],
+    with_send_complete: bool,
+) -> io::Result<()> {
+    let complete = if with_send_complete {
+        let done = c.send_complete(
+            rel,
+            w,
+            Range::WHOLE,
+            sendfiled_client::client::HeaderTrailer::default(),
+            Duration::from_secs(10),
+        )?;
+        done.complete
+    } else {
+        let st = c.send(rel, w, Range::WHOLE)?;
+        os::wait_status(st.as_fd(), false)?.complete
+    };
+    if !complete {
+        return Err(other(format!("Send of {rel} did not complete")));
     }
     let got = os::drain(r, size, buf)?;
     if got != size {
