@@ -53,6 +53,22 @@ pub(super) struct IsoAcc {
     pub(super) rates: Vec<f64>,
 }
 
+impl IsoAcc {
+    /// An idle window's sorted latencies.
+    fn idle(&mut self, lat: &[u64]) {
+        self.idle50.push(quantile_us(lat, 0.5));
+        self.idle99.push(quantile_us(lat, 0.99));
+        self.idle_max.push(quantile_us(lat, 1.0));
+    }
+
+    /// The sorted latencies of a window during the cold stream.
+    fn busy(&mut self, lat: &[u64]) {
+        self.busy50.push(quantile_us(lat, 0.5));
+        self.busy99.push(quantile_us(lat, 0.99));
+        self.busy_max.push(quantile_us(lat, 1.0));
+    }
+}
+
 /// One isolation window through a thread pool of `plan.pool_threads`
 /// workers: 4 KiB Sends idle, then while one job streams the evicted file.
 pub(super) fn isolation_pool(
@@ -75,9 +91,7 @@ pub(super) fn isolation_pool(
         Ok(sorted(lat))
     };
     let lat = timed(&mut buf)?;
-    acc.idle50.push(quantile_us(&lat, 0.5));
-    acc.idle99.push(quantile_us(&lat, 0.99));
-    acc.idle_max.push(quantile_us(&lat, 1.0));
+    acc.idle(&lat);
     os::evict(cold)?;
     let resident = os::resident_fraction(cold, files.cold)?;
     let (w, r) = os::unix_stream_pair()?;
@@ -94,9 +108,7 @@ pub(super) fn isolation_pool(
     let _ = os::eventfd_take(done.as_fd())?;
     p.stop();
     let lat = lat?;
-    acc.busy50.push(quantile_us(&lat, 0.5));
-    acc.busy99.push(quantile_us(&lat, 0.99));
-    acc.busy_max.push(quantile_us(&lat, 1.0));
+    acc.busy(&lat);
     acc.rates
         .push(streamed as f64 / (1 << 20) as f64 / took.as_secs_f64());
     Ok(resident)
@@ -116,9 +128,7 @@ pub(super) fn isolation_daemon(
     acc: &mut IsoAcc,
 ) -> io::Result<f64> {
     let lat = sorted(timed_sends(Some(victim), files, plan.iso_secs)?);
-    acc.idle50.push(quantile_us(&lat, 0.5));
-    acc.idle99.push(quantile_us(&lat, 0.99));
-    acc.idle_max.push(quantile_us(&lat, 1.0));
+    acc.idle(&lat);
     os::evict(cold)?;
     let resident = os::resident_fraction(cold, files.cold)?;
     let (w, r) = os::unix_stream_pair()?;
@@ -137,9 +147,7 @@ pub(super) fn isolation_daemon(
         .map_err(|_| other("reader panicked".into()))??;
     client.cancel(txnid)?;
     let _ = os::wait_status(st.as_fd(), false)?;
-    acc.busy50.push(quantile_us(&lat, 0.5));
-    acc.busy99.push(quantile_us(&lat, 0.99));
-    acc.busy_max.push(quantile_us(&lat, 1.0));
+    acc.busy(&lat);
     acc.rates.push(mib_s(streamed, took));
     Ok(resident)
 }
