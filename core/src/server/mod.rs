@@ -27,6 +27,7 @@ pub mod backstop;
 pub mod closer;
 pub mod disk;
 pub mod engine;
+pub mod fair;
 pub mod listener;
 pub mod open;
 pub mod pump;
@@ -226,7 +227,14 @@ impl<B: TransferBackend> Server<B> {
     ) -> io::Result<Server<B>> {
         let mut engine = Engine::new(config.engine, WAKER)?;
         let backend = Arc::new(backend);
-        let disk = DiskPool::start(config.disk_threads, Arc::clone(&backend), engine.waker())?;
+        // A transfer has at most one disk job out, and an ended one's queued
+        // job leaves with it: the slots bound the queue.
+        let disk = DiskPool::start(
+            config.disk_threads,
+            config.max_transfers,
+            Arc::clone(&backend),
+            engine.waker(),
+        )?;
         sys::set_nonblocking(shutdown.as_fd(), true)?;
         let root_stat = sys::fstat(root.as_fd())?;
         engine.register(socket.fd.as_raw_fd(), LISTENER, Interest::Readable)?;
@@ -408,16 +416,22 @@ impl<B: TransferBackend> Server<B> {
         // not keep the daemon from exiting.
         let deadline = Instant::now() + SHUTDOWN_GRACE;
         self.closer.submit(&mut self.to_close);
-        if !self.disk.finish(deadline) {
+        let (all, queued) = self.disk.finish(deadline);
+        if !all {
             // The orphans' destinations are with the stuck threads.
             log::warn!("{} transfers' writes still in progress", self.orphans.len());
+        }
+        // Jobs no thread took: every transfer was removed above, so a write
+        // job's destination closes with its orphan.
+        for job in queued {
+            self.job_returned(job);
         }
         // Writes that came back close their orphans in order.
         self.disk_finished();
         let orphans: Vec<CloseJob> = self
             .orphans
             .drain()
-            .map(|(_, t)| Box::new(t) as CloseJob)
+            .map(|(_, t)| CloseJob::new(t.peer_uid, None, Box::new(t)))
             .collect();
         self.to_close.extend(orphans);
         self.closer.submit(&mut self.to_close);
