@@ -134,7 +134,8 @@ pub struct DiskDone {
 /// The queue and the threads' count, under one lock.
 #[derive(Default)]
 struct Queue {
-    jobs: FairQueue<Option<u32>, DiskJob>,
+    /// With when each was queued.
+    jobs: FairQueue<Option<u32>, (DiskJob, Instant)>,
     /// Threads still running.
     alive: usize,
     /// No more jobs are taken: the threads exit once idle.
@@ -247,8 +248,14 @@ impl DiskPool {
                 .name(format!("sendfiled-disk-{i}"))
                 .stack_size(DISK_THREAD_STACK)
                 .spawn(move || {
-                    while let Some(job) = next_job(&shared) {
+                    while let Some((job, waited)) = next_job(&shared) {
+                        let (txnid, uid) = (job.txnid, job.uid);
+                        let t0 = Instant::now();
                         let d = run_job(&*backend, job);
+                        log::trace!(
+                            "disk job of txn {txnid:x} (uid {uid:?}): waited {waited:?}, ran {:?}",
+                            t0.elapsed()
+                        );
                         if let Ok(mut q) = done.lock() {
                             q.push(d);
                         }
@@ -279,7 +286,7 @@ impl DiskPool {
         if q.jobs.len() >= self.bound {
             return Err(Refused::Full(Box::new(job)));
         }
-        q.jobs.push(job.uid, job);
+        q.jobs.push(job.uid, (job, Instant::now()));
         drop(q);
         self.shared.work.notify_one();
         Ok(())
@@ -289,7 +296,9 @@ impl DiskPool {
     /// what they hold goes back to the caller. A job a thread already runs
     /// is not among them; it comes back through [`DiskPool::take_done`].
     pub fn cancel(&self, txnid: u64) -> Vec<DiskJob> {
-        lock(&self.shared).jobs.remove_where(|j| j.txnid == txnid)
+        let mut q = lock(&self.shared);
+        let jobs = q.jobs.remove_where(|(j, _)| j.txnid == txnid);
+        jobs.into_iter().map(|(j, _)| j).collect()
     }
 
     /// Jobs queued and not yet taken by a thread.
@@ -313,7 +322,7 @@ impl DiskPool {
     pub fn finish(&mut self, deadline: Instant) -> (bool, Vec<DiskJob>) {
         let mut q = lock(&self.shared);
         q.stop = true;
-        let queued = q.jobs.drain();
+        let queued = q.jobs.drain().into_iter().map(|(j, _)| j).collect();
         self.shared.work.notify_all();
         let mut all = true;
         while q.alive > 0 {
@@ -340,15 +349,16 @@ impl DiskPool {
     }
 }
 
-/// A disk thread's wait for its next job; `None` once stopping.
-fn next_job(shared: &Shared) -> Option<DiskJob> {
+/// A disk thread's wait for its next job, and how long that job waited in
+/// the queue; `None` once stopping.
+fn next_job(shared: &Shared) -> Option<(DiskJob, std::time::Duration)> {
     let mut q = lock(shared);
     loop {
         if q.stop {
             return None;
         }
-        if let Some((_, job)) = q.jobs.pop() {
-            return Some(job);
+        if let Some((_, (job, queued))) = q.jobs.pop() {
+            return Some((job, queued.elapsed()));
         }
         q = match shared.work.wait(q) {
             Ok(g) => g,

@@ -42,7 +42,7 @@ mod turns;
 #[cfg(test)]
 mod tests;
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{HashMap, HashSet};
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::sync::Arc;
@@ -163,6 +163,12 @@ pub const SHUTDOWN_GRACE: Duration = Duration::from_millis(1500);
 /// Datagrams handled per wake-up before transfers get their turn.
 const REQUESTS_PER_TURN: usize = 64;
 
+/// Most time one pass over the run queue takes before the loop goes round
+/// (closes made, events and requests taken): the transfers left keep their
+/// place for the next pass. Without it a pass over hundreds of runnable
+/// transfers delayed every close and every new request by all of them.
+const RUN_QUEUE_BUDGET: Duration = Duration::from_millis(1);
+
 /// The server: a backend, a root, a request socket and the loop state.
 pub struct Server<B: TransferBackend> {
     backend: Arc<B>,
@@ -179,7 +185,10 @@ pub struct Server<B: TransferBackend> {
     /// [`Engine::close_in_order`]).
     quick_closes: Vec<OwnedFd>,
     table: TransferTable<Transfer>,
-    runq: VecDeque<Slot>,
+    /// Transfers waiting for a turn: a FIFO per uid, round-robin, so that
+    /// one uid's hundreds of runnable transfers (its disk backlog coming
+    /// back, say) cost another uid's transfer a turn per uid, not hundreds.
+    runq: fair::FairQueue<Option<u32>, Slot>,
     timers: OpenFileTimers,
     shares: UidCounts,
     next_sweep: Instant,
@@ -248,7 +257,7 @@ impl<B: TransferBackend> Server<B> {
             engine,
             quick_closes: Vec::new(),
             table: TransferTable::default(),
-            runq: VecDeque::new(),
+            runq: fair::FairQueue::default(),
             timers: OpenFileTimers::default(),
             shares: UidCounts::default(),
             next_sweep: Instant::now(),

@@ -79,21 +79,26 @@ impl<B: TransferBackend> Server<B> {
         if let Some(t) = self.table.get_mut(slot) {
             if !t.queued {
                 t.queued = true;
-                self.runq.push_back(slot);
+                self.runq.push(t.peer_uid, slot);
             }
         }
     }
 
-    /// Gives every queued transfer one turn (those queued during it wait for
-    /// the next round).
+    /// Gives queued transfers one turn each, uids taking turns (those queued
+    /// during the pass wait for the next), for at most
+    /// [`super::RUN_QUEUE_BUDGET`]: the rest keep their places.
     pub(super) fn run_queue(&mut self) {
+        let started = Instant::now();
         for _ in 0..self.runq.len() {
-            let Some(slot) = self.runq.pop_front() else {
+            let Some((_, slot)) = self.runq.pop() else {
                 break;
             };
             if let Some(t) = self.table.get_mut(slot) {
                 t.queued = false;
                 self.turn(slot);
+            }
+            if started.elapsed() >= super::RUN_QUEUE_BUDGET {
+                break;
             }
         }
     }
