@@ -7,8 +7,10 @@
 //! kqueue on the BSDs and macOS). Nothing on this thread blocks:
 //! destinations and status pipes are non-blocking, each transfer moves at
 //! most a bounded quantum per turn so a fast reader cannot starve the
-//! others, and data missing from the page cache is brought in by [`disk`]
-//! threads.
+//! others, uids take turns ([`fair`]: the run queue, the disk queue and the
+//! closer queue are a FIFO per uid, served round-robin) and a pass over the
+//! run queue is bounded in time, and data missing from the page cache is
+//! brought in by [`disk`] threads.
 //!
 //! The client shares every descriptor it passes, so "non-blocking" never
 //! rests on a flag it can clear: socket writes are non-blocking per call,
