@@ -374,3 +374,118 @@ impl Drop for DiskPool {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend::{FileChunk, Moved, ReadWriteCopy};
+    use std::ffi::CStr;
+    use std::os::fd::BorrowedFd;
+    use std::time::Duration;
+
+    const WAIT: Duration = Duration::from_secs(10);
+
+    /// A backend whose prefetch says it started (a byte on `entered`) and
+    /// then waits until `go` is readable.
+    struct Gated {
+        go: OwnedFd,
+        entered: OwnedFd,
+    }
+
+    impl TransferBackend for Gated {
+        fn name(&self) -> &'static str {
+            "gated-test"
+        }
+
+        fn send_file(
+            &self,
+            chunk: FileChunk<'_>,
+            dest: BorrowedFd<'_>,
+            _kind: DestKind,
+        ) -> std::io::Result<Moved> {
+            ReadWriteCopy::send_file(chunk, dest)
+        }
+
+        fn open_beneath(
+            &self,
+            _root: BorrowedFd<'_>,
+            _path: &CStr,
+        ) -> std::io::Result<(OwnedFd, libc::stat)> {
+            Err(std::io::Error::from_raw_os_error(libc::ENOENT))
+        }
+
+        fn prefetch(
+            &self,
+            _file: BorrowedFd<'_>,
+            _offset: u64,
+            _len: usize,
+        ) -> std::io::Result<()> {
+            crate::sys::write(self.entered.as_fd(), b"i")?;
+            crate::sys::wait_readable(self.go.as_fd(), WAIT)?;
+            Ok(())
+        }
+    }
+
+    fn prefetch_job(txnid: u64, uid: u32, file: &Arc<OwnedFd>) -> DiskJob {
+        DiskJob {
+            slot: txnid as usize,
+            txnid,
+            uid: Some(uid),
+            work: Work::Prefetch {
+                file: Arc::clone(file),
+                offset: 0,
+                len: 1,
+            },
+        }
+    }
+
+    #[test]
+    fn queued_jobs_are_recalled_bounded_and_served_by_uid_in_turn() {
+        let (go_r, go_w) = crate::sys::pipe().unwrap();
+        let (entered_r, entered_w) = crate::sys::pipe().unwrap();
+        let (woke_r, woke_w) = crate::sys::pipe().unwrap();
+        let woke_w = Arc::new(woke_w);
+        let wake: Arc<dyn Fn() + Send + Sync> = Arc::new(move || {
+            let _ = crate::sys::write(woke_w.as_fd(), b"w");
+        });
+        let backend = Arc::new(Gated {
+            go: go_r,
+            entered: entered_w,
+        });
+        let mut pool = DiskPool::start(1, 4, backend, wake).unwrap();
+        let file = Arc::new(crate::sys::pipe().unwrap().0);
+        // The only thread takes job 1 and waits in it.
+        pool.submit(prefetch_job(1, 5, &file)).unwrap();
+        assert!(crate::sys::wait_readable(entered_r.as_fd(), WAIT).unwrap());
+        // uid 5 queues three, uid 6 one.
+        for txnid in [2, 3, 4] {
+            pool.submit(prefetch_job(txnid, 5, &file)).unwrap();
+        }
+        pool.submit(prefetch_job(9, 6, &file)).unwrap();
+        assert!(matches!(
+            pool.submit(prefetch_job(10, 6, &file)),
+            Err(Refused::Full(_))
+        ));
+        // Job 3's transfer ended: its job comes back, with its file clone.
+        let back = pool.cancel(3);
+        assert_eq!(back.iter().map(|j| j.txnid).collect::<Vec<_>>(), [3]);
+        drop(back);
+        assert_eq!(pool.queued(), 3);
+        assert!(pool.cancel(1).is_empty(), "a running job is not recalled");
+        // Let every job run: uid 6's comes second, not after uid 5's backlog.
+        assert_eq!(crate::sys::write(go_w.as_fd(), b"go").unwrap(), 2);
+        let mut order = Vec::new();
+        while order.len() < 4 {
+            assert!(crate::sys::wait_readable(woke_r.as_fd(), WAIT).unwrap());
+            let _ = crate::sys::read(woke_r.as_fd(), &mut [0u8; 16]);
+            order.extend(pool.take_done().into_iter().map(|d| d.txnid));
+        }
+        assert_eq!(order, [1, 2, 9, 4]);
+        let (all, queued) = pool.finish(Instant::now() + WAIT);
+        assert!(all && queued.is_empty());
+        assert!(
+            Arc::try_unwrap(file).is_ok(),
+            "no job holds the file any more"
+        );
+    }
+}
