@@ -375,15 +375,17 @@ mod tests {
         assert_eq!(crate::sys::read(r.as_fd(), &mut b).unwrap(), 0);
     }
 
-    /// A job that holds its closer thread until its gate pipe is closed,
-    /// then closes its own pipe end.
+    /// A job that says it started (a byte on `entered`), holds its closer
+    /// thread until its gate pipe is closed, then closes its own pipe end.
     struct Held {
+        entered: OwnedFd,
         gate: OwnedFd,
         _then: OwnedFd,
     }
 
     impl Drop for Held {
         fn drop(&mut self) {
+            let _ = crate::sys::write(self.entered.as_fd(), b"i");
             let _ = crate::sys::wait_readable(self.gate.as_fd(), Duration::from_secs(20));
         }
     }
@@ -397,16 +399,20 @@ mod tests {
     fn a_uid_whose_closes_hang_holds_its_own_lane_only() {
         let c = Closer::default();
         let (gate_r, gate_w) = crate::sys::pipe().unwrap();
+        let (entered_r, entered_w) = crate::sys::pipe().unwrap();
         let mut theirs = Vec::new();
         let mut jobs = Vec::new();
         // Eight closes of uid 1 that hang; then one of uid 2.
         for _ in 0..8 {
             let (r, w) = crate::sys::pipe().unwrap();
-            let gate = gate_r.try_clone().unwrap();
             jobs.push(CloseJob::new(
                 Some(1),
                 None,
-                Box::new(Held { gate, _then: w }),
+                Box::new(Held {
+                    entered: entered_w.try_clone().unwrap(),
+                    gate: gate_r.try_clone().unwrap(),
+                    _then: w,
+                }),
             ));
             theirs.push(r);
         }
@@ -417,16 +423,14 @@ mod tests {
             closed(&mine_r, Duration::from_secs(10)),
             "uid 2 closed at once"
         );
-        assert_eq!(
-            c.pending(Some(1)),
-            8,
-            "uid 1's closes wait, two of them held"
-        );
-        assert_eq!(c.pending(Some(2)), 0);
-        {
-            let q = lock(&c.shared);
-            assert_eq!(q.busy_of(Some(1)), CLOSERS_PER_UID);
+        // Two of uid 1's closes are held; the other six wait in its lane.
+        let mut entered = 0;
+        while entered < CLOSERS_PER_UID {
+            assert!(crate::sys::wait_readable(entered_r.as_fd(), Duration::from_secs(10)).unwrap());
+            entered += crate::sys::read(entered_r.as_fd(), &mut [0u8; 8]).unwrap();
         }
+        assert_eq!(c.pending(Some(1)), 8, "uid 1's closes wait for its own");
+        assert_eq!(lock(&c.shared).busy_of(Some(1)), CLOSERS_PER_UID);
         drop(gate_w);
         for r in &theirs {
             assert!(
@@ -436,8 +440,7 @@ mod tests {
         }
         assert!(c.finish(Instant::now() + Duration::from_secs(10)));
         assert_eq!(c.pending(Some(1)), 0);
-        drop(gate_r);
-        let _ = theirs;
+        assert_eq!(c.pending(Some(2)), 0);
     }
 
     #[test]
