@@ -390,9 +390,15 @@ impl<B: TransferBackend> Server<B> {
         );
         // What a uid's ended transfers still hold on the closer threads
         // (a close it made linger) counts against it: its descriptors stay
-        // within its share of the slots however fast it ends transfers.
+        // within its share of the slots however fast it ends transfers. At
+        // least a closer thread's worth each, so that closes merely on
+        // their way (a refused request's file, a burst of finished Sends)
+        // never refuse anyone with a small `-n`.
         let closing = self.closer.pending(uid);
-        if closing >= share::share_of(self.config.max_transfers, self.config.uid_share_percent) {
+        let most_closing =
+            share::share_of(self.config.max_transfers, self.config.uid_share_percent)
+                .max(super::closer::CLOSERS);
+        if closing >= most_closing {
             log::info!(
                 "{command:?} {shown}: refused, uid {} has {closing} closes pending (EMFILE)",
                 Uid(uid)

@@ -28,8 +28,8 @@
 //!   [`CLOSERS_PER_UID`] threads at once, out of [`CLOSERS`];
 //! - what a uid has waiting here counts against it ([`Closer::pending`]):
 //!   admission refuses its new transfers with `EMFILE` while its pending
-//!   closes reach its share of the slots, so its descriptors stay within
-//!   its slots' worth.
+//!   closes reach its share of the slots (at least [`CLOSERS`]), so its
+//!   descriptors stay within its slots' worth.
 //!
 //! At shutdown [`Closer::finish`] waits a bounded time and then leaves the
 //! rest to the process exit, which does not linger on Linux (`SO_LINGER` is
