@@ -53,7 +53,11 @@ const VICTIM_BOUND: Duration = Duration::from_millis(1500);
 ///   the peer sees end of file (the daemon's close) — as an HTTP client
 ///   waits for a `Connection: close` response's end;
 /// - `cold-read|SOCKET|PATH...`: Reads each PATH (4 KiB, not in the page
-///   cache) and reports the worst time in microseconds.
+///   cache) and reports the worst time in microseconds;
+/// - `refused-status|SOCKET|x`: asks for the daemon's status with a TCP
+///   socket lingering [`LINGER_SECS`] as the reply channel, from a uid not
+///   on `--allow-uid`, says `READY` and keeps the socket's peer open until
+///   its stdin ends.
 ///
 /// Prints `RESULT <worst µs>`. Does nothing in a normal test run.
 #[test]
@@ -99,6 +103,21 @@ fn helper() {
                 assert_eq!(v, pattern(4096), "victim's Read byte-exact");
                 println!("RESULT {}", t0.elapsed().as_micros());
                 continue;
+            }
+            "refused-status" => {
+                // Not on the allow-list: refused with EACCES, and the reply
+                // channel is a socket whose last close would linger.
+                let (sock, peer) = lingering_socket();
+                c.send_request(&Request::Status, &[sock.as_fd()])
+                    .expect("status request");
+                drop(sock);
+                // The peer stays open, never reading, until the test is
+                // done (its close would reset the connection, and a reset
+                // socket no longer lingers).
+                println!("READY");
+                let mut done = String::new();
+                let _ = std::io::stdin().read_line(&mut done);
+                drop(peer);
             }
             other => panic!("unknown helper mode {other}"),
         }
@@ -350,6 +369,39 @@ fn refused_requests_close_their_descriptors_off_the_loop() {
     assert!(settled, "descriptors not released: {:?}", d.fd_list());
 }
 
+/// Row 5 as another uid that `--allow-uid` leaves out: its Status request is
+/// refused with `EACCES`, and its reply channel, a TCP socket lingering
+/// 20 s whose peer never reads, is the daemon's last copy. The loop must
+/// not close it in place: the allowed uid's Reads stay fast.
+#[test]
+fn a_refused_uids_lingering_socket_does_not_hold_the_loop() {
+    if !is_root() {
+        return;
+    }
+    let d = daemon(&["--allow-uid", "0"]);
+    public_file(&d, "small", &pattern(4096));
+    let idle = victim_worst(&d, 3);
+    let base = d.fd_count();
+    // The refused uid stays, its peer open, while the allowed one reads.
+    let refused = WaitingVictim::start_mode(&d, "refused-status", &["x"]);
+    let worst = victim_worst(&d, 20);
+    let settled = fds_back_to(&d, base);
+    drop(refused);
+    eprintln!(
+        "row 5: the allowed uid's worst Read {worst:?} (idle {idle:?}) after a refused uid's \
+         Status with a socket lingering {LINGER_SECS} s"
+    );
+    assert!(
+        d.log().contains("not in the allow-list"),
+        "the request was refused by the allow-list"
+    );
+    assert!(
+        worst < VICTIM_BOUND,
+        "a refused request's close held the loop: {worst:?}"
+    );
+    assert!(settled, "descriptors not released: {:?}", d.fd_list());
+}
+
 /// Row 7: eight Sends to TCP connections whose closes would linger 20 s
 /// (send queues full, peers never reading), the attacker's own copies
 /// closed, then cancelled: their last closes are the daemon's. Another
@@ -405,9 +457,10 @@ fn evict(path: &Path) {
     assert_eq!(r, 0, "posix_fadvise");
 }
 
-/// The victim of row 10, started as uid [`VICTIM`] and waiting: each line
-/// written to its stdin makes it Read the next of `paths` and print the
-/// Read's time in microseconds (one `RESULT` line each).
+/// The helper started as uid [`VICTIM`] and waiting on its stdin: row 10's
+/// victim (each line written makes it Read the next of `paths` and print
+/// the Read's time in microseconds, one `RESULT` line each), or row 5's
+/// refused uid (holding its socket's peer until stdin ends).
 struct WaitingVictim {
     child: std::process::Child,
     input: std::process::ChildStdin,
@@ -416,13 +469,14 @@ struct WaitingVictim {
 
 impl WaitingVictim {
     fn start(d: &Daemon, paths: &[&str]) -> WaitingVictim {
+        WaitingVictim::start_mode(d, "cold-read-on-cue", paths)
+    }
+
+    /// The helper in `mode`, once it says `READY`.
+    fn start_mode(d: &Daemon, mode: &str, paths: &[&str]) -> WaitingVictim {
         use std::os::unix::process::CommandExt;
         use std::process::{Command, Stdio};
-        let spec = format!(
-            "cold-read-on-cue|{}|{}",
-            d.socket().display(),
-            paths.join("|")
-        );
+        let spec = format!("{mode}|{}|{}", d.socket().display(), paths.join("|"));
         let mut child = Command::new(std::env::current_exe().expect("test binary"))
             .args(["--exact", "helper", "--nocapture", "--test-threads=1", "-q"])
             .env(HELPER_ENV, spec)
