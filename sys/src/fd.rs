@@ -133,6 +133,49 @@ pub fn is_fifo(st: &libc::stat) -> bool {
     st.st_mode & libc::S_IFMT == libc::S_IFIFO
 }
 
+/// `getsockopt(SO_LINGER)`: `Some(seconds)` if the socket's close lingers
+/// (`l_onoff` set with a time above zero: the last close waits until its
+/// unsent data is acknowledged or the time runs out), `None` if it does
+/// not (off, or `{1, 0}`: an abortive close, which never waits), or for
+/// anything that is not a socket.
+pub fn lingers(fd: BorrowedFd<'_>) -> Option<i32> {
+    // SAFETY: an all-zero linger is a valid value.
+    let mut l: libc::linger = unsafe { std::mem::zeroed() };
+    let mut len = std::mem::size_of::<libc::linger>() as libc::socklen_t;
+    // SAFETY: l and len describe a writable buffer of len bytes.
+    let r = unsafe {
+        libc::getsockopt(
+            fd.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_LINGER,
+            (&mut l as *mut libc::linger).cast(),
+            &mut len,
+        )
+    };
+    (r == 0 && l.l_onoff != 0 && l.l_linger > 0).then_some(l.l_linger)
+}
+
+/// `setsockopt(SO_LINGER, {0, 0})`: the socket's last close returns at once
+/// and the kernel sends what is queued in the background, as without
+/// `SO_LINGER`.
+pub fn linger_off(fd: BorrowedFd<'_>) -> io::Result<()> {
+    let l = libc::linger {
+        l_onoff: 0,
+        l_linger: 0,
+    };
+    // SAFETY: l is a valid linger of the size given.
+    cvt(unsafe {
+        libc::setsockopt(
+            fd.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_LINGER,
+            (&l as *const libc::linger).cast(),
+            std::mem::size_of::<libc::linger>() as libc::socklen_t,
+        )
+    })?;
+    Ok(())
+}
+
 /// `flock(2)` with `LOCK_SH | LOCK_NB`: a read lock on the open file
 /// description, released when its last descriptor closes. Fails with
 /// `EWOULDBLOCK` while another process holds an exclusive lock.

@@ -105,28 +105,46 @@ pub struct Received {
     /// The payload was longer than the buffer (`MSG_TRUNC`).
     pub truncated: bool,
     /// More descriptors came than fit (`MSG_CTRUNC`); the extra ones were
-    /// closed by the kernel.
+    /// closed by the kernel. Never so with [`recv_with_fds`] and
+    /// [`recv_batch`], whose buffers hold what any datagram can carry.
     pub fds_truncated: bool,
     /// The sender's credentials, if the OS sent them.
     pub cred: Option<PeerCred>,
 }
 
-/// Room for this many descriptors in a received control message: more than
-/// any valid request carries, so that a request with too many is seen (and
-/// its extra descriptors closed) rather than silently cut.
-pub const RECV_FD_ROOM: usize = 8;
+/// Most descriptors one datagram can carry, whatever its sender does:
+/// Linux refuses a `sendmsg` with more than `SCM_MAX_FD` (253) in all;
+/// FreeBSD and macOS refuse a control message longer than `MCLBYTES`
+/// (2048 bytes), which holds at most 509 four-byte descriptors.
+#[cfg(target_os = "linux")]
+pub const MAX_FDS_PER_DATAGRAM: usize = 253;
+/// Most descriptors one datagram can carry, whatever its sender does:
+/// Linux refuses a `sendmsg` with more than `SCM_MAX_FD` (253) in all;
+/// FreeBSD and macOS refuse a control message longer than `MCLBYTES`
+/// (2048 bytes), which holds at most 509 four-byte descriptors.
+#[cfg(not(target_os = "linux"))]
+pub const MAX_FDS_PER_DATAGRAM: usize = 2048 / size_of::<RawFd>();
+
+/// Room for this many descriptors in a received control message: every
+/// descriptor any datagram can carry ([`MAX_FDS_PER_DATAGRAM`]), so that the
+/// kernel never cuts the message (`MSG_CTRUNC`). A cut message's extra
+/// descriptors are released by the kernel inside the receiving call, on the
+/// receiving thread: the last close of a lingering TCP socket there would
+/// hold the daemon's loop. Received whole, a request with too many is
+/// refused and its descriptors closed where their closes cannot hold it.
+pub const RECV_FD_ROOM: usize = MAX_FDS_PER_DATAGRAM;
 
 const fn cmsg_space(bytes: usize) -> usize {
     // SAFETY: CMSG_SPACE is a pure computation.
     unsafe { libc::CMSG_SPACE(bytes as u32) as usize }
 }
 
-/// Bytes of control buffer: room for [`RECV_FD_ROOM`] descriptors plus
-/// credentials. FreeBSD's `sockcred2` carries the sender's groups (up to
-/// `NGROUPS_MAX`, 1023), so it is sized for the worst case: a cut control
-/// message would make a valid request look like one with too many
-/// descriptors.
-const CONTROL_LEN: usize = 4608;
+/// Bytes of control buffer for one datagram: room for [`RECV_FD_ROOM`]
+/// descriptors plus credentials. FreeBSD's `sockcred2` carries the
+/// sender's groups (up to `NGROUPS_MAX`, 1023), so it is sized for the
+/// worst case: a cut control message would make a valid request look like
+/// one with too many descriptors.
+pub const CONTROL_LEN: usize = 8192;
 
 /// Control buffer, aligned for `cmsghdr`.
 #[repr(C, align(8))]
@@ -383,6 +401,33 @@ mod tests {
         assert_eq!(fds.next(), Some(SEND_FDS_ON_STACK + 1));
         if cfg!(target_os = "linux") {
             assert_eq!(fds.next(), Some(0));
+        }
+    }
+
+    #[test]
+    fn the_most_descriptors_a_datagram_can_carry_arrive_whole() {
+        let (a, b) = std::os::unix::net::UnixDatagram::pair().unwrap();
+        enable_passcred(b.as_fd()).unwrap();
+        let (r, _w) = pipe().unwrap();
+        let most: Vec<_> = (0..MAX_FDS_PER_DATAGRAM).map(|_| r.as_fd()).collect();
+        send_with_fds(a.as_fd(), b"most", &most).unwrap();
+        if cfg!(target_os = "linux") {
+            // One more is the sender's error: no datagram carries it.
+            let over: Vec<_> = (0..MAX_FDS_PER_DATAGRAM + 1).map(|_| r.as_fd()).collect();
+            assert!(send_with_fds(a.as_fd(), b"over", &over).is_err());
+        }
+        send_with_fds(a.as_fd(), b"most", &most).unwrap();
+        let mut buf = [0u8; 16];
+        let got = recv_with_fds(b.as_fd(), &mut buf).unwrap();
+        assert_eq!(got.fds.len(), MAX_FDS_PER_DATAGRAM);
+        assert!(!got.fds_truncated, "the control buffer holds them all");
+        let mut bufs = vec![0u8; 16 * RECV_BATCH];
+        let mut out = Vec::new();
+        recv_batch(b.as_fd(), &mut bufs, 16, &mut out).unwrap();
+        assert_eq!(out[0].fds.len(), MAX_FDS_PER_DATAGRAM);
+        assert!(!out[0].fds_truncated, "the batch's control buffers too");
+        if cfg!(any(target_os = "linux", target_os = "freebsd")) {
+            assert!(out[0].cred.is_some(), "credentials beside them");
         }
     }
 }

@@ -8,7 +8,11 @@
 //! kernel's caches answer the lookup, else on a disk thread, [`super::open`]),
 //! and answers what needs no transfer (Status, refusals).
 //! It writes only to the reply channel that came with a request, and only
-//! after checking that it is a pipe. Moving data is `turns.rs`'s.
+//! after checking that it is a pipe. Every descriptor a request passed is a
+//! [`Passed`] until a transfer keeps it: one a refusal drops closes on the
+//! loop only if that cannot wait (a pipe, a UNIX socket), else on the
+//! closer threads (a TCP socket with `SO_LINGER`, a file on NFS). Moving
+//! data is `turns.rs`'s.
 
 use std::ffi::CString;
 use std::io;
@@ -22,6 +26,7 @@ use crate::protocol::{
 };
 use crate::sys::{self, errno as errno_of, PeerCred, Received};
 
+use super::closer::Passed;
 use super::disk::{DiskJob, Work};
 use super::open::{self, Opened};
 use super::pump::Cursor;
@@ -41,16 +46,16 @@ pub struct StartRequest {
     /// The part of the file.
     pub range: Range,
     /// The status channel (a Read's data pipe).
-    pub status: OwnedFd,
+    pub status: Passed,
     /// Where the data goes (Send only).
-    pub dest: Option<OwnedFd>,
+    pub dest: Option<Passed>,
     /// Bytes around the range (Send only).
     pub hdtr: HeaderTrailer,
     /// The requesting uid, where the OS reports one.
     pub uid: Option<u32>,
     /// A Continue: the file the client opened itself, and the file bytes
     /// it already wrote.
-    pub handed_on: Option<(OwnedFd, u64)>,
+    pub handed_on: Option<(Passed, u64)>,
     /// A ContinueRead: the id the client already gave the transfer.
     pub client_id: Option<u64>,
 }
@@ -61,7 +66,7 @@ enum Job {
     Start(StartRequest),
     SendOpen {
         txnid: u64,
-        dest: OwnedFd,
+        dest: Passed,
         hdtr: HeaderTrailer,
         /// File bytes the client already wrote (ContinueOpen).
         done: u64,
@@ -70,16 +75,16 @@ enum Job {
         txnid: u64,
     },
     Status {
-        reply: OwnedFd,
+        reply: Passed,
     },
     Hello {
-        reply: OwnedFd,
+        reply: Passed,
     },
 }
 
 /// Pairs a request with its descriptors: exactly the ones its command
 /// takes, or the descriptors back for a refusal.
-fn into_job(req: Request, fds: Vec<OwnedFd>, uid: Option<u32>) -> Result<Job, Vec<OwnedFd>> {
+fn into_job(req: Request, fds: Vec<Passed>, uid: Option<u32>) -> Result<Job, Vec<Passed>> {
     let mut it = fds.into_iter();
     let (first, second, extra) = (it.next(), it.next(), it.next());
     let start = |command, path, range, status, dest, hdtr| {
@@ -189,6 +194,13 @@ impl<B: TransferBackend> Server<B> {
             cred,
             ..
         } = rcv;
+        let uid = cred.map(|c| c.uid);
+        // From here on a descriptor dropped unkept closes where its close
+        // cannot hold the loop.
+        let fds: Vec<Passed> = fds
+            .into_iter()
+            .map(|fd| self.closer.passed(uid, fd))
+            .collect();
         let who = Who(cred);
         let cmd_hint = bytes.get(1).copied().and_then(Command::from_u8);
         if cred.is_some_and(|c| sys::is_uncredited(&c)) {
@@ -225,7 +237,7 @@ impl<B: TransferBackend> Server<B> {
         let job = if fds_truncated {
             Err(fds)
         } else {
-            into_job(req, fds, cred.map(|c| c.uid))
+            into_job(req, fds, uid)
         };
         let job = match job {
             Ok(job) => job,
@@ -256,7 +268,6 @@ impl<B: TransferBackend> Server<B> {
             refuse_on_reply_channel(Some(cmd), fds, libc::EACCES);
             return;
         }
-        let uid = cred.map(|c| c.uid);
         match job {
             Job::Start(req) => self.start(req),
             Job::SendOpen {
@@ -276,7 +287,7 @@ impl<B: TransferBackend> Server<B> {
     /// was checked before: a refused caller got `EACCES` instead).
     // dev_t and ino_t are not u64 everywhere (macOS).
     #[allow(clippy::unnecessary_cast)]
-    fn answer_hello(&mut self, reply: OwnedFd) {
+    fn answer_hello(&mut self, reply: Passed) {
         if !sys::fstat(reply.as_fd()).is_ok_and(|st| sys::is_fifo(&st)) {
             log::warn!("handshake: reply channel is not a pipe; closed unanswered");
             return;
@@ -316,7 +327,7 @@ impl<B: TransferBackend> Server<B> {
 
     /// Answers a Status request, on a pipe only: a socket or file handed
     /// in as the reply channel gets nothing and is closed.
-    fn report_status(&mut self, reply: OwnedFd) {
+    fn report_status(&mut self, reply: Passed) {
         if !sys::fstat(reply.as_fd()).is_ok_and(|st| sys::is_fifo(&st)) {
             log::warn!("status request: reply channel is not a pipe; closed unanswered");
             return;
@@ -389,6 +400,23 @@ impl<B: TransferBackend> Server<B> {
             self.config.uid_share_percent,
             uids,
         );
+        // What a uid's ended transfers still hold on the closer threads
+        // (a close it made linger) counts against it: its descriptors stay
+        // within its share of the slots however fast it ends transfers. At
+        // least a closer thread's worth each, so that closes merely on
+        // their way (a refused request's file, a burst of finished Sends)
+        // never refuse anyone with a small `-n`.
+        let closing = self.closer.pending(uid);
+        let most_closing =
+            share::share_of(self.config.max_transfers, self.config.uid_share_percent)
+                .max(super::closer::CLOSERS);
+        if closing >= most_closing {
+            log::info!(
+                "{command:?} {shown}: refused, uid {} has {closing} closes pending (EMFILE)",
+                Uid(uid)
+            );
+            return refuse_start(status_fd, info_written, libc::EMFILE);
+        }
         let full = self.table.len() >= self.config.max_transfers;
         // Looked for only when it matters: the common case is one uid.
         let largest = full.then(|| self.shares.largest_other(uid)).flatten();
@@ -432,7 +460,16 @@ impl<B: TransferBackend> Server<B> {
         let attempt = match handed_on {
             Some((file, _)) => {
                 self.counters.handoffs += 1;
-                Some(open::adopt(file, self.root_stat.st_dev))
+                // The file is one the client opened: kept only if it is on
+                // the root's own filesystem (whose closes are the loop's
+                // own); anything else (a socket, a file on a FUSE mount)
+                // is refused and closes as a [`Passed`].
+                let root_dev = self.root_stat.st_dev;
+                if sys::fstat(file.as_fd()).is_ok_and(|st| st.st_dev == root_dev) {
+                    Some(open::adopt(file.keep(), root_dev))
+                } else {
+                    Some(Err(libc::EXDEV))
+                }
             }
             None => open::on_loop(&*self.backend, self.root.as_fd(), &path),
         };
@@ -480,7 +517,7 @@ impl<B: TransferBackend> Server<B> {
                 done,
                 info_written,
             },
-            status: StatusWriter::new(status_fd, !is_read),
+            status: StatusWriter::new(status_fd.keep(), !is_read),
             status_registered: false,
             // Set once the file's size is known.
             cursor: Cursor::new(Vec::new(), 0, 0, Vec::new()),
@@ -508,15 +545,13 @@ impl<B: TransferBackend> Server<B> {
                 let job = DiskJob {
                     slot,
                     txnid,
+                    uid,
                     work: Work::Open {
                         root: Arc::clone(&self.root),
                         path: path.clone(),
                     },
                 };
-                if !self.disk.submit(job) {
-                    log::error!("disk threads are gone");
-                    self.end(slot, Outcome::Failed(libc::EIO));
-                }
+                self.queue_disk_job(job);
             }
         }
     }
@@ -650,7 +685,7 @@ impl<B: TransferBackend> Server<B> {
     fn send_open(
         &mut self,
         txnid: u64,
-        dest: OwnedFd,
+        dest: Passed,
         hdtr: HeaderTrailer,
         done: u64,
         uid: Option<u32>,
@@ -844,7 +879,7 @@ impl std::fmt::Display for Who {
 /// the stream, and such a socket may be connected to the daemon's own
 /// request socket. So are terminals, whose writes cannot be bounded.
 /// (`O_NONBLOCK` is set for the client's sake only: no call relies on it.)
-fn prepare_dest(fd: OwnedFd) -> Result<Dest, i32> {
+fn prepare_dest(fd: Passed) -> Result<Dest, i32> {
     let kind = sys::dest_kind(fd.as_fd()).map_err(|e| errno_of(&e))?;
     match kind {
         DestKind::OtherSocket => return Err(libc::EINVAL),
@@ -855,7 +890,7 @@ fn prepare_dest(fd: OwnedFd) -> Result<Dest, i32> {
         _ => sys::set_nonblocking(fd.as_fd(), true).map_err(|e| errno_of(&e))?,
     }
     Ok(Dest::Fd {
-        fd,
+        fd: fd.keep(),
         kind,
         registered: false,
         strict: false,
@@ -867,13 +902,13 @@ fn prepare_dest(fd: OwnedFd) -> Result<Dest, i32> {
 /// [`refuse`], unless the channel already carries the client's file info
 /// (a Read it began): the data pipe then just ends, as a Read's does on a
 /// failure after the start.
-fn refuse_start(status: OwnedFd, info_written: bool, errno: i32) {
+fn refuse_start(status: Passed, info_written: bool, errno: i32) {
     if !info_written {
         refuse(status, errno);
     }
 }
 
-fn refuse(status: OwnedFd, errno: i32) {
+fn refuse(status: Passed, errno: i32) {
     let _ = sys::set_nonblocking(status.as_fd(), true);
     let _ = status::write_reply(
         status.as_fd(),
@@ -884,7 +919,7 @@ fn refuse(status: OwnedFd, errno: i32) {
 /// Answers a malformed request on its reply channel, if it plausibly has
 /// one: the command has a reply channel and the first descriptor is a pipe.
 /// Never writes anywhere else. Every descriptor is closed.
-fn refuse_on_reply_channel(cmd: Option<Command>, fds: Vec<OwnedFd>, errno: i32) {
+fn refuse_on_reply_channel(cmd: Option<Command>, fds: Vec<Passed>, errno: i32) {
     if let (Some(cmd), Some(first)) = (cmd, fds.first()) {
         if cmd.has_reply_channel() && sys::fstat(first.as_fd()).is_ok_and(|st| sys::is_fifo(&st)) {
             let _ = sys::set_nonblocking(first.as_fd(), true);

@@ -9,6 +9,16 @@
 //! ([`super::open`]). When a thread is done it posts a [`DiskDone`] and
 //! wakes the loop.
 //!
+//! Jobs wait in a [`FairQueue`]: a FIFO per uid, served round-robin, so
+//! that one uid's hundreds of queued reads cost another uid's cold Read at
+//! most a job per uid ahead of it (issue 23, row 10). A transfer has at
+//! most one job out at a time, and one that ends (cancelled, expired, its
+//! slot taken back) takes its queued job out with it
+//! ([`DiskPool::cancel`]): the job's descriptors go back to the loop,
+//! which closes them as the transfer's (a write job's destination on the
+//! closer threads). So the queue never holds more than the live
+//! transfers, and [`DiskPool::submit`] refuses past a bound anyway.
+//!
 //! Shutdown waits for the threads a bounded time ([`DiskPool::finish`]) and
 //! then leaves behind any that are stuck in the kernel: the process exit
 //! ends them.
@@ -17,14 +27,13 @@
 
 use std::ffi::CString;
 use std::os::fd::{AsFd, OwnedFd};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::{channel, Receiver, Sender};
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::Instant;
 
 use crate::backend::{DestKind, TransferBackend};
 
+use super::fair::FairQueue;
 use super::open::{self, Opened};
 use super::pump::{pump, Cursor, Limits, PumpStop};
 
@@ -76,6 +85,8 @@ pub struct DiskJob {
     pub slot: usize,
     /// Its id (the slot may have changed hands when the job finishes).
     pub txnid: u64,
+    /// The uid that asked for the transfer: whose turn the job waits for.
+    pub uid: Option<u32>,
     /// What to do.
     pub work: Work,
 }
@@ -114,24 +125,52 @@ pub struct DiskDone {
     pub slot: usize,
     /// As in the job.
     pub txnid: u64,
+    /// As in the job.
+    pub uid: Option<u32>,
     /// What it did.
     pub work: Finished,
 }
 
-/// Threads still running, for a bounded wait at shutdown.
+/// The queue and the threads' count, under one lock.
 #[derive(Default)]
-struct Alive {
-    count: Mutex<usize>,
-    changed: Condvar,
+struct Queue {
+    /// With when each was queued.
+    jobs: FairQueue<Option<u32>, (DiskJob, Instant)>,
+    /// Threads still running.
+    alive: usize,
+    /// No more jobs are taken: the threads exit once idle.
+    stop: bool,
+}
+
+#[derive(Default)]
+struct Shared {
+    q: Mutex<Queue>,
+    /// A job was queued (or stop).
+    work: Condvar,
+    /// A thread exited.
+    exited: Condvar,
+}
+
+fn lock(s: &Shared) -> MutexGuard<'_, Queue> {
+    s.q.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Why [`DiskPool::submit`] did not queue a job (the job comes back).
+#[derive(Debug)]
+pub enum Refused {
+    /// Shutting down, or every thread is gone.
+    Stopped(Box<DiskJob>),
+    /// The queue holds its bound already.
+    Full(Box<DiskJob>),
 }
 
 /// The pool.
 pub struct DiskPool {
-    jobs: Option<Sender<DiskJob>>,
+    shared: Arc<Shared>,
     done: Arc<Mutex<Vec<DiskDone>>>,
     threads: Vec<JoinHandle<()>>,
-    alive: Arc<Alive>,
-    stopping: Arc<AtomicBool>,
+    /// Most jobs queued at once.
+    bound: usize,
 }
 
 impl std::fmt::Debug for DiskPool {
@@ -177,83 +216,94 @@ fn run_job<B: TransferBackend>(backend: &B, job: DiskJob) -> DiskDone {
     DiskDone {
         slot: job.slot,
         txnid: job.txnid,
+        uid: job.uid,
         work,
     }
 }
 
 impl DiskPool {
-    /// Starts `threads` threads (at least one); `wake` is called after each
-    /// finished job.
+    /// Starts `threads` threads (at least one), with room for `bound` queued
+    /// jobs (at least one); `wake` is called after each finished job.
     pub fn start<B: TransferBackend>(
         threads: usize,
+        bound: usize,
         backend: Arc<B>,
         wake: Arc<dyn Fn() + Send + Sync>,
     ) -> std::io::Result<DiskPool> {
-        let (tx, rx) = channel::<DiskJob>();
-        let rx = Arc::new(Mutex::new(rx));
+        let shared = Arc::new(Shared::default());
         let done = Arc::new(Mutex::new(Vec::new()));
-        let alive = Arc::new(Alive::default());
-        let stopping = Arc::new(AtomicBool::new(false));
-        let mut handles = Vec::new();
+        let mut pool = DiskPool {
+            shared,
+            done,
+            threads: Vec::new(),
+            bound: bound.max(1),
+        };
         for i in 0..threads.max(1) {
-            let rx: Arc<Mutex<Receiver<DiskJob>>> = Arc::clone(&rx);
-            let done = Arc::clone(&done);
+            let shared = Arc::clone(&pool.shared);
+            let done = Arc::clone(&pool.done);
             let backend = Arc::clone(&backend);
             let wake = Arc::clone(&wake);
-            let alive2 = Arc::clone(&alive);
-            let stopping = Arc::clone(&stopping);
-            if let Ok(mut n) = alive.count.lock() {
-                *n += 1;
-            }
+            lock(&pool.shared).alive += 1;
             let spawned = std::thread::Builder::new()
                 .name(format!("sendfiled-disk-{i}"))
                 .stack_size(DISK_THREAD_STACK)
                 .spawn(move || {
-                    loop {
-                        let job = {
-                            let Ok(guard) = rx.lock() else { break };
-                            match guard.recv() {
-                                Ok(j) => j,
-                                Err(_) => break,
-                            }
-                        };
-                        if stopping.load(Ordering::Relaxed) {
-                            // Shutting down: what is still queued is dropped.
-                            continue;
-                        }
+                    while let Some((job, waited)) = next_job(&shared) {
+                        let (txnid, uid) = (job.txnid, job.uid);
+                        let t0 = Instant::now();
                         let d = run_job(&*backend, job);
+                        log::trace!(
+                            "disk job of txn {txnid:x} (uid {uid:?}): waited {waited:?}, ran {:?}",
+                            t0.elapsed()
+                        );
                         if let Ok(mut q) = done.lock() {
                             q.push(d);
                         }
                         wake();
                     }
-                    if let Ok(mut n) = alive2.count.lock() {
-                        *n -= 1;
-                    }
-                    alive2.changed.notify_all();
+                    lock(&shared).alive -= 1;
+                    shared.exited.notify_all();
                 });
             match spawned {
-                Ok(h) => handles.push(h),
+                Ok(h) => pool.threads.push(h),
                 Err(e) => {
-                    if let Ok(mut n) = alive.count.lock() {
-                        *n -= 1;
-                    }
+                    lock(&pool.shared).alive -= 1;
+                    // Dropping the pool stops the threads already started.
                     return Err(e);
                 }
             }
         }
-        Ok(DiskPool {
-            jobs: Some(tx),
-            done,
-            threads: handles,
-            alive,
-            stopping,
-        })
+        Ok(pool)
     }
 
-    /// Queues a job. Fails only if every thread has died.
-    pub fn submit(&self, job: DiskJob) -> bool {
-        self.jobs.as_ref().is_some_and(|tx| tx.send(job).is_ok())
+    /// Queues a job behind its uid's others; refused (the job handed back)
+    /// when stopping or when the queue holds its bound.
+    pub fn submit(&self, job: DiskJob) -> Result<(), Refused> {
+        let mut q = lock(&self.shared);
+        if q.stop || q.alive == 0 {
+            return Err(Refused::Stopped(Box::new(job)));
+        }
+        if q.jobs.len() >= self.bound {
+            return Err(Refused::Full(Box::new(job)));
+        }
+        q.jobs.push(job.uid, (job, Instant::now()));
+        drop(q);
+        self.shared.work.notify_one();
+        Ok(())
+    }
+
+    /// Takes transfer `txnid`'s queued jobs out of the queue (it ended):
+    /// what they hold goes back to the caller. A job a thread already runs
+    /// is not among them; it comes back through [`DiskPool::take_done`].
+    pub fn cancel(&self, txnid: u64) -> Vec<DiskJob> {
+        let mut q = lock(&self.shared);
+        let jobs = q.jobs.remove_where(|(j, _)| j.txnid == txnid);
+        jobs.into_iter().map(|(j, _)| j).collect()
+    }
+
+    /// Jobs queued and not yet taken by a thread.
+    pub fn queued(&self) -> usize {
+        lock(&self.shared).jobs.len()
     }
 
     /// Takes the finished jobs.
@@ -264,27 +314,29 @@ impl DiskPool {
         }
     }
 
-    /// Stops taking jobs, drops those queued, and waits until `deadline`
-    /// at most for the threads to finish the ones they are in; threads still
-    /// busy then (a write to a hung filesystem) are left behind. Returns
-    /// whether every thread finished.
-    pub fn finish(&mut self, deadline: Instant) -> bool {
-        self.stopping.store(true, Ordering::Relaxed);
-        self.jobs = None;
+    /// Stops taking jobs, hands back those queued (for the caller to close
+    /// what they hold), and waits until `deadline` at most for the threads
+    /// to finish the ones they are in; threads still busy then (a write to
+    /// a hung filesystem) are left behind. Returns whether every thread
+    /// finished, and the jobs that were still queued.
+    pub fn finish(&mut self, deadline: Instant) -> (bool, Vec<DiskJob>) {
+        let mut q = lock(&self.shared);
+        q.stop = true;
+        let queued = q.jobs.drain().into_iter().map(|(j, _)| j).collect();
+        self.shared.work.notify_all();
         let mut all = true;
-        if let Ok(mut n) = self.alive.count.lock() {
-            while *n > 0 {
-                let left = deadline.saturating_duration_since(Instant::now());
-                if left.is_zero() {
-                    all = false;
-                    break;
-                }
-                n = match self.alive.changed.wait_timeout(n, left) {
-                    Ok((g, _)) => g,
-                    Err(_) => return false,
-                };
+        while q.alive > 0 {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                all = false;
+                break;
             }
+            q = match self.shared.exited.wait_timeout(q, left) {
+                Ok((g, _)) => g,
+                Err(e) => e.into_inner().0,
+            };
         }
+        drop(q);
         if all {
             for h in self.threads.drain(..) {
                 let _ = h.join();
@@ -293,14 +345,147 @@ impl DiskPool {
             log::warn!("disk threads still busy at shutdown (a hung filesystem?): left behind");
             self.threads.clear();
         }
-        all
+        (all, queued)
+    }
+}
+
+/// A disk thread's wait for its next job, and how long that job waited in
+/// the queue; `None` once stopping.
+fn next_job(shared: &Shared) -> Option<(DiskJob, std::time::Duration)> {
+    let mut q = lock(shared);
+    loop {
+        if q.stop {
+            return None;
+        }
+        if let Some((_, (job, queued))) = q.jobs.pop() {
+            return Some((job, queued.elapsed()));
+        }
+        q = match shared.work.wait(q) {
+            Ok(g) => g,
+            Err(e) => e.into_inner(),
+        };
     }
 }
 
 impl Drop for DiskPool {
     fn drop(&mut self) {
-        if self.jobs.is_some() || !self.threads.is_empty() {
+        if !lock(&self.shared).stop {
             self.finish(Instant::now() + super::SHUTDOWN_GRACE);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend::{FileChunk, Moved, ReadWriteCopy};
+    use std::ffi::CStr;
+    use std::os::fd::BorrowedFd;
+    use std::time::Duration;
+
+    const WAIT: Duration = Duration::from_secs(10);
+
+    /// A backend whose prefetch says it started (a byte on `entered`) and
+    /// then waits until `go` is readable.
+    struct Gated {
+        go: OwnedFd,
+        entered: OwnedFd,
+    }
+
+    impl TransferBackend for Gated {
+        fn name(&self) -> &'static str {
+            "gated-test"
+        }
+
+        fn send_file(
+            &self,
+            chunk: FileChunk<'_>,
+            dest: BorrowedFd<'_>,
+            kind: DestKind,
+        ) -> std::io::Result<Moved> {
+            ReadWriteCopy::send_file(chunk, dest, kind)
+        }
+
+        fn open_beneath(
+            &self,
+            _root: BorrowedFd<'_>,
+            _path: &CStr,
+        ) -> std::io::Result<(OwnedFd, libc::stat)> {
+            Err(std::io::Error::from_raw_os_error(libc::ENOENT))
+        }
+
+        fn prefetch(
+            &self,
+            _file: BorrowedFd<'_>,
+            _offset: u64,
+            _len: usize,
+        ) -> std::io::Result<()> {
+            crate::sys::write(self.entered.as_fd(), b"i")?;
+            crate::sys::wait_readable(self.go.as_fd(), WAIT)?;
+            Ok(())
+        }
+    }
+
+    fn prefetch_job(txnid: u64, uid: u32, file: &Arc<OwnedFd>) -> DiskJob {
+        DiskJob {
+            slot: txnid as usize,
+            txnid,
+            uid: Some(uid),
+            work: Work::Prefetch {
+                file: Arc::clone(file),
+                offset: 0,
+                len: 1,
+            },
+        }
+    }
+
+    #[test]
+    fn queued_jobs_are_recalled_bounded_and_served_by_uid_in_turn() {
+        let (go_r, go_w) = crate::sys::pipe().unwrap();
+        let (entered_r, entered_w) = crate::sys::pipe().unwrap();
+        let (woke_r, woke_w) = crate::sys::pipe().unwrap();
+        let woke_w = Arc::new(woke_w);
+        let wake: Arc<dyn Fn() + Send + Sync> = Arc::new(move || {
+            let _ = crate::sys::write(woke_w.as_fd(), b"w");
+        });
+        let backend = Arc::new(Gated {
+            go: go_r,
+            entered: entered_w,
+        });
+        let mut pool = DiskPool::start(1, 4, backend, wake).unwrap();
+        let file = Arc::new(crate::sys::pipe().unwrap().0);
+        // The only thread takes job 1 and waits in it.
+        pool.submit(prefetch_job(1, 5, &file)).unwrap();
+        assert!(crate::sys::wait_readable(entered_r.as_fd(), WAIT).unwrap());
+        // uid 5 queues three, uid 6 one.
+        for txnid in [2, 3, 4] {
+            pool.submit(prefetch_job(txnid, 5, &file)).unwrap();
+        }
+        pool.submit(prefetch_job(9, 6, &file)).unwrap();
+        assert!(matches!(
+            pool.submit(prefetch_job(10, 6, &file)),
+            Err(Refused::Full(_))
+        ));
+        // Job 3's transfer ended: its job comes back, with its file clone.
+        let back = pool.cancel(3);
+        assert_eq!(back.iter().map(|j| j.txnid).collect::<Vec<_>>(), [3]);
+        drop(back);
+        assert_eq!(pool.queued(), 3);
+        assert!(pool.cancel(1).is_empty(), "a running job is not recalled");
+        // Let every job run: uid 6's comes second, not after uid 5's backlog.
+        assert_eq!(crate::sys::write(go_w.as_fd(), b"go").unwrap(), 2);
+        let mut order = Vec::new();
+        while order.len() < 4 {
+            assert!(crate::sys::wait_readable(woke_r.as_fd(), WAIT).unwrap());
+            let _ = crate::sys::read(woke_r.as_fd(), &mut [0u8; 16]);
+            order.extend(pool.take_done().into_iter().map(|d| d.txnid));
+        }
+        assert_eq!(order, [1, 2, 9, 4]);
+        let (all, queued) = pool.finish(Instant::now() + WAIT);
+        assert!(all && queued.is_empty());
+        assert!(
+            Arc::try_unwrap(file).is_ok(),
+            "no job holds the file any more"
+        );
     }
 }

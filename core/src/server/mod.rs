@@ -7,8 +7,10 @@
 //! kqueue on the BSDs and macOS). Nothing on this thread blocks:
 //! destinations and status pipes are non-blocking, each transfer moves at
 //! most a bounded quantum per turn so a fast reader cannot starve the
-//! others, and data missing from the page cache is brought in by [`disk`]
-//! threads.
+//! others, uids take turns ([`fair`]: the run queue, the disk queue and the
+//! closer queue are a FIFO per uid, served round-robin) and a pass over the
+//! run queue is bounded in time, and data missing from the page cache is
+//! brought in by [`disk`] threads.
 //!
 //! The client shares every descriptor it passes, so "non-blocking" never
 //! rests on a flag it can clear: socket writes are non-blocking per call,
@@ -28,6 +30,7 @@ pub mod caught;
 pub mod closer;
 pub mod disk;
 pub mod engine;
+pub mod fair;
 pub mod listener;
 pub mod open;
 pub mod pump;
@@ -42,7 +45,7 @@ mod turns;
 #[cfg(test)]
 mod tests;
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{HashMap, HashSet};
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::sync::Arc;
@@ -163,6 +166,12 @@ pub const SHUTDOWN_GRACE: Duration = Duration::from_millis(1500);
 /// Datagrams handled per wake-up before transfers get their turn.
 const REQUESTS_PER_TURN: usize = 64;
 
+/// Most time one pass over the run queue takes before the loop goes round
+/// (closes made, events and requests taken): the transfers left keep their
+/// place for the next pass. Without it a pass over hundreds of runnable
+/// transfers delayed every close and every new request by all of them.
+const RUN_QUEUE_BUDGET: Duration = Duration::from_millis(1);
+
 /// The server: a backend, a root, a request socket and the loop state.
 pub struct Server<B: TransferBackend> {
     backend: Arc<B>,
@@ -179,7 +188,10 @@ pub struct Server<B: TransferBackend> {
     /// [`Engine::close_in_order`]).
     quick_closes: Vec<OwnedFd>,
     table: TransferTable<Transfer>,
-    runq: VecDeque<Slot>,
+    /// Transfers waiting for a turn: a FIFO per uid, round-robin, so that
+    /// one uid's hundreds of runnable transfers (its disk backlog coming
+    /// back, say) cost another uid's transfer a turn per uid, not hundreds.
+    runq: fair::FairQueue<Option<u32>, Slot>,
     timers: OpenFileTimers,
     shares: UidCounts,
     next_sweep: Instant,
@@ -229,7 +241,14 @@ impl<B: TransferBackend> Server<B> {
     ) -> io::Result<Server<B>> {
         let mut engine = Engine::new(config.engine, WAKER)?;
         let backend = Arc::new(backend);
-        let disk = DiskPool::start(config.disk_threads, Arc::clone(&backend), engine.waker())?;
+        // A transfer has at most one disk job out, and an ended one's queued
+        // job leaves with it: the slots bound the queue.
+        let disk = DiskPool::start(
+            config.disk_threads,
+            config.max_transfers,
+            Arc::clone(&backend),
+            engine.waker(),
+        )?;
         sys::set_nonblocking(shutdown.as_fd(), true)?;
         let root_stat = sys::fstat(root.as_fd())?;
         engine.register(socket.fd.as_raw_fd(), LISTENER, Interest::Readable)?;
@@ -243,7 +262,7 @@ impl<B: TransferBackend> Server<B> {
             engine,
             quick_closes: Vec::new(),
             table: TransferTable::default(),
-            runq: VecDeque::new(),
+            runq: fair::FairQueue::default(),
             timers: OpenFileTimers::default(),
             shares: UidCounts::default(),
             next_sweep: Instant::now(),
@@ -412,16 +431,22 @@ impl<B: TransferBackend> Server<B> {
         // not keep the daemon from exiting.
         let deadline = Instant::now() + SHUTDOWN_GRACE;
         self.closer.submit(&mut self.to_close);
-        if !self.disk.finish(deadline) {
+        let (all, queued) = self.disk.finish(deadline);
+        if !all {
             // The orphans' destinations are with the stuck threads.
             log::warn!("{} transfers' writes still in progress", self.orphans.len());
+        }
+        // Jobs no thread took: every transfer was removed above, so a write
+        // job's destination closes with its orphan.
+        for job in queued {
+            self.job_returned(job);
         }
         // Writes that came back close their orphans in order.
         self.disk_finished();
         let orphans: Vec<CloseJob> = self
             .orphans
             .drain()
-            .map(|(_, t)| Box::new(t) as CloseJob)
+            .map(|(_, t)| CloseJob::new(t.peer_uid, None, Box::new(t)))
             .collect();
         self.to_close.extend(orphans);
         self.closer.submit(&mut self.to_close);

@@ -18,7 +18,7 @@ use crate::sys::{self, errno as errno_of};
 
 use super::caught;
 use super::closer::CloseJob;
-use super::disk::{DiskJob, Finished, Work};
+use super::disk::{DiskJob, Finished, Refused, Work};
 use super::engine::{Engine, Interest};
 use super::pump::{pump, Cursor, Limits, PumpStop};
 use super::status::{Final, Flush};
@@ -80,21 +80,26 @@ impl<B: TransferBackend> Server<B> {
         if let Some(t) = self.table.get_mut(slot) {
             if !t.queued {
                 t.queued = true;
-                self.runq.push_back(slot);
+                self.runq.push(t.peer_uid, slot);
             }
         }
     }
 
-    /// Gives every queued transfer one turn (those queued during it wait for
-    /// the next round).
+    /// Gives queued transfers one turn each, uids taking turns (those queued
+    /// during the pass wait for the next), for at most
+    /// [`super::RUN_QUEUE_BUDGET`]: the rest keep their places.
     pub(super) fn run_queue(&mut self) {
+        let started = Instant::now();
         for _ in 0..self.runq.len() {
-            let Some(slot) = self.runq.pop_front() else {
+            let Some((_, slot)) = self.runq.pop() else {
                 break;
             };
             if let Some(t) = self.table.get_mut(slot) {
                 t.queued = false;
                 self.turn(slot);
+            }
+            if started.elapsed() >= super::RUN_QUEUE_BUDGET {
+                break;
             }
         }
     }
@@ -230,6 +235,7 @@ impl<B: TransferBackend> Server<B> {
                 let job = DiskJob {
                     slot,
                     txnid,
+                    uid: t.peer_uid,
                     work: Work::Prefetch {
                         file: Arc::clone(&file),
                         offset,
@@ -240,9 +246,8 @@ impl<B: TransferBackend> Server<B> {
                 t.status.stopped_to_wait();
                 // The file info goes out now, not after the disk.
                 let flush = t.status.worth_flushing();
-                if !self.disk.submit(job) {
-                    log::error!("disk threads are gone");
-                    return self.end(slot, Outcome::Failed(libc::EIO));
+                if !self.queue_disk_job(job) {
+                    return;
                 }
                 if flush {
                     self.flush_status(slot);
@@ -285,6 +290,7 @@ impl<B: TransferBackend> Server<B> {
         let job = DiskJob {
             slot,
             txnid,
+            uid: t.peer_uid,
             work: Work::Write {
                 file: Arc::clone(&file),
                 cursor,
@@ -294,11 +300,10 @@ impl<B: TransferBackend> Server<B> {
         };
         t.state = State::WritingFile { file };
         let flush = t.status.worth_flushing();
-        if !self.disk.submit(job) {
-            log::error!("disk threads are gone");
-            return self.end(slot, Outcome::Failed(libc::EIO));
-        }
         self.writes_out.insert(txnid);
+        if !self.queue_disk_job(job) {
+            return;
+        }
         if flush {
             self.flush_status(slot);
         }
@@ -432,6 +437,13 @@ impl<B: TransferBackend> Server<B> {
     /// completion, an error, or nothing for a cancel and for a Read). A
     /// transfer already ending keeps its first outcome.
     pub(super) fn end(&mut self, slot: Slot, outcome: Outcome) {
+        if self
+            .table
+            .get(slot)
+            .is_some_and(|(_, t)| t.outcome.is_none())
+        {
+            self.recall_disk_job(slot);
+        }
         let Some(t) = self.table.get_mut(slot) else {
             return;
         };
@@ -483,6 +495,7 @@ impl<B: TransferBackend> Server<B> {
 
     /// Takes a transfer out of the table and closes all it holds.
     pub(super) fn remove(&mut self, slot: Slot) {
+        self.recall_disk_job(slot);
         let Some((txnid, mut t)) = self.table.remove(slot) else {
             return;
         };
@@ -515,9 +528,70 @@ impl<B: TransferBackend> Server<B> {
             // write comes back, and the status channel after it.
             self.orphans.insert(txnid, t);
         } else if let Some(fd) = off_loop {
-            self.to_close.push(Box::new((fd, t)) as CloseJob);
+            self.to_close
+                .push(CloseJob::new(t.peer_uid, Some(fd), Box::new(t)));
         } else {
             self.quick_closes.push(t.status.into_fd());
+        }
+    }
+
+    /// Queues a disk job for its transfer. If the pool refuses it (its
+    /// threads gone: `EIO`; its queue at its bound: `EAGAIN`, which the
+    /// slots make unreachable) the transfer ends, and what the job held
+    /// closes as the transfer's. Returns whether it was queued.
+    pub(super) fn queue_disk_job(&mut self, job: DiskJob) -> bool {
+        let slot = job.slot;
+        let (job, errno) = match self.disk.submit(job) {
+            Ok(()) => return true,
+            Err(Refused::Stopped(job)) => {
+                log::error!("disk threads are gone");
+                (job, libc::EIO)
+            }
+            Err(Refused::Full(job)) => {
+                log::error!("disk queue full ({} jobs)", self.disk.queued());
+                (job, libc::EAGAIN)
+            }
+        };
+        self.job_returned(*job);
+        self.end(slot, Outcome::Failed(errno));
+        false
+    }
+
+    /// Takes the queued disk job of the transfer in `slot` back (it is
+    /// ending): a job that never ran must not keep its descriptors, nor its
+    /// place in the queue, beyond its transfer. A job a thread is running
+    /// comes back through [`Server::disk_finished`].
+    fn recall_disk_job(&mut self, slot: Slot) {
+        let Some((txnid, t)) = self.table.get(slot) else {
+            return;
+        };
+        let waiting = matches!(
+            t.state,
+            State::Opening { .. } | State::WaitingForDisk { .. } | State::WritingFile { .. }
+        );
+        if waiting {
+            for job in self.disk.cancel(txnid) {
+                self.job_returned(job);
+            }
+        }
+    }
+
+    /// A disk job that never ran is back: a write job's destination closes
+    /// with its transfer (before the status channel, off the loop); a
+    /// prefetch's file clone and an open's path just drop.
+    pub(super) fn job_returned(&mut self, job: DiskJob) {
+        let Work::Write { dest, .. } = job.work else {
+            return;
+        };
+        self.writes_out.remove(&job.txnid);
+        if let Some(orphan) = self.orphans.remove(&job.txnid) {
+            self.to_close
+                .push(CloseJob::new(orphan.peer_uid, Some(dest), Box::new(orphan)));
+        } else if self.table.get(job.slot).map(|(id, _)| id) == Some(job.txnid) {
+            self.ended_dests.insert(job.slot, dest);
+        } else {
+            self.to_close
+                .push(CloseJob::new(job.uid, Some(dest), Box::new(())));
         }
     }
 
@@ -550,7 +624,7 @@ impl<B: TransferBackend> Server<B> {
                     dest,
                     moved,
                     stop,
-                } => self.wrote(done.slot, done.txnid, cursor, dest, moved, stop),
+                } => self.wrote(done.slot, done.txnid, done.uid, cursor, dest, moved, stop),
                 Finished::Opened(opened) => self.opened(done.slot, done.txnid, opened),
             }
         }
@@ -590,10 +664,12 @@ impl<B: TransferBackend> Server<B> {
     }
 
     /// A write job came back with the destination and the cursor.
+    #[allow(clippy::too_many_arguments)]
     fn wrote(
         &mut self,
         slot: Slot,
         txnid: u64,
+        uid: Option<u32>,
         cursor: Cursor,
         dest: std::os::fd::OwnedFd,
         moved: u64,
@@ -601,17 +677,20 @@ impl<B: TransferBackend> Server<B> {
     ) {
         self.writes_out.remove(&txnid);
         if let Some(orphan) = self.orphans.remove(&txnid) {
-            self.to_close.push(Box::new((dest, orphan)) as CloseJob);
+            self.to_close
+                .push(CloseJob::new(orphan.peer_uid, Some(dest), Box::new(orphan)));
             return;
         }
         let live = self.table.get(slot).map(|(id, _)| id) == Some(txnid);
         let Some(t) = self.table.get_mut(slot).filter(|_| live) else {
-            self.to_close.push(Box::new(dest) as CloseJob);
+            self.to_close
+                .push(CloseJob::new(uid, Some(dest), Box::new(())));
             return;
         };
         let State::WritingFile { file } = std::mem::replace(&mut t.state, State::Finishing) else {
-            // Ended meanwhile (and not removed: its final message is owed).
-            self.to_close.push(Box::new(dest) as CloseJob);
+            // Ended meanwhile (and not removed: its final message is owed):
+            // it closes with the transfer, before its status channel.
+            self.ended_dests.insert(slot, dest);
             return;
         };
         t.cursor = cursor;

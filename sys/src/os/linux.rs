@@ -14,7 +14,7 @@ use nix::sys::socket::{setsockopt, sockopt};
 use crate::beneath::{self, OpenAttempt, Resolve};
 use crate::fd::{cvt, cvt_len};
 use crate::fsfacts::FsFacts;
-use crate::passing::{take_control, PeerCred, Received, RECV_BATCH};
+use crate::passing::{take_control, PeerCred, Received, RECV_BATCH, RECV_FD_ROOM};
 
 /// `recvmsg` can set close-on-exec on received descriptors itself.
 pub const RECV_CLOEXEC: libc::c_int = libc::MSG_CMSG_CLOEXEC;
@@ -66,6 +66,16 @@ pub unsafe fn credentials(kind: libc::c_int, data: *const u8, len: usize) -> Opt
     })
 }
 
+/// Control bytes per datagram of a batch: `SCM_CREDENTIALS` and
+/// [`RECV_FD_ROOM`] descriptors.
+const fn ctl_len() -> usize {
+    // SAFETY: CMSG_SPACE is a pure computation.
+    unsafe {
+        libc::CMSG_SPACE(size_of::<libc::ucred>() as u32) as usize
+            + libc::CMSG_SPACE((RECV_FD_ROOM * size_of::<libc::c_int>()) as u32) as usize
+    }
+}
+
 /// `recvmmsg(2)` for [`crate::passing::recv_batch`].
 pub fn recv_batch(
     sock: BorrowedFd<'_>,
@@ -73,11 +83,15 @@ pub fn recv_batch(
     buf_len: usize,
     out: &mut Vec<Received>,
 ) -> io::Result<bool> {
+    // Room for the credentials and every descriptor a datagram can carry
+    // (`SCM_MAX_FD`), so that the kernel never cuts the control message
+    // and releases the extras on this thread (see RECV_FD_ROOM).
+    const CTL: usize = ctl_len();
     #[repr(C, align(8))]
     #[derive(Clone, Copy)]
-    struct Ctl([u8; 256]);
+    struct Ctl([u8; CTL]);
     out.clear();
-    let mut ctls = [Ctl([0u8; 256]); RECV_BATCH];
+    let mut ctls = [Ctl([0u8; CTL]); RECV_BATCH];
     // SAFETY: all-zero iovecs and mmsghdrs are valid empty values; the
     // pointers are set below.
     let mut iovs: [libc::iovec; RECV_BATCH] = unsafe { std::mem::zeroed() };
