@@ -593,15 +593,15 @@ impl<B: TransferBackend> Server<B> {
         };
         let State::Opening {
             path,
-            dest,
-            hdtr,
             range,
             done,
             info_written,
-        } = std::mem::replace(&mut t.state, State::Finishing)
+            ..
+        } = &t.state
         else {
             return;
         };
+        let (path, range, done, info_written) = (path.clone(), *range, *done, *info_written);
         let command = t.command;
         let is_read = t.is_read();
         let size = range.clip(st.st_size as u64);
@@ -633,17 +633,10 @@ impl<B: TransferBackend> Server<B> {
             );
             return self.abandon(slot, "client gone before the file info");
         }
-        let file = Arc::new(file);
-        t.state = match (command, dest) {
-            (Command::Open, _) => State::Opened {
-                file,
-                deadline: Instant::now() + self.config.open_timeout,
-            },
-            (_, dest) => State::Running {
-                file,
-                dest: dest.unwrap_or(Dest::Status),
-                dest_ready: true,
-            },
+        let open_until =
+            (command == Command::Open).then(|| Instant::now() + self.config.open_timeout);
+        let Ok(hdtr) = t.step(|s| s.opened(Arc::new(file), open_until)) else {
+            return;
         };
         // A hand-off continues where the client stopped: its header bytes
         // are the ones not yet written, its file part what is left.
@@ -720,9 +713,11 @@ impl<B: TransferBackend> Server<B> {
             );
             return self.end(slot, Outcome::Failed(libc::EINVAL));
         }
-        let State::Opened { file, .. } = std::mem::replace(&mut t.state, State::Finishing) else {
+        #[allow(clippy::result_large_err)] // a state by value (transfer.rs)
+        let sent = t.step(|s| s.send_open(dest));
+        if sent.is_err() {
             return;
-        };
+        }
         // A Send Open the client began continues where it stopped.
         t.cursor = Cursor::new(
             hdtr.header,
@@ -730,11 +725,6 @@ impl<B: TransferBackend> Server<B> {
             t.cursor.file_len - done,
             hdtr.trailer,
         );
-        t.state = State::Running {
-            file,
-            dest,
-            dest_ready: true,
-        };
         // The stall timeout counts from here, not from the Open.
         t.last_progress = Instant::now();
         self.turn(slot);

@@ -98,6 +98,124 @@ pub enum State {
     Finishing,
 }
 
+/// A transition: the old state by value; the next state and what the
+/// transition hands out, or, for a state it does not apply to, that state
+/// back unchanged with what it was given.
+pub type Step<R, E> = Result<(State, R), (State, E)>;
+
+/// The transitions a transfer makes while it holds its data part. Each
+/// takes the state by value and returns the next ([`Transfer::step`] puts
+/// it in place), so no state is dropped by a transition that does not
+/// apply: it comes back as it was. (Both results carry a whole state by
+/// value, on purpose: boxing it would cost an allocation a step.)
+#[allow(clippy::result_large_err)]
+impl State {
+    /// Opening -> Opened (an Open, which waits for its Send Open until
+    /// `open_until`) or Running (a Send or a Read, to its destination or
+    /// the status pipe), once the file is open. Hands out the request's
+    /// header and trailer.
+    pub fn opened(
+        self,
+        file: Arc<OwnedFd>,
+        open_until: Option<Instant>,
+    ) -> Step<HeaderTrailer, ()> {
+        match self {
+            State::Opening { dest, hdtr, .. } => {
+                let next = match open_until {
+                    Some(deadline) => State::Opened { file, deadline },
+                    None => State::Running {
+                        file,
+                        dest: dest.unwrap_or(Dest::Status),
+                        dest_ready: true,
+                    },
+                };
+                Ok((next, hdtr))
+            }
+            other => Err((other, ())),
+        }
+    }
+
+    /// Opened -> Running: its Send Open came, to `dest`.
+    pub fn send_open(self, dest: Dest) -> Step<(), Dest> {
+        match self {
+            State::Opened { file, .. } => Ok((
+                State::Running {
+                    file,
+                    dest,
+                    dest_ready: true,
+                },
+                (),
+            )),
+            other => Err((other, dest)),
+        }
+    }
+
+    /// Running -> WaitingForDisk: the next chunk is not in memory. Hands
+    /// out the file for the disk thread.
+    pub fn wait_for_disk(self) -> Step<Arc<OwnedFd>, ()> {
+        match self {
+            State::Running { file, dest, .. } => {
+                let job_file = Arc::clone(&file);
+                Ok((State::WaitingForDisk { file, dest }, job_file))
+            }
+            other => Err((other, ())),
+        }
+    }
+
+    /// WaitingForDisk -> Running: the disk brought the chunk in.
+    pub fn disk_done(self) -> Step<(), ()> {
+        match self {
+            State::WaitingForDisk { file, dest } => Ok((
+                State::Running {
+                    file,
+                    dest,
+                    dest_ready: true,
+                },
+                (),
+            )),
+            other => Err((other, ())),
+        }
+    }
+
+    /// Running to a descriptor -> WritingFile: the next chunk is written by
+    /// a disk thread. Hands out the file and the destination for the job.
+    pub fn write_on_disk_thread(self) -> Step<(Arc<OwnedFd>, OwnedFd), ()> {
+        match self {
+            State::Running {
+                file,
+                dest: Dest::Fd { fd, .. },
+                ..
+            } => {
+                let job_file = Arc::clone(&file);
+                Ok((State::WritingFile { file }, (job_file, fd)))
+            }
+            other => Err((other, ())),
+        }
+    }
+
+    /// WritingFile -> Running: the write job came back with the regular
+    /// file `dest`.
+    pub fn written(self, dest: OwnedFd) -> Step<(), OwnedFd> {
+        match self {
+            State::WritingFile { file } => Ok((
+                State::Running {
+                    file,
+                    dest: Dest::Fd {
+                        fd: dest,
+                        kind: DestKind::RegularFile,
+                        registered: false,
+                        strict: false,
+                        seen: 0,
+                    },
+                    dest_ready: true,
+                },
+                (),
+            )),
+            other => Err((other, dest)),
+        }
+    }
+}
+
 /// How a transfer ended, for the counters and the log.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Outcome {
@@ -170,6 +288,27 @@ impl Transfer {
         }
     }
 
+    /// Makes the transition `step` ([`State`]'s methods): the next state
+    /// takes the old one's place and what the step hands out is returned;
+    /// a state the step does not apply to stays as it was, and what the
+    /// step was given comes back as the error.
+    pub fn step<R, E>(&mut self, step: impl FnOnce(State) -> Step<R, E>) -> Result<R, E> {
+        // The one place a state is moved out of a live transfer: `step`
+        // owns it and always gives a state back, so `Finishing` here is
+        // never seen by anything.
+        let old = std::mem::replace(&mut self.state, State::Finishing);
+        match step(old) {
+            Ok((next, out)) => {
+                self.state = next;
+                Ok(out)
+            }
+            Err((same, given)) => {
+                self.state = same;
+                Err(given)
+            }
+        }
+    }
+
     /// Leaves the data part: the file and the destination are handed back
     /// (for deregistration and closing) and the state is [`State::Finishing`].
     pub fn take_data_part(&mut self) -> (Option<Arc<OwnedFd>>, Option<Dest>) {
@@ -181,5 +320,230 @@ impl Transfer {
             State::Opening { dest, .. } => (None, dest),
             State::Finishing => (None, None),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn file() -> Arc<OwnedFd> {
+        let (r, _w) = crate::sys::pipe().expect("pipe");
+        Arc::new(r)
+    }
+
+    fn fd() -> OwnedFd {
+        crate::sys::pipe().expect("pipe").0
+    }
+
+    fn name(s: &State) -> &'static str {
+        match s {
+            State::Opening { .. } => "Opening",
+            State::Opened { .. } => "Opened",
+            State::Running { .. } => "Running",
+            State::WaitingForDisk { .. } => "WaitingForDisk",
+            State::WritingFile { .. } => "WritingFile",
+            State::Finishing => "Finishing",
+        }
+    }
+
+    fn opening(dest: Option<Dest>) -> State {
+        State::Opening {
+            path: c"f".to_owned(),
+            dest,
+            hdtr: HeaderTrailer {
+                header: b"H".to_vec(),
+                trailer: b"T".to_vec(),
+            },
+            range: Range::WHOLE,
+            done: 0,
+            info_written: false,
+        }
+    }
+
+    fn opened() -> State {
+        State::Opened {
+            file: file(),
+            deadline: Instant::now(),
+        }
+    }
+
+    fn running(dest: Dest) -> State {
+        State::Running {
+            file: file(),
+            dest,
+            dest_ready: false,
+        }
+    }
+
+    fn to_fd() -> Dest {
+        Dest::Fd {
+            fd: fd(),
+            kind: DestKind::RegularFile,
+            registered: false,
+            strict: false,
+            seen: 0,
+        }
+    }
+
+    /// Every state, for the refused cases.
+    fn all() -> Vec<State> {
+        vec![
+            opening(None),
+            opened(),
+            running(Dest::Status),
+            State::WaitingForDisk {
+                file: file(),
+                dest: Dest::Status,
+            },
+            State::WritingFile { file: file() },
+            State::Finishing,
+        ]
+    }
+
+    #[test]
+    fn opened_goes_to_opened_or_running_and_hands_out_the_hdtr() {
+        let (next, hdtr) = opening(None)
+            .opened(file(), Some(Instant::now()))
+            .expect("allowed");
+        assert_eq!((name(&next), hdtr.header.as_slice()), ("Opened", &b"H"[..]));
+        let (next, _) = opening(Some(to_fd()))
+            .opened(file(), None)
+            .expect("allowed");
+        assert!(matches!(
+            next,
+            State::Running {
+                dest: Dest::Fd { .. },
+                dest_ready: true,
+                ..
+            }
+        ));
+        let (next, _) = opening(None).opened(file(), None).expect("allowed");
+        assert!(
+            matches!(
+                next,
+                State::Running {
+                    dest: Dest::Status,
+                    ..
+                }
+            ),
+            "a Read"
+        );
+        for s in all().into_iter().skip(1) {
+            let was = name(&s);
+            let (back, ()) = s.opened(file(), None).expect_err("refused");
+            assert_eq!(name(&back), was, "given back unchanged");
+        }
+    }
+
+    #[test]
+    fn send_open_runs_an_opened_file_only() {
+        let (next, ()) = opened().send_open(to_fd()).expect("allowed");
+        assert!(matches!(
+            next,
+            State::Running {
+                dest: Dest::Fd { .. },
+                dest_ready: true,
+                ..
+            }
+        ));
+        for s in all()
+            .into_iter()
+            .filter(|s| !matches!(s, State::Opened { .. }))
+        {
+            let was = name(&s);
+            let (back, dest) = s.send_open(to_fd()).expect_err("refused");
+            assert_eq!(name(&back), was);
+            assert!(
+                matches!(dest, Dest::Fd { .. }),
+                "the destination comes back"
+            );
+        }
+    }
+
+    #[test]
+    fn the_disk_round_trip_keeps_the_file_and_destination() {
+        let (waiting, job_file) = running(to_fd()).wait_for_disk().expect("allowed");
+        let State::WaitingForDisk { file, .. } = &waiting else {
+            panic!("{}", name(&waiting));
+        };
+        assert!(
+            Arc::ptr_eq(file, &job_file),
+            "the job reads the transfer's file"
+        );
+        let (back, ()) = waiting.disk_done().expect("allowed");
+        assert!(matches!(
+            back,
+            State::Running {
+                dest: Dest::Fd { .. },
+                dest_ready: true,
+                ..
+            }
+        ));
+        for s in all()
+            .into_iter()
+            .filter(|s| !matches!(s, State::Running { .. }))
+        {
+            let was = name(&s);
+            assert_eq!(name(&s.wait_for_disk().expect_err("refused").0), was);
+        }
+        for s in all()
+            .into_iter()
+            .filter(|s| !matches!(s, State::WaitingForDisk { .. }))
+        {
+            let was = name(&s);
+            assert_eq!(name(&s.disk_done().expect_err("refused").0), was);
+        }
+    }
+
+    #[test]
+    fn a_write_job_takes_the_destination_and_brings_it_back() {
+        let (writing, (_, dest)) = running(to_fd()).write_on_disk_thread().expect("allowed");
+        assert_eq!(name(&writing), "WritingFile");
+        let (back, ()) = writing.written(dest).expect("allowed");
+        assert!(matches!(
+            back,
+            State::Running {
+                dest: Dest::Fd {
+                    kind: DestKind::RegularFile,
+                    ..
+                },
+                ..
+            }
+        ));
+        // Data to the status pipe has no descriptor to hand a disk thread.
+        let (back, ()) = running(Dest::Status)
+            .write_on_disk_thread()
+            .expect_err("refused");
+        assert_eq!(name(&back), "Running");
+        for s in all()
+            .into_iter()
+            .filter(|s| !matches!(s, State::WritingFile { .. }))
+        {
+            let was = name(&s);
+            let (back, _dest) = s.written(fd()).expect_err("refused");
+            assert_eq!(name(&back), was);
+        }
+    }
+
+    #[test]
+    #[allow(clippy::result_large_err)] // a state by value, as above
+    fn a_refused_step_leaves_the_transfer_as_it_was() {
+        let mut t = Transfer {
+            command: Command::Send,
+            state: opened(),
+            status: StatusWriter::new(fd(), false),
+            status_registered: false,
+            cursor: Cursor::new(Vec::new(), 0, 0, Vec::new()),
+            queued: false,
+            peer_uid: None,
+            started: Instant::now(),
+            last_progress: Instant::now(),
+            outcome: None,
+        };
+        assert!(t.step(State::disk_done).is_err());
+        assert_eq!(name(&t.state), "Opened");
+        assert!(t.step(|s| s.send_open(Dest::Status)).is_ok());
+        assert_eq!(name(&t.state), "Running");
     }
 }

@@ -227,22 +227,15 @@ impl<B: TransferBackend> Server<B> {
                 }
             }
             PumpStop::NotCached { offset, len } => {
-                let State::Running { file, dest, .. } =
-                    std::mem::replace(&mut t.state, State::Finishing)
-                else {
+                let Ok(file) = t.step(State::wait_for_disk) else {
                     return;
                 };
                 let job = DiskJob {
                     slot,
                     txnid,
                     uid: t.peer_uid,
-                    work: Work::Prefetch {
-                        file: Arc::clone(&file),
-                        offset,
-                        len,
-                    },
+                    work: Work::Prefetch { file, offset, len },
                 };
-                t.state = State::WaitingForDisk { file, dest };
                 t.status.stopped_to_wait();
                 // The file info goes out now, not after the disk.
                 let flush = t.status.worth_flushing();
@@ -278,12 +271,7 @@ impl<B: TransferBackend> Server<B> {
         let Some(t) = self.table.get_mut(slot) else {
             return;
         };
-        let State::Running {
-            file,
-            dest: Dest::Fd { fd, .. },
-            ..
-        } = std::mem::replace(&mut t.state, State::Finishing)
-        else {
+        let Ok((file, fd)) = t.step(State::write_on_disk_thread) else {
             return;
         };
         let cursor = std::mem::replace(&mut t.cursor, Cursor::new(Vec::new(), 0, 0, Vec::new()));
@@ -292,13 +280,12 @@ impl<B: TransferBackend> Server<B> {
             txnid,
             uid: t.peer_uid,
             work: Work::Write {
-                file: Arc::clone(&file),
+                file,
                 cursor,
                 dest: fd,
                 limits,
             },
         };
-        t.state = State::WritingFile { file };
         let flush = t.status.worth_flushing();
         self.writes_out.insert(txnid);
         if !self.queue_disk_job(job) {
@@ -651,15 +638,8 @@ impl<B: TransferBackend> Server<B> {
         t.cursor.mark_prefetched(offset, len);
         // The disk's time is not the client's stall.
         t.last_progress = Instant::now();
-        if let State::WaitingForDisk { file, dest } =
-            std::mem::replace(&mut t.state, State::Finishing)
-        {
-            t.state = State::Running {
-                file,
-                dest,
-                dest_ready: true,
-            };
-        }
+        // Anything but WaitingForDisk (a transfer ended meanwhile) stays.
+        let _ = t.step(State::disk_done);
         self.enqueue(slot);
     }
 
@@ -687,24 +667,13 @@ impl<B: TransferBackend> Server<B> {
                 .push(CloseJob::new(uid, Some(dest), Box::new(())));
             return;
         };
-        let State::WritingFile { file } = std::mem::replace(&mut t.state, State::Finishing) else {
+        if let Err(dest) = t.step(|s| s.written(dest)) {
             // Ended meanwhile (and not removed: its final message is owed):
             // it closes with the transfer, before its status channel.
             self.ended_dests.insert(slot, dest);
             return;
-        };
+        }
         t.cursor = cursor;
-        t.state = State::Running {
-            file,
-            dest: Dest::Fd {
-                fd: dest,
-                kind: DestKind::RegularFile,
-                registered: false,
-                strict: false,
-                seen: 0,
-            },
-            dest_ready: true,
-        };
         let stop = match stop {
             // A regular file is never full for long: try again next turn.
             PumpStop::DestinationFull | PumpStop::Blocked => PumpStop::BudgetSpent,
