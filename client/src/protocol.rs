@@ -35,6 +35,9 @@ use std::mem::{offset_of, size_of};
 /// `EPROTO`.
 pub const PROTOCOL_VERSION: u8 = 1;
 
+/// Where a request datagram names its command (after the version byte).
+pub const REQUEST_CMD_AT: usize = 1;
+
 /// Size of the fixed part of every request.
 pub const REQUEST_FIXED_LEN: usize = 40;
 
@@ -458,6 +461,15 @@ impl Request {
         Ok(v)
     }
 
+    /// The command a datagram names, whether or not the rest of it
+    /// decodes: what a refusal needs to know to answer on the right
+    /// channel (a Status request's reply pipe, a transfer's status pipe).
+    /// `None` for a datagram too short to name one, or a byte that names
+    /// none.
+    pub fn command_of(buf: &[u8]) -> Option<Command> {
+        buf.get(REQUEST_CMD_AT).copied().and_then(Command::from_u8)
+    }
+
     /// Decodes one datagram. Never panics; every malformed input gets a
     /// [`DecodeError`].
     pub fn decode(buf: &[u8]) -> Result<Request, DecodeError> {
@@ -471,7 +483,8 @@ impl Request {
         if fixed[0] != PROTOCOL_VERSION {
             return Err(DecodeError::BadVersion(fixed[0]));
         }
-        let cmd = Command::from_u8(fixed[1]).ok_or(DecodeError::BadCommand(fixed[1]))?;
+        let cmd = Command::from_u8(fixed[REQUEST_CMD_AT])
+            .ok_or(DecodeError::BadCommand(fixed[REQUEST_CMD_AT]))?;
         let flags = u16::from_le_bytes([fixed[2], fixed[3]]);
         if flags != 0 {
             return Err(DecodeError::BadFlags(flags));
@@ -974,6 +987,23 @@ mod tests {
 
     fn c(s: &str) -> CString {
         CString::new(s).unwrap()
+    }
+
+    #[test]
+    fn the_command_is_named_even_when_the_rest_does_not_decode() {
+        let bytes = Request::Cancel { txnid: 7 }.encode().unwrap();
+        assert_eq!(Request::command_of(&bytes), Some(Command::Cancel));
+        assert_eq!(
+            Request::command_of(&bytes[..2]),
+            Some(Command::Cancel),
+            "cut short"
+        );
+        assert_eq!(Request::command_of(&bytes[..1]), None);
+        assert_eq!(
+            Request::command_of(&[PROTOCOL_VERSION, 200]),
+            None,
+            "no such command"
+        );
     }
 
     #[test]

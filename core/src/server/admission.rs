@@ -202,7 +202,7 @@ impl<B: TransferBackend> Server<B> {
             .map(|fd| self.closer.passed(uid, fd))
             .collect();
         let who = Who(cred);
-        let cmd_hint = bytes.get(1).copied().and_then(Command::from_u8);
+        let cmd_hint = proto::Request::command_of(bytes);
         if cred.is_some_and(|c| sys::is_uncredited(&c)) {
             // No credentials (queued before SO_PASSCRED was set: socket
             // activation without PassCredentials=yes), or a sender this

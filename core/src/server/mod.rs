@@ -7,39 +7,39 @@
 //! kqueue on the BSDs and macOS). Nothing on this thread blocks:
 //! destinations and status pipes are non-blocking, each transfer moves at
 //! most a bounded quantum per turn so a fast reader cannot starve the
-//! others, uids take turns ([`fair`]: the run queue, the disk queue and the
+//! others, uids take turns (`fair.rs`: the run queue, the disk queue and the
 //! closer queue are a FIFO per uid, served round-robin) and a pass over the
 //! run queue is bounded in time, and data missing from the page cache is
-//! brought in by [`disk`] threads.
+//! brought in by `disk.rs` threads.
 //!
 //! The client shares every descriptor it passes, so "non-blocking" never
 //! rests on a flag it can clear: socket writes are non-blocking per call,
-//! calls without such a flag run under the [`backstop`] (interrupted when
-//! they block), writes to regular files run on the [`disk`] threads, and
-//! closes that may linger on the [`closer`] threads.
+//! calls without such a flag run under the `backstop.rs` (interrupted when
+//! they block), writes to regular files run on the `disk.rs` threads, and
+//! closes that may linger on the `closer.rs` threads.
 //!
 //! This file holds the loop alone: building it, waiting, dispatching events
-//! and shutting down. Admitting requests is [`admission`]'s, driving
-//! transfers [`turns`]'s; a transfer's data is in [`transfer`]. Signals are
+//! and shutting down. Admitting requests is `admission.rs`'s, driving
+//! transfers `turns.rs`'s; a transfer's data is in `transfer.rs`. Signals are
 //! the binary's: the loop is told to stop through a descriptor, so a test
 //! can drive it in-process.
 
-pub mod admission;
-pub mod backstop;
+pub(crate) mod admission;
+pub(crate) mod backstop;
 pub mod caught;
-pub mod closer;
-pub mod disk;
+pub(crate) mod closer;
+pub(crate) mod disk;
 pub mod engine;
-pub mod fair;
+pub(crate) mod fair;
 pub mod listener;
-pub mod open;
-pub mod pump;
-pub mod share;
+pub(crate) mod open;
+pub(crate) mod pump;
+pub(crate) mod share;
 mod stall;
-pub mod status;
-pub mod table;
-pub mod timers;
-pub mod transfer;
+pub(crate) mod status;
+pub(crate) mod table;
+pub(crate) mod timers;
+pub(crate) mod transfer;
 mod turns;
 
 #[cfg(test)]
@@ -87,11 +87,11 @@ pub struct Config {
     pub busy_poll: Duration,
     /// Percent of `max_transfers` a uid keeps when the table is full and
     /// another uid below its share asks for a slot (at most an equal part
-    /// among the uids holding slots, see [`share`]); 100 never takes a slot
+    /// among the uids holding slots, see `share.rs`); 100 never takes a slot
     /// back.
     pub uid_share_percent: u32,
     /// A transfer that moves no byte for this long is ended (see
-    /// [`stall`]); zero never.
+    /// `stall.rs`); zero never.
     pub stall_timeout: Duration,
     /// If not empty, only these uids (or the gids below) may make requests.
     pub allow_uids: Vec<u32>,

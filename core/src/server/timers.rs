@@ -42,11 +42,6 @@ impl OpenFileTimers {
         self.heap.len()
     }
 
-    /// Whether no entry is held.
-    pub fn is_empty(&self) -> bool {
-        self.heap.is_empty()
-    }
-
     /// Drops the entries of transfers no longer waiting, once the heap holds
     /// more than twice `live` (plus some slack): amortised O(1) per push.
     /// Returns how many entries were dropped.

@@ -3,7 +3,7 @@
 //! pump, the status channel — is the server's and the same on every engine.
 //!
 //! Two engines answer the same small set of calls, chosen at start
-//! ([`EngineKind`]): the readiness loop of [`epoll`] (`mio`: epoll on Linux,
+//! ([`EngineKind`]): the readiness loop of [`readiness`] (`mio`: epoll on Linux,
 //! kqueue on the BSDs and macOS), and on Linux [`uring`], where waits are
 //! multishot poll requests and closes are ring operations, all submitted in
 //! the one `io_uring_enter` that also waits. The rest of the server never
@@ -11,8 +11,8 @@
 //!
 //! This file may choose and dispatch; it holds no engine's logic.
 
-pub mod epoll;
 pub mod kind;
+pub mod readiness;
 #[cfg(target_os = "linux")]
 pub mod uring;
 
@@ -66,7 +66,7 @@ impl std::error::Error for Refused {
 #[derive(Debug)]
 pub enum Engine {
     /// The readiness loop.
-    Epoll(epoll::EpollEngine),
+    Readiness(readiness::ReadinessEngine),
     /// The io_uring loop.
     #[cfg(target_os = "linux")]
     Uring(Box<uring::UringEngine>),
@@ -79,7 +79,7 @@ impl Engine {
     /// waker's events carry.
     pub fn new(kind: EngineKind, waker: usize) -> io::Result<Engine> {
         match kind {
-            EngineKind::Epoll => Ok(Engine::Epoll(epoll::EpollEngine::new(waker)?)),
+            EngineKind::Epoll => Ok(Engine::Readiness(readiness::ReadinessEngine::new(waker)?)),
             #[cfg(target_os = "linux")]
             EngineKind::Uring => uring::UringEngine::new(waker)
                 .map(|u| Engine::Uring(Box::new(u)))
@@ -94,18 +94,18 @@ impl Engine {
                 Ok(u) => Ok(Engine::Uring(Box::new(u))),
                 Err(e) => {
                     log::warn!("io_uring refused ({e}): using the epoll engine");
-                    Ok(Engine::Epoll(epoll::EpollEngine::new(waker)?))
+                    Ok(Engine::Readiness(readiness::ReadinessEngine::new(waker)?))
                 }
             },
             #[cfg(not(target_os = "linux"))]
-            EngineKind::Auto => Ok(Engine::Epoll(epoll::EpollEngine::new(waker)?)),
+            EngineKind::Auto => Ok(Engine::Readiness(readiness::ReadinessEngine::new(waker)?)),
         }
     }
 
     /// The engine's name, as logged and as `--engine` spells it.
     pub fn name(&self) -> &'static str {
         match self {
-            Engine::Epoll(e) => e.name(),
+            Engine::Readiness(e) => e.name(),
             #[cfg(target_os = "linux")]
             Engine::Uring(e) => e.name(),
         }
@@ -114,7 +114,7 @@ impl Engine {
     /// Watches `fd` for `interest`; events carry `token`.
     pub fn register(&mut self, fd: RawFd, token: usize, interest: Interest) -> io::Result<()> {
         match self {
-            Engine::Epoll(e) => e.register(fd, token, interest),
+            Engine::Readiness(e) => e.register(fd, token, interest),
             #[cfg(target_os = "linux")]
             Engine::Uring(e) => e.register(fd, token, interest),
         }
@@ -124,7 +124,7 @@ impl Engine {
     /// at the next wait even though no new edge happened.
     pub fn reregister(&mut self, fd: RawFd, token: usize, interest: Interest) -> io::Result<()> {
         match self {
-            Engine::Epoll(e) => e.reregister(fd, token, interest),
+            Engine::Readiness(e) => e.reregister(fd, token, interest),
             #[cfg(target_os = "linux")]
             Engine::Uring(e) => e.reregister(fd, token, interest),
         }
@@ -136,7 +136,7 @@ impl Engine {
         // The readiness loop forgets by descriptor, the ring by token.
         let _ = token;
         match self {
-            Engine::Epoll(e) => e.deregister(fd),
+            Engine::Readiness(e) => e.deregister(fd),
             #[cfg(target_os = "linux")]
             Engine::Uring(e) => e.deregister(token),
         }
@@ -145,7 +145,7 @@ impl Engine {
     /// A handle that wakes the loop (its event carries the waker token).
     pub fn waker(&self) -> Wake {
         match self {
-            Engine::Epoll(e) => e.waker(),
+            Engine::Readiness(e) => e.waker(),
             #[cfg(target_os = "linux")]
             Engine::Uring(e) => e.waker(),
         }
@@ -157,7 +157,7 @@ impl Engine {
     /// `ErrorKind::Interrupted`.
     pub fn wait(&mut self, events: &mut Vec<Event>, timeout: Option<Duration>) -> io::Result<()> {
         match self {
-            Engine::Epoll(e) => e.wait(events, timeout),
+            Engine::Readiness(e) => e.wait(events, timeout),
             #[cfg(target_os = "linux")]
             Engine::Uring(e) => e.wait(events, timeout),
         }
@@ -169,7 +169,7 @@ impl Engine {
     /// (pipes, UNIX sockets, local files) belong here.
     pub fn close_in_order(&mut self, fds: &mut Vec<OwnedFd>) {
         match self {
-            Engine::Epoll(_) => fds.clear(),
+            Engine::Readiness(_) => fds.clear(),
             #[cfg(target_os = "linux")]
             Engine::Uring(e) => e.close_in_order(fds),
         }

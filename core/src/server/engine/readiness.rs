@@ -12,15 +12,15 @@ use mio::{Events, Poll, Token, Waker};
 use super::{Event, Interest, Wake};
 
 /// A `mio::Poll`, its events buffer and its waker.
-pub struct EpollEngine {
+pub struct ReadinessEngine {
     poll: Poll,
     events: Events,
     waker: Arc<Waker>,
 }
 
-impl std::fmt::Debug for EpollEngine {
+impl std::fmt::Debug for ReadinessEngine {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("EpollEngine")
+        f.write_str("ReadinessEngine")
     }
 }
 
@@ -31,12 +31,12 @@ fn interest(i: Interest) -> mio::Interest {
     }
 }
 
-impl EpollEngine {
+impl ReadinessEngine {
     /// A new poller (`epoll_create1(2)`, `kqueue(2)`) with its waker.
-    pub fn new(waker: usize) -> io::Result<EpollEngine> {
+    pub fn new(waker: usize) -> io::Result<ReadinessEngine> {
         let poll = Poll::new()?;
         let waker = Arc::new(Waker::new(poll.registry(), Token(waker))?);
-        Ok(EpollEngine {
+        Ok(ReadinessEngine {
             poll,
             events: Events::with_capacity(1024),
             waker,
