@@ -141,9 +141,9 @@ fuzz_target!(|data: &[u8]| {
     let flags = input.byte();
     let native = flags & 1 != 0;
     let probe_cache = flags & 2 != 0;
-    // A destination whose client cleared O_NONBLOCK: header and trailer go
-    // on their own, never with a native call.
-    let dest_blocking = flags & 8 != 0;
+    // A destination strictness is asked for (its open file description was
+    // caught blocking): file data never goes by a native call.
+    let strict = flags & 8 != 0;
     let hlen = usize::from(input.byte() % 64);
     let tlen = usize::from(input.byte() % 64);
     let file_len_actual = usize::from(input.u16() % 2048);
@@ -194,7 +194,7 @@ fuzz_target!(|data: &[u8]| {
         chunk,
         budget,
         probe_cache,
-        dest_blocking,
+        strict,
     };
     for _ in 0..100_000 {
         let before = cur.pos;

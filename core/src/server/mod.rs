@@ -33,7 +33,7 @@ pub mod engine;
 pub(crate) mod fair;
 pub mod listener;
 pub(crate) mod open;
-pub(crate) mod pump;
+pub mod pump;
 pub(crate) mod share;
 mod stall;
 pub(crate) mod status;

@@ -53,7 +53,7 @@ pub enum PumpStop {
         len: usize,
     },
     /// A call blocked (the client cleared `O_NONBLOCK` on the destination
-    /// it shares with the daemon) and the [`backstop`] interrupted it: wait
+    /// it shares with the daemon) and the backstop (`backstop.rs`) interrupted it: wait
     /// for writability as for a full destination, and check the flag.
     Blocked,
     /// The transfer failed with this errno.
@@ -65,7 +65,7 @@ pub const PREFETCH_WINDOW: usize = 4 << 20;
 
 /// The longest one [`pump`] call goes on making calls: after this it
 /// yields its turn whatever its byte budget says. A call can be slow
-/// without blocking long enough for the [`backstop`] (a `sendfile` to a
+/// without blocking long enough for the backstop (`backstop.rs`) (a `sendfile` to a
 /// socket whose client flips `O_NONBLOCK` and drains a few KiB a
 /// millisecond); a turn of many such calls must not add up.
 pub const TURN_TIME: std::time::Duration = std::time::Duration::from_millis(2);
@@ -129,7 +129,7 @@ pub struct Limits {
     /// it from disk.
     pub probe_cache: bool,
     /// Whether the destination's open file description was caught blocking
-    /// once (the [`backstop`] interrupted a call on it, for this transfer or
+    /// once (the backstop (`backstop.rs`) interrupted a call on it, for this transfer or
     /// another sharing it, or its uid was caught often: `Caught`): file data
     /// to a socket then never goes by `sendfile`, whatever its flag says.
     /// Without it every call is still non-blocking per call (pipes and
