@@ -15,7 +15,6 @@ mod common;
 use std::ffi::CString;
 use std::net::{TcpListener, TcpStream};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
-use std::os::unix::fs::OpenOptionsExt;
 use std::os::unix::net::UnixStream;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -275,21 +274,7 @@ fn a_status_pipe_made_blocking_by_its_client_does_not_hold_the_loop() {
 
 /// `SO_LINGER {1, secs}` on a socket.
 fn linger(fd: BorrowedFd<'_>, secs: i32) {
-    let l = libc::linger {
-        l_onoff: 1,
-        l_linger: secs,
-    };
-    // SAFETY: l is a valid linger for the option's size.
-    let r = unsafe {
-        libc::setsockopt(
-            fd.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_LINGER,
-            (&l as *const libc::linger).cast(),
-            size_of::<libc::linger>() as libc::socklen_t,
-        )
-    };
-    assert_eq!(r, 0, "SO_LINGER: {}", std::io::Error::last_os_error());
+    sys::set_linger(fd, Some(secs)).expect("SO_LINGER");
 }
 
 /// A Send to a TCP socket with `SO_LINGER {1, 10}` whose peer never reads;
@@ -342,20 +327,6 @@ fn shutdown_does_not_wait_out_lingering_destinations() {
         exit < EXIT_BOUND,
         "shutdown took {exit:?} with three lingering destinations"
     );
-}
-
-/// A destination file opened `O_DSYNC` in a directory on the build's disk
-/// (the temporary directory may be a tmpfs, where `O_DSYNC` costs nothing).
-fn dsync_file() -> (tempfile::TempDir, std::fs::File) {
-    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).expect("tempdir");
-    let f = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create_new(true)
-        .custom_flags(libc::O_DSYNC)
-        .open(dir.path().join(unique_name("dsync")))
-        .expect("open O_DSYNC");
-    (dir, f)
 }
 
 /// Row 4: a large Send to an `O_DSYNC` file runs on the disk threads; a

@@ -26,7 +26,7 @@ use std::ffi::CString;
 use std::io::Read;
 use std::net::{TcpListener, TcpStream};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -163,22 +163,9 @@ fn tcp_pair() -> (OwnedFd, OwnedFd) {
     (OwnedFd::from(c), OwnedFd::from(p))
 }
 
+/// `SO_LINGER {1, secs}` on a socket.
 fn set_linger(fd: BorrowedFd<'_>, secs: i32) {
-    let l = libc::linger {
-        l_onoff: 1,
-        l_linger: secs,
-    };
-    // SAFETY: l is a valid linger for the option's size.
-    let r = unsafe {
-        libc::setsockopt(
-            fd.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_LINGER,
-            (&l as *const libc::linger).cast(),
-            std::mem::size_of::<libc::linger>() as libc::socklen_t,
-        )
-    };
-    assert_eq!(r, 0, "SO_LINGER");
+    sys::set_linger(fd, Some(secs)).expect("SO_LINGER");
 }
 
 /// A TCP socket whose last close would linger [`LINGER_SECS`]: its send
@@ -233,20 +220,6 @@ fn fds_back_to(d: &Daemon, base: usize) -> bool {
         let _ = sys::wait_readable(r.as_fd(), Duration::from_millis(20));
     }
     false
-}
-
-/// A destination file opened `O_DSYNC` in a directory on the build's disk
-/// (the temporary directory may be a tmpfs, where `O_DSYNC` costs nothing).
-fn dsync_file() -> (tempfile::TempDir, std::fs::File) {
-    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).expect("tempdir");
-    let f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .custom_flags(libc::O_DSYNC)
-        .open(dir.path().join(unique_name("dsync")))
-        .expect("open O_DSYNC");
-    (dir, f)
 }
 
 /// Row 4: Send 8 MiB to an `O_DSYNC` file and Cancel it, as fast as the

@@ -159,9 +159,16 @@ pub fn lingers(fd: BorrowedFd<'_>) -> Option<i32> {
 /// and the kernel sends what is queued in the background, as without
 /// `SO_LINGER`.
 pub fn linger_off(fd: BorrowedFd<'_>) -> io::Result<()> {
+    set_linger(fd, None)
+}
+
+/// `setsockopt(SO_LINGER)` (socket(7)): `Some(secs)` makes the socket's last
+/// close wait up to `secs` for its queue to drain (`{1, secs}`), `None`
+/// turns the option off (`{0, 0}`).
+pub fn set_linger(fd: BorrowedFd<'_>, secs: Option<i32>) -> io::Result<()> {
     let l = libc::linger {
-        l_onoff: 0,
-        l_linger: 0,
+        l_onoff: i32::from(secs.is_some()),
+        l_linger: secs.unwrap_or(0),
     };
     // SAFETY: l is a valid linger of the size given.
     cvt(unsafe {

@@ -364,3 +364,19 @@ pub fn run_helper_as(env: &str, spec: &str, uid: u32, gid: u32) -> Vec<String> {
         });
     line.split_whitespace().map(str::to_owned).collect()
 }
+
+/// A destination file opened `O_DSYNC` (for reading too) in a directory on
+/// the build's disk (the temporary directory may be a tmpfs, where
+/// `O_DSYNC` costs nothing).
+pub fn dsync_file() -> (tempfile::TempDir, std::fs::File) {
+    use std::os::unix::fs::OpenOptionsExt;
+    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).expect("tempdir");
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create_new(true)
+        .custom_flags(libc::O_DSYNC)
+        .open(dir.path().join(unique_name("dsync")))
+        .expect("open O_DSYNC");
+    (dir, f)
+}
