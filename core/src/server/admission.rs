@@ -12,7 +12,7 @@
 //! [`Passed`] until a transfer keeps it: one a refusal drops closes on the
 //! loop only if that cannot wait (a pipe, a UNIX socket), else on the
 //! closer threads (a TCP socket with `SO_LINGER`, a file on NFS). Moving
-//! data is `turns.rs`'s.
+//! data is `drive.rs`'s.
 
 use std::ffi::CString;
 use std::io;
@@ -622,7 +622,7 @@ impl<B: TransferBackend> Server<B> {
         // info already (the channel's first message); a Send handed on does
         // not (the client wrote nothing on its status channel).
         if !info_written {
-            t.status.owe_info(info);
+            t.status.queue_info(info);
         }
         if is_read && t.status.flush() != Flush::Clear {
             // A fresh pipe always has room for the info; if not, the client
@@ -631,7 +631,7 @@ impl<B: TransferBackend> Server<B> {
                 "{command:?} {}: client gone before the file info",
                 path.to_string_lossy()
             );
-            return self.abandon(slot, "client gone before the file info");
+            return self.end_client_gone(slot, "client gone before the file info");
         }
         let open_until =
             (command == Command::Open).then(|| Instant::now() + self.config.open_timeout);
@@ -757,7 +757,7 @@ impl<B: TransferBackend> Server<B> {
             );
         }
         self.end(slot, Outcome::Failed(libc::EMFILE));
-        self.remove(slot);
+        self.release(slot);
         true
     }
 
@@ -787,7 +787,7 @@ impl<B: TransferBackend> Server<B> {
         }
         self.end(slot, Outcome::Failed(libc::EMFILE));
         // Still here if its status pipe has no room for the error.
-        self.remove(slot);
+        self.release(slot);
         true
     }
 

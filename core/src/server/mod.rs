@@ -20,7 +20,7 @@
 //!
 //! This file holds the loop alone: building it, waiting, dispatching events
 //! and shutting down. Admitting requests is `admission.rs`'s, driving
-//! transfers `turns.rs`'s; a transfer's data is in `transfer.rs`. Signals are
+//! transfers `drive.rs`'s; a transfer's data is in `transfer.rs`. Signals are
 //! the binary's: the loop is told to stop through a descriptor, so a test
 //! can drive it in-process.
 
@@ -29,6 +29,7 @@ pub(crate) mod backstop;
 pub mod caught;
 pub(crate) mod closer;
 pub(crate) mod disk;
+mod drive;
 pub mod engine;
 pub(crate) mod fair;
 pub mod listener;
@@ -40,7 +41,6 @@ pub(crate) mod status;
 pub(crate) mod table;
 pub(crate) mod timers;
 pub(crate) mod transfer;
-mod turns;
 
 #[cfg(test)]
 mod tests;
@@ -210,10 +210,10 @@ pub struct Server<B: TransferBackend> {
     writes_out: HashSet<u64>,
     /// Transfers removed while their write job was out: they close once the
     /// job hands the destination back.
-    orphans: HashMap<u64, Transfer>,
+    removed_with_write_out: HashMap<u64, Transfer>,
     /// Destinations of ended transfers not yet removed (their final message
     /// still owed): they close with the transfer, off the loop.
-    ended_dests: HashMap<Slot, OwnedFd>,
+    dests_of_ended: HashMap<Slot, OwnedFd>,
     /// Open file descriptions and uids the backstop caught blocking.
     caught: caught::Caught,
 }
@@ -277,8 +277,8 @@ impl<B: TransferBackend> Server<B> {
             closer: Closer::default(),
             to_close: Vec::new(),
             writes_out: HashSet::new(),
-            orphans: HashMap::new(),
-            ended_dests: HashMap::new(),
+            removed_with_write_out: HashMap::new(),
+            dests_of_ended: HashMap::new(),
             caught: caught::Caught::default(),
         })
     }
@@ -419,7 +419,7 @@ impl<B: TransferBackend> Server<B> {
         log::info!("cancelling {} live transfers", slots.len());
         for slot in slots {
             self.end(slot, Outcome::Cancelled);
-            self.remove(slot);
+            self.release(slot);
         }
         self.engine.close_in_order(&mut self.quick_closes);
         // The ring's closes go to the kernel now, not after the waits
@@ -433,22 +433,25 @@ impl<B: TransferBackend> Server<B> {
         self.closer.submit(&mut self.to_close);
         let (all, queued) = self.disk.finish(deadline);
         if !all {
-            // The orphans' destinations are with the stuck threads.
-            log::warn!("{} transfers' writes still in progress", self.orphans.len());
+            // Their destinations are with the stuck threads.
+            log::warn!(
+                "{} transfers' writes still in progress",
+                self.removed_with_write_out.len()
+            );
         }
         // Jobs no thread took: every transfer was removed above, so a write
-        // job's destination closes with its orphan.
+        // job's destination closes with its transfer.
         for job in queued {
             self.job_returned(job);
         }
-        // Writes that came back close their orphans in order.
+        // Writes that came back close their transfers in order.
         self.disk_finished();
-        let orphans: Vec<CloseJob> = self
-            .orphans
+        let removed_with_write_out: Vec<CloseJob> = self
+            .removed_with_write_out
             .drain()
             .map(|(_, t)| CloseJob::new(t.peer_uid, None, Box::new(t)))
             .collect();
-        self.to_close.extend(orphans);
+        self.to_close.extend(removed_with_write_out);
         self.closer.submit(&mut self.to_close);
         self.closer.finish(deadline);
         log::info!(

@@ -104,14 +104,14 @@ impl<B: TransferBackend> Server<B> {
                     self.end(slot, Outcome::Failed(libc::ETIMEDOUT));
                     // Still here: its status pipe has no room for the
                     // error either.
-                    self.remove(slot);
+                    self.release(slot);
                 }
                 Verdict::Close => {
                     log::debug!(
                         "txn {txnid:x}: final message unread for {} ms: closed",
                         timeout.as_millis()
                     );
-                    self.remove(slot);
+                    self.release(slot);
                 }
             }
         }

@@ -116,8 +116,8 @@ impl StatusWriter {
         }
     }
 
-    /// Owes the file info (written before anything else).
-    pub fn owe_info(&mut self, info: FileInfo) {
+    /// Queues the file info: the next flush writes it before anything else.
+    pub fn queue_info(&mut self, info: FileInfo) {
         self.info = Some(info);
     }
 
@@ -135,9 +135,9 @@ impl StatusWriter {
         self.reportable = self.unreported;
     }
 
-    /// Owes the final message; nothing after it. [`Final::Close`] also drops
+    /// Queues the final message: nothing is written after it. [`Final::Close`] also drops
     /// everything still owed.
-    pub fn owe_final(&mut self, f: Final) {
+    pub fn queue_final(&mut self, f: Final) {
         if self.final_msg.is_some() {
             return;
         }
@@ -177,7 +177,7 @@ impl StatusWriter {
             put(&info.encode());
         }
         // Progress goes out in steps, never with the final message
-        // (`owe_final` cleared it).
+        // (`queue_final` cleared it).
         let reported = if self.reportable >= PROGRESS_STEP {
             self.reportable
         } else {
@@ -320,10 +320,10 @@ mod tests {
     fn a_transfer_that_never_waited_says_info_then_completion() {
         let (r, w) = pipe_nb();
         let mut s = StatusWriter::new(w, true);
-        s.owe_info(FileInfo::ok(10, 0, 0, 0, 1));
+        s.queue_info(FileInfo::ok(10, 0, 0, 0, 1));
         s.moved(4);
         s.moved(6);
-        s.owe_final(Final::Complete);
+        s.queue_final(Final::Complete);
         assert_eq!(s.flush(), Flush::Clear);
         assert!(s.is_finished());
         let bytes = read_all(&r);
@@ -351,7 +351,7 @@ mod tests {
         let want = PROGRESS_STEP.min(proto::XFER_COMPLETE as u64 - 1) as usize;
         assert_eq!(Response::decode(&bytes), Some(Response::Progress(want)));
         // The 5 bytes after the wait go unreported: the completion says it.
-        s.owe_final(Final::Complete);
+        s.queue_final(Final::Complete);
         assert_eq!(s.flush(), Flush::Clear);
         assert_eq!(Response::decode(&read_all(&r)), Some(Response::Complete));
     }
@@ -363,7 +363,7 @@ mod tests {
         s.moved(10);
         s.stopped_to_wait();
         // The status pipe was full at the wait; the transfer then finished.
-        s.owe_final(Final::Complete);
+        s.queue_final(Final::Complete);
         assert_eq!(s.flush(), Flush::Clear);
         let bytes = read_all(&r);
         assert_eq!(bytes.len(), proto::XFER_STAT_LEN);
@@ -396,7 +396,7 @@ mod tests {
         let mut s = StatusWriter::new(w, true);
         s.moved(7);
         s.stopped_to_wait();
-        s.owe_final(Final::Error {
+        s.queue_final(Final::Error {
             cmd: proto::SFD_XFER_STAT,
             errno: libc::EPIPE,
         });
@@ -422,10 +422,10 @@ mod tests {
     fn close_writes_nothing_and_drops_what_was_owed() {
         let (r, w) = pipe_nb();
         let mut s = StatusWriter::new(w, true);
-        s.owe_info(FileInfo::ok(10, 0, 0, 0, 1));
+        s.queue_info(FileInfo::ok(10, 0, 0, 0, 1));
         s.moved(3);
         s.stopped_to_wait();
-        s.owe_final(Final::Close);
+        s.queue_final(Final::Close);
         assert!(!s.worth_flushing());
         assert_eq!(s.flush(), Flush::Clear);
         assert!(s.is_finished());
@@ -440,7 +440,7 @@ mod tests {
     fn small_progress_waits_for_something_worth_a_write() {
         let (r, w) = pipe_nb();
         let mut s = StatusWriter::new(w, true);
-        s.owe_info(FileInfo::ok(10, 0, 0, 0, 1));
+        s.queue_info(FileInfo::ok(10, 0, 0, 0, 1));
         assert!(s.worth_flushing(), "the file info always is");
         assert_eq!(s.flush(), Flush::Clear);
         s.moved(PROGRESS_STEP - 1);
@@ -454,7 +454,7 @@ mod tests {
         assert!(s.worth_flushing());
         assert_eq!(s.flush(), Flush::Clear);
         s.moved(1);
-        s.owe_final(Final::Complete);
+        s.queue_final(Final::Complete);
         assert!(s.worth_flushing(), "the final message always is");
     }
 
@@ -464,7 +464,7 @@ mod tests {
         let mut s = StatusWriter::new(w, false);
         s.moved(5);
         s.stopped_to_wait();
-        s.owe_final(Final::Close);
+        s.queue_final(Final::Close);
         assert_eq!(s.flush(), Flush::Clear);
         assert!(s.is_finished());
         assert!(read_all(&r).is_empty());

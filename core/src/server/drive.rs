@@ -3,7 +3,8 @@
 //!
 //! This file moves data only through the backend (via the pump), writes
 //! only to a transfer's status channel (through its `StatusWriter`), and is
-//! the only place that ends a transfer ([`Server::end`], [`Server::remove`]).
+//! the only place that ends a transfer ([`Server::end`],
+//! [`Server::end_client_gone`], then [`Server::release`]).
 //! What may block on a client's object it never does itself: writes to a
 //! regular file go to the disk threads, closes that may linger to the
 //! closer threads.
@@ -377,7 +378,7 @@ impl<B: TransferBackend> Server<B> {
         if !is_dest {
             if closed {
                 // The client closed its end of the status channel.
-                self.abandon(slot, "client closed its status channel");
+                self.end_client_gone(slot, "client closed its status channel");
                 return;
             }
             // Writable is no reason to speak: progress below the step
@@ -406,16 +407,16 @@ impl<B: TransferBackend> Server<B> {
         match flushed {
             Flush::Clear => {
                 if t.status.is_finished() {
-                    self.remove(slot);
+                    self.release(slot);
                 }
             }
             Flush::Pending => {
                 if let Err(e) = self.register_waits(slot, false) {
                     log::error!("registering a status channel: {e}");
-                    self.abandon(slot, "cannot wait for its status channel");
+                    self.end_client_gone(slot, "cannot wait for its status channel");
                 }
             }
-            Flush::Gone => self.abandon(slot, "status channel closed"),
+            Flush::Gone => self.end_client_gone(slot, "status channel closed"),
         }
     }
 
@@ -442,9 +443,9 @@ impl<B: TransferBackend> Server<B> {
         // does, a Read's too.
         let opening = matches!(t.state, State::Opening { .. });
         // A destination that may block on close waits for the transfer's
-        // removal and a closer thread (see `remove`).
+        // removal and a closer thread (see `release`).
         if let Some(slow) = release_data_part(&mut self.engine, &mut self.quick_closes, slot, t) {
-            self.ended_dests.insert(slot, slow);
+            self.dests_of_ended.insert(slot, slow);
         }
         let fin = match outcome {
             Outcome::Failed(errno) if opening => Final::Error {
@@ -459,7 +460,7 @@ impl<B: TransferBackend> Server<B> {
             },
             Outcome::Cancelled | Outcome::ClientGone => Final::Close,
         };
-        t.status.owe_final(fin);
+        t.status.queue_final(fin);
         if outcome.is_success() {
             self.counters.completed += 1;
         } else {
@@ -468,8 +469,12 @@ impl<B: TransferBackend> Server<B> {
         self.flush_status(slot);
     }
 
-    /// Drops a transfer whose client is gone; nothing more can be said.
-    pub(super) fn abandon(&mut self, slot: Slot, why: &str) {
+    /// Ends a transfer whose client is gone (its status channel closed or
+    /// unusable): nothing more can be said on it, so it is released at
+    /// once. "End" is the one word for a transfer's ending ([`Self::end`]
+    /// when its channel still owes a final message); [`Self::release`] is
+    /// what follows every end: the slot freed and what it held closed.
+    pub(super) fn end_client_gone(&mut self, slot: Slot, why: &str) {
         if let Some(t) = self.table.get_mut(slot) {
             log::debug!("transfer in slot {slot}: {why}");
             if t.outcome.is_none() {
@@ -477,11 +482,12 @@ impl<B: TransferBackend> Server<B> {
                 self.counters.failed += 1;
             }
         }
-        self.remove(slot);
+        self.release(slot);
     }
 
-    /// Takes a transfer out of the table and closes all it holds.
-    pub(super) fn remove(&mut self, slot: Slot) {
+    /// Releases an ended transfer's slot: takes it out of the table and
+    /// closes all it holds.
+    pub(super) fn release(&mut self, slot: Slot) {
         self.recall_disk_job(slot);
         let Some((txnid, mut t)) = self.table.remove(slot) else {
             return;
@@ -498,7 +504,7 @@ impl<B: TransferBackend> Server<B> {
         // (a socket's SO_LINGER, a file's flush) closes on a closer thread,
         // and the status channel after it there.
         let off_loop = release_data_part(&mut self.engine, &mut self.quick_closes, slot, &mut t)
-            .or_else(|| self.ended_dests.remove(&slot));
+            .or_else(|| self.dests_of_ended.remove(&slot));
         if log::log_enabled!(log::Level::Debug) {
             let outcome = t.outcome.unwrap_or(Outcome::Cancelled);
             let uid = t.peer_uid.map(|u| format!(" uid {u}")).unwrap_or_default();
@@ -513,7 +519,7 @@ impl<B: TransferBackend> Server<B> {
         if self.writes_out.contains(&txnid) {
             // Its destination is with a disk thread: it closes when the
             // write comes back, and the status channel after it.
-            self.orphans.insert(txnid, t);
+            self.removed_with_write_out.insert(txnid, t);
         } else if let Some(fd) = off_loop {
             self.to_close
                 .push(CloseJob::new(t.peer_uid, Some(fd), Box::new(t)));
@@ -571,11 +577,14 @@ impl<B: TransferBackend> Server<B> {
             return;
         };
         self.writes_out.remove(&job.txnid);
-        if let Some(orphan) = self.orphans.remove(&job.txnid) {
-            self.to_close
-                .push(CloseJob::new(orphan.peer_uid, Some(dest), Box::new(orphan)));
+        if let Some(removed) = self.removed_with_write_out.remove(&job.txnid) {
+            self.to_close.push(CloseJob::new(
+                removed.peer_uid,
+                Some(dest),
+                Box::new(removed),
+            ));
         } else if self.table.get(job.slot).map(|(id, _)| id) == Some(job.txnid) {
-            self.ended_dests.insert(job.slot, dest);
+            self.dests_of_ended.insert(job.slot, dest);
         } else {
             self.to_close
                 .push(CloseJob::new(job.uid, Some(dest), Box::new(())));
@@ -656,9 +665,12 @@ impl<B: TransferBackend> Server<B> {
         stop: PumpStop,
     ) {
         self.writes_out.remove(&txnid);
-        if let Some(orphan) = self.orphans.remove(&txnid) {
-            self.to_close
-                .push(CloseJob::new(orphan.peer_uid, Some(dest), Box::new(orphan)));
+        if let Some(removed) = self.removed_with_write_out.remove(&txnid) {
+            self.to_close.push(CloseJob::new(
+                removed.peer_uid,
+                Some(dest),
+                Box::new(removed),
+            ));
             return;
         }
         let live = self.table.get(slot).map(|(id, _)| id) == Some(txnid);
@@ -670,7 +682,7 @@ impl<B: TransferBackend> Server<B> {
         if let Err(dest) = t.step(|s| s.written(dest)) {
             // Ended meanwhile (and not removed: its final message is owed):
             // it closes with the transfer, before its status channel.
-            self.ended_dests.insert(slot, dest);
+            self.dests_of_ended.insert(slot, dest);
             return;
         }
         t.cursor = cursor;
