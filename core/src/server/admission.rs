@@ -830,7 +830,7 @@ enum TakeBack {
 /// What a transfer in `state` loses if its slot is taken back.
 fn loss_of(state: &State) -> Loss {
     match state {
-        State::Finishing => Loss::FinalMessage,
+        State::Finishing { .. } => Loss::FinalMessage,
         // Nothing sent yet either way: the client asks again.
         State::Opened { .. } | State::Opening { .. } => Loss::UnsentOpen,
         State::Running { .. } | State::WaitingForDisk { .. } | State::WritingFile { .. } => {

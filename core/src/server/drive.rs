@@ -288,7 +288,6 @@ impl<B: TransferBackend> Server<B> {
             },
         };
         let flush = t.status.worth_flushing();
-        self.writes_out.insert(txnid);
         if !self.queue_disk_job(job) {
             return;
         }
@@ -445,7 +444,12 @@ impl<B: TransferBackend> Server<B> {
         // A destination that may block on close waits for the transfer's
         // removal and a closer thread (see `release`).
         if let Some(slow) = release_data_part(&mut self.engine, &mut self.quick_closes, slot, t) {
-            self.dests_of_ended.insert(slot, slow);
+            if let Err(fd) = t.keep_slow_dest(slow) {
+                // Not reached: the data part just left, so it is Finishing
+                // with nothing kept. Closed off the loop all the same.
+                self.to_close
+                    .push(CloseJob::new(t.peer_uid, Some(fd), Box::new(())));
+            }
         }
         let fin = match outcome {
             Outcome::Failed(errno) if opening => Final::Error {
@@ -504,7 +508,7 @@ impl<B: TransferBackend> Server<B> {
         // (a socket's SO_LINGER, a file's flush) closes on a closer thread,
         // and the status channel after it there.
         let off_loop = release_data_part(&mut self.engine, &mut self.quick_closes, slot, &mut t)
-            .or_else(|| self.dests_of_ended.remove(&slot));
+            .or_else(|| t.take_slow_dest());
         if log::log_enabled!(log::Level::Debug) {
             let outcome = t.outcome.unwrap_or(Outcome::Cancelled);
             let uid = t.peer_uid.map(|u| format!(" uid {u}")).unwrap_or_default();
@@ -516,7 +520,7 @@ impl<B: TransferBackend> Server<B> {
                 t.started.elapsed()
             );
         }
-        if self.writes_out.contains(&txnid) {
+        if t.write_out() {
             // Its destination is with a disk thread: it closes when the
             // write comes back, and the status channel after it.
             self.removed_with_write_out.insert(txnid, t);
@@ -573,22 +577,34 @@ impl<B: TransferBackend> Server<B> {
     /// with its transfer (before the status channel, off the loop); a
     /// prefetch's file clone and an open's path just drop.
     pub(super) fn job_returned(&mut self, job: DiskJob) {
-        let Work::Write { dest, .. } = job.work else {
+        let Work::Write { dest, cursor, .. } = job.work else {
             return;
         };
-        self.writes_out.remove(&job.txnid);
         if let Some(removed) = self.removed_with_write_out.remove(&job.txnid) {
             self.to_close.push(CloseJob::new(
                 removed.peer_uid,
                 Some(dest),
                 Box::new(removed),
             ));
-        } else if self.table.get(job.slot).map(|(id, _)| id) == Some(job.txnid) {
-            self.dests_of_ended.insert(job.slot, dest);
-        } else {
-            self.to_close
-                .push(CloseJob::new(job.uid, Some(dest), Box::new(())));
+            return;
         }
+        let live = self.table.get(job.slot).map(|(id, _)| id) == Some(job.txnid);
+        let dest = match self.table.get_mut(job.slot).filter(|_| live) {
+            // Running again with its destination and cursor (it is being
+            // ended: the recall comes from its end or a refused job), or
+            // ended already and keeping the destination to close with it.
+            Some(t) => match t.write_came_back(dest) {
+                Ok(true) => {
+                    t.cursor = cursor;
+                    return;
+                }
+                Ok(false) => return,
+                Err(dest) => dest,
+            },
+            None => dest,
+        };
+        self.to_close
+            .push(CloseJob::new(job.uid, Some(dest), Box::new(())));
     }
 
     /// Ends the open files whose deadline has passed with `ETIMEDOUT`.
@@ -664,7 +680,6 @@ impl<B: TransferBackend> Server<B> {
         moved: u64,
         stop: PumpStop,
     ) {
-        self.writes_out.remove(&txnid);
         if let Some(removed) = self.removed_with_write_out.remove(&txnid) {
             self.to_close.push(CloseJob::new(
                 removed.peer_uid,
@@ -679,11 +694,17 @@ impl<B: TransferBackend> Server<B> {
                 .push(CloseJob::new(uid, Some(dest), Box::new(())));
             return;
         };
-        if let Err(dest) = t.step(|s| s.written(dest)) {
+        match t.write_came_back(dest) {
+            Ok(true) => {}
             // Ended meanwhile (and not removed: its final message is owed):
-            // it closes with the transfer, before its status channel.
-            self.dests_of_ended.insert(slot, dest);
-            return;
+            // it keeps the destination, to close with it before its status
+            // channel.
+            Ok(false) => return,
+            Err(dest) => {
+                self.to_close
+                    .push(CloseJob::new(uid, Some(dest), Box::new(())));
+                return;
+            }
         }
         t.cursor = cursor;
         let stop = match stop {

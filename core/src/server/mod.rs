@@ -45,7 +45,7 @@ pub(crate) mod transfer;
 #[cfg(test)]
 mod tests;
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::sync::Arc;
@@ -206,14 +206,9 @@ pub struct Server<B: TransferBackend> {
     closer: Closer,
     /// Closes gathered during this turn of the loop, for the closer threads.
     to_close: Vec<CloseJob>,
-    /// Transfers with a write job on a disk thread.
-    writes_out: HashSet<u64>,
     /// Transfers removed while their write job was out: they close once the
     /// job hands the destination back.
     removed_with_write_out: HashMap<u64, Transfer>,
-    /// Destinations of ended transfers not yet removed (their final message
-    /// still owed): they close with the transfer, off the loop.
-    dests_of_ended: HashMap<Slot, OwnedFd>,
     /// Open file descriptions and uids the backstop caught blocking.
     caught: caught::Caught,
 }
@@ -276,9 +271,7 @@ impl<B: TransferBackend> Server<B> {
             ids: table::RandomIds::default(),
             closer: Closer::default(),
             to_close: Vec::new(),
-            writes_out: HashSet::new(),
             removed_with_write_out: HashMap::new(),
-            dests_of_ended: HashMap::new(),
             caught: caught::Caught::default(),
         })
     }

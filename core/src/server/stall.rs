@@ -58,7 +58,7 @@ pub fn verdict(
     }
     match state {
         State::Running { .. } => Verdict::TimeOut,
-        State::Finishing => Verdict::Close,
+        State::Finishing { .. } => Verdict::Close,
         // A disk thread's time (opening the file, reading it in, writing a
         // regular-file destination) is not the client's stall.
         State::Opened { .. }

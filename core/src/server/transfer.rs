@@ -95,7 +95,15 @@ pub enum State {
         file: Arc<OwnedFd>,
     },
     /// The data part is over; the status channel owes its final message.
-    Finishing,
+    Finishing {
+        /// The destination, when its close may block (a socket's linger, a
+        /// file's flush): it closes with the transfer, off the loop, before
+        /// the status channel.
+        slow_dest: Option<OwnedFd>,
+        /// A disk thread still holds the destination for a write job: it
+        /// comes back (and closes with the transfer) when the job does.
+        write_out: bool,
+    },
 }
 
 /// A transition: the old state by value; the next state and what the
@@ -110,6 +118,15 @@ pub type Step<R, E> = Result<(State, R), (State, E)>;
 /// value, on purpose: boxing it would cost an allocation a step.)
 #[allow(clippy::result_large_err)]
 impl State {
+    /// Finishing with nothing held: the data part over, no destination
+    /// kept, no write job out.
+    pub fn finished() -> State {
+        State::Finishing {
+            slow_dest: None,
+            write_out: false,
+        }
+    }
+
     /// Opening -> Opened (an Open, which waits for its Send Open until
     /// `open_until`) or Running (a Send or a Read, to its destination or
     /// the status pipe), once the file is open. Hands out the request's
@@ -294,9 +311,9 @@ impl Transfer {
     /// step was given comes back as the error.
     pub fn step<R, E>(&mut self, step: impl FnOnce(State) -> Step<R, E>) -> Result<R, E> {
         // The one place a state is moved out of a live transfer: `step`
-        // owns it and always gives a state back, so `Finishing` here is
-        // never seen by anything.
-        let old = std::mem::replace(&mut self.state, State::Finishing);
+        // owns it and always gives a state back, so the `Finishing` here
+        // is never seen by anything.
+        let old = std::mem::replace(&mut self.state, State::finished());
         match step(old) {
             Ok((next, out)) => {
                 self.state = next;
@@ -310,16 +327,79 @@ impl Transfer {
     }
 
     /// Leaves the data part: the file and the destination are handed back
-    /// (for deregistration and closing) and the state is [`State::Finishing`].
+    /// (for deregistration and closing) and the state is
+    /// [`State::Finishing`] (with the write job still out, if one was).
     pub fn take_data_part(&mut self) -> (Option<Arc<OwnedFd>>, Option<Dest>) {
-        match std::mem::replace(&mut self.state, State::Finishing) {
+        let write_out = matches!(self.state, State::WritingFile { .. });
+        let next = State::Finishing {
+            slow_dest: None,
+            write_out,
+        };
+        match std::mem::replace(&mut self.state, next) {
             State::Running { file, dest, .. } | State::WaitingForDisk { file, dest } => {
                 (Some(file), Some(dest))
             }
             State::Opened { file, .. } | State::WritingFile { file } => (Some(file), None),
             State::Opening { dest, .. } => (None, dest),
-            State::Finishing => (None, None),
+            finishing @ State::Finishing { .. } => {
+                self.state = finishing;
+                (None, None)
+            }
         }
+    }
+
+    /// Keeps an ended transfer's destination whose close may block, to
+    /// close with the transfer; gives it back if the transfer has not ended
+    /// (or keeps one already).
+    pub fn keep_slow_dest(&mut self, fd: OwnedFd) -> Result<(), OwnedFd> {
+        match &mut self.state {
+            State::Finishing {
+                slow_dest: kept @ None,
+                ..
+            } => {
+                *kept = Some(fd);
+                Ok(())
+            }
+            _ => Err(fd),
+        }
+    }
+
+    /// The destination [`Transfer::keep_slow_dest`] kept, if any.
+    pub fn take_slow_dest(&mut self) -> Option<OwnedFd> {
+        match &mut self.state {
+            State::Finishing { slow_dest, .. } => slow_dest.take(),
+            _ => None,
+        }
+    }
+
+    /// Whether a disk thread still holds the destination of this ended
+    /// transfer for a write job.
+    pub fn write_out(&self) -> bool {
+        matches!(
+            self.state,
+            State::Finishing {
+                write_out: true,
+                ..
+            }
+        )
+    }
+
+    /// A write job's destination is back (the job done, or recalled before
+    /// it ran): a transfer still writing runs again with it (`Ok(true)`);
+    /// one that ended meanwhile keeps it to close with the transfer
+    /// (`Ok(false)`); anything else gives it back.
+    #[allow(clippy::result_large_err)] // a state by value (see `State`)
+    pub fn write_came_back(&mut self, dest: OwnedFd) -> Result<bool, OwnedFd> {
+        if let State::Finishing {
+            write_out: out @ true,
+            slow_dest: kept @ None,
+        } = &mut self.state
+        {
+            *out = false;
+            *kept = Some(dest);
+            return Ok(false);
+        }
+        self.step(|s| s.written(dest)).map(|()| true)
     }
 }
 
@@ -343,7 +423,7 @@ mod tests {
             State::Running { .. } => "Running",
             State::WaitingForDisk { .. } => "WaitingForDisk",
             State::WritingFile { .. } => "WritingFile",
-            State::Finishing => "Finishing",
+            State::Finishing { .. } => "Finishing",
         }
     }
 
@@ -397,7 +477,7 @@ mod tests {
                 dest: Dest::Status,
             },
             State::WritingFile { file: file() },
-            State::Finishing,
+            State::finished(),
         ]
     }
 
@@ -524,6 +604,54 @@ mod tests {
             let (back, _dest) = s.written(fd()).expect_err("refused");
             assert_eq!(name(&back), was);
         }
+    }
+
+    fn transfer(state: State) -> Transfer {
+        Transfer {
+            command: Command::Send,
+            state,
+            status: StatusWriter::new(fd(), false),
+            status_registered: false,
+            cursor: Cursor::new(Vec::new(), 0, 0, Vec::new()),
+            queued: false,
+            peer_uid: None,
+            started: Instant::now(),
+            last_progress: Instant::now(),
+            outcome: None,
+        }
+    }
+
+    /// What an ended transfer still holds is in its Finishing state: a
+    /// destination to close with it, and a write job still out.
+    #[test]
+    fn an_ended_transfer_holds_its_slow_destination_and_its_write_job() {
+        // Ended while a write job was out: the job's destination is kept
+        // when it comes back, to close with the transfer.
+        let mut t = transfer(State::WritingFile { file: file() });
+        let (f, dest) = t.take_data_part();
+        assert!(f.is_some() && dest.is_none());
+        assert!(t.write_out(), "the write job is still out");
+        assert_eq!(t.write_came_back(fd()).ok(), Some(false), "kept");
+        assert!(!t.write_out());
+        assert!(t.take_slow_dest().is_some());
+        assert!(t.take_slow_dest().is_none(), "once");
+        // Still writing: it runs again with the destination.
+        let mut t = transfer(State::WritingFile { file: file() });
+        assert_eq!(t.write_came_back(fd()).ok(), Some(true));
+        assert_eq!(name(&t.state), "Running");
+        // Neither: the destination comes back to the caller.
+        let mut t = transfer(running(Dest::Status));
+        assert!(t.write_came_back(fd()).is_err());
+        // A slow destination kept once the data part left, not before.
+        let mut t = transfer(running(to_fd()));
+        assert!(t.keep_slow_dest(fd()).is_err(), "not ended");
+        let _ = t.take_data_part();
+        assert!(!t.write_out());
+        assert!(t.keep_slow_dest(fd()).is_ok());
+        assert!(t.keep_slow_dest(fd()).is_err(), "one kept already");
+        // Leaving the data part again keeps what Finishing holds.
+        let _ = t.take_data_part();
+        assert!(t.take_slow_dest().is_some());
     }
 
     #[test]
