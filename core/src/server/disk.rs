@@ -94,14 +94,14 @@ pub struct DiskJob {
 /// What a finished job did.
 #[derive(Debug)]
 pub enum Finished {
-    /// As in [`Work::Prefetch`]; `errno` is 0 or what the read failed with.
+    /// As in [`Work::Prefetch`], with how the read went.
     Prefetched {
         /// As in the job.
         offset: u64,
         /// As in the job.
         len: usize,
-        /// 0, or the errno the read failed with.
-        errno: i32,
+        /// The errno the read failed with, if it did.
+        read: Result<(), i32>,
     },
     /// A [`Work::Write`] is done: what [`pump`] said.
     Wrote {
@@ -184,11 +184,10 @@ impl std::fmt::Debug for DiskPool {
 fn run_job<B: TransferBackend>(backend: &B, job: DiskJob) -> DiskDone {
     let work = match job.work {
         Work::Prefetch { file, offset, len } => {
-            let errno = match backend.prefetch(file.as_fd(), offset, len) {
-                Ok(()) => 0,
-                Err(e) => crate::sys::errno(&e),
-            };
-            Finished::Prefetched { offset, len, errno }
+            let read = backend
+                .prefetch(file.as_fd(), offset, len)
+                .map_err(|e| crate::sys::errno(&e));
+            Finished::Prefetched { offset, len, read }
         }
         Work::Write {
             file,

@@ -628,8 +628,8 @@ impl<B: TransferBackend> Server<B> {
     pub(super) fn disk_finished(&mut self) {
         for done in self.disk.take_done() {
             match done.work {
-                Finished::Prefetched { offset, len, errno } => {
-                    self.prefetched(done.slot, done.txnid, offset, len, errno)
+                Finished::Prefetched { offset, len, read } => {
+                    self.prefetched(done.slot, done.txnid, offset, len, read)
                 }
                 Finished::Wrote {
                     cursor,
@@ -642,7 +642,14 @@ impl<B: TransferBackend> Server<B> {
         }
     }
 
-    fn prefetched(&mut self, slot: Slot, txnid: u64, offset: u64, len: usize, errno: i32) {
+    fn prefetched(
+        &mut self,
+        slot: Slot,
+        txnid: u64,
+        offset: u64,
+        len: usize,
+        read: Result<(), i32>,
+    ) {
         if self.table.get(slot).map(|(id, _)| id) != Some(txnid) {
             return;
         }
@@ -652,7 +659,7 @@ impl<B: TransferBackend> Server<B> {
         if !matches!(t.state, State::WaitingForDisk { .. }) {
             return;
         }
-        if errno != 0 {
+        if let Err(errno) = read {
             log::warn!(
                 "txn {txnid:x}: reading from disk failed: {}",
                 io::Error::from_raw_os_error(errno)
