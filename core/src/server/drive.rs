@@ -211,7 +211,12 @@ impl<B: TransferBackend> Server<B> {
                 if let State::Running { dest_ready, .. } = &mut t.state {
                     *dest_ready = false;
                 }
-                t.status.stopped_to_wait();
+                // Progress sums below the file's size: once every file byte
+                // is out (the trailer waits), the rest is the completion's
+                // to say.
+                if !t.cursor.file_done() {
+                    t.status.stopped_to_wait();
+                }
                 let flush = t.status.worth_flushing();
                 // Full before a single byte moved: the readiness edge that
                 // woke us may be spent although the destination has room (an

@@ -84,6 +84,11 @@ impl Cursor {
         file_part(to).saturating_sub(file_part(from))
     }
 
+    /// Whether every file byte has moved (a trailer may still be to go).
+    pub fn file_done(&self) -> bool {
+        self.file_bytes_between(0, self.pos) == self.file_len
+    }
+
     /// A cursor at the start of `header | file[offset, offset+len) | trailer`.
     pub fn new(header: Vec<u8>, file_offset: u64, file_len: u64, trailer: Vec<u8>) -> Cursor {
         Cursor {
@@ -542,7 +547,7 @@ mod tests {
     fn progress_counts_only_the_file_part() {
         // Issue 23, row 9's geometry: a 4 KiB header, a 2,093,056-byte
         // file, a 4,000-byte trailer. Progress once summed 2,097,152.
-        let c = Cursor::new(vec![0; 4096], 0, 2_093_056, vec![0; 4000]);
+        let mut c = Cursor::new(vec![0; 4096], 0, 2_093_056, vec![0; 4000]);
         let total = 4096 + 2_093_056 + 4000;
         assert_eq!(c.file_bytes_between(0, total), 2_093_056);
         assert_eq!(c.file_bytes_between(0, 4096), 0, "the header");
@@ -551,6 +556,14 @@ mod tests {
         assert_eq!(c.file_bytes_between(1 << 20, 2 << 20), 1 << 20);
         // Moves that span a boundary count their file bytes only.
         assert_eq!(c.file_bytes_between(4000, 5000), 904);
+        let mut at = |pos: u64| {
+            c.pos = pos;
+            c.file_done()
+        };
+        assert!(!at(4096), "only the header");
+        assert!(!at(total - 4001), "one file byte left");
+        assert!(at(total - 4000), "the trailer left");
+        assert!(at(total));
         assert_eq!(c.file_bytes_between(total - 5000, total), 1000);
         // Summed over any split, never more than the file.
         let mut sum = 0;
