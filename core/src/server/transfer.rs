@@ -657,18 +657,7 @@ mod tests {
     #[test]
     #[allow(clippy::result_large_err)] // a state by value, as above
     fn a_refused_step_leaves_the_transfer_as_it_was() {
-        let mut t = Transfer {
-            command: Command::Send,
-            state: opened(),
-            status: StatusWriter::new(fd(), false),
-            status_registered: false,
-            cursor: Cursor::new(Vec::new(), 0, 0, Vec::new()),
-            queued: false,
-            peer_uid: None,
-            started: Instant::now(),
-            last_progress: Instant::now(),
-            outcome: None,
-        };
+        let mut t = transfer(opened());
         assert!(t.step(State::disk_done).is_err());
         assert_eq!(name(&t.state), "Opened");
         assert!(t.step(|s| s.send_open(Dest::Status)).is_ok());
