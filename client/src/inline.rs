@@ -362,7 +362,7 @@ pub fn read(
     let begun = begin_read(inline, path, range)?;
     if let Some((bytes, fds)) = &begun.ask {
         let fds: Vec<BorrowedFd<'_>> = fds.iter().map(|f| f.as_fd()).collect();
-        crate::client::send_request_bytes(sock, bytes, &fds)?;
+        crate::request::send_request_bytes(sock, bytes, &fds)?;
     }
     Ok(begun.data)
 }
@@ -668,7 +668,7 @@ fn rest_of(hdtr: &HeaderTrailer, hdr_done: usize, trl_done: usize) -> HeaderTrai
 fn ask_hello(sock: BorrowedFd<'_>) -> io::Result<Option<proto::Hello>> {
     let (r, w) = sys::pipe()?;
     let bytes = Request::Hello.encode()?;
-    crate::client::send_request_bytes(sock, &bytes, &[w.as_fd()])?;
+    crate::request::send_request_bytes(sock, &bytes, &[w.as_fd()])?;
     drop(w);
     if !sys::wait_readable(r.as_fd(), HANDSHAKE_TIMEOUT)? {
         return Ok(None);
@@ -1028,7 +1028,7 @@ pub fn ask(
     let (r, w) = sys::pipe()?;
     let mut fds = vec![w.as_fd(), dest];
     fds.extend(file.as_ref().map(|f| f.as_fd()));
-    crate::client::send_request_bytes(sock, bytes, &fds)?;
+    crate::request::send_request_bytes(sock, bytes, &fds)?;
     Ok(r)
 }
 

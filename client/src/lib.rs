@@ -31,6 +31,7 @@
 pub mod client;
 pub mod inline;
 pub mod protocol;
+pub mod request;
 /// The system-call layer (`sendfiled-sys`), which the client shares with the
 /// daemon.
 pub use sendfiled_sys as sys;

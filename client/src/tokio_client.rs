@@ -1,7 +1,7 @@
 //! The async client for tokio (feature `tokio`). Rule: this module may only
 //! drive the blocking client's pieces (request encoding, [`read_message`],
-//! [`try_send_request_bytes`]) on non-blocking descriptors registered with
-//! [`AsyncFd`]; it never blocks a thread, spawns no task and holds no lock
+//! [`try_send_request_bytes`]) on non-blocking descriptors registered
+//! with [`AsyncFd`]; it never blocks a thread, spawns no task and holds no lock
 //! across an await (the in-process attempt's table of open files is taken
 //! for a lookup at a time).
 //!
@@ -92,8 +92,9 @@ use std::time::Instant;
 use tokio::io::unix::AsyncFd;
 use tokio::io::{AsyncRead, Interest, ReadBuf};
 
-use crate::client::{path_arg, read_message, try_send_request_bytes, Client};
+use crate::client::{path_arg, read_message, Client};
 use crate::protocol::{self as proto, FileInfo, HeaderTrailer, Range, Request, Response};
+use crate::request::try_send_request_bytes;
 use crate::{inline, sys};
 
 fn errno(e: i32) -> io::Error {
