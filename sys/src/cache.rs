@@ -1,19 +1,22 @@
 //! The page-cache probe: whether reading a file's range now would wait for
-//! the disk, asked without waiting (`preadv2(2)` with `RWF_NOWAIT` on Linux;
-//! other systems have no such read and answer [`Residency::Unknown`]).
+//! the disk, asked without waiting (`preadv2(2)` with `RWF_NOWAIT` and
+//! `cachestat(2)` on Linux; other systems have no such read and answer
+//! [`Residency::Unknown`]).
 
 use std::io;
 use std::os::fd::BorrowedFd;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use crate::fsfacts::FsFacts;
 
 /// What the probe found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Residency {
-    /// Both ends of the range are in memory (or the range is empty).
+    /// Every page of the range is in memory (before Linux 6.5: both of
+    /// its ends are), or the range is empty.
     Cached,
-    /// A read would wait for the disk; the kernel has started reading the
-    /// page in (readahead) before it answered.
+    /// A read would wait for the disk. When the first page was missing the
+    /// kernel has started reading it in (readahead) before it answered.
     NotCached,
     /// The system or this filesystem cannot tell (no `RWF_NOWAIT`: tmpfs,
     /// some network filesystems, kernels before 4.14, BSD, macOS).
@@ -28,16 +31,32 @@ pub fn read_cached(file: BorrowedFd<'_>, buf: &mut [u8], offset: u64) -> io::Res
     crate::os::read_cached(file, buf, offset)
 }
 
-/// Whether `len` bytes of `file` at `offset` are in the page cache, probed
-/// with two one-byte [`read_cached`] reads: at the range's first byte and at
-/// its last.
+/// `cachestat(2)` where the kernel has it (Linux 6.5): how many of the
+/// pages spanning `len` (> 0) bytes at `offset` are in the page cache, and
+/// how many pages that is. `ENOSYS` elsewhere.
+pub fn cached_pages(file: BorrowedFd<'_>, offset: u64, len: u64) -> io::Result<(u64, u64)> {
+    crate::os::cached_pages(file, offset, len)
+}
+
+/// Set once `cachestat(2)` answered `ENOSYS` (or `EINVAL`: a kernel that
+/// knows the number but not these arguments): a fact of the kernel, so one
+/// for the process.
+static NO_CACHESTAT: AtomicBool = AtomicBool::new(false);
+
+/// Whether `len` bytes of `file` at `offset` are in the page cache: a
+/// one-byte [`read_cached`] read at the range's first byte, then, for a
+/// range of more than one page, [`cached_pages`] over the whole range.
 ///
 /// `RWF_NOWAIT` answers for the pages it would read, so one byte only
-/// speaks for the first page. The two ends catch the common cases: a cold
-/// file (nothing cached) and a file read partway (cached prefix, the
-/// boundary falls inside the range). A hole in the middle (a page evicted
-/// on its own) is missed; probing every page would cost a system call per
-/// page. (`cachestat(2)`, Linux 6.5, could answer for the whole range.)
+/// speaks for the first page; the read comes first because it also learns
+/// whether the filesystem answers at all, and starts reading a cold file
+/// in. `cachestat(2)` answers for every page, a hole in the middle (a page
+/// evicted on its own) included, without reading any. Pages past the end
+/// of the file are never cached: when the count falls short, a read of the
+/// range's last byte tells a hole (`EAGAIN`: not cached) from the end of a
+/// file that shrank (nothing there to wait for). Before Linux 6.5 that
+/// last-byte read is the whole second look, and a hole in the middle is
+/// missed (a system call per page would find it).
 ///
 /// Support is a fact about a filesystem: one that answers `EOPNOTSUPP` is
 /// remembered in `facts` by `st_dev` and its files are not probed again
@@ -67,28 +86,166 @@ pub fn probe(
     }
     let first = offset;
     let last = first.saturating_add(len as u64 - 1);
-    let probes = if first / 4096 == last / 4096 {
-        &[first][..]
-    } else {
-        &[first, last][..]
-    };
-    for &at in probes {
-        let mut byte = [0u8; 1];
-        match read_cached(file, &mut byte, at) {
-            // 0 is the end of the file: nothing there to wait for.
+    if let Some(r) = probe_byte(file, first, facts)? {
+        return Ok(r);
+    }
+    if first / 4096 == last / 4096 {
+        return Ok(Residency::Cached);
+    }
+    if !NO_CACHESTAT.load(Ordering::Relaxed) {
+        match cached_pages(file, first, len as u64) {
+            Ok((cached, pages)) if cached >= pages => return Ok(Residency::Cached),
+            // Short: a hole, or the end of a file that shrank; the last
+            // byte says which.
             Ok(_) => {}
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(Residency::NotCached),
-            Err(e) if e.raw_os_error() == Some(libc::EOPNOTSUPP) => {
-                let st = crate::fd::fstat(file)?;
-                facts.set_nowait_refused(st.st_dev);
-                return Ok(Residency::Unknown);
+            Err(e) if matches!(e.raw_os_error(), Some(libc::ENOSYS) | Some(libc::EINVAL)) => {
+                NO_CACHESTAT.store(true, Ordering::Relaxed);
             }
-            Err(e) if matches!(e.raw_os_error(), Some(libc::EINVAL) | Some(libc::ENOSYS)) => {
-                facts.set_no_nowait();
-                return Ok(Residency::Unknown);
-            }
-            Err(e) => return Err(e),
+            // hugetlbfs and the like: the last byte speaks for the range.
+            Err(_) => {}
+        }
+        let r = probe_byte(file, last, facts)?;
+        return Ok(match r {
+            Some(r) => r,
+            None if last_byte_is_past_end(file, last) => Residency::Cached,
+            None => Residency::NotCached,
+        });
+    }
+    Ok(probe_byte(file, last, facts)?.unwrap_or(Residency::Cached))
+}
+
+/// Whether the file ends before `last` (its size as `fstat` says): a count
+/// of cached pages that falls short only for the pages past the end.
+fn last_byte_is_past_end(file: BorrowedFd<'_>, last: u64) -> bool {
+    crate::fd::fstat(file).is_ok_and(|st| (st.st_size.max(0) as u64) <= last)
+}
+
+/// A one-byte [`read_cached`] read at `at`: `None` when the byte is there
+/// (or is past the end of the file: nothing to wait for), else what the
+/// read says of the range (not cached; or the filesystem or the kernel
+/// cannot tell, which is remembered in `facts`).
+fn probe_byte(file: BorrowedFd<'_>, at: u64, facts: &FsFacts) -> io::Result<Option<Residency>> {
+    let mut byte = [0u8; 1];
+    match read_cached(file, &mut byte, at) {
+        Ok(_) => Ok(None),
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(Some(Residency::NotCached)),
+        Err(e) if e.raw_os_error() == Some(libc::EOPNOTSUPP) => {
+            let st = crate::fd::fstat(file)?;
+            facts.set_nowait_refused(st.st_dev);
+            Ok(Some(Residency::Unknown))
+        }
+        Err(e) if matches!(e.raw_os_error(), Some(libc::EINVAL) | Some(libc::ENOSYS)) => {
+            facts.set_no_nowait();
+            Ok(Some(Residency::Unknown))
+        }
+        Err(e) => Err(e),
+    }
+}
+
+#[cfg(all(test, target_os = "linux"))]
+mod tests {
+    use super::*;
+    use std::io::Write;
+    use std::os::fd::{AsFd, AsRawFd};
+
+    const PAGE: usize = 4096;
+
+    /// A file of `pages` pages, on disk where there is one (`/var/tmp` is
+    /// meant to be; tmpfs pages cannot be dropped and tmpfs may refuse
+    /// `RWF_NOWAIT`: the tests then say so and stop), written out and read
+    /// back so that every page is cached and clean.
+    fn cached_file(pages: usize) -> (tempfile::TempDir, std::fs::File) {
+        let dir = tempfile::tempdir_in("/var/tmp")
+            .or_else(|_| tempfile::tempdir())
+            .unwrap();
+        let path = dir.path().join("f");
+        let mut f = std::fs::File::create(&path).unwrap();
+        f.write_all(&vec![7u8; pages * PAGE]).unwrap();
+        f.sync_all().unwrap();
+        let f = std::fs::File::open(&path).unwrap();
+        let mut buf = vec![0u8; pages * PAGE];
+        crate::fd::pread(f.as_fd(), &mut buf, 0).unwrap();
+        (dir, f)
+    }
+
+    fn advise(f: &std::fs::File, offset: usize, len: usize, advice: libc::c_int) {
+        // SAFETY: plain advice on a descriptor we own.
+        let r = unsafe { libc::posix_fadvise(f.as_raw_fd(), offset as i64, len as i64, advice) };
+        assert_eq!(r, 0);
+    }
+
+    /// Leaves every page but `page` cached: drops the whole (clean) file,
+    /// then reads the others back one page at a time with readahead off.
+    fn all_but(f: &std::fs::File, pages: usize, page: usize) {
+        advise(f, 0, 0, libc::POSIX_FADV_DONTNEED);
+        advise(f, 0, 0, libc::POSIX_FADV_RANDOM);
+        let mut buf = vec![0u8; PAGE];
+        for p in (0..pages).filter(|&p| p != page) {
+            crate::fd::pread(f.as_fd(), &mut buf, (p * PAGE) as u64).unwrap();
         }
     }
-    Ok(Residency::Cached)
+
+    fn has_cachestat(f: &std::fs::File) -> bool {
+        !matches!(cached_pages(f.as_fd(), 0, 1), Err(e) if e.raw_os_error() == Some(libc::ENOSYS))
+    }
+
+    #[test]
+    fn a_cached_range_is_cached_and_counted_in_pages() {
+        let (_d, f) = cached_file(4);
+        if !has_cachestat(&f) {
+            eprintln!("no cachestat(2) here (Linux < 6.5): the whole-range count is not tested");
+        } else {
+            assert_eq!(cached_pages(f.as_fd(), 0, 4 * PAGE as u64).unwrap(), (4, 4));
+            // A range that starts and ends inside pages spans them all.
+            assert_eq!(
+                cached_pages(f.as_fd(), 100, 2 * PAGE as u64).unwrap(),
+                (3, 3)
+            );
+        }
+        let facts = FsFacts::new();
+        assert_eq!(
+            probe(f.as_fd(), 0, 4 * PAGE, &facts).unwrap(),
+            Residency::Cached
+        );
+    }
+
+    /// The hole the two-ends probe missed: a page evicted between cached
+    /// ends. `cachestat` reads nothing, so the page stays out and the
+    /// answer does not race with the disk.
+    #[test]
+    fn a_hole_in_the_middle_is_not_cached() {
+        let (_d, f) = cached_file(4);
+        if !has_cachestat(&f) {
+            eprintln!("no cachestat(2) here (Linux < 6.5): a hole in the middle is not found");
+            return;
+        }
+        all_but(&f, 4, 1);
+        let (cached, pages) = cached_pages(f.as_fd(), 0, 4 * PAGE as u64).unwrap();
+        if cached == pages {
+            eprintln!("the page could not be dropped: nothing to test");
+            return;
+        }
+        let facts = FsFacts::new();
+        assert_eq!(
+            probe(f.as_fd(), 0, 4 * PAGE, &facts).unwrap(),
+            Residency::NotCached
+        );
+        // Only the range's pages count: the rest of the file is cached.
+        assert_eq!(
+            probe(f.as_fd(), 2 * PAGE as u64, 2 * PAGE, &facts).unwrap(),
+            Residency::Cached
+        );
+    }
+
+    /// A range past the end of a file that shrank: the pages past the end
+    /// are never cached, and reading them waits for nothing.
+    #[test]
+    fn a_range_past_the_end_is_cached() {
+        let (_d, f) = cached_file(2);
+        let facts = FsFacts::new();
+        assert_eq!(
+            probe(f.as_fd(), 0, 4 * PAGE, &facts).unwrap(),
+            Residency::Cached
+        );
+    }
 }

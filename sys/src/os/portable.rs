@@ -69,6 +69,11 @@ pub fn read_cached(_file: BorrowedFd<'_>, _buf: &mut [u8], _offset: u64) -> io::
     Err(io::Error::from_raw_os_error(libc::ENOSYS))
 }
 
+/// No call answers for a whole range here: `ENOSYS`.
+pub fn cached_pages(_file: BorrowedFd<'_>, _offset: u64, _len: u64) -> io::Result<(u64, u64)> {
+    Err(io::Error::from_raw_os_error(libc::ENOSYS))
+}
+
 /// No confined lookup of the system's: the caller walks.
 pub fn open_beneath(
     _root: BorrowedFd<'_>,
