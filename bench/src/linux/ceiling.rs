@@ -119,7 +119,7 @@ impl Ceiling {
     /// A client of this server, sending `path` to its own UNIX stream
     /// socket.
     pub fn requester(&self, path: CString) -> io::Result<Requester> {
-        let (w, r) = os::unix_stream_pair()?;
+        let (w, r) = os::small_dest_pair()?;
         let conn = match self.protocol {
             Protocol::Descriptors => None,
             Protocol::DestPerRequest => {

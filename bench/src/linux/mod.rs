@@ -148,7 +148,7 @@ const USAGE: &str = "\
 usage: sendfiled-bench [--quick] [--only large,small,ceiling,isolation,coldopen,scale,open,ring,http,nginx]
                        [--engines uring,epoll] [--dir DIR] [--daemon PATH]
                        [--disk-threads N] [--busy-poll US] [--large-mib N] [--reps N]
-                       [--scale N] [--pool-threads N] [--strace]
+                       [--scale N] [--pool-threads N] [--strace] [--blocking-dests]
 
 Starts the release sendfiled daemon once per engine of --engines (default:
 uring,epoll where io_uring is usable, else epoll alone, saying why), each
@@ -171,6 +171,10 @@ protocol or a connection per client (the least any daemon speaking each
 can cost). The coldopen group times cached 4 KiB Sends while another
 client Sends files whose dentries and inodes were dropped (it writes 2 to
 /proc/sys/vm/drop_caches: root; skipped with a note where that fails).
+The small Sends' destinations (every contender's) are UNIX stream sockets
+whose sending end is non-blocking, as an event-driven server's are;
+--blocking-dests keeps O_NONBLOCK clear (the in-process attempt then copies
+through a buffer: sendfile could wait).
 --quick runs in seconds (small sizes, few repetitions). Bench files go under
 DIR (default: $SENDFILED_BENCH_DIR, the temporary directory, or /var/tmp,
 whichever is on a disk-backed filesystem).";
@@ -229,6 +233,7 @@ fn parse_args() -> Result<(Plan, Option<PathBuf>, Option<PathBuf>), String> {
                 plan.pool_threads = val("--pool-threads")?.parse().map_err(|e| format!("{e}"))?
             }
             "--strace" => plan.strace = true,
+            "--blocking-dests" => os::set_blocking_dests(true),
             "--engines" => plan.engines = Some(parse_engines(&val("--engines")?)?),
             "-h" | "--help" => return Err(String::new()),
             other => return Err(format!("unknown argument {other}")),

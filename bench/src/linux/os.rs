@@ -4,13 +4,44 @@ use std::ffi::CString;
 use std::fs::File;
 use std::io;
 use std::net::{TcpListener, TcpStream};
-use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use sendfiled_client::protocol::Response;
 
 use sendfiled_sys::{cvt, cvt_len};
+
+/// Whether the small Sends' destinations keep `O_NONBLOCK` clear
+/// (`--blocking-dests`). Set once, before any figure runs.
+static BLOCKING_DESTS: AtomicBool = AtomicBool::new(false);
+
+/// `--blocking-dests`: the small Sends' destinations stay blocking.
+pub fn set_blocking_dests(blocking: bool) {
+    BLOCKING_DESTS.store(blocking, Ordering::Relaxed);
+}
+
+/// Whether the small Sends' destinations are blocking this run.
+pub fn blocking_dests() -> bool {
+    BLOCKING_DESTS.load(Ordering::Relaxed)
+}
+
+/// The destination of one small-file client, for every contender alike
+/// (daemon, inline first, pool, in-process, the ceiling's servers): a UNIX
+/// stream pair (sending end, reading end) whose sending end is
+/// non-blocking, as an event-driven server's sockets are, unless
+/// `--blocking-dests`. Its buffer holds a whole small file, so no
+/// contender's `sendfile` meets `EAGAIN`. A blocking destination keeps the
+/// in-process attempt from `sendfile` (it could wait): the file crosses a
+/// buffer in the client.
+pub fn small_dest_pair() -> io::Result<(OwnedFd, OwnedFd)> {
+    let (w, r) = unix_stream_pair()?;
+    if !blocking_dests() {
+        sendfiled_sys::set_nonblocking(w.as_fd(), true)?;
+    }
+    Ok((w, r))
+}
 
 /// A pipe, both ends close-on-exec: (read end, write end).
 pub fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {

@@ -141,7 +141,7 @@ pub struct Requester {
 
 impl Requester {
     pub fn new(pool: PoolHandle, path: CString) -> io::Result<Requester> {
-        let (w, r) = os::unix_stream_pair()?;
+        let (w, r) = os::small_dest_pair()?;
         Ok(Requester {
             pool,
             path: Arc::new(path),

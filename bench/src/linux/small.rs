@@ -142,21 +142,21 @@ pub(super) fn small_run(
         let cpath = os::cpath(&files.path(rel));
         let per = match (via, &pool) {
             (Via::Daemon(d), _) => {
-                let (w, r) = os::unix_stream_pair()?;
+                let (w, r) = os::small_dest_pair()?;
                 Per::Daemon(d.client()?, w, r)
             }
             (Via::Inline(d), _) => {
-                let (w, r) = os::unix_stream_pair()?;
+                let (w, r) = os::small_dest_pair()?;
                 Per::Daemon(d.inline_client()?, w, r)
             }
             (Via::InlineComplete(d), _) => {
-                let (w, r) = os::unix_stream_pair()?;
+                let (w, r) = os::small_dest_pair()?;
                 Per::Complete(d.inline_client()?, w, r)
             }
             (Via::Pool(_), Some(p)) => Per::Pool(pool::Requester::new(p.handle(), cpath)?),
             (Via::Ceiling(c), _) => Per::Ceiling(c.requester(cpath)?),
             _ => {
-                let (w, r) = os::unix_stream_pair()?;
+                let (w, r) = os::small_dest_pair()?;
                 Per::InProc(cpath, w, r)
             }
         };
@@ -229,8 +229,14 @@ pub fn small(plan: &Plan, ds: &[Daemon], files: &Files, report: &mut Report) -> 
     let w = plan.pool_threads;
     report.pool_threads = w;
     println!(
-        "small: {} x {:.1} s per configuration, each through every engine's daemon, then a {w}-thread pool and in-process",
-        plan.small_reps, plan.small_secs
+        "small: {} x {:.1} s per configuration, each through every engine's daemon, then a {w}-thread pool and in-process; destinations: UNIX stream sockets, {}",
+        plan.small_reps,
+        plan.small_secs,
+        if os::blocking_dests() {
+            "blocking (--blocking-dests)"
+        } else {
+            "non-blocking (as an event-driven server's)"
+        }
     );
     let mut idle_4k = Vec::new();
     for (rel, size, label) in [
@@ -452,7 +458,7 @@ pub(super) fn timed_sends_until(
     secs: f64,
     stop: Option<&AtomicBool>,
 ) -> io::Result<Vec<u64>> {
-    let (w, r) = os::unix_stream_pair()?;
+    let (w, r) = os::small_dest_pair()?;
     let cpath = os::cpath(&files.path(Files::SMALL_4K));
     let mut buf = vec![0u8; 4096];
     let mut lat = Vec::with_capacity(1 << 16);
