@@ -337,6 +337,38 @@ bool sfd_send_open_hdtr(int srv, size_t txnid, int dest_fd,
                         const void* hdr, size_t hdr_len,
                         const void* trl, size_t trl_len);
 
+/**
+ * Send File, told at once when it finished in the calling process: as
+ * sfd_send_hdtr(), for a caller that would read the completion right away.
+ * Not in the original API.
+ *
+ * When the library carried out the whole transfer in this process (WHERE A
+ * TRANSFER RUNS above), no status pipe is made: *info receives the file
+ * info the pipe would have carried first, *status_fd is set to -1 and 1 is
+ * returned. The transfer is complete (every byte, header and trailer
+ * included, was written to dest_fd): no completion message follows, and
+ * there is nothing to read or close. Otherwise *status_fd receives the
+ * status pipe exactly as sfd_send_hdtr() returns it (nonblock applies to
+ * it), carrying the file info, progress and completion or an error, and 0
+ * is returned. A refused request (ENOENT, EINVAL, ...) is answered on that
+ * pipe, as by sfd_send_hdtr(), never in place of it.
+ *
+ * A finished transfer saves the pipe's four system calls (pipe2, its write,
+ * the caller's read and close) and the reads of the messages.
+ *
+ * info, status_fd: where to store the results; neither may be NULL.
+ * Other arguments as for sfd_send_hdtr() (hdr and trl may be NULL with a
+ * zero length).
+ *
+ * Returns 1 or 0 as above, or -1 with errno as for sfd_send_hdtr(), and
+ * EINVAL for a NULL info or status_fd; *info and *status_fd are then left
+ * as they were.
+ */
+int sfd_send_here(int srv, const char* path, int dest_fd, off_t offset,
+                  size_t len, const void* hdr, size_t hdr_len,
+                  const void* trl, size_t trl_len, bool nonblock,
+                  struct sfd_file_info* info, int* status_fd);
+
 #ifdef __cplusplus
 }
 #endif

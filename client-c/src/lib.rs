@@ -429,6 +429,67 @@ pub unsafe extern "C" fn sfd_send_hdtr(
     })
 }
 
+/// Send File with header and trailer, told at once when it finished in
+/// this process: 1 with `*info` filled and `*status_fd` set to -1 (no
+/// channel was made), 0 with `*status_fd` the status pipe
+/// [`sfd_send_hdtr`] would return, or -1 with `errno` (`*info` and
+/// `*status_fd` untouched).
+///
+/// # Safety
+/// As [`sfd_send_hdtr`]; `info` and `status_fd` are `NULL` or writable.
+#[no_mangle]
+#[allow(clippy::too_many_arguments)]
+pub unsafe extern "C" fn sfd_send_here(
+    srv: c_int,
+    path: *const c_char,
+    dest_fd: c_int,
+    offset: libc::off_t,
+    len: usize,
+    hdr: *const c_void,
+    hdr_len: usize,
+    trl: *const c_void,
+    trl_len: usize,
+    nonblock: bool,
+    info: *mut FileInfo,
+    status_fd: *mut c_int,
+) -> c_int {
+    shell(-1, || {
+        if info.is_null() || status_fd.is_null() {
+            return Err(libc::EINVAL);
+        }
+        // SAFETY: per this function's contract.
+        let path = unsafe { cstr(path)? }.to_owned();
+        let srv = fd_arg(srv)?;
+        let dest = fd_arg(dest_fd)?;
+        let range = range_arg(offset, len)?;
+        // SAFETY: per this function's contract.
+        let hdtr = unsafe { hdtr_arg(hdr, hdr_len, trl, trl_len)? };
+        proto::check_send_limits(&path, &hdtr).map_err(|e| e.errno())?;
+        let inline = inline_for(srv);
+        match inline::begin(inline.as_deref(), &path, range, &hdtr, dest).map_err(os)? {
+            inline::Begun::Finished(fi) => {
+                // SAFETY: both non-NULL and writable by the contract;
+                // unaligned writes keep this sound whatever the caller's
+                // buffers.
+                unsafe {
+                    info.write_unaligned(fi);
+                    status_fd.write_unaligned(-1);
+                }
+                Ok(1)
+            }
+            inline::Begun::Ask { bytes, file } => {
+                let status = inline::ask(srv, &bytes, dest, file).map_err(os)?;
+                if nonblock {
+                    sys::set_nonblocking(status.as_fd(), true).map_err(os)?;
+                }
+                // SAFETY: non-NULL and writable by the contract.
+                unsafe { status_fd.write_unaligned(status.into_raw_fd()) };
+                Ok(0)
+            }
+        }
+    })
+}
+
 /// Per request socket made by [`sfd_connect`], the handshake's result
 /// (`sendfiled_client::inline`), made on the first Send through it. Kept by
 /// descriptor number, and checked against the socket's identity (`st_dev`,

@@ -71,11 +71,13 @@ static const struct {
     bool (*unmarshal_file_info)(struct sfd_file_info*, const void*);
     bool (*unmarshal_xfer_stat)(struct sfd_xfer_stat*, const void*);
     bool (*xfer_complete)(const struct sfd_xfer_stat*);
+    int (*send_here)(int, const char*, int, off_t, size_t, const void*, size_t,
+                     const void*, size_t, bool, struct sfd_file_info*, int*);
 } api = {
     sfd_spawn, sfd_connect, sfd_shutdown, sfd_read, sfd_send, sfd_open,
     sfd_send_open, sfd_cancel, sfd_send_hdtr, sfd_send_open_hdtr, sfd_get_cmd,
     sfd_get_stat, sfd_unmarshal_file_info, sfd_unmarshal_xfer_stat,
-    sfd_xfer_complete,
+    sfd_xfer_complete, sfd_send_here,
 };
 
 int main(void)

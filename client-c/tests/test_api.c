@@ -113,7 +113,8 @@ static void test_unmarshal_xfer_stat_and_complete(void)
 
 static void test_bad_arguments(void)
 {
-    int sv[2], d[2];
+    struct sfd_file_info info;
+    int sv[2], d[2], st = -7;
     char dummy = 'x';
     CHECK(dgram_pair(sv));
     CHECK(stream_pair(d));
@@ -134,6 +135,13 @@ static void test_bad_arguments(void)
                 -1, EINVAL);
     CHECK_ERRNO(sfd_send_hdtr(sv[0], NULL, d[0], 0, 0, NULL, 0, NULL, 0, false),
                 -1, EINVAL);
+    CHECK_ERRNO(sfd_send_here(sv[0], "f", d[0], 0, 0, NULL, 0, NULL, 0, false,
+                              NULL, &st), -1, EINVAL);
+    CHECK_ERRNO(sfd_send_here(sv[0], "f", d[0], 0, 0, NULL, 0, NULL, 0, false,
+                              &info, NULL), -1, EINVAL);
+    CHECK_ERRNO(sfd_send_here(sv[0], "f", -1, 0, 0, NULL, 0, NULL, 0, false,
+                              &info, &st), -1, EBADF);
+    CHECK(st == -7);
     CHECK_ERRNO(sfd_send_open(sv[0], 1, -1), false, EBADF);
     CHECK_ERRNO(sfd_send_open(-1, 1, d[0]), false, EBADF);
     CHECK_ERRNO(sfd_send_open_hdtr(sv[0], 1, d[0], NULL, 2, NULL, 0), false, EINVAL);

@@ -11,6 +11,9 @@
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
+#ifdef __linux__
+#include <sys/vfs.h>
+#endif
 
 #define BIG (3u * 1024 * 1024 + 123)
 
@@ -496,6 +499,79 @@ static void test_many_concurrent_reads(void)
     free(buf);
 }
 
+/* Whether a cached Send to a socket with room must finish in this process:
+ * on Linux with the attempt on (SENDFILED_INLINE not 0), on a filesystem
+ * that answers RWF_NOWAIT reads (tmpfs may not: it is then the daemon's).
+ * FreeBSD and macOS always hand the daemon the transfer. */
+static bool finishes_here(const struct env* e)
+{
+#ifdef __linux__
+    const char* v = getenv("SENDFILED_INLINE");
+    struct statfs fs;
+    if (v && strcmp(v, "0") == 0)
+        return false;
+    return statfs(e->root, &fs) == 0 && fs.f_type != 0x01021994 /* tmpfs */;
+#else
+    (void)e;
+    return false;
+#endif
+}
+
+/* sfd_send_here: a Send finished in this process makes no channel and
+ * says so with 1 and the file info; otherwise the status pipe is exactly
+ * sfd_send_hdtr()'s. The bytes at the destination are the same either
+ * way. */
+static void test_send_here(void)
+{
+    const size_t sz = 10000;
+    struct sfd_file_info info;
+    struct outcome o;
+    unsigned char buf[10000 + 2];
+    struct env* e;
+    int sv[2], st = -2, rc;
+    size_t got = 0;
+    CHECK((e = env_start(0, 0)) != NULL);
+    CHECK(put_file(e, "f", NULL, sz, 4));
+    /* Read once, so that every page is cached. */
+    CHECK(send_ok(e, "f", sz, 0, 0, NULL, NULL, 4));
+    CHECK(stream_pair(sv));
+    memset(&info, 0, sizeof(info));
+    rc = sfd_send_here(e->srv, "f", sv[0], 0, 0, "H", 1, "T", 1, false, &info,
+                       &st);
+    close(sv[0]);
+    if (finishes_here(e)) {
+        CHECK(rc == 1);
+        CHECK(st == -1);
+        CHECK(info.cmd == SFD_FILE_INFO && info.stat == 0 && info.size == sz);
+        /* Every byte is already there: the peer sees them, then EOF. */
+        CHECK(read_all(sv[1], buf, sizeof(buf), T_MS) == (ssize_t)(sz + 2));
+    } else {
+        CHECK(rc == 0);
+        CHECK(st >= 0);
+        memset(&o, 0, sizeof(o));
+        CHECK(run_status(st, &o, sv[1], buf, sizeof(buf), &got, T_MS));
+        CHECK(o.got_info && o.info.size == sz && o.complete && o.eof &&
+              !o.garbage);
+        CHECK(got == sz + 2);
+        close(st);
+    }
+    CHECK(buf[0] == 'H' && is_pattern(buf + 1, sz, 0, 4) && buf[sz + 1] == 'T');
+    close(sv[1]);
+
+    /* A refusal comes on the pipe, as sfd_send_hdtr() answers it. */
+    CHECK(stream_pair(sv));
+    st = -2;
+    rc = sfd_send_here(e->srv, "missing", sv[0], 0, 0, NULL, 0, NULL, 0, false,
+                       &info, &st);
+    close(sv[0]);
+    CHECK(rc == 0 && st >= 0);
+    memset(&o, 0, sizeof(o));
+    CHECK(read_info(st, &o, T_MS));
+    CHECK(!o.got_info && o.info_err == ENOENT);
+    close(st);
+    close(sv[1]);
+}
+
 int main(void)
 {
     static const struct sfd_test tests[] = {
@@ -517,6 +593,7 @@ int main(void)
         { "large_file_with_header", test_large_file_with_header },
         { "client_limits_with_daemon", test_client_limits_with_daemon },
         { "many_concurrent_reads", test_many_concurrent_reads },
+        { "send_here", test_send_here },
     };
     return sfd_run_tests(tests, N_ELEMS(tests));
 }
