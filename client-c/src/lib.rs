@@ -25,7 +25,7 @@ use std::os::fd::{AsFd, AsRawFd, BorrowedFd, IntoRawFd};
 use std::os::unix::ffi::OsStrExt;
 use std::panic::{self, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, Once};
+use std::sync::{Arc, Once, RwLock};
 
 use sendfiled_client::client::{self, SpawnOptions, Spawned};
 use sendfiled_client::inline::{self, Inline};
@@ -502,7 +502,9 @@ type InlineEntry = (
     (libc::dev_t, libc::ino_t),
     Option<Option<Arc<Inline>>>,
 );
-static INLINE: Mutex<Vec<InlineEntry>> = Mutex::new(Vec::new());
+/// Read on every Send by every thread, written once per connection: a
+/// read lock, so that threads sending at once do not wait for each other.
+static INLINE: RwLock<Vec<InlineEntry>> = RwLock::new(Vec::new());
 
 /// The identity of the socket `fd`.
 fn socket_id(fd: BorrowedFd<'_>) -> Option<(libc::dev_t, libc::ino_t)> {
@@ -513,7 +515,7 @@ fn socket_id(fd: BorrowedFd<'_>) -> Option<(libc::dev_t, libc::ino_t)> {
 fn register_connection(fd: BorrowedFd<'_>) {
     let Some(id) = socket_id(fd) else { return };
     let raw = fd.as_raw_fd();
-    let mut table = INLINE.lock().unwrap_or_else(|e| e.into_inner());
+    let mut table = INLINE.write().unwrap_or_else(|e| e.into_inner());
     table.retain(|(n, _, _)| *n != raw);
     table.push((raw, id, None));
 }
@@ -524,7 +526,7 @@ fn register_connection(fd: BorrowedFd<'_>) {
 fn inline_for_known(srv: BorrowedFd<'_>) -> Option<Arc<Inline>> {
     let id = socket_id(srv)?;
     let raw = srv.as_raw_fd();
-    let table = INLINE.lock().unwrap_or_else(|e| e.into_inner());
+    let table = INLINE.read().unwrap_or_else(|e| e.into_inner());
     table
         .iter()
         .find(|(fd, i, _)| *fd == raw && *i == id)
@@ -538,7 +540,16 @@ fn inline_for(srv: BorrowedFd<'_>) -> Option<Arc<Inline>> {
     let id = socket_id(srv)?;
     let raw = srv.as_raw_fd();
     {
-        let mut table = INLINE.lock().unwrap_or_else(|e| e.into_inner());
+        let table = INLINE.read().unwrap_or_else(|e| e.into_inner());
+        let at = table.iter().position(|(fd, _, _)| *fd == raw)?;
+        if table[at].1 == id {
+            if let Some(known) = &table[at].2 {
+                return known.clone();
+            }
+        }
+    }
+    {
+        let mut table = INLINE.write().unwrap_or_else(|e| e.into_inner());
         let at = table.iter().position(|(fd, _, _)| *fd == raw)?;
         if table[at].1 != id {
             // The number was closed and reused for another socket.
@@ -551,7 +562,7 @@ fn inline_for(srv: BorrowedFd<'_>) -> Option<Arc<Inline>> {
     }
     // Outside the lock: the handshake waits for the daemon.
     let made = Inline::handshake(srv).map(Arc::new);
-    let mut table = INLINE.lock().unwrap_or_else(|e| e.into_inner());
+    let mut table = INLINE.write().unwrap_or_else(|e| e.into_inner());
     if let Some(e) = table.iter_mut().find(|(fd, i, _)| *fd == raw && *i == id) {
         e.2 = Some(made.clone());
     }
