@@ -107,7 +107,8 @@ pub(super) struct InlineRow {
     /// `Client::send` and the status channel read to its end, as a C
     /// caller does (a pipe made for a Send finished here).
     pub(super) inline: f64,
-    /// `Client::send_complete`: no channel for a Send finished here.
+    /// `Client::send_complete`: no channel for a Send finished here (what
+    /// C's `sfd_send_here` and the tokio client do too).
     pub(super) inline_complete: f64,
     pub(super) daemon_only: f64,
     pub(super) pool: f64,
@@ -118,7 +119,7 @@ pub(super) struct InlineRow {
 }
 
 impl InlineRow {
-    pub(super) const HEAD: &'static str = "| figure | engine | inline first | daemon only | pool | inline vs pool | inline vs daemon only | in-process | inline vs in-process | goal | inline, send_complete | send_complete vs pool |\n|---|---|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|";
+    pub(super) const HEAD: &'static str = "| figure | engine | inline first | daemon only | pool | inline vs pool | inline vs daemon only | in-process | inline vs in-process | goal | inline, no channel (send_complete, sfd_send_here) | no channel vs pool |\n|---|---|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|";
 
     pub(super) fn line(&self) -> String {
         let vs_pool = self.inline / self.pool;
