@@ -123,6 +123,18 @@ pub fn fstat(fd: BorrowedFd<'_>) -> io::Result<libc::stat> {
     Ok(unsafe { st.assume_init() })
 }
 
+/// A descriptor's type and identity (the type bits of `st_mode`, `st_dev`,
+/// `st_ino`; nothing else is filled in) as the kernel holds them, without
+/// asking a filesystem's server: `statx(2)` with `AT_STATX_DONT_SYNC` on
+/// Linux, where `fstat(2)` of a file on FUSE or NFS may wait for its
+/// daemon or server to revalidate the attributes (a client passing such a
+/// file where a pipe or socket belongs must not stall the daemon's loop);
+/// `fstat(2)` elsewhere. Type and identity never change, so the cached
+/// answer is the true one.
+pub fn stat_cached(fd: BorrowedFd<'_>) -> io::Result<libc::stat> {
+    crate::os::stat_cached(fd)
+}
+
 /// Whether a `stat` describes a regular file.
 pub fn is_regular(st: &libc::stat) -> bool {
     st.st_mode & libc::S_IFMT == libc::S_IFREG

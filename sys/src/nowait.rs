@@ -14,7 +14,7 @@ use std::os::fd::{AsRawFd, BorrowedFd};
 
 use nix::sys::socket::{getsockopt, sockopt, SockType};
 
-use crate::fd::{cvt, cvt_len, fstat};
+use crate::fd::{cvt, cvt_len};
 
 /// What kind of descriptor a destination is; decides the copy path.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -46,7 +46,8 @@ pub fn send(fd: BorrowedFd<'_>, buf: &[u8], flags: libc::c_int) -> io::Result<us
 }
 
 /// Classifies a destination: `getsockopt(SO_TYPE)` (socket(7)) first, then
-/// `fstat(2)` for what answers `ENOTSOCK`.
+/// [`crate::fd::stat_cached`] for what answers `ENOTSOCK` (never waiting
+/// on a FUSE daemon or NFS server for a file passed as the destination).
 ///
 /// Sockets, the usual destination of the per-request path, cost one system
 /// call this way round instead of two.
@@ -58,7 +59,7 @@ pub fn dest_kind(fd: BorrowedFd<'_>) -> io::Result<DestKind> {
         Err(nix::errno::Errno::ENOTSOCK) => {}
         Err(e) => return Err(e.into()),
     }
-    let st = fstat(fd)?;
+    let st = crate::fd::stat_cached(fd)?;
     Ok(match st.st_mode & libc::S_IFMT {
         libc::S_IFIFO => DestKind::Pipe,
         libc::S_IFREG => DestKind::RegularFile,

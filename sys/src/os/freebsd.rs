@@ -19,7 +19,7 @@ pub use crate::kqueue::{pipe_free_space, pipe_room};
 // FreeBSD's `recvmmsg` is a loop in libc: one `recvmsg` per batch.
 pub use crate::portable::{
     cached_pages, file_to_pipe_nowait, file_to_socket_nowait, filesystem_of, read_cached,
-    recv_batch, write_nowait,
+    recv_batch, stat_cached, write_nowait,
 };
 
 /// `recvmsg` can set close-on-exec on received descriptors itself.

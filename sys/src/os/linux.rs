@@ -600,6 +600,11 @@ pub fn stat_unsynced(fd: BorrowedFd<'_>) -> io::Result<libc::stat> {
     Ok(st)
 }
 
+/// [`crate::fd::stat_cached`]: [`stat_unsynced`].
+pub fn stat_cached(fd: BorrowedFd<'_>) -> io::Result<libc::stat> {
+    stat_unsynced(fd)
+}
+
 /// Whether an `openat2` error asks for the call again.
 fn retry(e: &io::Error) -> bool {
     e.raw_os_error() == Some(libc::EAGAIN) || e.kind() == io::ErrorKind::Interrupted

@@ -69,6 +69,12 @@ pub fn read_cached(_file: BorrowedFd<'_>, _buf: &mut [u8], _offset: u64) -> io::
     Err(io::Error::from_raw_os_error(libc::ENOSYS))
 }
 
+/// [`crate::fd::stat_cached`]: `fstat(2)`, the only stat of a descriptor
+/// here (it may ask a FUSE daemon).
+pub fn stat_cached(fd: BorrowedFd<'_>) -> io::Result<libc::stat> {
+    crate::fd::fstat(fd)
+}
+
 /// No call answers for a whole range here: `ENOSYS`.
 pub fn cached_pages(_file: BorrowedFd<'_>, _offset: u64, _len: u64) -> io::Result<(u64, u64)> {
     Err(io::Error::from_raw_os_error(libc::ENOSYS))
