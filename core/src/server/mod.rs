@@ -160,7 +160,8 @@ fn dest_token(slot: Slot) -> usize {
 }
 
 /// How long shutdown waits for the disk and closer threads before it exits
-/// anyway (a lingering close, a write to a hung filesystem).
+/// anyway (a lingering close, a write to a hung filesystem). The loop's
+/// policy: the pools are given it, and wait it when dropped unfinished.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_millis(1500);
 
 /// Datagrams handled per wake-up before transfers get their turn.
@@ -243,6 +244,7 @@ impl<B: TransferBackend> Server<B> {
             config.max_transfers,
             Arc::clone(&backend),
             engine.waker(),
+            SHUTDOWN_GRACE,
         )?;
         sys::set_nonblocking(shutdown.as_fd(), true)?;
         let root_stat = sys::fstat(root.as_fd())?;
@@ -269,7 +271,7 @@ impl<B: TransferBackend> Server<B> {
             received: Vec::with_capacity(listener::BATCH),
             listener_ready: true,
             ids: table::RandomIds::default(),
-            closer: Closer::default(),
+            closer: Closer::new(SHUTDOWN_GRACE),
             to_close: Vec::new(),
             removed_with_write_out: HashMap::new(),
             caught: caught::Caught::default(),
