@@ -24,7 +24,7 @@ use crate::backend::{DestKind, TransferBackend};
 use crate::protocol::{
     self as proto, Command, FileInfo, HeaderTrailer, Range, Request, ServerStat,
 };
-use crate::sys::{self, errno as errno_of, PeerCred, Received};
+use crate::sys::{self, errno as errno_of, errno::Errno, PeerCred, Received};
 
 use super::closer::Passed;
 use super::disk::{DiskJob, Work};
@@ -212,7 +212,7 @@ impl<B: TransferBackend> Server<B> {
                  socket asked for them, or from outside this namespace): EACCES",
                 bytes.len()
             );
-            refuse_on_reply_channel(cmd_hint, fds, libc::EACCES);
+            refuse_on_reply_channel(cmd_hint, fds, Errno::EACCES);
             return;
         }
         let decoded = if truncated {
@@ -228,7 +228,7 @@ impl<B: TransferBackend> Server<B> {
                     bytes.len(),
                     fds.len()
                 );
-                refuse_on_reply_channel(cmd_hint, fds, e.errno());
+                refuse_on_reply_channel(cmd_hint, fds, Errno::from_raw(e.errno()));
                 return;
             }
         };
@@ -250,7 +250,7 @@ impl<B: TransferBackend> Server<B> {
                         ""
                     }
                 );
-                refuse_on_reply_channel(Some(cmd), fds, libc::EINVAL);
+                refuse_on_reply_channel(Some(cmd), fds, Errno::EINVAL);
                 return;
             }
         };
@@ -265,7 +265,7 @@ impl<B: TransferBackend> Server<B> {
                 Job::Status { reply } | Job::Hello { reply } => vec![reply],
                 Job::Cancel { .. } => Vec::new(),
             };
-            refuse_on_reply_channel(Some(cmd), fds, libc::EACCES);
+            refuse_on_reply_channel(Some(cmd), fds, Errno::EACCES);
             return;
         }
         match job {
@@ -415,7 +415,7 @@ impl<B: TransferBackend> Server<B> {
                 "{command:?} {shown}: refused, uid {} has {closing} closes pending (EMFILE)",
                 Uid(uid)
             );
-            return refuse_start(status_fd, info_written, libc::EMFILE);
+            return refuse_start(status_fd, info_written, Errno::EMFILE);
         }
         let full = self.table.len() >= self.config.max_transfers;
         // Looked for only when it matters: the common case is one uid.
@@ -442,7 +442,7 @@ impl<B: TransferBackend> Server<B> {
                     self.table.len(),
                     Uid(uid)
                 );
-                return refuse_start(status_fd, info_written, libc::EMFILE);
+                return refuse_start(status_fd, info_written, Errno::EMFILE);
             }
         };
         let dest = match dest {
@@ -450,7 +450,10 @@ impl<B: TransferBackend> Server<B> {
             Some(fd) => match prepare_dest(fd) {
                 Ok(d) => Some(d),
                 Err(errno) => {
-                    log::info!("{command:?} {shown}: destination unusable (errno {errno})");
+                    log::info!(
+                        "{command:?} {shown}: destination unusable (errno {})",
+                        errno as i32
+                    );
                     return refuse_start(status_fd, info_written, errno);
                 }
             },
@@ -468,7 +471,7 @@ impl<B: TransferBackend> Server<B> {
                 if sys::fstat(file.as_fd()).is_ok_and(|st| st.st_dev == root_dev) {
                     Some(open::adopt(file.keep(), root_dev))
                 } else {
-                    Some(Err(libc::EXDEV))
+                    Some(Err(Errno::EXDEV))
                 }
             }
             None => open::on_loop(&*self.backend, self.root.as_fd(), &path),
@@ -488,7 +491,7 @@ impl<B: TransferBackend> Server<B> {
             Some(id) if proto::is_client_id(id) && !self.table.contains_id(id) => id,
             Some(id) => {
                 log::info!("{command:?} {shown}: client id {id:x} unusable (EINVAL)");
-                return refuse_start(status_fd, info_written, libc::EINVAL);
+                return refuse_start(status_fd, info_written, Errno::EINVAL);
             }
             None => match self.new_txnid() {
                 Ok(id) => id,
@@ -503,7 +506,7 @@ impl<B: TransferBackend> Server<B> {
                 TakeBack::Idle => self.take_back_idle_slot(uid),
             };
             if !taken {
-                return refuse_start(status_fd, info_written, libc::EMFILE);
+                return refuse_start(status_fd, info_written, Errno::EMFILE);
             }
         }
         let is_read = command == Command::Read;
@@ -612,7 +615,7 @@ impl<B: TransferBackend> Server<B> {
                 "{command:?} {}: {done} bytes handed on of {size} (EINVAL)",
                 path.to_string_lossy()
             );
-            return self.end(slot, Outcome::Failed(libc::EINVAL));
+            return self.end(slot, Outcome::Failed(Errno::EINVAL));
         }
         let info = FileInfo::ok(size, st.st_atime, st.st_mtime, st.st_ctime, txnid);
         if is_read {
@@ -700,7 +703,7 @@ impl<B: TransferBackend> Server<B> {
             // The deadline holds even if the loop was too busy to expire
             // the file before this request was read.
             log::debug!("txn {txnid:x}: send-open after the open file expired");
-            return self.end(slot, Outcome::Failed(libc::ETIMEDOUT));
+            return self.end(slot, Outcome::Failed(Errno::ETIMEDOUT));
         }
         let dest = match prepare_dest(dest) {
             Ok(d) => d,
@@ -711,7 +714,7 @@ impl<B: TransferBackend> Server<B> {
                 "txn {txnid:x}: send-open claims {done} bytes of {} written (EINVAL)",
                 t.cursor.file_len
             );
-            return self.end(slot, Outcome::Failed(libc::EINVAL));
+            return self.end(slot, Outcome::Failed(Errno::EINVAL));
         }
         #[allow(clippy::result_large_err)] // a state by value (transfer.rs)
         let sent = t.step(|s| s.send_open(dest));
@@ -756,7 +759,7 @@ impl<B: TransferBackend> Server<B> {
                 Uid(to)
             );
         }
-        self.end(slot, Outcome::Failed(libc::EMFILE));
+        self.end(slot, Outcome::Failed(Errno::EMFILE));
         self.release(slot);
         true
     }
@@ -785,7 +788,7 @@ impl<B: TransferBackend> Server<B> {
                 Uid(to)
             );
         }
-        self.end(slot, Outcome::Failed(libc::EMFILE));
+        self.end(slot, Outcome::Failed(Errno::EMFILE));
         // Still here if its status pipe has no room for the error.
         self.release(slot);
         true
@@ -869,13 +872,13 @@ impl std::fmt::Display for Who {
 /// the stream, and such a socket may be connected to the daemon's own
 /// request socket. So are terminals, whose writes cannot be bounded.
 /// (`O_NONBLOCK` is set for the client's sake only: no call relies on it.)
-fn prepare_dest(fd: Passed) -> Result<Dest, i32> {
+fn prepare_dest(fd: Passed) -> Result<Dest, Errno> {
     let kind = sys::dest_kind(fd.as_fd()).map_err(|e| errno_of(&e))?;
     match kind {
-        DestKind::OtherSocket => return Err(libc::EINVAL),
+        DestKind::OtherSocket => return Err(Errno::EINVAL),
         // A terminal's write has no per-call non-blocking form and no
         // report of its room: the daemon cannot bound it (issue 23, row 3).
-        DestKind::Other if sys::is_terminal(fd.as_fd()) => return Err(libc::EINVAL),
+        DestKind::Other if sys::is_terminal(fd.as_fd()) => return Err(Errno::EINVAL),
         DestKind::RegularFile => {}
         _ => sys::set_nonblocking(fd.as_fd(), true).map_err(|e| errno_of(&e))?,
     }
@@ -892,30 +895,30 @@ fn prepare_dest(fd: Passed) -> Result<Dest, i32> {
 /// [`refuse`], unless the channel already carries the client's file info
 /// (a Read it began): the data pipe then just ends, as a Read's does on a
 /// failure after the start.
-fn refuse_start(status: Passed, info_written: bool, errno: i32) {
+fn refuse_start(status: Passed, info_written: bool, errno: Errno) {
     if !info_written {
         refuse(status, errno);
     }
 }
 
-fn refuse(status: Passed, errno: i32) {
+fn refuse(status: Passed, errno: Errno) {
     let _ = sys::set_nonblocking(status.as_fd(), true);
     let _ = status::write_reply(
         status.as_fd(),
-        &proto::error_header(proto::SFD_FILE_INFO, errno),
+        &proto::error_header(proto::SFD_FILE_INFO, errno as i32),
     );
 }
 
 /// Answers a malformed request on its reply channel, if it plausibly has
 /// one: the command has a reply channel and the first descriptor is a pipe.
 /// Never writes anywhere else. Every descriptor is closed.
-fn refuse_on_reply_channel(cmd: Option<Command>, fds: Vec<Passed>, errno: i32) {
+fn refuse_on_reply_channel(cmd: Option<Command>, fds: Vec<Passed>, errno: Errno) {
     if let (Some(cmd), Some(first)) = (cmd, fds.first()) {
         if cmd.has_reply_channel() && sys::fstat(first.as_fd()).is_ok_and(|st| sys::is_fifo(&st)) {
             let _ = sys::set_nonblocking(first.as_fd(), true);
             let _ = status::write_reply(
                 first.as_fd(),
-                &proto::error_header(proto::SFD_FILE_INFO, errno),
+                &proto::error_header(proto::SFD_FILE_INFO, errno as i32),
             );
         }
     }
@@ -924,9 +927,9 @@ fn refuse_on_reply_channel(cmd: Option<Command>, fds: Vec<Passed>, errno: i32) {
 
 /// A refused open's log text: the cause where one errno has several (see
 /// [`open::refusal`]), else the errno's own text.
-fn refused(errno: i32, cause: &str) -> String {
+fn refused(errno: Errno, cause: &str) -> String {
     if cause.is_empty() {
-        io::Error::from_raw_os_error(errno).to_string()
+        io::Error::from(errno).to_string()
     } else {
         format!("refused: {cause}")
     }

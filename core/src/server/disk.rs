@@ -32,6 +32,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use crate::backend::{DestKind, TransferBackend};
+use crate::sys::errno::Errno;
 
 use super::fair::FairQueue;
 use super::open::{self, Opened};
@@ -101,7 +102,7 @@ pub enum Finished {
         /// As in the job.
         len: usize,
         /// The errno the read failed with, if it did.
-        read: Result<(), i32>,
+        read: Result<(), Errno>,
     },
     /// A [`Work::Write`] is done: what [`pump`] said.
     Wrote {

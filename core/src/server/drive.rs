@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use crate::backend::{DestKind, TransferBackend};
-use crate::sys::{self, errno as errno_of};
+use crate::sys::{self, errno as errno_of, errno::Errno};
 
 use super::caught;
 use super::closer::CloseJob;
@@ -253,10 +253,7 @@ impl<B: TransferBackend> Server<B> {
                 }
             }
             PumpStop::Failed(errno) => {
-                log::debug!(
-                    "transfer in slot {slot} failed: {}",
-                    io::Error::from_raw_os_error(errno)
-                );
+                log::debug!("transfer in slot {slot} failed: {}", io::Error::from(errno));
                 self.end(slot, Outcome::Failed(errno));
             }
         }
@@ -547,11 +544,11 @@ impl<B: TransferBackend> Server<B> {
             Ok(()) => return true,
             Err(Refused::Stopped(job)) => {
                 log::error!("disk threads are gone");
-                (job, libc::EIO)
+                (job, Errno::EIO)
             }
             Err(Refused::Full(job)) => {
                 log::error!("disk queue full ({} jobs)", self.disk.queued());
-                (job, libc::EAGAIN)
+                (job, Errno::EAGAIN)
             }
         };
         self.job_returned(*job);
@@ -624,7 +621,7 @@ impl<B: TransferBackend> Server<B> {
             );
             if expired {
                 log::debug!("txn {txnid:x}: open file expired");
-                self.end(slot, Outcome::Failed(libc::ETIMEDOUT));
+                self.end(slot, Outcome::Failed(Errno::ETIMEDOUT));
             }
         }
     }
@@ -653,7 +650,7 @@ impl<B: TransferBackend> Server<B> {
         txnid: u64,
         offset: u64,
         len: usize,
-        read: Result<(), i32>,
+        read: Result<(), Errno>,
     ) {
         if self.table.get(slot).map(|(id, _)| id) != Some(txnid) {
             return;
@@ -667,7 +664,7 @@ impl<B: TransferBackend> Server<B> {
         if let Err(errno) = read {
             log::warn!(
                 "txn {txnid:x}: reading from disk failed: {}",
-                io::Error::from_raw_os_error(errno)
+                io::Error::from(errno)
             );
             self.end(slot, Outcome::Failed(errno));
             return;

@@ -24,6 +24,7 @@
 use std::time::{Duration, Instant};
 
 use crate::backend::TransferBackend;
+use crate::sys::errno::Errno;
 
 use super::transfer::{Outcome, State};
 use super::Server;
@@ -101,7 +102,7 @@ impl<B: TransferBackend> Server<B> {
                         "txn {txnid:x}: no byte moved for {} ms: ETIMEDOUT",
                         timeout.as_millis()
                     );
-                    self.end(slot, Outcome::Failed(libc::ETIMEDOUT));
+                    self.end(slot, Outcome::Failed(Errno::ETIMEDOUT));
                     // Still here: its status pipe has no room for the
                     // error either.
                     self.release(slot);

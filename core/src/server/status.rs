@@ -31,7 +31,7 @@ use std::io;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 
 use crate::protocol::{self as proto, FileInfo, XferStat, SFD_HDR_SIZE};
-use crate::sys::{self, DestKind};
+use crate::sys::{self, errno::Errno, DestKind};
 
 use super::backstop;
 use super::caught::Caught;
@@ -58,7 +58,7 @@ pub enum Final {
         /// [`proto::SFD_FILE_INFO`] or [`proto::SFD_XFER_STAT`].
         cmd: u8,
         /// The errno.
-        errno: i32,
+        errno: Errno,
     },
     /// Nothing: close now, dropping whatever is still owed (a cancelled
     /// transfer, a Read's data pipe at its end).
@@ -190,7 +190,7 @@ impl StatusWriter {
         match self.final_msg {
             Some(Final::Complete) => put(&XferStat::complete().encode()),
             Some(Final::Error { cmd, errno }) => {
-                put(&proto::error_header(cmd, errno)[..SFD_HDR_SIZE])
+                put(&proto::error_header(cmd, errno as i32)[..SFD_HDR_SIZE])
             }
             Some(Final::Close) | None => {}
         }
@@ -398,7 +398,7 @@ mod tests {
         s.stopped_to_wait();
         s.queue_final(Final::Error {
             cmd: proto::SFD_XFER_STAT,
-            errno: libc::EPIPE,
+            errno: Errno::EPIPE,
         });
         assert_eq!(s.flush(), Flush::Clear);
         let bytes = read_all(&r);
