@@ -44,6 +44,16 @@ pub fn refusal(errno: Errno) -> (Errno, &'static str) {
     }
 }
 
+/// A refused open's log text: the cause where one errno has several (see
+/// [`refusal`]), else the errno's own text.
+pub fn refused(errno: Errno, cause: &str) -> String {
+    if cause.is_empty() {
+        io::Error::from(errno).to_string()
+    } else {
+        format!("refused: {cause}")
+    }
+}
+
 /// The open, made only if the kernel's caches answer the lookup; `None`
 /// when it would wait, and [`blocking`] must make it off the loop.
 pub fn on_loop<B: TransferBackend + ?Sized>(
