@@ -160,7 +160,8 @@ impl<B: TransferBackend> Server<B> {
     }
 
     /// A prefetch came back: a transfer still waiting for it has the chunk
-    /// marked in memory and runs again.
+    /// marked in memory and is Running again, for `drive.rs` to queue (or
+    /// to end, if the read failed).
     fn prefetched(
         &mut self,
         slot: Slot,

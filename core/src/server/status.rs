@@ -265,7 +265,7 @@ impl StatusWriter {
 
 /// The errno [`write_reply`] reports an interrupted write with (as a
 /// [`io::ErrorKind::WouldBlock`] error).
-const INTERRUPTED: i32 = libc::EAGAIN;
+const INTERRUPTED: Errno = Errno::EAGAIN;
 
 /// Writes one message below `PIPE_BUF` to a reply pipe the client shares,
 /// with one call that does not wait whatever the pipe's `O_NONBLOCK`
@@ -283,13 +283,13 @@ fn write_reply_watched(fd: BorrowedFd<'_>, msg: &[u8]) -> (io::Result<()>, bool)
         let (r, interrupted) = backstop::guarded(|| sys::write_nowait(fd, msg, DestKind::Pipe));
         match r {
             Ok(n) if n == msg.len() => return (Ok(()), false),
-            Ok(_) => return (Err(io::Error::from_raw_os_error(libc::EIO)), false),
-            Err(_) if interrupted => return (Err(io::Error::from_raw_os_error(INTERRUPTED)), true),
+            Ok(_) => return (Err(io::Error::from(Errno::EIO)), false),
+            Err(_) if interrupted => return (Err(io::Error::from(INTERRUPTED)), true),
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(e) => return (Err(e), false),
         }
     }
-    (Err(io::Error::from_raw_os_error(INTERRUPTED)), false)
+    (Err(io::Error::from(INTERRUPTED)), false)
 }
 
 #[cfg(test)]
