@@ -147,6 +147,16 @@ mod tests {
     }
 
     #[test]
+    fn the_names_are_the_errno_types_own() {
+        // An `Errno` shows its own name (`{:?}`) and goes on the wire as
+        // its number: the table must agree with it on both.
+        for &(n, s) in NAMES {
+            let e = Errno::from_raw(n);
+            assert_eq!((e as i32, format!("{e:?}")), (n, s.to_string()));
+        }
+    }
+
+    #[test]
     fn an_io_error_stands_for_one_errno() {
         assert_eq!(
             of_io(&io::Error::from_raw_os_error(libc::EPIPE)),
