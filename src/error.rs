@@ -24,6 +24,9 @@ impl StartError {
 
     /// An I/O failure while doing `context`.
     pub fn io(context: &str, e: io::Error) -> StartError {
-        StartError::new(sendfiled_core::sys::errno(&e), format!("{context}: {e}"))
+        StartError::new(
+            sendfiled_core::sys::errno(&e) as i32,
+            format!("{context}: {e}"),
+        )
     }
 }

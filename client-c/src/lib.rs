@@ -86,7 +86,7 @@ fn shell<T>(fail: T, body: impl FnOnce() -> Res<T>) -> T {
 
 /// The errno of an I/O error; errors that carry none get the closest one.
 fn os(e: io::Error) -> c_int {
-    sendfiled_sys::errno::of_io(&e)
+    sendfiled_sys::errno::of_io(&e) as c_int
 }
 
 /// A C string argument; `NULL` is `EINVAL`.

@@ -216,7 +216,7 @@ fuzz_target!(|data: &[u8]| {
                 return;
             }
             PumpStop::Failed(errno) => {
-                assert!(errno > 0);
+                assert!((errno as i32) > 0);
                 return;
             }
             PumpStop::NotCached { offset, len } => {

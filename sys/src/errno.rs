@@ -2,9 +2,16 @@
 //! Rule: pure lookups; every part of sendfiled that reports or parses an
 //! errno (the daemon's replies and logs, the C library's `errno`, `sfd`'s
 //! messages, the fault-injection spec) goes through here, so that they
-//! agree.
+//! agree. Inside the programs an errno is an [`Errno`]; it is an `i32`
+//! only where it crosses a boundary (a protocol message, the C library's
+//! `errno`, an exit status) and in the names below, which also name the
+//! numbers such a boundary brings in.
 
 use std::io;
+
+/// The one errno type: `nix`'s, re-exported here so that every crate names
+/// it through this module.
+pub use nix::errno::Errno;
 
 /// Every errno sendfiled, the socket calls or the fault spec can give, with
 /// its symbolic name. Several names may share a value on one system
@@ -90,8 +97,9 @@ pub fn from_name(name: &str) -> Option<i32> {
 /// error in its chain of sources that has one (an error wrapped with
 /// context), or else one that says what kind of failure it was (`EINVAL`
 /// for bad input, `EPROTO` for a message cut short, ...), `EIO` for the
-/// rest. Every reply, `errno` and exit status is an errno.
-pub fn of_io(e: &io::Error) -> i32 {
+/// rest. Every reply, `errno` and exit status is an errno. A number this
+/// system does not know (never 0: no error is success) is `EIO`.
+pub fn of_io(e: &io::Error) -> Errno {
     let mut source: Option<&(dyn std::error::Error + 'static)> = e.get_ref().map(|r| r as _);
     let mut found = e.raw_os_error();
     while found.is_none() {
@@ -101,15 +109,21 @@ pub fn of_io(e: &io::Error) -> i32 {
             .and_then(io::Error::raw_os_error);
         source = s.source();
     }
-    found.unwrap_or(match e.kind() {
-        io::ErrorKind::InvalidInput | io::ErrorKind::InvalidData => libc::EINVAL,
-        io::ErrorKind::NotFound => libc::ENOENT,
-        io::ErrorKind::PermissionDenied => libc::EACCES,
-        io::ErrorKind::WouldBlock => libc::EAGAIN,
-        io::ErrorKind::TimedOut => libc::ETIMEDOUT,
-        io::ErrorKind::UnexpectedEof => libc::EPROTO,
-        _ => libc::EIO,
-    })
+    match found.map(Errno::from_raw) {
+        // A number this system has no name for (or 0, which is no error)
+        // would reach a client as no errno at all.
+        Some(Errno::UnknownErrno) => Errno::EIO,
+        Some(n) => n,
+        None => match e.kind() {
+            io::ErrorKind::InvalidInput | io::ErrorKind::InvalidData => Errno::EINVAL,
+            io::ErrorKind::NotFound => Errno::ENOENT,
+            io::ErrorKind::PermissionDenied => Errno::EACCES,
+            io::ErrorKind::WouldBlock => Errno::EAGAIN,
+            io::ErrorKind::TimedOut => Errno::ETIMEDOUT,
+            io::ErrorKind::UnexpectedEof => Errno::EPROTO,
+            _ => Errno::EIO,
+        },
+    }
 }
 
 #[cfg(test)]
@@ -133,21 +147,31 @@ mod tests {
     }
 
     #[test]
+    fn the_names_are_the_errno_types_own() {
+        // An `Errno` shows its own name (`{:?}`) and goes on the wire as
+        // its number: the table must agree with it on both.
+        for &(n, s) in NAMES {
+            let e = Errno::from_raw(n);
+            assert_eq!((e as i32, format!("{e:?}")), (n, s.to_string()));
+        }
+    }
+
+    #[test]
     fn an_io_error_stands_for_one_errno() {
         assert_eq!(
             of_io(&io::Error::from_raw_os_error(libc::EPIPE)),
-            libc::EPIPE
+            Errno::EPIPE
         );
         let wrapped = io::Error::other(io::Error::from_raw_os_error(libc::ENOSPC));
-        assert_eq!(of_io(&wrapped), libc::ENOSPC, "the source's errno");
+        assert_eq!(of_io(&wrapped), Errno::ENOSPC, "the source's errno");
         assert_eq!(
             of_io(&io::Error::from(io::ErrorKind::InvalidInput)),
-            libc::EINVAL
+            Errno::EINVAL
         );
         assert_eq!(
             of_io(&io::Error::from(io::ErrorKind::UnexpectedEof)),
-            libc::EPROTO
+            Errno::EPROTO
         );
-        assert_eq!(of_io(&io::Error::other("no errno")), libc::EIO);
+        assert_eq!(of_io(&io::Error::other("no errno")), Errno::EIO);
     }
 }

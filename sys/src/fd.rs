@@ -102,7 +102,7 @@ pub fn is_nonblocking(fd: BorrowedFd<'_>) -> io::Result<bool> {
 }
 
 /// The errno to report for `e` ([`crate::errno::of_io`]).
-pub fn errno(e: &io::Error) -> i32 {
+pub fn errno(e: &io::Error) -> crate::errno::Errno {
     crate::errno::of_io(e)
 }
 
@@ -305,6 +305,7 @@ fn wait_for(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::errno::Errno;
     use std::os::fd::AsFd;
 
     #[test]
@@ -332,10 +333,10 @@ mod tests {
             }
         }
         let raw = io::Error::from_raw_os_error(libc::EPERM);
-        assert_eq!(errno(&raw), libc::EPERM);
+        assert_eq!(errno(&raw), Errno::EPERM);
         let wrapped = io::Error::new(io::ErrorKind::PermissionDenied, Context(raw));
-        assert_eq!(errno(&wrapped), libc::EPERM);
+        assert_eq!(errno(&wrapped), Errno::EPERM);
         let plain = io::Error::other("no errno anywhere");
-        assert_eq!(errno(&plain), libc::EIO);
+        assert_eq!(errno(&plain), Errno::EIO);
     }
 }

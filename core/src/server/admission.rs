@@ -11,29 +11,37 @@
 //! after checking that it is a pipe. Every descriptor a request passed is a
 //! [`Passed`] until a transfer keeps it: one a refusal drops closes on the
 //! loop only if that cannot wait (a pipe, a UNIX socket), else on the
-//! closer threads (a TCP socket with `SO_LINGER`, a file on NFS). Moving
-//! data is `drive.rs`'s.
+//! closer threads (a TCP socket with `SO_LINGER`, a file on NFS).
+//!
+//! Rule: the admitting phase, the top one under the loop. It puts a
+//! transfer in the table and calls down only: into `drive.rs` to start it
+//! once its file is open ([`Server::run_opened`], or a disk thread's open
+//! queued with [`Server::queue_or_end`]) and to send an opened file
+//! ([`Server::send_opened`]), and into `finish.rs` to end a transfer it
+//! cancels, takes a slot back from, or refuses a Send Open for. Moving
+//! data and every transition after the table are `drive.rs`'s.
 
 use std::ffi::CString;
 use std::io;
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::AsFd;
 use std::sync::Arc;
 use std::time::Instant;
 
 use crate::backend::{DestKind, TransferBackend};
-use crate::protocol::{
-    self as proto, Command, FileInfo, HeaderTrailer, Range, Request, ServerStat,
-};
-use crate::sys::{self, errno as errno_of, PeerCred, Received};
+use crate::protocol::{self as proto, Command, HeaderTrailer, Range, Request, ServerStat};
+use crate::sys::{self, errno as errno_of, errno::Errno, PeerCred, Received};
 
 use super::closer::Passed;
 use super::disk::{DiskJob, Work};
-use super::open::{self, Opened};
+use super::open;
 use super::pump::Cursor;
 use super::share::{self, Admit, Loss};
-use super::status::{self, Flush, StatusWriter};
+use super::status::{self, StatusWriter};
 use super::transfer::{Dest, Outcome, State, Transfer};
 use super::Server;
+
+/// Datagrams handled per wake-up before transfers get their turn.
+const REQUESTS_PER_TURN: usize = 64;
 
 /// A request to start a transfer (Read, Send or Open), with its descriptors
 /// in their places.
@@ -184,9 +192,43 @@ fn into_job(req: Request, fds: Vec<Passed>, uid: Option<u32>) -> Result<Job, Vec
 }
 
 impl<B: TransferBackend> Server<B> {
+    /// Takes what the request socket holds, at most
+    /// [`REQUESTS_PER_TURN`] datagrams, each admitted or answered.
+    pub(super) fn accept_requests(&mut self) {
+        let mut batch = std::mem::take(&mut self.recv_buf);
+        let mut got = std::mem::take(&mut self.received);
+        let mut handled = 0;
+        while handled < REQUESTS_PER_TURN {
+            match batch.recv(self.socket.fd.as_fd(), &mut got) {
+                Ok(drained) => {
+                    for (i, rcv) in got.drain(..).enumerate() {
+                        self.handle_datagram(batch.payload(i), rcv);
+                        handled += 1;
+                    }
+                    if drained {
+                        self.listener_ready = false;
+                        break;
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    self.listener_ready = false;
+                    break;
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    log::error!("receiving a request: {e}");
+                    self.listener_ready = false;
+                    break;
+                }
+            }
+        }
+        self.recv_buf = batch;
+        self.received = got;
+    }
+
     /// Handles one received datagram: a transfer admitted, a request
     /// answered, or a refusal with every descriptor closed.
-    pub(super) fn handle_datagram(&mut self, bytes: &[u8], rcv: Received) {
+    fn handle_datagram(&mut self, bytes: &[u8], rcv: Received) {
         let Received {
             fds,
             truncated,
@@ -212,7 +254,7 @@ impl<B: TransferBackend> Server<B> {
                  socket asked for them, or from outside this namespace): EACCES",
                 bytes.len()
             );
-            refuse_on_reply_channel(cmd_hint, fds, libc::EACCES);
+            refuse_on_reply_channel(cmd_hint, fds, Errno::EACCES);
             return;
         }
         let decoded = if truncated {
@@ -228,7 +270,7 @@ impl<B: TransferBackend> Server<B> {
                     bytes.len(),
                     fds.len()
                 );
-                refuse_on_reply_channel(cmd_hint, fds, e.errno());
+                refuse_on_reply_channel(cmd_hint, fds, Errno::from_raw(e.errno()));
                 return;
             }
         };
@@ -250,7 +292,7 @@ impl<B: TransferBackend> Server<B> {
                         ""
                     }
                 );
-                refuse_on_reply_channel(Some(cmd), fds, libc::EINVAL);
+                refuse_on_reply_channel(Some(cmd), fds, Errno::EINVAL);
                 return;
             }
         };
@@ -265,7 +307,7 @@ impl<B: TransferBackend> Server<B> {
                 Job::Status { reply } | Job::Hello { reply } => vec![reply],
                 Job::Cancel { .. } => Vec::new(),
             };
-            refuse_on_reply_channel(Some(cmd), fds, libc::EACCES);
+            refuse_on_reply_channel(Some(cmd), fds, Errno::EACCES);
             return;
         }
         match job {
@@ -415,7 +457,7 @@ impl<B: TransferBackend> Server<B> {
                 "{command:?} {shown}: refused, uid {} has {closing} closes pending (EMFILE)",
                 Uid(uid)
             );
-            return refuse_start(status_fd, info_written, libc::EMFILE);
+            return refuse_start(status_fd, info_written, Errno::EMFILE);
         }
         let full = self.table.len() >= self.config.max_transfers;
         // Looked for only when it matters: the common case is one uid.
@@ -442,7 +484,7 @@ impl<B: TransferBackend> Server<B> {
                     self.table.len(),
                     Uid(uid)
                 );
-                return refuse_start(status_fd, info_written, libc::EMFILE);
+                return refuse_start(status_fd, info_written, Errno::EMFILE);
             }
         };
         let dest = match dest {
@@ -450,7 +492,10 @@ impl<B: TransferBackend> Server<B> {
             Some(fd) => match prepare_dest(fd) {
                 Ok(d) => Some(d),
                 Err(errno) => {
-                    log::info!("{command:?} {shown}: destination unusable (errno {errno})");
+                    log::info!(
+                        "{command:?} {shown}: destination unusable (errno {})",
+                        errno as i32
+                    );
                     return refuse_start(status_fd, info_written, errno);
                 }
             },
@@ -468,7 +513,7 @@ impl<B: TransferBackend> Server<B> {
                 if sys::fstat(file.as_fd()).is_ok_and(|st| st.st_dev == root_dev) {
                     Some(open::adopt(file.keep(), root_dev))
                 } else {
-                    Some(Err(libc::EXDEV))
+                    Some(Err(Errno::EXDEV))
                 }
             }
             None => open::on_loop(&*self.backend, self.root.as_fd(), &path),
@@ -476,7 +521,7 @@ impl<B: TransferBackend> Server<B> {
         let opened = match attempt {
             Some(Err(errno)) => {
                 let (errno, cause) = open::refusal(errno);
-                log::info!("{command:?} {shown}: {}", refused(errno, cause));
+                log::info!("{command:?} {shown}: {}", open::refused(errno, cause));
                 return refuse_start(status_fd, info_written, errno);
             }
             Some(Ok(file)) => Some(file),
@@ -488,7 +533,7 @@ impl<B: TransferBackend> Server<B> {
             Some(id) if proto::is_client_id(id) && !self.table.contains_id(id) => id,
             Some(id) => {
                 log::info!("{command:?} {shown}: client id {id:x} unusable (EINVAL)");
-                return refuse_start(status_fd, info_written, libc::EINVAL);
+                return refuse_start(status_fd, info_written, Errno::EINVAL);
             }
             None => match self.new_txnid() {
                 Ok(id) => id,
@@ -503,7 +548,7 @@ impl<B: TransferBackend> Server<B> {
                 TakeBack::Idle => self.take_back_idle_slot(uid),
             };
             if !taken {
-                return refuse_start(status_fd, info_written, libc::EMFILE);
+                return refuse_start(status_fd, info_written, Errno::EMFILE);
             }
         }
         let is_read = command == Command::Read;
@@ -551,127 +596,8 @@ impl<B: TransferBackend> Server<B> {
                         path: path.clone(),
                     },
                 };
-                self.queue_disk_job(job);
+                self.queue_or_end(job);
             }
-        }
-    }
-
-    /// A disk thread's open of a transfer in [`State::Opening`] is done.
-    pub(super) fn opened(&mut self, slot: usize, txnid: u64, opened: Opened) {
-        let live = self.table.get(slot).is_some_and(|(id, t)| {
-            id == txnid && matches!(t.state, State::Opening { .. }) && t.outcome.is_none()
-        });
-        if !live {
-            // Ended meanwhile (shutdown, a share taken back): the file, if
-            // any, closes here.
-            return;
-        }
-        match opened {
-            Ok(file) => self.run_opened(slot, txnid, file),
-            Err(errno) => {
-                let (errno, cause) = open::refusal(errno);
-                if let Some((_, t)) = self.table.get(slot) {
-                    if let State::Opening { path, .. } = &t.state {
-                        log::info!(
-                            "{:?} {}: {}",
-                            t.command,
-                            path.to_string_lossy(),
-                            refused(errno, cause)
-                        );
-                    }
-                }
-                self.end(slot, Outcome::Failed(errno));
-            }
-        }
-    }
-
-    /// A transfer in [`State::Opening`] has its file: the file info is
-    /// owed, and it waits for Send Open (Open) or runs its first turn.
-    fn run_opened(&mut self, slot: usize, txnid: u64, (file, st): (OwnedFd, libc::stat)) {
-        let Some(t) = self.table.get_mut(slot) else {
-            return;
-        };
-        let State::Opening {
-            path,
-            range,
-            done,
-            info_written,
-            ..
-        } = &t.state
-        else {
-            return;
-        };
-        let (path, range, done, info_written) = (path.clone(), *range, *done, *info_written);
-        let command = t.command;
-        let is_read = t.is_read();
-        let size = range.clip(st.st_size as u64);
-        if done > size {
-            // A hand-off claiming more than the file holds (it shrank since
-            // the client's attempt, or the request lies).
-            log::info!(
-                "{command:?} {}: {done} bytes handed on of {size} (EINVAL)",
-                path.to_string_lossy()
-            );
-            return self.end(slot, Outcome::Failed(libc::EINVAL));
-        }
-        let info = FileInfo::ok(size, st.st_atime, st.st_mtime, st.st_ctime, txnid);
-        if is_read {
-            self.backend.grow_pipe(t.status.fd(), size);
-        }
-        // A Read or Open handed on by a client carries the client's file
-        // info already (the channel's first message); a Send handed on does
-        // not (the client wrote nothing on its status channel).
-        if !info_written {
-            t.status.queue_info(info);
-        }
-        if is_read && t.status.flush() != Flush::Clear {
-            // A fresh pipe always has room for the info; if not, the client
-            // is gone.
-            log::info!(
-                "{command:?} {}: client gone before the file info",
-                path.to_string_lossy()
-            );
-            return self.end_client_gone(slot, "client gone before the file info");
-        }
-        let open_until =
-            (command == Command::Open).then(|| Instant::now() + self.config.open_timeout);
-        let Ok(hdtr) = t.step(|s| s.opened(Arc::new(file), open_until)) else {
-            return;
-        };
-        // A hand-off continues where the client stopped: its header bytes
-        // are the ones not yet written, its file part what is left.
-        t.cursor = Cursor::new(hdtr.header, range.offset + done, size - done, hdtr.trailer);
-        t.last_progress = Instant::now();
-        let deadline = match &t.state {
-            State::Opened { deadline, .. } => Some(*deadline),
-            _ => None,
-        };
-        log::debug!(
-            "txn {txnid:x}: {command:?} {} ({size} bytes)",
-            path.to_string_lossy()
-        );
-        if let Some(deadline) = deadline {
-            self.timers.push(deadline, txnid);
-            let live = self.table.len();
-            let table = &self.table;
-            let dropped = self.timers.compact_if_stale(live, |id| {
-                table
-                    .slot_of(id)
-                    .and_then(|s| table.get(s))
-                    .is_some_and(|(_, t)| matches!(t.state, State::Opened { .. }))
-            });
-            if dropped > 0 {
-                log::debug!(
-                    "open-file timers compacted: {dropped} stale, {} held for {live} live",
-                    self.timers.len()
-                );
-            }
-            self.flush_status(slot);
-        } else {
-            // The first turn runs now: a small file is often done before the
-            // loop comes round, with info and completion in one write and no
-            // readiness registration at all.
-            self.turn(slot);
         }
     }
 
@@ -700,7 +626,7 @@ impl<B: TransferBackend> Server<B> {
             // The deadline holds even if the loop was too busy to expire
             // the file before this request was read.
             log::debug!("txn {txnid:x}: send-open after the open file expired");
-            return self.end(slot, Outcome::Failed(libc::ETIMEDOUT));
+            return self.end(slot, Outcome::Failed(Errno::ETIMEDOUT));
         }
         let dest = match prepare_dest(dest) {
             Ok(d) => d,
@@ -711,23 +637,9 @@ impl<B: TransferBackend> Server<B> {
                 "txn {txnid:x}: send-open claims {done} bytes of {} written (EINVAL)",
                 t.cursor.file_len
             );
-            return self.end(slot, Outcome::Failed(libc::EINVAL));
+            return self.end(slot, Outcome::Failed(Errno::EINVAL));
         }
-        #[allow(clippy::result_large_err)] // a state by value (transfer.rs)
-        let sent = t.step(|s| s.send_open(dest));
-        if sent.is_err() {
-            return;
-        }
-        // A Send Open the client began continues where it stopped.
-        t.cursor = Cursor::new(
-            hdtr.header,
-            t.cursor.file_offset + done,
-            t.cursor.file_len - done,
-            hdtr.trailer,
-        );
-        // The stall timeout counts from here, not from the Open.
-        t.last_progress = Instant::now();
-        self.turn(slot);
+        self.send_opened(slot, dest, hdtr, done);
     }
 
     /// The idle transfer of a uid other than `uid` that loses the least
@@ -756,7 +668,7 @@ impl<B: TransferBackend> Server<B> {
                 Uid(to)
             );
         }
-        self.end(slot, Outcome::Failed(libc::EMFILE));
+        self.end(slot, Outcome::Failed(Errno::EMFILE));
         self.release(slot);
         true
     }
@@ -785,7 +697,7 @@ impl<B: TransferBackend> Server<B> {
                 Uid(to)
             );
         }
-        self.end(slot, Outcome::Failed(libc::EMFILE));
+        self.end(slot, Outcome::Failed(Errno::EMFILE));
         // Still here if its status pipe has no room for the error.
         self.release(slot);
         true
@@ -869,13 +781,13 @@ impl std::fmt::Display for Who {
 /// the stream, and such a socket may be connected to the daemon's own
 /// request socket. So are terminals, whose writes cannot be bounded.
 /// (`O_NONBLOCK` is set for the client's sake only: no call relies on it.)
-fn prepare_dest(fd: Passed) -> Result<Dest, i32> {
+fn prepare_dest(fd: Passed) -> Result<Dest, Errno> {
     let kind = sys::dest_kind(fd.as_fd()).map_err(|e| errno_of(&e))?;
     match kind {
-        DestKind::OtherSocket => return Err(libc::EINVAL),
+        DestKind::OtherSocket => return Err(Errno::EINVAL),
         // A terminal's write has no per-call non-blocking form and no
         // report of its room: the daemon cannot bound it (issue 23, row 3).
-        DestKind::Other if sys::is_terminal(fd.as_fd()) => return Err(libc::EINVAL),
+        DestKind::Other if sys::is_terminal(fd.as_fd()) => return Err(Errno::EINVAL),
         DestKind::RegularFile => {}
         _ => sys::set_nonblocking(fd.as_fd(), true).map_err(|e| errno_of(&e))?,
     }
@@ -892,42 +804,32 @@ fn prepare_dest(fd: Passed) -> Result<Dest, i32> {
 /// [`refuse`], unless the channel already carries the client's file info
 /// (a Read it began): the data pipe then just ends, as a Read's does on a
 /// failure after the start.
-fn refuse_start(status: Passed, info_written: bool, errno: i32) {
+fn refuse_start(status: Passed, info_written: bool, errno: Errno) {
     if !info_written {
         refuse(status, errno);
     }
 }
 
-fn refuse(status: Passed, errno: i32) {
+fn refuse(status: Passed, errno: Errno) {
     let _ = sys::set_nonblocking(status.as_fd(), true);
     let _ = status::write_reply(
         status.as_fd(),
-        &proto::error_header(proto::SFD_FILE_INFO, errno),
+        &proto::error_header(proto::SFD_FILE_INFO, errno as i32),
     );
 }
 
 /// Answers a malformed request on its reply channel, if it plausibly has
 /// one: the command has a reply channel and the first descriptor is a pipe.
 /// Never writes anywhere else. Every descriptor is closed.
-fn refuse_on_reply_channel(cmd: Option<Command>, fds: Vec<Passed>, errno: i32) {
+fn refuse_on_reply_channel(cmd: Option<Command>, fds: Vec<Passed>, errno: Errno) {
     if let (Some(cmd), Some(first)) = (cmd, fds.first()) {
         if cmd.has_reply_channel() && sys::fstat(first.as_fd()).is_ok_and(|st| sys::is_fifo(&st)) {
             let _ = sys::set_nonblocking(first.as_fd(), true);
             let _ = status::write_reply(
                 first.as_fd(),
-                &proto::error_header(proto::SFD_FILE_INFO, errno),
+                &proto::error_header(proto::SFD_FILE_INFO, errno as i32),
             );
         }
     }
     drop(fds);
-}
-
-/// A refused open's log text: the cause where one errno has several (see
-/// [`open::refusal`]), else the errno's own text.
-fn refused(errno: i32, cause: &str) -> String {
-    if cause.is_empty() {
-        io::Error::from_raw_os_error(errno).to_string()
-    } else {
-        format!("refused: {cause}")
-    }
 }

@@ -41,7 +41,7 @@
 use std::collections::HashMap;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use crate::sys;
 
@@ -144,9 +144,10 @@ fn lock(s: &Shared) -> MutexGuard<'_, Queue> {
 }
 
 /// The closer threads, started as needed.
-#[derive(Default)]
 pub struct Closer {
     shared: Arc<Shared>,
+    /// How long a drop without [`Closer::finish`] waits for the threads.
+    grace: Duration,
 }
 
 impl std::fmt::Debug for Closer {
@@ -156,6 +157,16 @@ impl std::fmt::Debug for Closer {
 }
 
 impl Closer {
+    /// No thread yet (they start with the first jobs); dropped without
+    /// [`Closer::finish`], it waits `grace` for its threads: the loop's
+    /// shutdown grace, given by the loop that owns it.
+    pub fn new(grace: Duration) -> Closer {
+        Closer {
+            shared: Arc::default(),
+            grace,
+        }
+    }
+
     /// Hands `jobs` (emptied) to the closer threads. If no thread can be
     /// started the jobs are closed here: a closed descriptor matters more
     /// than the wait.
@@ -215,7 +226,7 @@ impl Drop for Closer {
     fn drop(&mut self) {
         // Once: a shutdown that already waited does not wait again.
         if !lock(&self.shared).stop {
-            self.finish(Instant::now() + super::SHUTDOWN_GRACE);
+            self.finish(Instant::now() + self.grace);
         }
     }
 }
@@ -359,11 +370,10 @@ fn close_jobs(shared: &Shared) {
 mod tests {
     use super::*;
     use std::os::fd::AsFd;
-    use std::time::Duration;
 
     #[test]
     fn closes_happen_in_order_off_the_calling_thread() {
-        let c = Closer::default();
+        let c = Closer::new(Duration::from_millis(1500));
         let (r, w) = crate::sys::pipe().unwrap();
         let mut jobs = vec![CloseJob::new(None, None, Box::new(w))];
         c.submit(&mut jobs);
@@ -397,7 +407,7 @@ mod tests {
 
     #[test]
     fn a_uid_whose_closes_hang_holds_its_own_lane_only() {
-        let c = Closer::default();
+        let c = Closer::new(Duration::from_millis(1500));
         let (gate_r, gate_w) = crate::sys::pipe().unwrap();
         let (entered_r, entered_w) = crate::sys::pipe().unwrap();
         let mut theirs = Vec::new();
@@ -465,7 +475,7 @@ mod tests {
         assert_eq!(r, 0);
         assert_eq!(crate::sys::lingers(s.as_fd()), Some(30));
         let keep = OwnedFd::from(s.try_clone().unwrap());
-        let c = Closer::default();
+        let c = Closer::new(Duration::from_millis(1500));
         c.submit(&mut vec![CloseJob::new(
             None,
             Some(OwnedFd::from(s)),
@@ -477,7 +487,7 @@ mod tests {
 
     #[test]
     fn a_passed_pipe_closes_in_place_and_a_tcp_socket_on_a_closer() {
-        let c = Closer::default();
+        let c = Closer::new(Duration::from_millis(1500));
         let (r, w) = crate::sys::pipe().unwrap();
         drop(c.passed(Some(7), w));
         assert!(closed(&r, Duration::from_secs(1)));

@@ -29,9 +29,10 @@ use std::ffi::CString;
 use std::os::fd::{AsFd, OwnedFd};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use crate::backend::{DestKind, TransferBackend};
+use crate::sys::errno::Errno;
 
 use super::fair::FairQueue;
 use super::open::{self, Opened};
@@ -101,7 +102,7 @@ pub enum Finished {
         /// As in the job.
         len: usize,
         /// The errno the read failed with, if it did.
-        read: Result<(), i32>,
+        read: Result<(), Errno>,
     },
     /// A [`Work::Write`] is done: what [`pump`] said.
     Wrote {
@@ -171,6 +172,8 @@ pub struct DiskPool {
     threads: Vec<JoinHandle<()>>,
     /// Most jobs queued at once.
     bound: usize,
+    /// How long a drop without [`DiskPool::finish`] waits for the threads.
+    grace: Duration,
 }
 
 impl std::fmt::Debug for DiskPool {
@@ -223,11 +226,14 @@ fn run_job<B: TransferBackend>(backend: &B, job: DiskJob) -> DiskDone {
 impl DiskPool {
     /// Starts `threads` threads (at least one), with room for `bound` queued
     /// jobs (at least one); `wake` is called after each finished job.
+    /// Dropped without [`DiskPool::finish`], it waits `grace` for its
+    /// threads (the loop's shutdown grace, given by the loop that owns it).
     pub fn start<B: TransferBackend>(
         threads: usize,
         bound: usize,
         backend: Arc<B>,
         wake: Arc<dyn Fn() + Send + Sync>,
+        grace: Duration,
     ) -> std::io::Result<DiskPool> {
         let shared = Arc::new(Shared::default());
         let done = Arc::new(Mutex::new(Vec::new()));
@@ -236,6 +242,7 @@ impl DiskPool {
             done,
             threads: Vec::new(),
             bound: bound.max(1),
+            grace,
         };
         for i in 0..threads.max(1) {
             let shared = Arc::clone(&pool.shared);
@@ -369,7 +376,7 @@ fn next_job(shared: &Shared) -> Option<(DiskJob, std::time::Duration)> {
 impl Drop for DiskPool {
     fn drop(&mut self) {
         if !lock(&self.shared).stop {
-            self.finish(Instant::now() + super::SHUTDOWN_GRACE);
+            self.finish(Instant::now() + self.grace);
         }
     }
 }
@@ -380,7 +387,6 @@ mod tests {
     use crate::backend::{FileChunk, Moved, ReadWriteCopy};
     use std::ffi::CStr;
     use std::os::fd::BorrowedFd;
-    use std::time::Duration;
 
     const WAIT: Duration = Duration::from_secs(10);
 
@@ -451,7 +457,7 @@ mod tests {
             go: go_r,
             entered: entered_w,
         });
-        let mut pool = DiskPool::start(1, 4, backend, wake).unwrap();
+        let mut pool = DiskPool::start(1, 4, backend, wake, WAIT).unwrap();
         let file = Arc::new(crate::sys::pipe().unwrap().0);
         // The only thread takes job 1 and waits in it.
         pool.submit(prefetch_job(1, 5, &file)).unwrap();

@@ -1,94 +1,195 @@
-//! Driving admitted transfers: a turn of data at a time, the waits between
-//! turns (readiness, the disk threads, open-file deadlines), and the end.
+//! Driving admitted transfers: a transfer's start once its file is open,
+//! a turn of data at a time, and what a turn's stop calls for (a wait for
+//! readiness, a disk job, the end), with the readiness events and the disk
+//! threads' answers that let it go on.
 //!
-//! This file moves data only through the backend (via the pump), writes
-//! only to a transfer's status channel (through its `StatusWriter`), and is
-//! the only place that ends a transfer ([`Server::end`],
-//! [`Server::end_client_gone`], then [`Server::release`]).
-//! What may block on a client's object it never does itself: writes to a
-//! regular file go to the disk threads, closes that may linger to the
-//! closer threads.
+//! Rule: the advancing phase. It moves data only through the backend (via
+//! the pump), writes only to a transfer's status channel (through
+//! `finish.rs`'s [`Server::flush_status`]), and calls down only: into
+//! `finish.rs` when a transfer ends, `disk_jobs.rs` to hand work to the
+//! disk threads and book what comes back, `waits.rs` to wait. What may
+//! block on a client's object it never does itself: writes to a regular
+//! file go to the disk threads, closes that may linger to the closer
+//! threads.
 
 use std::io;
-use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, OwnedFd};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use crate::backend::{DestKind, TransferBackend};
-use crate::sys::{self, errno as errno_of};
+use crate::protocol::{Command, FileInfo, HeaderTrailer};
+use crate::sys::{errno as errno_of, errno::Errno};
 
 use super::caught;
-use super::closer::CloseJob;
-use super::disk::{DiskJob, Finished, Refused, Work};
-use super::engine::{Engine, Interest};
+use super::disk::{DiskJob, Work};
+use super::disk_jobs::AfterJob;
+use super::open::{self, Opened};
 use super::pump::{pump, Cursor, Limits, PumpStop};
-use super::status::{Final, Flush};
+use super::status::Flush;
 use super::table::Slot;
 use super::transfer::{Dest, Outcome, State, Transfer};
-use super::{dest_token, status_token, Server};
+use super::Server;
 
-/// Whether a destination's last close cannot block: a pipe's, a UNIX
-/// socket's (neither lingers nor flushes). Those close on the loop, which
-/// costs the closer threads nothing on the small-file path; TCP and other
-/// network sockets (`SO_LINGER`), files (NFS/FUSE flush on close) and
-/// devices go to the closer threads.
-fn closes_quickly(kind: DestKind, fd: &std::os::fd::OwnedFd) -> bool {
-    match kind {
-        DestKind::Pipe => true,
-        DestKind::StreamSocket | DestKind::OtherSocket => sys::is_unix_socket(fd.as_fd()),
-        DestKind::RegularFile | DestKind::Other => false,
-    }
-}
-
-/// Takes a transfer's file and destination out of it (see
-/// [`Transfer::take_data_part`]): the destination stops being watched, and
-/// what closes quickly goes to `quick_closes`, to close with the turn's
-/// other quick closes, before the status channel. A file a disk job still
-/// holds a clone of closes when the job is done. Returns a destination
-/// whose close may block, for the closer threads.
-fn release_data_part(
-    engine: &mut Engine,
-    quick_closes: &mut Vec<OwnedFd>,
-    slot: Slot,
-    t: &mut Transfer,
-) -> Option<OwnedFd> {
-    let (file, dest) = t.take_data_part();
-    if let Some(file) = file.and_then(|f| Arc::try_unwrap(f).ok()) {
-        quick_closes.push(file);
-    }
-    let Some(Dest::Fd {
-        fd,
-        kind,
-        registered,
-        ..
-    }) = dest
-    else {
-        return None;
-    };
-    if registered {
-        let _ = engine.deregister(fd.as_raw_fd(), dest_token(slot));
-    }
-    if closes_quickly(kind, &fd) {
-        quick_closes.push(fd);
-        None
-    } else {
-        Some(fd)
-    }
-}
+/// Most time one pass over the run queue takes before the loop goes round
+/// (closes made, events and requests taken): the transfers left keep their
+/// place for the next pass. Without it a pass over hundreds of runnable
+/// transfers delayed every close and every new request by all of them.
+const RUN_QUEUE_BUDGET: Duration = Duration::from_millis(1);
 
 impl<B: TransferBackend> Server<B> {
-    pub(super) fn enqueue(&mut self, slot: Slot) {
-        if let Some(t) = self.table.get_mut(slot) {
-            if !t.queued {
-                t.queued = true;
-                self.runq.push(t.peer_uid, slot);
+    /// A disk thread's open of a transfer in [`State::Opening`] is done.
+    fn opened(&mut self, slot: usize, txnid: u64, opened: Opened) {
+        let live = self.table.get(slot).is_some_and(|(id, t)| {
+            id == txnid && matches!(t.state, State::Opening { .. }) && t.outcome.is_none()
+        });
+        if !live {
+            // Ended meanwhile (shutdown, a share taken back): the file, if
+            // any, closes here.
+            return;
+        }
+        match opened {
+            Ok(file) => self.run_opened(slot, txnid, file),
+            Err(errno) => {
+                let (errno, cause) = open::refusal(errno);
+                if let Some((_, t)) = self.table.get(slot) {
+                    if let State::Opening { path, .. } = &t.state {
+                        log::info!(
+                            "{:?} {}: {}",
+                            t.command,
+                            path.to_string_lossy(),
+                            open::refused(errno, cause)
+                        );
+                    }
+                }
+                self.end(slot, Outcome::Failed(errno));
             }
         }
     }
 
+    /// A transfer in [`State::Opening`] has its file: the file info is
+    /// owed, and it waits for Send Open (Open) or runs its first turn.
+    pub(super) fn run_opened(
+        &mut self,
+        slot: usize,
+        txnid: u64,
+        (file, st): (OwnedFd, libc::stat),
+    ) {
+        let Some(t) = self.table.get_mut(slot) else {
+            return;
+        };
+        let State::Opening {
+            path,
+            range,
+            done,
+            info_written,
+            ..
+        } = &t.state
+        else {
+            return;
+        };
+        let (path, range, done, info_written) = (path.clone(), *range, *done, *info_written);
+        let command = t.command;
+        let is_read = t.is_read();
+        let size = range.clip(st.st_size as u64);
+        if done > size {
+            // A hand-off claiming more than the file holds (it shrank since
+            // the client's attempt, or the request lies).
+            log::info!(
+                "{command:?} {}: {done} bytes handed on of {size} (EINVAL)",
+                path.to_string_lossy()
+            );
+            return self.end(slot, Outcome::Failed(Errno::EINVAL));
+        }
+        let info = FileInfo::ok(size, st.st_atime, st.st_mtime, st.st_ctime, txnid);
+        if is_read {
+            self.backend.grow_pipe(t.status.fd(), size);
+        }
+        // A Read or Open handed on by a client carries the client's file
+        // info already (the channel's first message); a Send handed on does
+        // not (the client wrote nothing on its status channel).
+        if !info_written {
+            t.status.queue_info(info);
+        }
+        if is_read && t.status.flush() != Flush::Clear {
+            // A fresh pipe always has room for the info; if not, the client
+            // is gone.
+            log::info!(
+                "{command:?} {}: client gone before the file info",
+                path.to_string_lossy()
+            );
+            return self.end_client_gone(slot, "client gone before the file info");
+        }
+        let open_until =
+            (command == Command::Open).then(|| Instant::now() + self.config.open_timeout);
+        let Ok(hdtr) = t.step(|s| s.opened(Arc::new(file), open_until)) else {
+            return;
+        };
+        // A hand-off continues where the client stopped: its header bytes
+        // are the ones not yet written, its file part what is left.
+        t.cursor = Cursor::new(hdtr.header, range.offset + done, size - done, hdtr.trailer);
+        t.last_progress = Instant::now();
+        let deadline = match &t.state {
+            State::Opened { deadline, .. } => Some(*deadline),
+            _ => None,
+        };
+        log::debug!(
+            "txn {txnid:x}: {command:?} {} ({size} bytes)",
+            path.to_string_lossy()
+        );
+        if let Some(deadline) = deadline {
+            self.timers.push(deadline, txnid);
+            let live = self.table.len();
+            let table = &self.table;
+            let dropped = self.timers.compact_if_stale(live, |id| {
+                table
+                    .slot_of(id)
+                    .and_then(|s| table.get(s))
+                    .is_some_and(|(_, t)| matches!(t.state, State::Opened { .. }))
+            });
+            if dropped > 0 {
+                log::debug!(
+                    "open-file timers compacted: {dropped} stale, {} held for {live} live",
+                    self.timers.len()
+                );
+            }
+            self.flush_status(slot);
+        } else {
+            // The first turn runs now: a small file is often done before the
+            // loop comes round, with info and completion in one write and no
+            // readiness registration at all.
+            self.turn(slot);
+        }
+    }
+
+    /// An open file's Send Open came and passed admission's checks (among
+    /// them that `done` is at most the file's part): it runs to `dest`,
+    /// after the `done` file bytes a client already wrote, with `hdtr`
+    /// around the rest.
+    pub(super) fn send_opened(&mut self, slot: Slot, dest: Dest, hdtr: HeaderTrailer, done: u64) {
+        let Some(t) = self.table.get_mut(slot) else {
+            return;
+        };
+        #[allow(clippy::result_large_err)] // a state by value (transfer.rs)
+        let sent = t.step(|s| s.send_open(dest));
+        if sent.is_err() {
+            return;
+        }
+        // A Send Open the client began continues where it stopped.
+        t.cursor = Cursor::new(
+            hdtr.header,
+            t.cursor.file_offset + done,
+            t.cursor.file_len - done,
+            hdtr.trailer,
+        );
+        // The stall timeout counts from here, not from the Open.
+        t.last_progress = Instant::now();
+        self.turn(slot);
+    }
+
     /// Gives queued transfers one turn each, uids taking turns (those queued
     /// during the pass wait for the next), for at most
-    /// [`super::RUN_QUEUE_BUDGET`]: the rest keep their places.
+    /// [`RUN_QUEUE_BUDGET`]: the rest keep their places.
     pub(super) fn run_queue(&mut self) {
         let started = Instant::now();
         for _ in 0..self.runq.len() {
@@ -99,7 +200,7 @@ impl<B: TransferBackend> Server<B> {
                 t.queued = false;
                 self.turn(slot);
             }
-            if started.elapsed() >= super::RUN_QUEUE_BUDGET {
+            if started.elapsed() >= RUN_QUEUE_BUDGET {
                 break;
             }
         }
@@ -107,7 +208,7 @@ impl<B: TransferBackend> Server<B> {
 
     /// One turn of one transfer: move up to a quantum, then report. A
     /// regular-file destination's turn is a write job for the disk threads.
-    pub(super) fn turn(&mut self, slot: Slot) {
+    fn turn(&mut self, slot: Slot) {
         let backend = Arc::clone(&self.backend);
         let Some((txnid, _)) = self.table.get(slot) else {
             return;
@@ -245,7 +346,7 @@ impl<B: TransferBackend> Server<B> {
                 t.status.stopped_to_wait();
                 // The file info goes out now, not after the disk.
                 let flush = t.status.worth_flushing();
-                if !self.queue_disk_job(job) {
+                if !self.queue_or_end(job) {
                     return;
                 }
                 if flush {
@@ -253,10 +354,7 @@ impl<B: TransferBackend> Server<B> {
                 }
             }
             PumpStop::Failed(errno) => {
-                log::debug!(
-                    "transfer in slot {slot} failed: {}",
-                    io::Error::from_raw_os_error(errno)
-                );
+                log::debug!("transfer in slot {slot} failed: {}", io::Error::from(errno));
                 self.end(slot, Outcome::Failed(errno));
             }
         }
@@ -293,7 +391,7 @@ impl<B: TransferBackend> Server<B> {
             },
         };
         let flush = t.status.worth_flushing();
-        if !self.queue_disk_job(job) {
+        if !self.queue_or_end(job) {
             return;
         }
         if flush {
@@ -301,64 +399,18 @@ impl<B: TransferBackend> Server<B> {
         }
     }
 
-    /// Registers what a blocked transfer waits on: its destination, and its
-    /// status channel (so a client that goes away is noticed). With `rearm`,
-    /// a destination already registered is registered again, which queues
-    /// an event at once if it is writable.
-    fn register_waits(&mut self, slot: Slot, rearm: bool) -> io::Result<()> {
-        let Some(t) = self.table.get_mut(slot) else {
-            return Ok(());
-        };
-        let status_fd = t.status.fd().as_raw_fd();
-        let data_on_status = matches!(
-            t.state,
-            State::Running {
-                dest: Dest::Status,
-                ..
-            }
-        );
-        if !t.status_registered {
-            self.engine
-                .register(status_fd, status_token(slot), Interest::Writable)?;
-            t.status_registered = true;
-        } else if rearm && data_on_status {
-            self.engine
-                .reregister(status_fd, status_token(slot), Interest::Writable)?;
-        }
-        let mut retry_now = false;
-        if let State::Running {
-            dest:
-                Dest::Fd {
-                    fd,
-                    kind,
-                    registered,
-                    ..
-                },
-            dest_ready,
-            ..
-        } = &mut t.state
-        {
-            if kind.is_pollable() && (!*registered || rearm) {
-                let raw = fd.as_raw_fd();
-                if *registered {
-                    self.engine
-                        .reregister(raw, dest_token(slot), Interest::Writable)?;
-                } else {
-                    self.engine
-                        .register(raw, dest_token(slot), Interest::Writable)?;
-                }
-                *registered = true;
-            }
-            if !kind.is_pollable() {
-                // A regular file is never full for long: try again next turn.
-                *dest_ready = true;
-                retry_now = true;
+    /// Queues a disk job ([`Server::queue_disk_job`]); a job the pool
+    /// refuses ends its transfer with the refusal's errno. Returns whether
+    /// it was queued.
+    pub(super) fn queue_or_end(&mut self, job: DiskJob) -> bool {
+        let slot = job.slot;
+        match self.queue_disk_job(job) {
+            Ok(()) => true,
+            Err(errno) => {
+                self.end(slot, Outcome::Failed(errno));
+                false
             }
         }
-        if retry_now {
-            self.enqueue(slot);
-        }
-        Ok(())
     }
 
     /// A readiness event for a transfer's status channel or destination.
@@ -397,333 +449,32 @@ impl<B: TransferBackend> Server<B> {
         }
     }
 
-    /// Writes what the status channel owes; removes a finished transfer.
-    pub(super) fn flush_status(&mut self, slot: Slot) {
-        let Some(t) = self.table.get_mut(slot) else {
-            return;
-        };
-        t.status.notice(&self.caught);
-        let flushed = t.status.flush();
-        if t.status.take_caught() {
-            let id = caught::identity_of(t.status.fd());
-            self.caught.catch(id, t.peer_uid);
-        }
-        match flushed {
-            Flush::Clear => {
-                if t.status.is_finished() {
-                    self.release(slot);
-                }
-            }
-            Flush::Pending => {
-                if let Err(e) = self.register_waits(slot, false) {
-                    log::error!("registering a status channel: {e}");
-                    self.end_client_gone(slot, "cannot wait for its status channel");
-                }
-            }
-            Flush::Gone => self.end_client_gone(slot, "status channel closed"),
-        }
-    }
-
-    /// Ends a transfer: the destination gets nothing more, the file closes,
-    /// and the status channel owes what `outcome` calls for (the
-    /// completion, an error, or nothing for a cancel and for a Read). A
-    /// transfer already ending keeps its first outcome.
-    pub(super) fn end(&mut self, slot: Slot, outcome: Outcome) {
-        if self
-            .table
-            .get(slot)
-            .is_some_and(|(_, t)| t.outcome.is_none())
-        {
-            self.recall_disk_job(slot);
-        }
-        let Some(t) = self.table.get_mut(slot) else {
-            return;
-        };
-        if t.outcome.is_some() {
-            return;
-        }
-        t.outcome = Some(outcome);
-        // Before the file info, an error takes its place, as a refusal's
-        // does, a Read's too.
-        let opening = matches!(t.state, State::Opening { .. });
-        // A destination that may block on close waits for the transfer's
-        // removal and a closer thread (see `release`).
-        if let Some(slow) = release_data_part(&mut self.engine, &mut self.quick_closes, slot, t) {
-            if let Err(fd) = t.keep_slow_dest(slow) {
-                // Not reached: the data part just left, so it is Finishing
-                // with nothing kept. Closed off the loop all the same.
-                self.to_close
-                    .push(CloseJob::new(t.peer_uid, Some(fd), Box::new(())));
-            }
-        }
-        let fin = match outcome {
-            Outcome::Failed(errno) if opening => Final::Error {
-                cmd: crate::protocol::SFD_FILE_INFO,
-                errno,
-            },
-            _ if t.is_read() => Final::Close,
-            Outcome::Complete => Final::Complete,
-            Outcome::Failed(errno) => Final::Error {
-                cmd: crate::protocol::SFD_XFER_STAT,
-                errno,
-            },
-            Outcome::Cancelled | Outcome::ClientGone => Final::Close,
-        };
-        t.status.queue_final(fin);
-        if outcome.is_success() {
-            self.counters.completed += 1;
-        } else {
-            self.counters.failed += 1;
-        }
-        self.flush_status(slot);
-    }
-
-    /// Ends a transfer whose client is gone (its status channel closed or
-    /// unusable): nothing more can be said on it, so it is released at
-    /// once. "End" is the one word for a transfer's ending ([`Self::end`]
-    /// when its channel still owes a final message); [`Self::release`] is
-    /// what follows every end: the slot freed and what it held closed.
-    pub(super) fn end_client_gone(&mut self, slot: Slot, why: &str) {
-        if let Some(t) = self.table.get_mut(slot) {
-            log::debug!("transfer in slot {slot}: {why}");
-            if t.outcome.is_none() {
-                t.outcome = Some(Outcome::ClientGone);
-                self.counters.failed += 1;
-            }
-        }
-        self.release(slot);
-    }
-
-    /// Releases an ended transfer's slot: takes it out of the table and
-    /// closes all it holds.
-    pub(super) fn release(&mut self, slot: Slot) {
-        self.recall_disk_job(slot);
-        let Some((txnid, mut t)) = self.table.remove(slot) else {
-            return;
-        };
-        self.shares.give_back(t.peer_uid);
-        if t.status_registered {
-            let _ = self
-                .engine
-                .deregister(t.status.fd().as_raw_fd(), status_token(slot));
-        }
-        // The file and destination close before the status channel, so a
-        // client that sees end of file there knows the daemon holds nothing
-        // of the transfer any more. A destination that may block on close
-        // (a socket's SO_LINGER, a file's flush) closes on a closer thread,
-        // and the status channel after it there.
-        let off_loop = release_data_part(&mut self.engine, &mut self.quick_closes, slot, &mut t)
-            .or_else(|| t.take_slow_dest());
-        if log::log_enabled!(log::Level::Debug) {
-            let outcome = t.outcome.unwrap_or(Outcome::Cancelled);
-            let uid = t.peer_uid.map(|u| format!(" uid {u}")).unwrap_or_default();
-            log::debug!(
-                "txn {txnid:x}: {:?} {outcome} after {} of {} bytes in {:?}{uid}",
-                t.command,
-                t.cursor.pos,
-                t.cursor.total(),
-                t.started.elapsed()
-            );
-        }
-        if t.write_out() {
-            // Its destination is with a disk thread: it closes when the
-            // write comes back, and the status channel after it.
-            self.removed_with_write_out.insert(txnid, t);
-        } else if let Some(fd) = off_loop {
-            self.to_close
-                .push(CloseJob::new(t.peer_uid, Some(fd), Box::new(t)));
-        } else {
-            self.quick_closes.push(t.status.into_fd());
-        }
-    }
-
-    /// Queues a disk job for its transfer. If the pool refuses it (its
-    /// threads gone: `EIO`; its queue at its bound: `EAGAIN`, which the
-    /// slots make unreachable) the transfer ends, and what the job held
-    /// closes as the transfer's. Returns whether it was queued.
-    pub(super) fn queue_disk_job(&mut self, job: DiskJob) -> bool {
-        let slot = job.slot;
-        let (job, errno) = match self.disk.submit(job) {
-            Ok(()) => return true,
-            Err(Refused::Stopped(job)) => {
-                log::error!("disk threads are gone");
-                (job, libc::EIO)
-            }
-            Err(Refused::Full(job)) => {
-                log::error!("disk queue full ({} jobs)", self.disk.queued());
-                (job, libc::EAGAIN)
-            }
-        };
-        self.job_returned(*job);
-        self.end(slot, Outcome::Failed(errno));
-        false
-    }
-
-    /// Takes the queued disk job of the transfer in `slot` back (it is
-    /// ending): a job that never ran must not keep its descriptors, nor its
-    /// place in the queue, beyond its transfer. A job a thread is running
-    /// comes back through [`Server::disk_finished`].
-    fn recall_disk_job(&mut self, slot: Slot) {
-        let Some((txnid, t)) = self.table.get(slot) else {
-            return;
-        };
-        let waiting = matches!(
-            t.state,
-            State::Opening { .. } | State::WaitingForDisk { .. } | State::WritingFile { .. }
-        );
-        if waiting {
-            for job in self.disk.cancel(txnid) {
-                self.job_returned(job);
-            }
-        }
-    }
-
-    /// A disk job that never ran is back: a write job's destination closes
-    /// with its transfer (before the status channel, off the loop); a
-    /// prefetch's file clone and an open's path just drop.
-    pub(super) fn job_returned(&mut self, job: DiskJob) {
-        let Work::Write { dest, cursor, .. } = job.work else {
-            return;
-        };
-        if let Some(removed) = self.removed_with_write_out.remove(&job.txnid) {
-            self.to_close.push(CloseJob::new(
-                removed.peer_uid,
-                Some(dest),
-                Box::new(removed),
-            ));
-            return;
-        }
-        let live = self.table.get(job.slot).map(|(id, _)| id) == Some(job.txnid);
-        let dest = match self.table.get_mut(job.slot).filter(|_| live) {
-            // Running again with its destination and cursor (it is being
-            // ended: the recall comes from its end or a refused job), or
-            // ended already and keeping the destination to close with it.
-            Some(t) => match t.write_came_back(dest) {
-                Ok(true) => {
-                    t.cursor = cursor;
-                    return;
-                }
-                Ok(false) => return,
-                Err(dest) => dest,
-            },
-            None => dest,
-        };
-        self.to_close
-            .push(CloseJob::new(job.uid, Some(dest), Box::new(())));
-    }
-
-    /// Ends the open files whose deadline has passed with `ETIMEDOUT`.
-    pub(super) fn expire_open_files(&mut self) {
-        let now = Instant::now();
-        while let Some(txnid) = self.timers.pop_due(now) {
-            let Some(slot) = self.table.slot_of(txnid) else {
-                continue;
-            };
-            let expired = self.table.get(slot).is_some_and(
-                |(_, t)| matches!(t.state, State::Opened { deadline, .. } if deadline <= now),
-            );
-            if expired {
-                log::debug!("txn {txnid:x}: open file expired");
-                self.end(slot, Outcome::Failed(libc::ETIMEDOUT));
-            }
-        }
-    }
-
-    /// Takes the disk threads' finished jobs: their transfers run again.
+    /// Takes the disk threads' finished jobs: their transfers go on (see
+    /// [`Server::job_finished`] for what is booked first).
     pub(super) fn disk_finished(&mut self) {
         for done in self.disk.take_done() {
-            match done.work {
-                Finished::Prefetched { offset, len, read } => {
-                    self.prefetched(done.slot, done.txnid, offset, len, read)
+            match self.job_finished(done) {
+                Some(AfterJob::Opened {
+                    slot,
+                    txnid,
+                    opened,
+                }) => self.opened(slot, txnid, opened),
+                Some(AfterJob::Run { slot }) => self.enqueue(slot),
+                Some(AfterJob::PrefetchFailed { slot, txnid, errno }) => {
+                    log::warn!(
+                        "txn {txnid:x}: reading from disk failed: {}",
+                        io::Error::from(errno)
+                    );
+                    self.end(slot, Outcome::Failed(errno));
                 }
-                Finished::Wrote {
-                    cursor,
-                    dest,
+                Some(AfterJob::Moved {
+                    slot,
+                    txnid,
                     moved,
                     stop,
-                } => self.wrote(done.slot, done.txnid, done.uid, cursor, dest, moved, stop),
-                Finished::Opened(opened) => self.opened(done.slot, done.txnid, opened),
+                }) => self.after_moving(slot, txnid, moved, stop),
+                None => {}
             }
         }
-    }
-
-    fn prefetched(
-        &mut self,
-        slot: Slot,
-        txnid: u64,
-        offset: u64,
-        len: usize,
-        read: Result<(), i32>,
-    ) {
-        if self.table.get(slot).map(|(id, _)| id) != Some(txnid) {
-            return;
-        }
-        let Some(t) = self.table.get_mut(slot) else {
-            return;
-        };
-        if !matches!(t.state, State::WaitingForDisk { .. }) {
-            return;
-        }
-        if let Err(errno) = read {
-            log::warn!(
-                "txn {txnid:x}: reading from disk failed: {}",
-                io::Error::from_raw_os_error(errno)
-            );
-            self.end(slot, Outcome::Failed(errno));
-            return;
-        }
-        t.cursor.mark_prefetched(offset, len);
-        // The disk's time is not the client's stall.
-        t.last_progress = Instant::now();
-        // Anything but WaitingForDisk (a transfer ended meanwhile) stays.
-        let _ = t.step(State::disk_done);
-        self.enqueue(slot);
-    }
-
-    /// A write job came back with the destination and the cursor.
-    #[allow(clippy::too_many_arguments)]
-    fn wrote(
-        &mut self,
-        slot: Slot,
-        txnid: u64,
-        uid: Option<u32>,
-        cursor: Cursor,
-        dest: std::os::fd::OwnedFd,
-        moved: u64,
-        stop: PumpStop,
-    ) {
-        if let Some(removed) = self.removed_with_write_out.remove(&txnid) {
-            self.to_close.push(CloseJob::new(
-                removed.peer_uid,
-                Some(dest),
-                Box::new(removed),
-            ));
-            return;
-        }
-        let live = self.table.get(slot).map(|(id, _)| id) == Some(txnid);
-        let Some(t) = self.table.get_mut(slot).filter(|_| live) else {
-            self.to_close
-                .push(CloseJob::new(uid, Some(dest), Box::new(())));
-            return;
-        };
-        match t.write_came_back(dest) {
-            Ok(true) => {}
-            // Ended meanwhile (and not removed: its final message is owed):
-            // it keeps the destination, to close with it before its status
-            // channel.
-            Ok(false) => return,
-            Err(dest) => {
-                self.to_close
-                    .push(CloseJob::new(uid, Some(dest), Box::new(())));
-                return;
-            }
-        }
-        t.cursor = cursor;
-        let stop = match stop {
-            // A regular file is never full for long: try again next turn.
-            PumpStop::DestinationFull | PumpStop::Blocked => PumpStop::BudgetSpent,
-            s => s,
-        };
-        self.after_moving(slot, txnid, moved, stop);
     }
 }

@@ -19,28 +19,51 @@
 //! closes that may linger on the `closer.rs` threads.
 //!
 //! This file holds the loop alone: building it, waiting, dispatching events
-//! and shutting down. Admitting requests is `admission.rs`'s, driving
-//! transfers `drive.rs`'s; a transfer's data is in `transfer.rs`. Signals are
-//! the binary's: the loop is told to stop through a descriptor, so a test
-//! can drive it in-process.
+//! and shutting down. A turn of it reads: wait, deadlines, admit, advance,
+//! finish. One Send, from its datagram to its last close, goes down through
+//! the files and back up once:
+//!
+//! - datagram: `listener.rs` receives it with its descriptors;
+//! - admission: `admission.rs` decodes and checks it (allow-list, slots and
+//!   shares, the destination), opens the file (`open.rs` on the loop, else
+//!   a disk thread's open through `disk_jobs.rs`) and puts the transfer in
+//!   the table (`table.rs`; what it holds is `transfer.rs`'s);
+//! - drive: `drive.rs` starts it and gives it turns, in each of which the
+//!   pump (`pump.rs`) moves a quantum through the backend; a stop waits for
+//!   readiness (`waits.rs`) or hands a job to the disk threads
+//!   (`disk_jobs.rs`, `disk.rs`), whose answer drives it on;
+//! - end, status, release: `finish.rs` ends it, writes what its status
+//!   channel owes (`status.rs`), then releases its slot and closes what it
+//!   held (what may linger on `closer.rs`'s threads). `deadlines.rs` ends
+//!   what waited too long.
+//!
+//! Calls between these files go one way: admission -> drive -> finish ->
+//! waits and disk_jobs (deadlines -> finish), and none calls back up: a
+//! finished disk job's meaning comes back to `drive.rs` as a value, and a
+//! refused job's errno to whoever queued it. Signals are the binary's: the
+//! loop is told to stop through a descriptor, so a test can drive it
+//! in-process.
 
 pub(crate) mod admission;
 pub(crate) mod backstop;
 pub mod caught;
 pub(crate) mod closer;
+mod deadlines;
 pub(crate) mod disk;
+mod disk_jobs;
 mod drive;
 pub mod engine;
 pub(crate) mod fair;
+mod finish;
 pub mod listener;
 pub(crate) mod open;
 pub mod pump;
 pub(crate) mod share;
-mod stall;
 pub(crate) mod status;
 pub(crate) mod table;
 pub(crate) mod timers;
 pub(crate) mod transfer;
+mod waits;
 
 #[cfg(test)]
 mod tests;
@@ -91,7 +114,7 @@ pub struct Config {
     /// back.
     pub uid_share_percent: u32,
     /// A transfer that moves no byte for this long is ended (see
-    /// `stall.rs`); zero never.
+    /// `deadlines.rs`); zero never.
     pub stall_timeout: Duration,
     /// If not empty, only these uids (or the gids below) may make requests.
     pub allow_uids: Vec<u32>,
@@ -149,28 +172,13 @@ struct Counters {
 const LISTENER: usize = 0;
 const SHUTDOWN: usize = 1;
 const WAKER: usize = 2;
-const FIRST_TRANSFER_TOKEN: usize = 3;
-
-fn status_token(slot: Slot) -> usize {
-    FIRST_TRANSFER_TOKEN + slot * 2
-}
-
-fn dest_token(slot: Slot) -> usize {
-    FIRST_TRANSFER_TOKEN + slot * 2 + 1
-}
+// The transfers' tokens (`waits.rs`) start above the loop's own.
+const _: () = assert!(WAKER < waits::FIRST_TRANSFER_TOKEN);
 
 /// How long shutdown waits for the disk and closer threads before it exits
-/// anyway (a lingering close, a write to a hung filesystem).
+/// anyway (a lingering close, a write to a hung filesystem). The loop's
+/// policy: the pools are given it, and wait it when dropped unfinished.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_millis(1500);
-
-/// Datagrams handled per wake-up before transfers get their turn.
-const REQUESTS_PER_TURN: usize = 64;
-
-/// Most time one pass over the run queue takes before the loop goes round
-/// (closes made, events and requests taken): the transfers left keep their
-/// place for the next pass. Without it a pass over hundreds of runnable
-/// transfers delayed every close and every new request by all of them.
-const RUN_QUEUE_BUDGET: Duration = Duration::from_millis(1);
 
 /// The server: a backend, a root, a request socket and the loop state.
 pub struct Server<B: TransferBackend> {
@@ -243,6 +251,7 @@ impl<B: TransferBackend> Server<B> {
             config.max_transfers,
             Arc::clone(&backend),
             engine.waker(),
+            SHUTDOWN_GRACE,
         )?;
         sys::set_nonblocking(shutdown.as_fd(), true)?;
         let root_stat = sys::fstat(root.as_fd())?;
@@ -269,7 +278,7 @@ impl<B: TransferBackend> Server<B> {
             received: Vec::with_capacity(listener::BATCH),
             listener_ready: true,
             ids: table::RandomIds::default(),
-            closer: Closer::default(),
+            closer: Closer::new(SHUTDOWN_GRACE),
             to_close: Vec::new(),
             removed_with_write_out: HashMap::new(),
             caught: caught::Caught::default(),
@@ -307,11 +316,8 @@ impl<B: TransferBackend> Server<B> {
             {
                 Some(Duration::ZERO)
             } else {
-                let due = match (self.timers.next_deadline(), self.next_stall_sweep()) {
-                    (Some(a), Some(b)) => Some(a.min(b)),
-                    (a, b) => a.or(b),
-                };
-                due.map(|t| t.saturating_duration_since(Instant::now()))
+                self.next_deadline()
+                    .map(|t| t.saturating_duration_since(Instant::now()))
             };
             events.clear();
             match self.engine.wait(&mut events, timeout) {
@@ -329,8 +335,7 @@ impl<B: TransferBackend> Server<B> {
                     SHUTDOWN => stop = self.shutdown_requested(),
                     WAKER => self.disk_finished(),
                     t => {
-                        let slot = (t - FIRST_TRANSFER_TOKEN) / 2;
-                        let is_dest = (t - FIRST_TRANSFER_TOKEN) % 2 == 1;
+                        let (slot, is_dest) = waits::slot_of_token(t);
                         self.transfer_event(slot, is_dest, ev.closed);
                     }
                 }
@@ -343,10 +348,14 @@ impl<B: TransferBackend> Server<B> {
             // before a Send Open for it is read in this turn.
             self.expire_open_files();
             self.expire_stalled();
+            // Admit.
             if self.listener_ready {
                 self.accept_requests();
             }
+            // Advance.
             self.run_queue();
+            // Finish: what this turn ended closes, off the loop where a
+            // close may wait.
             self.closer.submit(&mut self.to_close);
             self.engine.close_in_order(&mut self.quick_closes);
             self.table.recycle();
@@ -370,38 +379,6 @@ impl<B: TransferBackend> Server<B> {
             log::info!("signal received: shutting down");
         }
         got
-    }
-
-    fn accept_requests(&mut self) {
-        let mut batch = std::mem::take(&mut self.recv_buf);
-        let mut got = std::mem::take(&mut self.received);
-        let mut handled = 0;
-        while handled < REQUESTS_PER_TURN {
-            match batch.recv(self.socket.fd.as_fd(), &mut got) {
-                Ok(drained) => {
-                    for (i, rcv) in got.drain(..).enumerate() {
-                        self.handle_datagram(batch.payload(i), rcv);
-                        handled += 1;
-                    }
-                    if drained {
-                        self.listener_ready = false;
-                        break;
-                    }
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    self.listener_ready = false;
-                    break;
-                }
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => {
-                    log::error!("receiving a request: {e}");
-                    self.listener_ready = false;
-                    break;
-                }
-            }
-        }
-        self.recv_buf = batch;
-        self.received = got;
     }
 
     /// Ends every live transfer and open file as a cancel does: its channel

@@ -16,31 +16,41 @@ use std::io;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 
 use crate::backend::{OpenAttempt, TransferBackend};
-use crate::sys::{self, errno as errno_of};
+use crate::sys::{self, errno as errno_of, errno::Errno};
 
 /// An open file with the `fstat` of its descriptor, or the errno of the
 /// refusal, which [`refusal`] turns into the client's answer and the log's
 /// cause (an escape from the root is still `EXDEV` here).
-pub type Opened = Result<(OwnedFd, libc::stat), i32>;
+pub type Opened = Result<(OwnedFd, libc::stat), Errno>;
 
 /// The errno a client is answered with for a refused open, and what the
 /// log line names as the cause where the errno alone would not say it: the
 /// contract answers an escape from the root and a file the daemon may not
 /// read alike (`EACCES`), and anything not a regular file as `EINVAL`.
-pub fn refusal(errno: i32) -> (i32, &'static str) {
+pub fn refusal(errno: Errno) -> (Errno, &'static str) {
     match errno {
         // An escape from the root is reported like any other file the
         // client may not have.
-        libc::EXDEV => (
-            libc::EACCES,
+        Errno::EXDEV => (
+            Errno::EACCES,
             "outside the root (through .. or a symbolic link) (EACCES)",
         ),
-        libc::EACCES => (
-            libc::EACCES,
+        Errno::EACCES => (
+            Errno::EACCES,
             "permission denied: the daemon may not read it or search a directory on the way (EACCES)",
         ),
-        libc::EINVAL => (libc::EINVAL, "not a regular file, or the root itself (EINVAL)"),
+        Errno::EINVAL => (Errno::EINVAL, "not a regular file, or the root itself (EINVAL)"),
         n => (n, ""),
+    }
+}
+
+/// A refused open's log text: the cause where one errno has several (see
+/// [`refusal`]), else the errno's own text.
+pub fn refused(errno: Errno, cause: &str) -> String {
+    if cause.is_empty() {
+        io::Error::from(errno).to_string()
+    } else {
+        format!("refused: {cause}")
     }
 }
 
@@ -83,21 +93,21 @@ pub fn blocking<B: TransferBackend + ?Sized>(
 pub fn adopt(file: OwnedFd, root_dev: libc::dev_t) -> Opened {
     let st = sys::fstat(file.as_fd()).map_err(|e| errno_of(&e))?;
     if st.st_dev != root_dev {
-        return Err(libc::EXDEV);
+        return Err(Errno::EXDEV);
     }
     finish(Ok((file, st)))
 }
 
 /// What the path alone decides.
-fn check_path(path: &CStr) -> Result<(), i32> {
+fn check_path(path: &CStr) -> Result<(), Errno> {
     let bytes = path.to_bytes();
     if bytes.is_empty() {
-        return Err(libc::ENOENT);
+        return Err(Errno::ENOENT);
     }
     if bytes.iter().all(|&b| b == b'/') {
         // The root directory itself: not a regular file, as the original
         // answers.
-        return Err(libc::EINVAL);
+        return Err(Errno::EINVAL);
     }
     Ok(())
 }
@@ -106,20 +116,21 @@ fn check_path(path: &CStr) -> Result<(), i32> {
 /// the shared lock.
 fn finish(opened: io::Result<(OwnedFd, libc::stat)>) -> Opened {
     let (file, st) = opened.map_err(|e| {
-        match e.raw_os_error() {
+        match e.raw_os_error().map(Errno::from_raw) {
             // EXDEV, an escape from the root, stays for the log's cause;
             // [`refusal`] answers it as EACCES.
             // open(2) of a socket (or a device without a driver): not a
             // regular file either.
-            Some(libc::ENXIO) | Some(libc::EOPNOTSUPP) => libc::EINVAL,
+            Some(Errno::ENXIO | Errno::EOPNOTSUPP) => Errno::EINVAL,
+            // A number this system has no name for says nothing either.
+            Some(Errno::UnknownErrno) | None => Errno::EIO,
             Some(n) => n,
-            None => libc::EIO,
         }
     })?;
     // `st` is the fstat the backend checked the type and identity with (no
     // fstat of our own); the type is checked again here for free.
     if !sys::is_regular(&st) {
-        return Err(libc::EINVAL);
+        return Err(Errno::EINVAL);
     }
     sys::flock_shared_nonblocking(file.as_fd()).map_err(|e| errno_of(&e))?;
     Ok((file, st))

@@ -12,7 +12,7 @@ use std::io;
 use std::os::fd::BorrowedFd;
 
 use crate::backend::{DestKind, FileChunk, HdtrChunk, Moved, TransferBackend};
-use crate::sys;
+use crate::sys::{self, errno::Errno};
 
 use super::backstop;
 
@@ -57,7 +57,7 @@ pub enum PumpStop {
     /// for writability as for a full destination, and check the flag.
     Blocked,
     /// The transfer failed with this errno.
-    Failed(i32),
+    Failed(Errno),
 }
 
 /// Bytes a disk thread brings in per cache miss.
@@ -237,7 +237,7 @@ pub fn pump<B: TransferBackend + ?Sized>(
                 if cur.pos >= hdr_len && cur.pos < file_end {
                     // The file is shorter than when it was opened: the reader
                     // was promised `size` bytes it cannot get.
-                    return (moved, PumpStop::Failed(libc::EIO));
+                    return (moved, PumpStop::Failed(Errno::EIO));
                 }
                 return (moved, PumpStop::DestinationFull);
             }
@@ -274,7 +274,7 @@ pub fn pump<B: TransferBackend + ?Sized>(
             // A device with no non-blocking write (`sys::write_nowait`):
             // the daemon cannot bound a write to it, so it writes nothing.
             Err(e) if e.raw_os_error() == Some(libc::EOPNOTSUPP) && kind == DestKind::Other => {
-                return (moved, PumpStop::Failed(libc::EINVAL))
+                return (moved, PumpStop::Failed(Errno::EINVAL))
             }
             Err(e) => return (moved, PumpStop::Failed(crate::sys::errno(&e))),
         }
@@ -640,7 +640,10 @@ mod tests {
             let fake = Fake::new(FILE, &script);
             let mut cur = Cursor::new(b"HEAD:".to_vec(), 0, 20, b":TAIL".to_vec());
             let stops = run(&fake, &mut cur, 1 << 20);
-            assert_eq!(stops.last(), Some(&PumpStop::Failed(errno)));
+            assert_eq!(
+                stops.last(),
+                Some(&PumpStop::Failed(Errno::from_raw(errno)))
+            );
             let sent: usize = pre
                 .iter()
                 .map(|a| if let Act::Take(n) = a { *n } else { 0 })
@@ -740,7 +743,7 @@ mod tests {
         let fake = Fake::new(&FILE[..5], &[]);
         let mut cur = Cursor::new(Vec::new(), 0, 10, Vec::new());
         let stops = run(&fake, &mut cur, 1 << 20);
-        assert_eq!(stops.last(), Some(&PumpStop::Failed(libc::EIO)));
+        assert_eq!(stops.last(), Some(&PumpStop::Failed(Errno::EIO)));
         assert_eq!(cur.pos, 5);
     }
 

@@ -31,7 +31,7 @@ use std::io;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 
 use crate::protocol::{self as proto, FileInfo, XferStat, SFD_HDR_SIZE};
-use crate::sys::{self, DestKind};
+use crate::sys::{self, errno::Errno, DestKind};
 
 use super::backstop;
 use super::caught::Caught;
@@ -58,7 +58,7 @@ pub enum Final {
         /// [`proto::SFD_FILE_INFO`] or [`proto::SFD_XFER_STAT`].
         cmd: u8,
         /// The errno.
-        errno: i32,
+        errno: Errno,
     },
     /// Nothing: close now, dropping whatever is still owed (a cancelled
     /// transfer, a Read's data pipe at its end).
@@ -190,7 +190,7 @@ impl StatusWriter {
         match self.final_msg {
             Some(Final::Complete) => put(&XferStat::complete().encode()),
             Some(Final::Error { cmd, errno }) => {
-                put(&proto::error_header(cmd, errno)[..SFD_HDR_SIZE])
+                put(&proto::error_header(cmd, errno as i32)[..SFD_HDR_SIZE])
             }
             Some(Final::Close) | None => {}
         }
@@ -265,7 +265,7 @@ impl StatusWriter {
 
 /// The errno [`write_reply`] reports an interrupted write with (as a
 /// [`io::ErrorKind::WouldBlock`] error).
-const INTERRUPTED: i32 = libc::EAGAIN;
+const INTERRUPTED: Errno = Errno::EAGAIN;
 
 /// Writes one message below `PIPE_BUF` to a reply pipe the client shares,
 /// with one call that does not wait whatever the pipe's `O_NONBLOCK`
@@ -283,13 +283,13 @@ fn write_reply_watched(fd: BorrowedFd<'_>, msg: &[u8]) -> (io::Result<()>, bool)
         let (r, interrupted) = backstop::guarded(|| sys::write_nowait(fd, msg, DestKind::Pipe));
         match r {
             Ok(n) if n == msg.len() => return (Ok(()), false),
-            Ok(_) => return (Err(io::Error::from_raw_os_error(libc::EIO)), false),
-            Err(_) if interrupted => return (Err(io::Error::from_raw_os_error(INTERRUPTED)), true),
+            Ok(_) => return (Err(io::Error::from(Errno::EIO)), false),
+            Err(_) if interrupted => return (Err(io::Error::from(INTERRUPTED)), true),
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(e) => return (Err(e), false),
         }
     }
-    (Err(io::Error::from_raw_os_error(INTERRUPTED)), false)
+    (Err(io::Error::from(INTERRUPTED)), false)
 }
 
 #[cfg(test)]
@@ -398,7 +398,7 @@ mod tests {
         s.stopped_to_wait();
         s.queue_final(Final::Error {
             cmd: proto::SFD_XFER_STAT,
-            errno: libc::EPIPE,
+            errno: Errno::EPIPE,
         });
         assert_eq!(s.flush(), Flush::Clear);
         let bytes = read_all(&r);

@@ -11,6 +11,7 @@ use std::time::Instant;
 
 use crate::backend::DestKind;
 use crate::protocol::{Command, HeaderTrailer, Range};
+use crate::sys::errno::Errno;
 
 use super::pump::Cursor;
 use super::status::StatusWriter;
@@ -239,7 +240,7 @@ pub enum Outcome {
     /// Every byte was moved.
     Complete,
     /// It failed with this errno (written on its channel, except a Read's).
-    Failed(i32),
+    Failed(Errno),
     /// Cancelled by its client or by shutdown: the channel closed silently.
     Cancelled,
     /// The client closed its status channel first.
@@ -257,7 +258,7 @@ impl std::fmt::Display for Outcome {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Outcome::Complete => f.write_str("complete"),
-            Outcome::Failed(e) => write!(f, "failed: {}", std::io::Error::from_raw_os_error(*e)),
+            Outcome::Failed(e) => write!(f, "failed: {}", std::io::Error::from(*e)),
             Outcome::Cancelled => f.write_str("cancelled"),
             Outcome::ClientGone => f.write_str("client gone"),
         }

@@ -1,5 +1,6 @@
-//! The stall timeout: a transfer that moves no byte for `stall_timeout`
-//! gives its slot back.
+//! Deadlines: an opened file's wait for its Send Open (`open_timeout`,
+//! kept in `timers.rs`), and the stall timeout: a transfer that moves no
+//! byte for `stall_timeout` gives its slot back.
 //!
 //! Each transfer carries the time it last moved data
 //! ([`Transfer::last_progress`](super::transfer::Transfer)); once per tick
@@ -18,12 +19,14 @@
 //!   transfers waiting for the disk threads (the daemon's wait, not the
 //!   client's) and transfers queued for a turn.
 //!
-//! This file decides and calls [`Server::end`] and [`Server::remove`]; it
-//! does no I/O of its own.
+//! Rule: a phase of the loop's own, beside admission and driving: it
+//! decides, and calls down only into `finish.rs` ([`Server::end`],
+//! [`Server::release`]); it does no I/O of its own.
 
 use std::time::{Duration, Instant};
 
 use crate::backend::TransferBackend;
+use crate::sys::errno::Errno;
 
 use super::transfer::{Outcome, State};
 use super::Server;
@@ -69,12 +72,38 @@ pub fn verdict(
 }
 
 impl<B: TransferBackend> Server<B> {
-    /// The next sweep, if one is due at all (for the loop's sleep).
-    pub(super) fn next_stall_sweep(&self) -> Option<Instant> {
+    /// The earliest deadline, an open file's or the next sweep's, for the
+    /// loop's sleep.
+    pub(super) fn next_deadline(&self) -> Option<Instant> {
+        match (self.timers.next_deadline(), self.next_stall_sweep()) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// The next sweep, if one is due at all.
+    fn next_stall_sweep(&self) -> Option<Instant> {
         if self.config.stall_timeout.is_zero() || self.table.is_empty() {
             None
         } else {
             Some(self.next_sweep)
+        }
+    }
+
+    /// Ends the open files whose deadline has passed with `ETIMEDOUT`.
+    pub(super) fn expire_open_files(&mut self) {
+        let now = Instant::now();
+        while let Some(txnid) = self.timers.pop_due(now) {
+            let Some(slot) = self.table.slot_of(txnid) else {
+                continue;
+            };
+            let expired = self.table.get(slot).is_some_and(
+                |(_, t)| matches!(t.state, State::Opened { deadline, .. } if deadline <= now),
+            );
+            if expired {
+                log::debug!("txn {txnid:x}: open file expired");
+                self.end(slot, Outcome::Failed(Errno::ETIMEDOUT));
+            }
         }
     }
 
@@ -101,7 +130,7 @@ impl<B: TransferBackend> Server<B> {
                         "txn {txnid:x}: no byte moved for {} ms: ETIMEDOUT",
                         timeout.as_millis()
                     );
-                    self.end(slot, Outcome::Failed(libc::ETIMEDOUT));
+                    self.end(slot, Outcome::Failed(Errno::ETIMEDOUT));
                     // Still here: its status pipe has no room for the
                     // error either.
                     self.release(slot);
