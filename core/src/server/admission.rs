@@ -330,7 +330,7 @@ impl<B: TransferBackend> Server<B> {
     // dev_t and ino_t are not u64 everywhere (macOS).
     #[allow(clippy::unnecessary_cast)]
     fn answer_hello(&mut self, reply: Passed) {
-        if !sys::fstat(reply.as_fd()).is_ok_and(|st| sys::is_fifo(&st)) {
+        if !sys::stat_cached(reply.as_fd()).is_ok_and(|st| sys::is_fifo(&st)) {
             log::warn!("handshake: reply channel is not a pipe; closed unanswered");
             return;
         }
@@ -370,7 +370,7 @@ impl<B: TransferBackend> Server<B> {
     /// Answers a Status request, on a pipe only: a socket or file handed
     /// in as the reply channel gets nothing and is closed.
     fn report_status(&mut self, reply: Passed) {
-        if !sys::fstat(reply.as_fd()).is_ok_and(|st| sys::is_fifo(&st)) {
+        if !sys::stat_cached(reply.as_fd()).is_ok_and(|st| sys::is_fifo(&st)) {
             log::warn!("status request: reply channel is not a pipe; closed unanswered");
             return;
         }
@@ -427,7 +427,7 @@ impl<B: TransferBackend> Server<B> {
         // Open's info is the daemon's to write: only it knows the file is
         // held and its deadline runs).
         let info_written = handed_on_flag && command == Command::Read;
-        if !sys::fstat(status_fd.as_fd()).is_ok_and(|st| sys::is_fifo(&st)) {
+        if !sys::stat_cached(status_fd.as_fd()).is_ok_and(|st| sys::is_fifo(&st)) {
             log::warn!("{command:?} {shown}: status channel is not a pipe");
             return;
         }
@@ -510,7 +510,7 @@ impl<B: TransferBackend> Server<B> {
                 // own); anything else (a socket, a file on a FUSE mount)
                 // is refused and closes as a [`Passed`].
                 let root_dev = self.root_stat.st_dev;
-                if sys::fstat(file.as_fd()).is_ok_and(|st| st.st_dev == root_dev) {
+                if sys::stat_cached(file.as_fd()).is_ok_and(|st| st.st_dev == root_dev) {
                     Some(open::adopt(file.keep(), root_dev))
                 } else {
                     Some(Err(Errno::EXDEV))
@@ -823,7 +823,9 @@ fn refuse(status: Passed, errno: Errno) {
 /// Never writes anywhere else. Every descriptor is closed.
 fn refuse_on_reply_channel(cmd: Option<Command>, fds: Vec<Passed>, errno: Errno) {
     if let (Some(cmd), Some(first)) = (cmd, fds.first()) {
-        if cmd.has_reply_channel() && sys::fstat(first.as_fd()).is_ok_and(|st| sys::is_fifo(&st)) {
+        if cmd.has_reply_channel()
+            && sys::stat_cached(first.as_fd()).is_ok_and(|st| sys::is_fifo(&st))
+        {
             let _ = sys::set_nonblocking(first.as_fd(), true);
             let _ = status::write_reply(
                 first.as_fd(),

@@ -36,11 +36,12 @@ const MAX_MARKS: usize = 4096;
 /// An open file description's object: `(st_dev, st_ino)`.
 pub type Identity = (u64, u64);
 
-/// The identity of `fd`'s object (`None` if `fstat` fails).
+/// The identity of `fd`'s object (`None` if the stat fails), as the kernel
+/// holds it ([`sys::stat_cached`]: no filesystem server is asked).
 // dev_t and ino_t are not u64 everywhere (macOS).
 #[allow(clippy::unnecessary_cast)]
 pub fn identity_of(fd: BorrowedFd<'_>) -> Option<Identity> {
-    sys::fstat(fd)
+    sys::stat_cached(fd)
         .ok()
         .map(|st| (st.st_dev as u64, st.st_ino as u64))
 }

@@ -104,9 +104,11 @@ impl std::fmt::Debug for CloseJob {
 }
 
 /// Whether `fd`'s close can never wait: a pipe's, a UNIX socket's (neither
-/// lingers nor flushes). Anything else, or an `fstat` that fails, may.
+/// lingers nor flushes). Anything else, or a stat that fails, may. The type
+/// is the kernel's cached one ([`sys::stat_cached`]): an `fstat` of a FUSE
+/// file whose daemon has stopped answering would wait on the loop.
 pub fn closes_at_once(fd: BorrowedFd<'_>) -> bool {
-    match sys::fstat(fd) {
+    match sys::stat_cached(fd) {
         Ok(st) if sys::is_fifo(&st) => true,
         Ok(st) if st.st_mode & libc::S_IFMT == libc::S_IFSOCK => sys::is_unix_socket(fd),
         _ => false,
