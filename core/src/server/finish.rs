@@ -26,8 +26,8 @@ use super::closer::CloseJob;
 use super::engine::Engine;
 use super::status::{Final, Flush};
 use super::table::Slot;
+use super::tokens::{dest_token, status_token};
 use super::transfer::{Dest, Outcome, State, Transfer};
-use super::waits::{dest_token, status_token};
 use super::Server;
 
 /// Whether a destination's last close cannot block: a pipe's, a UNIX

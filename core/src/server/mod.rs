@@ -62,6 +62,7 @@ pub(crate) mod share;
 pub(crate) mod status;
 pub(crate) mod table;
 pub(crate) mod timers;
+mod tokens;
 pub(crate) mod transfer;
 mod waits;
 
@@ -84,6 +85,7 @@ use listener::RequestSocket;
 use share::UidCounts;
 use table::{Slot, TransferTable};
 use timers::OpenFileTimers;
+use tokens::{LISTENER, SHUTDOWN, WAKER};
 use transfer::{Outcome, Transfer};
 
 /// Tunables and limits of one server.
@@ -168,12 +170,6 @@ struct Counters {
     /// Sends a client began in its own process and handed on.
     handoffs: u64,
 }
-
-const LISTENER: usize = 0;
-const SHUTDOWN: usize = 1;
-const WAKER: usize = 2;
-// The transfers' tokens (`waits.rs`) start above the loop's own.
-const _: () = assert!(WAKER < waits::FIRST_TRANSFER_TOKEN);
 
 /// How long shutdown waits for the disk and closer threads before it exits
 /// anyway (a lingering close, a write to a hung filesystem). The loop's
@@ -335,7 +331,7 @@ impl<B: TransferBackend> Server<B> {
                     SHUTDOWN => stop = self.shutdown_requested(),
                     WAKER => self.disk_finished(),
                     t => {
-                        let (slot, is_dest) = waits::slot_of_token(t);
+                        let (slot, is_dest) = tokens::slot_of_token(t);
                         self.transfer_event(slot, is_dest, ev.closed);
                     }
                 }

@@ -1,6 +1,7 @@
 //! What a transfer waits on between turns: its place in the run queue and
 //! its readiness registrations (its destination, and its status channel so
-//! that a client going away is noticed), under the tokens that name them.
+//! that a client going away is noticed), under the tokens that name them
+//! (`tokens.rs`).
 //!
 //! Rule: the bottom of the server's phases, with `disk_jobs.rs`. It
 //! touches only the run queue, the engine's registrations and a transfer's
@@ -15,29 +16,9 @@ use crate::backend::TransferBackend;
 
 use super::engine::Interest;
 use super::table::Slot;
+use super::tokens::{dest_token, status_token};
 use super::transfer::{Dest, State};
 use super::Server;
-
-/// The first engine token of a transfer: the ones below are the loop's own
-/// (request socket, shutdown, disk waker). Each slot has two from here on.
-pub(super) const FIRST_TRANSFER_TOKEN: usize = 3;
-
-/// The token of the status channel of the transfer in `slot`.
-pub(super) fn status_token(slot: Slot) -> usize {
-    FIRST_TRANSFER_TOKEN + slot * 2
-}
-
-/// The token of the destination of the transfer in `slot`.
-pub(super) fn dest_token(slot: Slot) -> usize {
-    FIRST_TRANSFER_TOKEN + slot * 2 + 1
-}
-
-/// The slot a transfer's token (at least [`FIRST_TRANSFER_TOKEN`]) names,
-/// and whether it is the destination's.
-pub(super) fn slot_of_token(token: usize) -> (Slot, bool) {
-    let n = token - FIRST_TRANSFER_TOKEN;
-    (n / 2, n % 2 == 1)
-}
 
 impl<B: TransferBackend> Server<B> {
     /// Puts a transfer in the run queue, once: it gets a turn in the next
