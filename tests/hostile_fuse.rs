@@ -287,11 +287,20 @@ fn answer(
     }
 }
 
-/// The daemon under attack; the tests declare it before the [`Fuse`].
-fn daemon() -> Daemon {
+/// The daemon under attack, the FUSE filesystem, its stalled file and the
+/// attacker's client; `None` where FUSE cannot be mounted. Bound in this
+/// order, they drop in the reverse: the FUSE connection is aborted before
+/// the daemon is stopped, even when an assertion fails (a daemon stuck in
+/// a FUSE request would not stop).
+fn attack() -> Option<(Daemon, Fuse, OwnedFd, Client)> {
     let d = Daemon::start_with(&[]);
     d.write("small", &pattern(4096));
-    d
+    let fuse = Fuse::mount()?;
+    let file = fuse.stalled_file();
+    let attacker = Client::connect_path(&d.socket())
+        .expect("connect")
+        .daemon_only();
+    Some((d, fuse, file, attacker))
 }
 
 /// One Send of "small" by another client, to a pipe: its time to the
@@ -324,15 +333,9 @@ fn victim_send(d: &Daemon) -> Duration {
 /// refuse it (not a pipe) without asking the FUSE daemon.
 #[test]
 fn a_fuse_file_as_the_status_channel_does_not_stall_the_loop() {
-    // Declared first, dropped last: the FUSE connection is aborted before
-    // the daemon is stopped, even when an assertion fails (a daemon stuck
-    // in a FUSE request would not stop).
-    let d = daemon();
-    let Some(fuse) = Fuse::mount() else { return };
-    let file = fuse.stalled_file();
-    let attacker = Client::connect_path(&d.socket())
-        .expect("connect")
-        .daemon_only();
+    let Some((d, fuse, file, attacker)) = attack() else {
+        return;
+    };
     let (_r, dest) = pipe();
     let req = Request::Send {
         path: CString::new("small").unwrap(),
@@ -354,15 +357,9 @@ fn a_fuse_file_as_the_status_channel_does_not_stall_the_loop() {
 /// asking, written off the loop.
 #[test]
 fn a_fuse_file_as_the_destination_does_not_stall_the_loop() {
-    // Declared first, dropped last: the FUSE connection is aborted before
-    // the daemon is stopped, even when an assertion fails (a daemon stuck
-    // in a FUSE request would not stop).
-    let d = daemon();
-    let Some(fuse) = Fuse::mount() else { return };
-    let file = fuse.stalled_file();
-    let attacker = Client::connect_path(&d.socket())
-        .expect("connect")
-        .daemon_only();
+    let Some((d, fuse, file, attacker)) = attack() else {
+        return;
+    };
     let st = attacker
         .send("small", file.as_fd(), Range::WHOLE)
         .expect("attacker's request");
@@ -379,15 +376,9 @@ fn a_fuse_file_as_the_destination_does_not_stall_the_loop() {
 /// not on the root's filesystem, so `EACCES`, known without asking.
 #[test]
 fn a_fuse_file_handed_on_is_refused_without_asking() {
-    // Declared first, dropped last: the FUSE connection is aborted before
-    // the daemon is stopped, even when an assertion fails (a daemon stuck
-    // in a FUSE request would not stop).
-    let d = daemon();
-    let Some(fuse) = Fuse::mount() else { return };
-    let file = fuse.stalled_file();
-    let attacker = Client::connect_path(&d.socket())
-        .expect("connect")
-        .daemon_only();
+    let Some((d, fuse, file, attacker)) = attack() else {
+        return;
+    };
     let (sr, sw) = pipe();
     let (_dr, dw) = pipe();
     let req = Request::Continue {

@@ -412,21 +412,64 @@ pub unsafe extern "C" fn sfd_send_hdtr(
 ) -> c_int {
     shell(-1, || {
         // SAFETY: per this function's contract.
-        let path = unsafe { cstr(path)? }.to_owned();
-        let srv = fd_arg(srv)?;
-        let dest = fd_arg(dest_fd)?;
-        let range = range_arg(offset, len)?;
-        // SAFETY: per this function's contract.
-        let hdtr = unsafe { hdtr_arg(hdr, hdr_len, trl, trl_len)? };
-        // The limits fail before anything is sent, the handshake included.
-        proto::check_send_limits(&path, &hdtr).map_err(|e| e.errno())?;
-        let inline = inline_for(srv);
-        let status = inline::send(srv, inline.as_deref(), &path, range, &hdtr, dest).map_err(os)?;
-        if nonblock {
-            sys::set_nonblocking(status.as_fd(), true).map_err(os)?;
-        }
-        Ok(status.into_raw_fd())
+        let a = unsafe { send_args(srv, path, dest_fd, offset, len, hdr, hdr_len, trl, trl_len)? };
+        let inline = inline_for(a.srv);
+        let status = inline::send(a.srv, inline.as_deref(), &a.path, a.range, &a.hdtr, a.dest)
+            .map_err(os)?;
+        status_out(status, nonblock)
     })
+}
+
+/// A Send's arguments, checked as [`sfd_send_hdtr`] documents.
+struct SendArgs<'a> {
+    path: CString,
+    srv: BorrowedFd<'a>,
+    dest: BorrowedFd<'a>,
+    range: Range,
+    hdtr: HeaderTrailer,
+}
+
+/// Checks a Send's arguments: the path, both descriptors, the range, the
+/// header and trailer, and the protocol's limits, which fail before
+/// anything is sent, the handshake included.
+///
+/// # Safety
+/// As [`sfd_send_hdtr`].
+#[allow(clippy::too_many_arguments)]
+unsafe fn send_args<'a>(
+    srv: c_int,
+    path: *const c_char,
+    dest_fd: c_int,
+    offset: libc::off_t,
+    len: usize,
+    hdr: *const c_void,
+    hdr_len: usize,
+    trl: *const c_void,
+    trl_len: usize,
+) -> Res<SendArgs<'a>> {
+    // SAFETY: per this function's contract.
+    let path = unsafe { cstr(path)? }.to_owned();
+    let srv = fd_arg(srv)?;
+    let dest = fd_arg(dest_fd)?;
+    let range = range_arg(offset, len)?;
+    // SAFETY: per this function's contract.
+    let hdtr = unsafe { hdtr_arg(hdr, hdr_len, trl, trl_len)? };
+    proto::check_send_limits(&path, &hdtr).map_err(|e| e.errno())?;
+    Ok(SendArgs {
+        path,
+        srv,
+        dest,
+        range,
+        hdtr,
+    })
+}
+
+/// A status pipe handed to the caller: `O_NONBLOCK` if asked, its number.
+fn status_out(status: std::os::fd::OwnedFd, nonblock: bool) -> Res<c_int> {
+    if nonblock {
+        sys::set_nonblocking(status.as_fd(), true).map_err(os)?;
+    }
+    Ok(status.into_raw_fd())
 }
 
 /// Send File with header and trailer, told at once when it finished in
@@ -458,15 +501,9 @@ pub unsafe extern "C" fn sfd_send_here(
             return Err(libc::EINVAL);
         }
         // SAFETY: per this function's contract.
-        let path = unsafe { cstr(path)? }.to_owned();
-        let srv = fd_arg(srv)?;
-        let dest = fd_arg(dest_fd)?;
-        let range = range_arg(offset, len)?;
-        // SAFETY: per this function's contract.
-        let hdtr = unsafe { hdtr_arg(hdr, hdr_len, trl, trl_len)? };
-        proto::check_send_limits(&path, &hdtr).map_err(|e| e.errno())?;
-        let inline = inline_for(srv);
-        match inline::begin(inline.as_deref(), &path, range, &hdtr, dest).map_err(os)? {
+        let a = unsafe { send_args(srv, path, dest_fd, offset, len, hdr, hdr_len, trl, trl_len)? };
+        let inline = inline_for(a.srv);
+        match inline::begin(inline.as_deref(), &a.path, a.range, &a.hdtr, a.dest).map_err(os)? {
             inline::Begun::Finished(fi) => {
                 // SAFETY: both non-NULL and writable by the contract;
                 // unaligned writes keep this sound whatever the caller's
@@ -478,12 +515,10 @@ pub unsafe extern "C" fn sfd_send_here(
                 Ok(1)
             }
             inline::Begun::Ask { bytes, file } => {
-                let status = inline::ask(srv, &bytes, dest, file).map_err(os)?;
-                if nonblock {
-                    sys::set_nonblocking(status.as_fd(), true).map_err(os)?;
-                }
+                let status = inline::ask(a.srv, &bytes, a.dest, file).map_err(os)?;
+                let fd = status_out(status, nonblock)?;
                 // SAFETY: non-NULL and writable by the contract.
-                unsafe { status_fd.write_unaligned(status.into_raw_fd()) };
+                unsafe { status_fd.write_unaligned(fd) };
                 Ok(0)
             }
         }

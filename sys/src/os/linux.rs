@@ -430,31 +430,25 @@ pub fn sendfile(
     cvt_len(unsafe { libc::sendfile(out.as_raw_fd(), file.as_raw_fd(), offset, len) })
 }
 
-/// `cachestat(2)`'s system call number: 451 wherever the kernel has the
-/// unified table of new calls (no libc wrapper, and libc names it for few
-/// architectures). Elsewhere the probe does without it.
-#[cfg(any(
-    target_arch = "x86_64",
-    target_arch = "x86",
-    target_arch = "aarch64",
-    target_arch = "arm",
-    target_arch = "riscv64",
-    target_arch = "loongarch64",
-    target_arch = "powerpc64",
-    target_arch = "s390x"
-))]
-const SYS_CACHESTAT: Option<libc::c_long> = Some(451);
-#[cfg(not(any(
-    target_arch = "x86_64",
-    target_arch = "x86",
-    target_arch = "aarch64",
-    target_arch = "arm",
-    target_arch = "riscv64",
-    target_arch = "loongarch64",
-    target_arch = "powerpc64",
-    target_arch = "s390x"
-)))]
-const SYS_CACHESTAT: Option<libc::c_long> = None;
+cfg_if::cfg_if! {
+    // `cachestat(2)`'s system call number: 451 wherever the kernel has the
+    // unified table of new calls (no libc wrapper, and libc names it for
+    // few architectures). Elsewhere the probe does without it.
+    if #[cfg(any(
+        target_arch = "x86_64",
+        target_arch = "x86",
+        target_arch = "aarch64",
+        target_arch = "arm",
+        target_arch = "riscv64",
+        target_arch = "loongarch64",
+        target_arch = "powerpc64",
+        target_arch = "s390x"
+    ))] {
+        const SYS_CACHESTAT: Option<libc::c_long> = Some(451);
+    } else {
+        const SYS_CACHESTAT: Option<libc::c_long> = None;
+    }
+}
 
 /// `struct cachestat_range` of `<linux/mman.h>`.
 #[repr(C)]
