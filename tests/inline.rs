@@ -781,3 +781,107 @@ fn a_send_that_fills_inside_the_header_or_trailer_loses_nothing() {
         assert!((1..27).contains(&handed), "{handed} of 27 handed on");
     }
 }
+
+/// Set in the environment of the child that [`a_file_only_the_daemon_may_read_is_the_daemons_to_send`]
+/// runs as another user: the daemon's socket.
+const AS_CALLER_ENV: &str = "SENDFILED_TEST_INLINE_CALLER";
+
+/// The other side of the documented difference (sendfiled.3, "Where a
+/// transfer runs"): the attempt uses the caller's credentials, so a file
+/// the caller may not open is the daemon's to send, with the daemon's
+/// permissions, exactly as without inline first; the caller never sees
+/// its own EACCES. The caller is this test binary run again as uid and gid
+/// 65534 against a daemon running as root; needs root, else says so.
+#[test]
+fn a_file_only_the_daemon_may_read_is_the_daemons_to_send() {
+    use std::os::unix::fs::PermissionsExt;
+    use std::os::unix::process::CommandExt;
+    const NAME: &str = "a_file_only_the_daemon_may_read_is_the_daemons_to_send";
+    if let Some(socket) = std::env::var_os(AS_CALLER_ENV) {
+        return as_the_unprivileged_caller(std::path::Path::new(&socket));
+    }
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("note: not root: no less privileged caller to run; not tested here");
+        return;
+    }
+    let d = Daemon::start_with(&["--socket-mode", "666"]);
+    // The caller must reach the root (and its own copy of this binary) to
+    // attempt anything at all.
+    std::fs::set_permissions(d.root(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let secret = d.write("secret.bin", &pattern(4096));
+    std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o600)).unwrap();
+    d.write("public.bin", &pattern(4096));
+    let exe = d.root().join("caller-test-binary");
+    std::fs::copy(std::env::current_exe().unwrap(), &exe).unwrap();
+    std::fs::set_permissions(&exe, std::fs::Permissions::from_mode(0o755)).unwrap();
+
+    let c = d.client();
+    let before = counters(&c);
+    let out = std::process::Command::new(&exe)
+        .args([NAME, "--exact", "--nocapture", "--test-threads=1"])
+        .env(AS_CALLER_ENV, d.socket())
+        .uid(65534)
+        .gid(65534)
+        .output()
+        .expect("run the caller");
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "the caller failed: {said}");
+    assert!(
+        said.contains("caller: done"),
+        "the caller's role did not run: {said}"
+    );
+    let after = counters(&c);
+    // The secret reached the daemon (a plain Send: nothing was opened to
+    // pass); the public file did only where the attempt is off.
+    let expect = if said.contains("caller: attempted") {
+        1
+    } else {
+        2
+    };
+    assert_eq!(
+        after.0,
+        before.0 + expect,
+        "completed by the daemon: {said}"
+    );
+    assert_eq!(
+        after.1, before.1,
+        "no hand-off: the caller could open nothing to pass"
+    );
+}
+
+/// The caller's half of the test above, as uid 65534.
+fn as_the_unprivileged_caller(socket: &std::path::Path) {
+    assert_eq!(unsafe { libc::geteuid() }, 65534);
+    let c = Client::connect_path(socket).expect("connect as the caller");
+    let data = pattern(4096);
+    let stats0 = inline::stats();
+    let (a, b) = UnixStream::pair().unwrap();
+    let ch = c.send("secret.bin", a.as_fd(), Range::WHOLE).expect("send");
+    assert_eq!(drain(&b, data.len()), data, "the daemon's bytes");
+    let done = complete(&ch);
+    assert!(done.complete && done.error.is_none(), "{done:?}");
+    let stats1 = inline::stats();
+    let (a, b) = UnixStream::pair().unwrap();
+    let ch = c.send("public.bin", a.as_fd(), Range::WHOLE).expect("send");
+    assert_eq!(drain(&b, data.len()), data);
+    assert!(complete(&ch).complete);
+    let stats2 = inline::stats();
+    if c.inline().is_some() {
+        // The attempt ran, as this uid: refused the secret (handed over
+        // whole), finished the file it may read.
+        assert_eq!(stats1.handed_on_whole, stats0.handed_on_whole + 1);
+        assert_eq!(stats1.finished, stats0.finished);
+        assert_eq!(stats2.finished, stats1.finished + 1);
+        println!("caller: attempted");
+    } else {
+        assert!(
+            !inline::in_effect(),
+            "the handshake failed for a caller that can open the root"
+        );
+    }
+    println!("caller: done");
+}

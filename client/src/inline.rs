@@ -21,8 +21,12 @@
 //! it is the same directory. Nothing of the daemon's is passed.
 //!
 //! What runs here: Send and Send with header and trailer to a stream
-//! socket, Send to a pipe. Everything else (Read, Open, Send Open, other
-//! destinations, other systems than Linux) goes to the daemon whole.
+//! socket, Send to a pipe, Read (into the data pipe), Open and Send Open
+//! (the file opened here is handed to the daemon to hold, which keeps its
+//! deadline, Cancel and shutdown, while this process keeps a handle for
+//! the Send Open's attempt; [`begin_open_here`] holds it here alone). Other
+//! destinations (a regular file, a datagram socket) and other systems
+//! than Linux go to the daemon whole.
 
 use std::ffi::{CStr, CString};
 use std::io;
