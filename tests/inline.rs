@@ -822,8 +822,17 @@ fn a_file_only_the_daemon_may_read_is_the_daemons_to_send() {
         .env(AS_CALLER_ENV, d.socket())
         .uid(65534)
         .gid(65534)
-        .output()
-        .expect("run the caller");
+        .output();
+    let out = match out {
+        Ok(out) => out,
+        // A temporary directory mounted noexec, or a system that refuses
+        // the change of user.
+        Err(e) if matches!(e.raw_os_error(), Some(libc::EACCES) | Some(libc::EPERM)) => {
+            eprintln!("note: cannot run a caller as uid 65534 here ({e}); not tested");
+            return;
+        }
+        Err(e) => panic!("run the caller: {e}"),
+    };
     let said = format!(
         "{}{}",
         String::from_utf8_lossy(&out.stdout),
