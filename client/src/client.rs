@@ -1,5 +1,6 @@
 //! The blocking Rust client API. Rule: may use [`crate::protocol`],
-//! [`crate::request`], [`crate::inline`] and [`crate::sys`] only; never blocks except where a method says it waits, and
+//! [`crate::messages`], [`crate::request`], [`crate::inline`] and
+//! [`crate::sys`] only; never blocks except where a method says it waits, and
 //! knows nothing of the server.
 //!
 //! A [`Client`] is a datagram socket connected to a running daemon. Each
@@ -50,6 +51,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
+use crate::messages::Messages;
 use crate::protocol::{self as proto, Request, SFD_HDR_SIZE};
 pub use crate::protocol::{FileInfo, HeaderTrailer, Range, Response, ServerStat};
 pub use crate::request::{send_request_bytes, try_send_request_bytes, REQUEST_WAIT};
@@ -351,12 +353,46 @@ impl StatusChannel {
         self.recv()
     }
 
-    /// Reads messages until completion, error or end of file, for at most
-    /// `timeout` per message. Returns the file info and the total progress.
+    /// Reads messages until completion, error or end of file, waiting at
+    /// most `timeout` for each read. Returns the file info and the total
+    /// progress.
+    ///
+    /// Reads what the pipe holds at once ([`crate::messages`]): a short
+    /// transfer's file info and completion in one `read`. Nothing follows
+    /// the completion or the error, so nothing is read that a later call
+    /// would miss.
     pub fn wait_complete(&self, timeout: Duration) -> io::Result<Completion> {
         let mut c = Completion::default();
+        let mut held = Messages::new();
         loop {
-            match self.recv_timeout(timeout)? {
+            let msg = match held.take()? {
+                Some(msg) => Some(msg),
+                None => {
+                    if !sys::wait_readable(self.fd.as_fd(), timeout)? {
+                        return Err(io::Error::from_raw_os_error(libc::ETIMEDOUT));
+                    }
+                    match sys::read(self.fd.as_fd(), held.space()) {
+                        Ok(0) if held.partial() => {
+                            return Err(io::Error::from_raw_os_error(libc::EPROTO))
+                        }
+                        Ok(0) => None,
+                        Ok(n) => {
+                            held.filled(n);
+                            continue;
+                        }
+                        Err(e)
+                            if matches!(
+                                e.kind(),
+                                io::ErrorKind::Interrupted | io::ErrorKind::WouldBlock
+                            ) =>
+                        {
+                            continue
+                        }
+                        Err(e) => return Err(e),
+                    }
+                }
+            };
+            match msg {
                 Some(Response::FileInfo(fi)) => c.info = Some(fi),
                 Some(Response::Progress(n)) => c.progress += n as u64,
                 Some(Response::Complete) => {

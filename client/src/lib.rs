@@ -5,6 +5,7 @@
 //! not the other way round).
 //!
 //! - [`protocol`]: the request/response wire format, limits, encode/decode;
+//! - [`messages`]: whole messages out of what a status pipe gave;
 //! - [`client`]: the blocking client API ([`Client`], [`StatusChannel`],
 //!   [`DataChannel`], [`spawn`]);
 //! - `tokio_client` (feature `tokio`): the async API, [`AsyncClient`]
@@ -30,6 +31,7 @@
 
 pub mod client;
 pub mod inline;
+pub mod messages;
 pub mod protocol;
 pub mod request;
 /// The system-call layer (`sendfiled-sys`), which the client shares with the

@@ -1,6 +1,6 @@
 //! The async client for tokio (feature `tokio`). Rule: this module may only
 //! drive the blocking client's pieces (request encoding, [`read_message`],
-//! [`try_send_request_bytes`]) on non-blocking descriptors registered
+//! [`Messages`], [`try_send_request_bytes`]) on non-blocking descriptors registered
 //! with [`AsyncFd`]; it never blocks a thread, spawns no task and holds no lock
 //! across an await (the in-process attempt's table of open files is taken
 //! for a lookup at a time).
@@ -93,6 +93,7 @@ use tokio::io::unix::AsyncFd;
 use tokio::io::{AsyncRead, Interest, ReadBuf};
 
 use crate::client::{path_arg, read_message, Client};
+use crate::messages::Messages;
 use crate::protocol::{self as proto, FileInfo, HeaderTrailer, Range, Request, Response};
 use crate::request::try_send_request_bytes;
 use crate::{inline, sys};
@@ -284,7 +285,7 @@ impl AsyncClient {
             out.bytes = bytes;
             out.status_w = fds.next();
             out.file = fds.next();
-            Ok((Channel::new(begun.status)?, out))
+            Ok((Channel::status(begun.status)?, out))
         });
         Opening {
             first: Some(FirstInfo::new(self.clone(), start)),
@@ -319,7 +320,7 @@ impl AsyncClient {
                 out.status_w = fds.next();
                 out.file = fds.next();
             }
-            Ok((Channel::new(begun.data)?, out))
+            Ok((Channel::data(begun.data)?, out))
         });
         Reading {
             first: FirstInfo::new(self.clone(), start),
@@ -479,15 +480,31 @@ impl<'a> Start<'a> {
 /// the reactor.
 struct Channel {
     fd: AsyncFd<OwnedFd>,
+    /// A status channel's bytes read and not yet given out as messages
+    /// ([`crate::messages`]); `None` for a Read's data pipe, whose file
+    /// info is read exactly (the file's bytes follow it).
+    held: Option<Messages>,
 }
 
 impl Channel {
-    fn new(fd: OwnedFd) -> io::Result<Channel> {
+    /// A status channel: messages only (a Send's, an Open's), read in as
+    /// few calls as the pipe allows: a short transfer's file info and
+    /// completion in one `read`.
+    fn status(fd: OwnedFd) -> io::Result<Channel> {
+        Channel::new(fd, Some(Messages::new()))
+    }
+
+    /// A Read's data pipe: the file info, then the file's bytes.
+    fn data(fd: OwnedFd) -> io::Result<Channel> {
+        Channel::new(fd, None)
+    }
+
+    fn new(fd: OwnedFd, held: Option<Messages>) -> io::Result<Channel> {
         sys::set_nonblocking(fd.as_fd(), true)?;
         // SAFETY: the AsyncFd owns the descriptor, which stays open and the
         // same until it is dropped.
         let fd = unsafe { AsyncFd::register_with_interest(fd, Interest::READABLE)? };
-        Ok(Channel { fd })
+        Ok(Channel { fd, held })
     }
 
     /// A new status pipe with the request that passes its write end.
@@ -503,11 +520,32 @@ impl Channel {
             file: None,
             before: None,
         };
-        Ok((Channel::new(r)?, out))
+        Ok((Channel::status(r)?, out))
     }
 
     /// The next whole message, or `None` at end of file.
-    fn poll_recv(&self, cx: &mut Context<'_>) -> Poll<io::Result<Option<Response>>> {
+    fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<Option<Response>>> {
+        let Some(held) = &mut self.held else {
+            return self.poll_recv_exact(cx);
+        };
+        loop {
+            if let Some(msg) = held.take()? {
+                return Poll::Ready(Ok(Some(msg)));
+            }
+            let mut guard = ready!(self.fd.poll_read_ready(cx))?;
+            match guard.try_io(|fd| sys::read(fd.get_ref().as_fd(), held.space())) {
+                Ok(Ok(0)) if held.partial() => return Poll::Ready(Err(errno(libc::EPROTO))),
+                Ok(Ok(0)) => return Poll::Ready(Ok(None)),
+                Ok(Ok(n)) => held.filled(n),
+                Ok(Err(e)) if e.kind() == io::ErrorKind::Interrupted => {}
+                Ok(Err(e)) => return Poll::Ready(Err(e)),
+                Err(_would_block) => {}
+            }
+        }
+    }
+
+    /// The next message read exactly, nothing past it.
+    fn poll_recv_exact(&self, cx: &mut Context<'_>) -> Poll<io::Result<Option<Response>>> {
         let mut buf = [0u8; proto::SERVER_STAT_LEN + proto::MAX_RESPONSE_LEN];
         loop {
             let mut guard = ready!(self.fd.poll_read_ready(cx))?;
@@ -673,7 +711,7 @@ impl Future for Transfer<'_> {
             this.status = None;
             return Poll::Ready(Ok(sent));
         }
-        let Some(status) = &this.status else {
+        let Some(status) = &mut this.status else {
             return Poll::Ready(Err(io::Error::other("Transfer polled after it resolved")));
         };
         loop {
@@ -751,7 +789,7 @@ impl FirstInfo {
                 return Poll::Ready(Err(e));
             }
         }
-        let Some(status) = &self.status else {
+        let Some(status) = &mut self.status else {
             return Poll::Ready(Err(io::Error::other("future polled after it resolved")));
         };
         let msg = ready!(status.poll_recv(cx));
@@ -982,7 +1020,7 @@ impl OpenFile {
                         file: None,
                         before: Some((adopt, vec![w, file])),
                     };
-                    Ok(Start::asked(Channel::new(r)?, out))
+                    Ok(Start::asked(Channel::status(r)?, out))
                 }
             });
         if start.is_err() {
