@@ -154,12 +154,13 @@ impl LinuxBackend {
         }
     }
 
-    /// Whether the chunk's data is in the page cache ([`cache::probe`]). A
-    /// filesystem or kernel that cannot tell counts as cached: the copy
-    /// then runs on the loop, as it always did there. A miss is not
-    /// wasted: the kernel starts reading the page in before it answers.
+    /// Whether the chunk's data is in the page cache
+    /// ([`cache::probe_counted_first`]: one `cachestat` for a cached
+    /// chunk). A filesystem or kernel that cannot tell counts as cached:
+    /// the copy then runs on the loop, as it always did there. A miss is
+    /// not wasted: the kernel starts reading the page in before it answers.
     fn is_cached(&self, chunk: &FileChunk<'_>) -> io::Result<bool> {
-        match cache::probe(chunk.file, chunk.offset, chunk.len, &self.facts)? {
+        match cache::probe_counted_first(chunk.file, chunk.offset, chunk.len, &self.facts)? {
             Residency::NotCached => {
                 log::debug!(
                     "page cache miss at byte {}: the chunk goes to the disk threads",

@@ -133,6 +133,8 @@ struct Held {
     file: OwnedFd,
     offset: u64,
     size: u64,
+    /// Its device, for the page-cache probes of its Send Open.
+    dev: libc::dev_t,
     deadline: Instant,
     /// The daemon holds it too (Adopt): a Cancel must reach it.
     daemon_holds: bool,
@@ -195,10 +197,11 @@ impl Inline {
             done: 0,
             trl_done: 0,
         };
+        let cache = self.prober(st.st_dev);
         let finished = if to_socket {
-            w.write_socket(file.as_fd(), dest, range.offset, size, hdtr)
+            w.write_socket(cache, file.as_fd(), dest, range.offset, size, hdtr)
         } else {
-            w.write_pipe(file.as_fd(), dest, range.offset, size)
+            w.write_pipe(cache, file.as_fd(), dest, range.offset, size)
         };
         if !finished {
             return Attempt::HandOn {
@@ -243,7 +246,13 @@ impl Inline {
             done: 0,
             trl_done: 0,
         };
-        if p.write_pipe(file.as_fd(), w.as_fd(), range.offset, size) {
+        if p.write_pipe(
+            self.prober(st.st_dev),
+            file.as_fd(),
+            w.as_fd(),
+            range.offset,
+            size,
+        ) {
             // All of it: the write end closes here, end of file follows the
             // data.
             return ReadAttempt::Finished(r);
@@ -278,6 +287,14 @@ impl Inline {
         };
         sys::flock_shared_nonblocking(file.as_fd()).ok()?;
         Some((file, st))
+    }
+
+    /// The probes of a file on `dev`, with this connection's facts.
+    fn prober(&self, dev: libc::dev_t) -> Prober<'_> {
+        Prober {
+            facts: &self.facts,
+            dev,
+        }
     }
 }
 
@@ -397,6 +414,7 @@ impl Inline {
             file: kept,
             offset: range.offset,
             size,
+            dev: st.st_dev,
             deadline: Instant::now() + self.open_timeout,
             daemon_holds: true,
         });
@@ -488,7 +506,7 @@ pub fn begin_send_open(
             finished_here: false,
         })
     };
-    let Some(held) = inline.and_then(|i| i.take_held(txnid)) else {
+    let Some((i, held)) = inline.and_then(|i| Some((i, i.take_held(txnid)?))) else {
         return plain();
     };
     if held.deadline.saturating_duration_since(Instant::now()) < SEND_OPEN_MARGIN {
@@ -507,10 +525,11 @@ pub fn begin_send_open(
         done: 0,
         trl_done: 0,
     };
+    let cache = i.prober(held.dev);
     let all = if to_socket {
-        p.write_socket(held.file.as_fd(), dest, held.offset, held.size, hdtr)
+        p.write_socket(cache, held.file.as_fd(), dest, held.offset, held.size, hdtr)
     } else {
-        p.write_pipe(held.file.as_fd(), dest, held.offset, held.size)
+        p.write_pipe(cache, held.file.as_fd(), dest, held.offset, held.size)
     };
     if all {
         FINISHED.fetch_add(1, Ordering::Relaxed);
@@ -568,6 +587,7 @@ pub fn begin_open_here(inline: Option<&Inline>, path: &CStr, range: Range) -> Op
         file,
         offset: range.offset,
         size,
+        dev: st.st_dev,
         deadline,
         daemon_holds: false,
     });
@@ -605,8 +625,8 @@ pub fn send_open_here(
     hdtr: &HeaderTrailer,
 ) -> io::Result<SendOpenHere> {
     let now = Instant::now();
-    let held = match inline.and_then(|i| i.take_held(txnid)) {
-        Some(h) if h.deadline > now => h,
+    let (i, held) = match inline.and_then(|i| Some((i, i.take_held(txnid)?))) {
+        Some((i, h)) if h.deadline > now => (i, h),
         Some(_) => return Err(io::Error::from_raw_os_error(libc::ETIMEDOUT)),
         // Dropped as expired by a later Open, or cancelled.
         None if now >= deadline => return Err(io::Error::from_raw_os_error(libc::ETIMEDOUT)),
@@ -617,12 +637,13 @@ pub fn send_open_here(
         done: 0,
         trl_done: 0,
     };
+    let cache = i.prober(held.dev);
     let all = match sys::dest_kind(dest) {
         Ok(DestKind::StreamSocket) => {
-            p.write_socket(held.file.as_fd(), dest, held.offset, held.size, hdtr)
+            p.write_socket(cache, held.file.as_fd(), dest, held.offset, held.size, hdtr)
         }
         Ok(DestKind::Pipe) if hdtr.header.is_empty() && hdtr.trailer.is_empty() => {
-            p.write_pipe(held.file.as_fd(), dest, held.offset, held.size)
+            p.write_pipe(cache, held.file.as_fd(), dest, held.offset, held.size)
         }
         _ => false,
     };
@@ -691,6 +712,15 @@ fn ask_hello(sock: BorrowedFd<'_>) -> io::Result<Option<proto::Hello>> {
     Ok(proto::Hello::decode(&buf[..n]))
 }
 
+/// What an attempt's page-cache probes go by: the connection's facts
+/// (which learn, per device, whether its filesystem answers `RWF_NOWAIT`)
+/// and the device of the file probed.
+#[derive(Clone, Copy)]
+struct Prober<'a> {
+    facts: &'a FsFacts,
+    dev: libc::dev_t,
+}
+
 /// How far an attempt got.
 struct Progress {
     hdr_done: usize,
@@ -706,6 +736,7 @@ impl Progress {
     /// the trailer leave in one `sendmsg`: a small response is one call.
     fn write_socket(
         &mut self,
+        cache: Prober<'_>,
         file: BorrowedFd<'_>,
         sock: BorrowedFd<'_>,
         offset: u64,
@@ -723,7 +754,7 @@ impl Progress {
                     Err(_) => return false,
                 }
             }
-            return self.sendfile_socket(file, sock, offset, size, hdtr);
+            return self.sendfile_socket(cache, file, sock, offset, size, hdtr);
         }
         let mut buf = vec![0u8; (size.min(STEP as u64)) as usize];
         loop {
@@ -785,13 +816,14 @@ impl Progress {
     /// process), then the trailer. True when all of it went.
     fn sendfile_socket(
         &mut self,
+        cache: Prober<'_>,
         file: BorrowedFd<'_>,
         sock: BorrowedFd<'_>,
         offset: u64,
         size: u64,
         hdtr: &HeaderTrailer,
     ) -> bool {
-        let all = self.probed_moves(file, offset, size, SENDFILE_STEP, |at, want| {
+        let all = self.probed_moves(cache, file, offset, size, SENDFILE_STEP, |at, want| {
             let mut off =
                 i64::try_from(at).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
             sys::file_to_socket_nowait(file, &mut off, sock, want)
@@ -803,12 +835,13 @@ impl Progress {
     /// with `splice(SPLICE_F_NONBLOCK)`. True when all of it went.
     fn write_pipe(
         &mut self,
+        cache: Prober<'_>,
         file: BorrowedFd<'_>,
         pipe: BorrowedFd<'_>,
         offset: u64,
         size: u64,
     ) -> bool {
-        self.probed_moves(file, offset, size, STEP, |at, want| {
+        self.probed_moves(cache, file, offset, size, STEP, |at, want| {
             let mut off = at;
             sys::file_to_pipe_nowait(file, &mut off, pipe, want)
         })
@@ -820,6 +853,7 @@ impl Progress {
     /// at the first miss, refusal, error or full destination.
     fn probed_moves(
         &mut self,
+        cache: Prober<'_>,
         file: BorrowedFd<'_>,
         offset: u64,
         size: u64,
@@ -829,11 +863,10 @@ impl Progress {
         if size > ATTEMPT_BUDGET {
             return false;
         }
-        let facts = FsFacts::new();
         while self.done < size {
             let want = (size - self.done).min(step as u64) as usize;
             let at = offset + self.done;
-            match cache::probe(file, at, want, &facts) {
+            match cache::probe_on(file, cache.dev, at, want, cache.facts) {
                 Ok(Residency::Cached) => {}
                 _ => return false,
             }

@@ -114,6 +114,62 @@ pub fn probe(
     Ok(probe_byte(file, last, facts)?.unwrap_or(Residency::Cached))
 }
 
+/// [`probe`] for a caller that knows the file's device, `dev`, and
+/// keeps `facts` from one probe to the next: once `dev`'s filesystem has
+/// answered `RWF_NOWAIT`, a range of more than one page is first counted
+/// with `cachestat(2)`, and every page there is [`Residency::Cached`] in
+/// that one call (where [`probe`] reads the first byte, then counts).
+/// Before the filesystem answered, and for anything `cachestat` does not
+/// find whole, [`probe`] decides, and its answer teaches `facts`.
+///
+/// The first byte's read is not needed once the filesystem is known: it
+/// tells whether the filesystem answers (known), and for a cached range it
+/// finds nothing `cachestat` did not count.
+pub fn probe_on(
+    file: BorrowedFd<'_>,
+    dev: libc::dev_t,
+    offset: u64,
+    len: usize,
+    facts: &FsFacts,
+) -> io::Result<Residency> {
+    if facts.nowait_answered(dev) && counted_whole(file, offset, len) {
+        return Ok(Residency::Cached);
+    }
+    let r = probe(file, offset, len, facts)?;
+    if len > 0 && r != Residency::Unknown {
+        facts.set_nowait_answered(dev);
+    }
+    Ok(r)
+}
+
+/// [`probe`] for a caller that reads on when the system cannot tell
+/// ([`Residency::Unknown`] counts as cached for it: the daemon's loop): a
+/// range of more than one page whose every page `cachestat(2)` counts is
+/// [`Residency::Cached`] in that one call. On a filesystem that refuses
+/// `RWF_NOWAIT` such a range is then Cached where [`probe`] says Unknown,
+/// which this caller acts on alike; every other answer is [`probe`]'s.
+pub fn probe_counted_first(
+    file: BorrowedFd<'_>,
+    offset: u64,
+    len: usize,
+    facts: &FsFacts,
+) -> io::Result<Residency> {
+    if counted_whole(file, offset, len) {
+        return Ok(Residency::Cached);
+    }
+    probe(file, offset, len, facts)
+}
+
+/// Whether `len` bytes at `offset` span more than one page and
+/// `cachestat(2)` counts every one of them in the page cache. False where
+/// the kernel has no `cachestat` (then [`probe`] finds out, once).
+fn counted_whole(file: BorrowedFd<'_>, offset: u64, len: usize) -> bool {
+    let spans_pages = len > 0 && offset / 4096 != offset.saturating_add(len as u64 - 1) / 4096;
+    spans_pages
+        && !NO_CACHESTAT.load(Ordering::Relaxed)
+        && matches!(cached_pages(file, offset, len as u64), Ok((cached, pages)) if cached >= pages)
+}
+
 /// Whether the file ends before `last` (its size as `fstat` says): a count
 /// of cached pages that falls short only for the pages past the end.
 fn last_byte_is_past_end(file: BorrowedFd<'_>, last: u64) -> bool {
@@ -247,5 +303,71 @@ mod tests {
             probe(f.as_fd(), 0, 4 * PAGE, &facts).unwrap(),
             Residency::Cached
         );
+    }
+    /// `probe_on` learns that the filesystem answers from its first probe,
+    /// then counts alone: the same answers, a hole included.
+    #[test]
+    fn probe_on_learns_the_filesystem_and_gives_probes_answers() {
+        let (_d, f) = cached_file(4);
+        let dev = crate::fd::fstat(f.as_fd()).unwrap().st_dev;
+        let facts = FsFacts::new();
+        assert!(!facts.nowait_answered(dev));
+        let first = probe_on(f.as_fd(), dev, 0, 4 * PAGE, &facts).unwrap();
+        if first == Residency::Unknown {
+            eprintln!("this filesystem refuses RWF_NOWAIT: nothing to learn");
+            assert!(!facts.nowait_answered(dev));
+            return;
+        }
+        assert_eq!(first, Residency::Cached);
+        assert!(facts.nowait_answered(dev), "learnt from the first probe");
+        assert_eq!(
+            probe_on(f.as_fd(), dev, 0, 4 * PAGE, &facts).unwrap(),
+            Residency::Cached
+        );
+        if !has_cachestat(&f) {
+            return;
+        }
+        all_but(&f, 4, 1);
+        let (cached, pages) = cached_pages(f.as_fd(), 0, 4 * PAGE as u64).unwrap();
+        if cached == pages {
+            eprintln!("the page could not be dropped: the hole is not tested");
+            return;
+        }
+        assert_eq!(
+            probe_on(f.as_fd(), dev, 0, 4 * PAGE, &facts).unwrap(),
+            Residency::NotCached
+        );
+        assert_eq!(
+            probe_on(f.as_fd(), dev, 2 * PAGE as u64, 2 * PAGE, &facts).unwrap(),
+            Residency::Cached
+        );
+    }
+    /// `probe_counted_first` gives `probe`'s answers where the filesystem
+    /// answers: a cached range, a hole, a range past the end.
+    #[test]
+    fn probe_counted_first_agrees_with_probe() {
+        let (_d, f) = cached_file(4);
+        let facts = FsFacts::new();
+        let same = |offset: u64, len: usize| {
+            let a = probe_counted_first(f.as_fd(), offset, len, &facts).unwrap();
+            let b = probe(f.as_fd(), offset, len, &facts).unwrap();
+            if b != Residency::Unknown {
+                assert_eq!(a, b, "{offset}+{len}");
+            }
+            a
+        };
+        assert_eq!(same(0, 4 * PAGE), Residency::Cached);
+        assert_eq!(same(100, PAGE), Residency::Cached);
+        assert_eq!(same(0, 6 * PAGE), Residency::Cached, "past the end");
+        if !has_cachestat(&f) {
+            return;
+        }
+        all_but(&f, 4, 1);
+        let (cached, pages) = cached_pages(f.as_fd(), 0, 4 * PAGE as u64).unwrap();
+        if cached == pages {
+            eprintln!("the page could not be dropped: the hole is not tested");
+            return;
+        }
+        assert_ne!(same(0, 4 * PAGE), Residency::Cached, "the hole");
     }
 }

@@ -42,6 +42,9 @@ pub struct FsFacts {
     remote: DeviceSet,
     /// Devices whose filesystem refused `RWF_NOWAIT`.
     nowait_refused: DeviceSet,
+    /// Devices whose filesystem answered `RWF_NOWAIT` (a read that came
+    /// back, or `EAGAIN`).
+    nowait_answered: DeviceSet,
     no_openat2: AtomicBool,
     no_resolve_cached: AtomicBool,
     no_nowait: AtomicBool,
@@ -154,6 +157,18 @@ impl FsFacts {
     /// Whether `dev`'s filesystem refused `RWF_NOWAIT`.
     pub fn nowait_refused(&self, dev: libc::dev_t) -> bool {
         self.nowait_refused.contains(dev)
+    }
+
+    /// Whether `dev`'s filesystem answered `RWF_NOWAIT` before.
+    pub fn nowait_answered(&self, dev: libc::dev_t) -> bool {
+        self.nowait_answered.contains(dev)
+    }
+
+    /// Records that `dev`'s filesystem answered `RWF_NOWAIT`.
+    pub fn set_nowait_answered(&self, dev: libc::dev_t) {
+        if !self.nowait_answered.contains(dev) {
+            self.nowait_answered.insert(dev);
+        }
     }
 
     /// Records that `dev`'s filesystem refused `RWF_NOWAIT`; true the first
