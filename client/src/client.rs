@@ -372,14 +372,8 @@ impl StatusChannel {
                         return Err(io::Error::from_raw_os_error(libc::ETIMEDOUT));
                     }
                     match sys::read(self.fd.as_fd(), held.space()) {
-                        Ok(0) if held.partial() => {
-                            return Err(io::Error::from_raw_os_error(libc::EPROTO))
-                        }
-                        Ok(0) => None,
-                        Ok(n) => {
-                            held.filled(n);
-                            continue;
-                        }
+                        Ok(n) if held.read_gave(n)? => continue,
+                        Ok(_) => None,
                         Err(e)
                             if matches!(
                                 e.kind(),

@@ -81,6 +81,20 @@ impl Messages {
         self.end = (self.end + n).min(ROOM);
     }
 
+    /// What a read into [`Messages::space`] that returned `n` means: more
+    /// bytes held (true), or end of file (false; `EPROTO` when it cut a
+    /// message short).
+    pub fn read_gave(&mut self, n: usize) -> io::Result<bool> {
+        if n > 0 {
+            self.filled(n);
+            return Ok(true);
+        }
+        if self.partial() {
+            return Err(eproto());
+        }
+        Ok(false)
+    }
+
     /// Whether bytes are held that are not yet a whole message (at end of
     /// file: a message cut short).
     pub fn partial(&self) -> bool {
@@ -147,6 +161,19 @@ mod tests {
         feed(&mut m, &done[..3]);
         feed(&mut m, &done[3..]);
         assert_eq!(m.take().unwrap(), Some(Response::Complete));
+    }
+
+    #[test]
+    fn end_of_file_inside_a_message_is_eproto() {
+        let mut m = Messages::new();
+        assert!(!m.read_gave(0).unwrap(), "end of file between messages");
+        let done = completion();
+        m.space()[..3].copy_from_slice(&done[..3]);
+        assert!(m.read_gave(3).unwrap());
+        assert_eq!(
+            m.read_gave(0).unwrap_err().raw_os_error(),
+            Some(libc::EPROTO)
+        );
     }
 
     #[test]

@@ -534,9 +534,11 @@ impl Channel {
             }
             let mut guard = ready!(self.fd.poll_read_ready(cx))?;
             match guard.try_io(|fd| sys::read(fd.get_ref().as_fd(), held.space())) {
-                Ok(Ok(0)) if held.partial() => return Poll::Ready(Err(errno(libc::EPROTO))),
-                Ok(Ok(0)) => return Poll::Ready(Ok(None)),
-                Ok(Ok(n)) => held.filled(n),
+                Ok(Ok(n)) => {
+                    if !held.read_gave(n)? {
+                        return Poll::Ready(Ok(None));
+                    }
+                }
                 Ok(Err(e)) if e.kind() == io::ErrorKind::Interrupted => {}
                 Ok(Err(e)) => return Poll::Ready(Err(e)),
                 Err(_would_block) => {}

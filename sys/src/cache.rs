@@ -135,6 +135,10 @@ pub fn probe_on(
     if facts.nowait_answered(dev) && counted_whole(file, offset, len) {
         return Ok(Residency::Cached);
     }
+    // The device is known: no fstat in probe to find it.
+    if facts.nowait_refused(dev) {
+        return Ok(Residency::Unknown);
+    }
     let r = probe(file, offset, len, facts)?;
     if len > 0 && r != Residency::Unknown {
         facts.set_nowait_answered(dev);
