@@ -8,8 +8,14 @@
 //! - [`messages`]: whole messages out of what a status pipe gave;
 //! - [`client`]: the blocking client API ([`Client`], [`StatusChannel`],
 //!   [`DataChannel`], [`spawn`]);
-//! - `tokio_client` (feature `tokio`): the async API, [`AsyncClient`]
-//!   and its futures;
+#![cfg_attr(
+    feature = "tokio",
+    doc = "- `tokio_client` (feature `tokio`): the async API, [`AsyncClient`] and its futures;"
+)]
+#![cfg_attr(
+    not(feature = "tokio"),
+    doc = "- `tokio_client` (feature `tokio`, not built here): the async API, `AsyncClient` and its futures;"
+)]
 //! - [`sys`]: the thin system-call wrappers the client uses (pipes,
 //!   descriptor passing, readiness waits).
 //!
