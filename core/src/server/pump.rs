@@ -721,32 +721,18 @@ mod tests {
         // (7): 5 + 7 + 7 + 7 of 28 file bytes leaves 2, which the last
         // step takes (five file calls before, four now). A longer tail
         // keeps its own step.
-        let fake = Fake::new(FILE, &[]);
-        let mut cur = Cursor::new(b"HH".to_vec(), 0, 28, Vec::new());
-        let stops = run(&fake, &mut cur, 7);
-        assert_eq!(stops.last(), Some(&PumpStop::Done));
-        assert_eq!(*fake.out.lock().unwrap(), expected(b"HH", 0, 28, b""));
-        let files = fake
-            .calls
-            .lock()
-            .unwrap()
-            .iter()
-            .filter(|c| **c == "file")
-            .count();
-        assert_eq!(files, 4);
-
-        let fake = Fake::new(FILE, &[]);
-        let mut cur = Cursor::new(b"HH".to_vec(), 0, 29, Vec::new());
-        run(&fake, &mut cur, 7);
-        assert_eq!(*fake.out.lock().unwrap(), expected(b"HH", 0, 29, b""));
-        let files = fake
-            .calls
-            .lock()
-            .unwrap()
-            .iter()
-            .filter(|c| **c == "file")
-            .count();
-        assert_eq!(files, 5);
+        /// The file calls of a whole Send of `len` file bytes after "HH".
+        fn file_calls(len: usize) -> usize {
+            let fake = Fake::new(FILE, &[]);
+            let mut cur = Cursor::new(b"HH".to_vec(), 0, len as u64, Vec::new());
+            let stops = run(&fake, &mut cur, 7);
+            assert_eq!(stops.last(), Some(&PumpStop::Done));
+            assert_eq!(*fake.out.lock().unwrap(), expected(b"HH", 0, len, b""));
+            let calls = fake.calls.lock().unwrap();
+            calls.iter().filter(|c| **c == "file").count()
+        }
+        assert_eq!(file_calls(28), 4);
+        assert_eq!(file_calls(29), 5);
     }
 
     #[test]
