@@ -3,62 +3,17 @@
 //! set to the daemon's own pid and `LISTEN_FDS=1`, and then talks to the
 //! daemon through that socket.
 
-use std::io::{BufRead, BufReader, Read};
-use std::os::fd::{AsRawFd, RawFd};
+use std::io::Read;
+use std::os::fd::AsRawFd;
 use std::os::unix::net::{UnixDatagram, UnixStream};
-use std::os::unix::process::CommandExt;
-use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
+mod common;
+
+use common::{first_line, spawn_activated};
 use sendfiled_client::client::Client;
 use sendfiled_client::protocol::Range;
-
-const DAEMON: &str = env!("CARGO_BIN_EXE_sendfiled");
-
-/// Starts the daemon through `/bin/sh` so that `LISTEN_PID=$$` is the pid
-/// the daemon will have (`exec` keeps it), with `fd` as descriptor 3.
-fn spawn_activated(fd: RawFd, listen_fds: &str, root: &Path, extra: &[&str]) -> Child {
-    let mut cmd = Command::new("/bin/sh");
-    cmd.arg("-c")
-        .arg(format!(
-            "LISTEN_PID=$$ LISTEN_FDS={listen_fds} LISTEN_FDNAMES=req exec \"$0\" \"$@\""
-        ))
-        .arg(DAEMON)
-        .args(["-s", "activated", "-r"])
-        .arg(root)
-        .args(["-p", "--log", "stderr", "--log-level", "debug"])
-        .args(extra)
-        .env("SENDFILED_ALLOW_ROOT", "1")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    // SAFETY: only async-signal-safe calls (dup2, fcntl) between fork and
-    // exec.
-    unsafe {
-        cmd.pre_exec(move || {
-            if fd == 3 {
-                // dup2 onto itself keeps close-on-exec: clear it instead.
-                if libc::fcntl(3, libc::F_SETFD, 0) < 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-            } else if libc::dup2(fd, 3) < 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
-    cmd.spawn().expect("spawn the daemon through /bin/sh")
-}
-
-fn first_line(child: &mut Child) -> String {
-    let out = child.stdout.take().expect("stdout piped");
-    let mut line = String::new();
-    BufReader::new(out)
-        .read_line(&mut line)
-        .expect("readiness line");
-    line
-}
 
 fn stop(child: &mut Child) -> std::process::ExitStatus {
     // SAFETY: signalling our own child by its pid.
@@ -130,7 +85,7 @@ fn listen_pid_of_another_process_is_ignored() {
     let root = dir.path().join("root");
     std::fs::create_dir(&root).unwrap();
     std::fs::write(root.join("f"), b"x").unwrap();
-    let mut child = Command::new(DAEMON)
+    let mut child = Command::new(common::daemon_bin())
         .args(["-s", "own", "-r"])
         .arg(&root)
         .args(["-p", "--log", "none"])

@@ -372,13 +372,10 @@ fn a_fuse_file_as_the_destination_does_not_stall_the_loop() {
     drop(fuse);
 }
 
-/// A Continue handing on the stalled FUSE file as the file to send: it is
-/// not on the root's filesystem, so `EACCES`, known without asking.
-#[test]
-fn a_fuse_file_handed_on_is_refused_without_asking() {
-    let Some((d, fuse, file, attacker)) = attack() else {
-        return;
-    };
+/// A Continue handing on `file` as the file to send, to a pipe: the
+/// error its status channel answers (`None`: it completed), which must
+/// come within [`VICTIM_MAX`] (else the loop is stalled).
+fn hand_on(attacker: &Client, file: BorrowedFd<'_>) -> Option<i32> {
     let (sr, sw) = pipe();
     let (_dr, dw) = pipe();
     let req = Request::Continue {
@@ -387,16 +384,71 @@ fn a_fuse_file_handed_on_is_refused_without_asking() {
         hdtr: HeaderTrailer::default(),
     };
     attacker
-        .send_request(&req, &[sw.as_fd(), dw.as_fd(), file.as_fd()])
+        .send_request(&req, &[sw.as_fd(), dw.as_fd(), file])
         .expect("attacker's request");
     drop(sw);
     assert!(
         sys::wait_readable(sr.as_fd(), VICTIM_MAX).expect("poll"),
-        "no answer to the hand-off within {VICTIM_MAX:?}"
+        "no answer to the hand-off within {VICTIM_MAX:?}: the loop is stalled"
     );
-    let ch = sendfiled_client::client::StatusChannel::from_fd(sr);
-    assert_eq!(complete(&ch).error, Some(libc::EACCES));
+    complete(&sendfiled_client::client::StatusChannel::from_fd(sr)).error
+}
+
+/// A Continue handing on the stalled FUSE file as the file to send: it is
+/// not on the root's filesystem, so `EACCES`, known without asking.
+#[test]
+fn a_fuse_file_handed_on_is_refused_without_asking() {
+    let Some((d, fuse, file, attacker)) = attack() else {
+        return;
+    };
+    assert_eq!(hand_on(&attacker, file.as_fd()), Some(libc::EACCES));
     let took = victim_send(&d);
     eprintln!("victim's Send beside a FUSE hand-off: {took:?}");
+    drop(fuse);
+}
+
+/// A daemon started on a socket handed to it (socket activation), killed
+/// and reaped when dropped.
+struct Activated(std::process::Child);
+
+impl Drop for Activated {
+    fn drop(&mut self) {
+        // SIGKILL: a wait for a FUSE answer ends for it.
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A daemon whose root is itself a FUSE filesystem (socket-activated, so
+/// that no socket file is made in it), and a Continue handing on a file of
+/// that root: the file is on the root's own device, but the root's opens
+/// may wait, so the loop refuses it without the `fstat` and lock that
+/// adopting it would make there (an `fstat` of the stalled file waits for
+/// ever). A client's own attempt never hands on from such a root: its
+/// handshake makes the same check.
+#[test]
+fn a_file_of_a_fuse_root_handed_on_is_refused_without_asking() {
+    let Some(fuse) = Fuse::mount() else {
+        return;
+    };
+    let sockdir = tempfile::tempdir().expect("tempdir");
+    let sock_path = sockdir.path().join(unique_name("fuse-root"));
+    let sock = std::os::unix::net::UnixDatagram::bind(&sock_path).expect("bind");
+    let mut daemon = Activated(spawn_activated(sock.as_raw_fd(), "1", fuse.dir.path(), &[]));
+    let line = first_line(&mut daemon.0);
+    assert!(line.starts_with("ready "), "daemon on a FUSE root: {line}");
+    drop(sock);
+    let attacker = Client::connect_path(&sock_path)
+        .expect("connect")
+        .daemon_only();
+    let file = fuse.stalled_file();
+    let t0 = Instant::now();
+    assert_eq!(hand_on(&attacker, file.as_fd()), Some(libc::EACCES));
+    eprintln!(
+        "hand-off of a FUSE root's file refused in {:?} ({} getattr left unanswered)",
+        t0.elapsed(),
+        fuse.unanswered.load(Ordering::SeqCst)
+    );
+    drop(daemon);
     drop(fuse);
 }

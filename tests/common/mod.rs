@@ -2,8 +2,9 @@
 //! with a unique name, and tears it down.
 #![allow(dead_code)]
 
-use std::io::Read;
-use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::io::{BufRead, BufReader, Read};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd, RawFd};
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -379,4 +380,49 @@ pub fn dsync_file() -> (tempfile::TempDir, std::fs::File) {
         .open(dir.path().join(unique_name("dsync")))
         .expect("open O_DSYNC");
     (dir, f)
+}
+
+/// Socket activation as systemd does it, without systemd: starts the daemon through `/bin/sh` so that `LISTEN_PID=$$` is the pid
+/// the daemon will have (`exec` keeps it), with `fd` as descriptor 3.
+pub fn spawn_activated(fd: RawFd, listen_fds: &str, root: &Path, extra: &[&str]) -> Child {
+    let mut cmd = Command::new("/bin/sh");
+    cmd.arg("-c")
+        .arg(format!(
+            "LISTEN_PID=$$ LISTEN_FDS={listen_fds} LISTEN_FDNAMES=req exec \"$0\" \"$@\""
+        ))
+        .arg(daemon_bin())
+        .args(["-s", "activated", "-r"])
+        .arg(root)
+        .args(["-p", "--log", "stderr", "--log-level", "debug"])
+        .args(extra)
+        .env("SENDFILED_ALLOW_ROOT", "1")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    // SAFETY: only async-signal-safe calls (dup2, fcntl) between fork and
+    // exec.
+    unsafe {
+        cmd.pre_exec(move || {
+            if fd == 3 {
+                // dup2 onto itself keeps close-on-exec: clear it instead.
+                if libc::fcntl(3, libc::F_SETFD, 0) < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+            } else if libc::dup2(fd, 3) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    cmd.spawn().expect("spawn the daemon through /bin/sh")
+}
+
+/// The daemon's first line on standard output (its readiness report).
+pub fn first_line(child: &mut Child) -> String {
+    let out = child.stdout.take().expect("stdout piped");
+    let mut line = String::new();
+    BufReader::new(out)
+        .read_line(&mut line)
+        .expect("readiness line");
+    line
 }

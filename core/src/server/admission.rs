@@ -507,10 +507,14 @@ impl<B: TransferBackend> Server<B> {
                 self.counters.handoffs += 1;
                 // The file is one the client opened: kept only if it is on
                 // the root's own filesystem (whose closes are the loop's
-                // own); anything else (a socket, a file on a FUSE mount)
-                // is refused and closes as a [`Passed`].
+                // own), and that filesystem's opens never wait (adopting
+                // makes an `fstat` and a lock here); anything else (a
+                // socket, a file on a FUSE mount, any file of a FUSE or
+                // NFS root) is refused and closes as a [`Passed`].
                 let root_dev = self.root_stat.st_dev;
-                if sys::stat_cached(file.as_fd()).is_ok_and(|st| st.st_dev == root_dev) {
+                if self.root_opens_never_wait
+                    && sys::stat_cached(file.as_fd()).is_ok_and(|st| st.st_dev == root_dev)
+                {
                     Some(open::adopt(file.keep(), root_dev))
                 } else {
                     Some(Err(Errno::EXDEV))

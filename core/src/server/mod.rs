@@ -186,6 +186,13 @@ pub struct Server<B: TransferBackend> {
     /// The root's `fstat`, taken once: its device is where a handed-on file
     /// must live, its identity what the handshake tells clients.
     root_stat: libc::stat,
+    /// Whether the root's filesystem is one whose opens never wait (a
+    /// local one, by its `fstatfs` type, learnt once at start). Only then
+    /// does the loop take a file a client opened itself: its `fstat` and
+    /// lock are the loop's, and on FUSE or NFS either may wait for a
+    /// server. A client's attempt makes the same check at its handshake,
+    /// so only a client that skipped it hands on from anywhere else.
+    root_opens_never_wait: bool,
     socket: RequestSocket,
     engine: Engine,
     /// Descriptors to close in order at this turn's end (see
@@ -251,6 +258,11 @@ impl<B: TransferBackend> Server<B> {
         )?;
         sys::set_nonblocking(shutdown.as_fd(), true)?;
         let root_stat = sys::fstat(root.as_fd())?;
+        let root_opens_never_wait = {
+            let facts = sys::fsfacts::FsFacts::new();
+            facts.learn_filesystem(root.as_fd(), root_stat.st_dev);
+            facts.opens_never_wait(root_stat.st_dev)
+        };
         engine.register(socket.fd.as_raw_fd(), LISTENER, Interest::Readable)?;
         engine.register(shutdown.as_raw_fd(), SHUTDOWN, Interest::Readable)?;
         Ok(Server {
@@ -258,6 +270,7 @@ impl<B: TransferBackend> Server<B> {
             config,
             root: Arc::new(root),
             root_stat,
+            root_opens_never_wait,
             socket,
             engine,
             quick_closes: Vec::new(),
