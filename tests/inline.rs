@@ -11,6 +11,7 @@
 mod common;
 
 use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::fs::MetadataExt;
 use std::os::unix::net::UnixStream;
 use std::sync::mpsc;
 use std::time::Duration;
@@ -119,6 +120,11 @@ fn a_destination_that_fills_is_finished_by_the_daemon_byte_for_byte() {
         let done = complete(&ch);
         assert!(done.complete, "{done:?}");
         assert_eq!(done.info.map(|i| i.size), Some(len));
+        // The file info of a hand-off is the daemon's, from the stat of
+        // the file the client opened: the times the file has.
+        let md = std::fs::metadata(d.root().join("big.bin")).expect("metadata");
+        let info = done.info.expect("file info");
+        assert_eq!((info.mtime, info.ctime), (md.mtime(), md.ctime()));
         assert!(done.progress < len as u64, "progress sums below the size");
         // Nothing more arrives after the range.
         drop(a);

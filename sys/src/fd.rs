@@ -123,14 +123,15 @@ pub fn fstat(fd: BorrowedFd<'_>) -> io::Result<libc::stat> {
     Ok(unsafe { st.assume_init() })
 }
 
-/// A descriptor's type and identity (the type bits of `st_mode`, `st_dev`,
-/// `st_ino`; nothing else is filled in) as the kernel holds them, without
-/// asking a filesystem's server: `statx(2)` with `AT_STATX_DONT_SYNC` on
-/// Linux, where `fstat(2)` of a file on FUSE or NFS may wait for its
-/// daemon or server to revalidate the attributes (a client passing such a
-/// file where a pipe or socket belongs must not stall the daemon's loop);
-/// `fstat(2)` elsewhere. Type and identity never change, so the cached
-/// answer is the true one.
+/// A descriptor's `stat` as the kernel holds it, without asking a
+/// filesystem's server: `statx(2)` with `AT_STATX_DONT_SYNC` on Linux,
+/// where `fstat(2)` of a file on FUSE or NFS may wait for its daemon or
+/// server to revalidate the attributes (a client passing such a file where
+/// a pipe or socket belongs must not stall the daemon's loop); `fstat(2)`
+/// elsewhere. Type and identity (the type bits of `st_mode`, `st_dev`,
+/// `st_ino`) never change, so the cached answer is the true one; the rest
+/// (size, times) is exact on a local filesystem and may be stale where a
+/// server holds the truth.
 pub fn stat_cached(fd: BorrowedFd<'_>) -> io::Result<libc::stat> {
     crate::os::stat_cached(fd)
 }

@@ -512,12 +512,13 @@ impl<B: TransferBackend> Server<B> {
                 // socket, a file on a FUSE mount, any file of a FUSE or
                 // NFS root) is refused and closes as a [`Passed`].
                 let root_dev = self.root_stat.st_dev;
-                if self.root_opens_never_wait
-                    && sys::stat_cached(file.as_fd()).is_ok_and(|st| st.st_dev == root_dev)
-                {
-                    Some(open::adopt(file.keep(), root_dev))
-                } else {
-                    Some(Err(Errno::EXDEV))
+                let on_root = match sys::stat_cached(file.as_fd()) {
+                    Ok(st) if self.root_opens_never_wait && st.st_dev == root_dev => Some(st),
+                    _ => None,
+                };
+                match on_root {
+                    Some(st) => Some(open::adopt(file.keep(), st)),
+                    None => Some(Err(Errno::EXDEV)),
                 }
             }
             None => open::on_loop(&*self.backend, self.root.as_fd(), &path),

@@ -81,20 +81,15 @@ pub fn blocking<B: TransferBackend + ?Sized>(
     finish(backend.open_beneath(root, path))
 }
 
-/// A file a client opened itself and handed on (Continue, ContinueRead):
-/// the same type check and shared lock as a file the daemon opened, and it
-/// must live on the root's own filesystem (`root_dev`), which is where a
-/// client's attempt opens (`RESOLVE_NO_XDEV`) and which the handshake
-/// offered only if its opens and reads never wait on a server: a file from
-/// anywhere else (a FUSE mount that never answers, say) could hold the
-/// loop. `EXDEV` for it, which the client is answered as an escape from
-/// the root ([`refusal`]: `EACCES`). Never waits: `fstat` of an open descriptor and
+/// A file a client opened itself and handed on (Continue, ContinueRead,
+/// Adopt), with its `st` from [`sys::stat_cached`]: the same type check and
+/// shared lock as a file the daemon opened. The caller has checked that it
+/// lives on the root's own filesystem, which is where a client's attempt
+/// opens (`RESOLVE_NO_XDEV`), and that this filesystem's opens never wait
+/// (a FUSE or NFS root takes no hand-offs): there the cached `stat` is the
+/// exact one, and the lock never asks a server. Never waits:
 /// `flock(LOCK_NB)`.
-pub fn adopt(file: OwnedFd, root_dev: libc::dev_t) -> Opened {
-    let st = sys::fstat(file.as_fd()).map_err(|e| errno_of(&e))?;
-    if st.st_dev != root_dev {
-        return Err(Errno::EXDEV);
-    }
+pub fn adopt(file: OwnedFd, st: libc::stat) -> Opened {
     finish(Ok((file, st)))
 }
 

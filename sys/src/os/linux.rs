@@ -564,10 +564,12 @@ pub fn readahead(file: BorrowedFd<'_>, offset: i64, len: usize) -> io::Result<()
     Ok(())
 }
 
-/// `statx(2)` of the descriptor itself with `AT_STATX_DONT_SYNC`: its type
-/// and identity as the kernel holds them, without asking a network
-/// filesystem's server or a FUSE daemon to revalidate (as `fstat` may).
-/// Only `st_dev`, `st_ino` and `st_mode` are filled in.
+/// `statx(2)` of the descriptor itself with `AT_STATX_DONT_SYNC`: its
+/// `stat` as the kernel holds it, without asking a network filesystem's
+/// server or a FUSE daemon to revalidate (as `fstat` may). Type and
+/// identity (`st_mode`'s type bits, `st_dev`, `st_ino`) never change, so
+/// they are always true; the rest (size, times, owner) is exact on a local
+/// filesystem and may be stale on one whose server holds the truth.
 pub fn stat_unsynced(fd: BorrowedFd<'_>) -> io::Result<libc::stat> {
     let mut sx = std::mem::MaybeUninit::<libc::statx>::zeroed();
     // SAFETY: the path is a NUL-terminated empty string (AT_EMPTY_PATH:
@@ -577,7 +579,7 @@ pub fn stat_unsynced(fd: BorrowedFd<'_>) -> io::Result<libc::stat> {
             fd.as_raw_fd(),
             c"".as_ptr(),
             libc::AT_EMPTY_PATH | libc::AT_STATX_DONT_SYNC,
-            libc::STATX_TYPE | libc::STATX_INO,
+            libc::STATX_BASIC_STATS,
             sx.as_mut_ptr(),
         )
     };
@@ -591,6 +593,19 @@ pub fn stat_unsynced(fd: BorrowedFd<'_>) -> io::Result<libc::stat> {
     st.st_dev = libc::makedev(sx.stx_dev_major, sx.stx_dev_minor);
     st.st_ino = sx.stx_ino as libc::ino_t;
     st.st_mode = libc::mode_t::from(sx.stx_mode);
+    st.st_nlink = sx.stx_nlink as libc::nlink_t;
+    st.st_uid = sx.stx_uid;
+    st.st_gid = sx.stx_gid;
+    st.st_rdev = libc::makedev(sx.stx_rdev_major, sx.stx_rdev_minor);
+    st.st_size = sx.stx_size as libc::off_t;
+    st.st_blksize = sx.stx_blksize as libc::blksize_t;
+    st.st_blocks = sx.stx_blocks as libc::blkcnt_t;
+    st.st_atime = sx.stx_atime.tv_sec as libc::time_t;
+    st.st_atime_nsec = i64::from(sx.stx_atime.tv_nsec) as _;
+    st.st_mtime = sx.stx_mtime.tv_sec as libc::time_t;
+    st.st_mtime_nsec = i64::from(sx.stx_mtime.tv_nsec) as _;
+    st.st_ctime = sx.stx_ctime.tv_sec as libc::time_t;
+    st.st_ctime_nsec = i64::from(sx.stx_ctime.tv_nsec) as _;
     Ok(st)
 }
 
