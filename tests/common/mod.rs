@@ -382,8 +382,9 @@ pub fn dsync_file() -> (tempfile::TempDir, std::fs::File) {
     (dir, f)
 }
 
-/// Socket activation as systemd does it, without systemd: starts the daemon through `/bin/sh` so that `LISTEN_PID=$$` is the pid
-/// the daemon will have (`exec` keeps it), with `fd` as descriptor 3.
+/// Socket activation as systemd does it, without systemd: starts the
+/// daemon through `/bin/sh` so that `LISTEN_PID=$$` is the pid the daemon
+/// will have (`exec` keeps it), with `fd` as descriptor 3.
 pub fn spawn_activated(fd: RawFd, listen_fds: &str, root: &Path, extra: &[&str]) -> Child {
     let mut cmd = Command::new("/bin/sh");
     cmd.arg("-c")

@@ -508,9 +508,11 @@ impl<B: TransferBackend> Server<B> {
                 // The file is one the client opened: kept only if it is on
                 // the root's own filesystem (whose closes are the loop's
                 // own), and that filesystem's opens never wait (adopting
-                // makes an `fstat` and a lock here); anything else (a
-                // socket, a file on a FUSE mount, any file of a FUSE or
-                // NFS root) is refused and closes as a [`Passed`].
+                // takes its cached stat as exact and locks it here, where
+                // on FUSE or NFS the stat may be stale and the lock ask a
+                // server); anything else (a socket, a file on a FUSE
+                // mount, any file of a FUSE or NFS root) is refused and
+                // closes as a [`Passed`].
                 let root_dev = self.root_stat.st_dev;
                 let on_root = match sys::stat_cached(file.as_fd()) {
                     Ok(st) if self.root_opens_never_wait && st.st_dev == root_dev => Some(st),

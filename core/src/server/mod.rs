@@ -188,10 +188,11 @@ pub struct Server<B: TransferBackend> {
     root_stat: libc::stat,
     /// Whether the root's filesystem is one whose opens never wait (a
     /// local one, by its `fstatfs` type, learnt once at start). Only then
-    /// does the loop take a file a client opened itself: its `fstat` and
-    /// lock are the loop's, and on FUSE or NFS either may wait for a
-    /// server. A client's attempt makes the same check at its handshake,
-    /// so only a client that skipped it hands on from anywhere else.
+    /// does the loop take a file a client opened itself: it takes the
+    /// file's cached stat as exact and locks it, and on FUSE or NFS the
+    /// stat may be stale and the lock may wait for a server. A client's
+    /// attempt makes the same check at its handshake, so only a client
+    /// that skipped it hands on from anywhere else.
     root_opens_never_wait: bool,
     socket: RequestSocket,
     engine: Engine,
