@@ -89,7 +89,7 @@ pub fn probe(
     if let Some(r) = probe_byte(file, first, facts)? {
         return Ok(r);
     }
-    if first / 4096 == last / 4096 {
+    if !spans_pages(first, len) {
         return Ok(Residency::Cached);
     }
     if !NO_CACHESTAT.load(Ordering::Relaxed) {
@@ -168,10 +168,16 @@ pub fn probe_counted_first(
 /// `cachestat(2)` counts every one of them in the page cache. False where
 /// the kernel has no `cachestat` (then [`probe`] finds out, once).
 fn counted_whole(file: BorrowedFd<'_>, offset: u64, len: usize) -> bool {
-    let spans_pages = len > 0 && offset / 4096 != offset.saturating_add(len as u64 - 1) / 4096;
-    spans_pages
+    spans_pages(offset, len)
         && !NO_CACHESTAT.load(Ordering::Relaxed)
         && matches!(cached_pages(file, offset, len as u64), Ok((cached, pages)) if cached >= pages)
+}
+
+/// Whether `len` bytes at `offset` touch more than one 4 KiB page (the
+/// page size the probes count in; a larger page only makes a range look
+/// longer than it is, which costs a count, never a wrong answer).
+fn spans_pages(offset: u64, len: usize) -> bool {
+    len > 0 && offset / 4096 != offset.saturating_add(len as u64 - 1) / 4096
 }
 
 /// Whether the file ends before `last` (its size as `fstat` says): a count
